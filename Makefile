@@ -1,0 +1,42 @@
+# Shoal: two commands on a fresh machine.
+#   make demo   - the reference jobs on a real local Kafka broker, live output (Ctrl-C stops)
+#   make test   - unit and integration tests (starts its own broker)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO_SECONDS ?= 0
+
+.PHONY: venv demo test unit integration bench lint typecheck clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+demo: venv
+	$(BIN)/shoal demo --seconds $(DEMO_SECONDS)
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: venv
+	$(BIN)/python -m pytest -q tests/integration
+
+bench: venv
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python -m bench
+
+lint: venv
+	$(BIN)/ruff check runtime connectors jobs tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+clean:
+	rm -rf .shoal .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,105 @@
+"""Codecs the engine uses: Avro (single-object) by schema name, JSON for schema-less sinks.
+
+``codec_factory()`` gives a callable ``schema name -> codec`` over the ``schemas/``
+folder; the empty name means JSON. ``any_decoder`` decodes whatever a topic holds
+(for ``shoal tail`` and the demo view).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from connectors.avro import SINGLE_OBJECT_MAGIC, AvroSerde, SchemaRepository, Serde
+from runtime.api.errors import DecodeError, RecordError, RecordOrigin
+
+
+def _origin_of(raw: Any) -> RecordOrigin:
+    if raw is None:
+        return RecordOrigin()
+    if isinstance(raw, RecordOrigin):
+        return raw
+    return RecordOrigin(raw.topic(), raw.partition(), raw.offset())
+
+
+class AvroCodec:
+    """An Avro serde with origins taken from raw source records."""
+
+    def __init__(self, serde: Serde) -> None:
+        self.serde = serde
+        self.encode = serde.encode
+
+    def decode_batch(
+        self, datas: Sequence[bytes | None], origins: Sequence[Any] | None = None
+    ) -> tuple[list[Any], list[tuple[int, RecordError]]]:
+        """Decode a batch; failures carry topic/partition/offset of their record."""
+        if origins is None:
+            return self.serde.decode_batch(datas)  # type: ignore[arg-type]
+        return self.serde.decode_batch(datas, lambda i: _origin_of(origins[i]))  # type: ignore[arg-type,return-value]
+
+
+class JsonCodec:
+    """UTF-8 JSON, for sinks declared with ``schema=None``."""
+
+    def encode(self, value: Any) -> bytes:
+        """Compact JSON with sorted keys."""
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str).encode()
+
+    def decode_batch(
+        self, datas: Sequence[bytes | None], origins: Sequence[Any] | None = None
+    ) -> tuple[list[Any], list[tuple[int, RecordError]]]:
+        """Parse a batch of JSON documents."""
+        values, failures = [], []
+        for i, data in enumerate(datas):
+            try:
+                values.append(json.loads(data))  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                origin = _origin_of(origins[i]) if origins is not None else None
+                failures.append((i, DecodeError(f"not JSON: {exc}", origin=origin)))
+        return values, failures
+
+
+class CodecFactory:
+    """``factory(schema_name)`` -> codec, cached per name."""
+
+    def __init__(self, repository: SchemaRepository) -> None:
+        self.repository = repository
+        self._codecs: dict[str, Any] = {"": JsonCodec()}
+
+    def __call__(self, schema: str) -> Any:
+        codec = self._codecs.get(schema)
+        if codec is None:
+            codec = self._codecs[schema] = AvroCodec(AvroSerde(schema, self.repository))
+        return codec
+
+    def any_decoder(self, schema: str | None) -> Callable[[bytes | None], Any]:
+        """A forgiving decoder: the named schema, else Avro by fingerprint, JSON, or hex."""
+
+        def decode(data: bytes | None) -> Any:
+            if data is None:
+                return None
+            if schema:
+                return self(schema).serde.decode(data)
+            if data[:2] == SINGLE_OBJECT_MAGIC:
+                entry = self.repository.by_fingerprint(bytes(data[2:10]))
+                if entry is not None:
+                    return self(entry.name).serde.decode(data)
+            try:
+                return json.loads(data)
+            except ValueError:
+                return data.hex()
+
+        return decode
+
+
+@lru_cache(maxsize=1)
+def codec_factory() -> CodecFactory:
+    """The process-wide codec factory over ``schemas/``."""
+    return CodecFactory(SchemaRepository.from_directory())
+
+
+def codec_for_schema(schema: str) -> Any:
+    """The codec of one schema name (``""``: JSON)."""
+    return codec_factory()(schema)

@@ -1,0 +1,91 @@
+"""Topic administration: idempotent creation with partitions and configs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaError, KafkaException, NewTopic
+from runtime.api.errors import ConnectorError
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic to create: partitions, replication and configs (e.g. ``cleanup.policy``)."""
+
+    name: str
+    partitions: int = 1
+    replication: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+class KafkaAdmin:
+    """Creates, lists and deletes topics.
+
+    Args:
+        bootstrap: ``host:port`` of the cluster.
+    """
+
+    def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": CLIENT_LOGGER})
+
+    def topics(self) -> dict[str, int]:
+        """Topic name -> partition count (internal topics excluded)."""
+        try:
+            md = self._admin.list_topics(timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot list topics on {self.bootstrap}: {exc}") from exc
+        return {
+            name: len(t.partitions) for name, t in md.topics.items() if not name.startswith("__")
+        }
+
+    def ensure_topics(self, specs: list[TopicSpec]) -> list[str]:
+        """Create the topics that do not exist yet; returns the names created.
+
+        Raises:
+            ConnectorError: a topic could not be created (other than already existing).
+        """
+        existing = self.topics()
+        wanted = [s for s in specs if s.name not in existing]
+        if not wanted:
+            return []
+        futures = self._admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication, config=dict(s.config)) for s in wanted],
+            operation_timeout=self.timeout_s,
+        )
+        created = []
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=self.timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                raise ConnectorError(f"cannot create topic {name!r}: {exc}") from exc
+        self._wait_visible([s.name for s in wanted])
+        return created
+
+    def _wait_visible(self, names: list[str]) -> None:
+        import time
+
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if all(n in self.topics() for n in names):
+                return
+            time.sleep(0.1)
+        raise ConnectorError(f"topics {names} did not appear within {self.timeout_s}s")
+
+    def delete_topics(self, names: list[str]) -> None:
+        """Delete topics (missing ones are ignored)."""
+        existing = self.topics()
+        names = [n for n in names if n in existing]
+        if not names:
+            return
+        for name, fut in self._admin.delete_topics(names, operation_timeout=self.timeout_s).items():
+            try:
+                fut.result(timeout=self.timeout_s)
+            except KafkaException as exc:
+                raise ConnectorError(f"cannot delete topic {name!r}: {exc}") from exc

@@ -1,0 +1,60 @@
+"""The one module that imports confluent_kafka.
+
+Everything else in Shoal reaches the Kafka client through the names below, so
+the client library's types stay behind the connector boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# librdkafka's own log lines go through Python logging instead of stderr.
+CLIENT_LOGGER = logging.getLogger("shoal.kafka.client")
+
+__all__ = [
+    "CLIENT_LOGGER",
+    "OFFSET_BEGINNING",
+    "OFFSET_END",
+    "AdminClient",
+    "Consumer",
+    "KafkaError",
+    "KafkaException",
+    "Message",
+    "NewTopic",
+    "Producer",
+    "registry_client",
+    "registry_schema",
+    "TopicPartition",
+]
+
+
+def registry_client(conf: dict[str, Any]) -> Any:
+    """A Confluent Schema Registry client (imported lazily: it pulls in an HTTP stack).
+
+    Args:
+        conf: client settings, e.g. ``{"url": "http://registry:8081"}``. A
+            ``mock://`` URL gives the client library's in-process fake registry.
+    """
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient(conf)
+
+
+def registry_schema(schema_str: str) -> Any:
+    """A registry schema object for an Avro schema text."""
+    from confluent_kafka.schema_registry import Schema
+
+    return Schema(schema_str, schema_type="AVRO")

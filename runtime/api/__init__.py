@@ -1,0 +1,48 @@
+"""The job author's API: pure, no I/O, no threads. Imports nothing else of Shoal."""
+
+from runtime.api import aggregates, windows
+from runtime.api.errors import (
+    ConfigError,
+    JobDefinitionError,
+    RecordError,
+    ShoalError,
+    StateError,
+    UserFunctionError,
+)
+from runtime.api.functions import (
+    AggregateFunction,
+    KeyedProcessFunction,
+    ListState,
+    MapState,
+    ProcessContext,
+    ValueState,
+    Window,
+)
+from runtime.api.graph import ErrorPolicy
+from runtime.api.job import AggregatedStream, Job, KeyedStream, Stream, WindowedStream
+from runtime.api.watermarks import WatermarkStrategy
+
+__all__ = [
+    "AggregateFunction",
+    "AggregatedStream",
+    "ConfigError",
+    "ErrorPolicy",
+    "Job",
+    "JobDefinitionError",
+    "KeyedProcessFunction",
+    "KeyedStream",
+    "ListState",
+    "MapState",
+    "ProcessContext",
+    "RecordError",
+    "ShoalError",
+    "StateError",
+    "Stream",
+    "UserFunctionError",
+    "ValueState",
+    "Window",
+    "WatermarkStrategy",
+    "WindowedStream",
+    "aggregates",
+    "windows",
+]

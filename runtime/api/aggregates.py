@@ -1,0 +1,184 @@
+"""Built-in aggregate functions: count, sum, min, max, mean and mergeable quantiles.
+
+Each takes an optional ``of`` function that picks the number out of a record;
+without it the record itself is the number.
+
+>>> agg = Mean(of=lambda e: e["bitrate_kbps"])
+>>> acc = agg.create()
+>>> for e in ({"bitrate_kbps": 1000}, {"bitrate_kbps": 3000}):
+...     acc = agg.add(acc, e)
+>>> agg.result(acc)
+2000.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Count", "Max", "Mean", "Min", "Quantiles", "Sum"]
+
+Extract = Callable[[Any], float] | None
+
+
+def _get(of: Extract, value: Any) -> Any:
+    return value if of is None else of(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """Number of records."""
+
+    def create(self) -> int:
+        """Zero."""
+        return 0
+
+    def add(self, acc: int, value: Any) -> int:
+        """One more."""
+        return acc + 1
+
+    def merge(self, a: int, b: int) -> int:
+        """Sum of counts."""
+        return a + b
+
+    def result(self, acc: int) -> int:
+        """The count."""
+        return acc
+
+
+@dataclass(frozen=True, slots=True)
+class Sum:
+    """Sum of ``of(record)``."""
+
+    of: Extract = None
+
+    def create(self) -> float:
+        """Zero."""
+        return 0
+
+    def add(self, acc: float, value: Any) -> float:
+        """Add the record's number."""
+        return acc + _get(self.of, value)
+
+    def merge(self, a: float, b: float) -> float:
+        """Sum of sums."""
+        return a + b
+
+    def result(self, acc: float) -> float:
+        """The sum."""
+        return acc
+
+
+@dataclass(frozen=True, slots=True)
+class Min:
+    """Smallest ``of(record)``; ``None`` for no records."""
+
+    of: Extract = None
+
+    def create(self) -> float | None:
+        """No value yet."""
+        return None
+
+    def add(self, acc: float | None, value: Any) -> float | None:
+        """Keep the smaller."""
+        v = _get(self.of, value)
+        return v if acc is None or v < acc else acc
+
+    def merge(self, a: float | None, b: float | None) -> float | None:
+        """Smaller of two minima."""
+        if a is None:
+            return b
+        return a if b is None or a <= b else b
+
+    def result(self, acc: float | None) -> float | None:
+        """The minimum."""
+        return acc
+
+
+@dataclass(frozen=True, slots=True)
+class Max:
+    """Largest ``of(record)``; ``None`` for no records."""
+
+    of: Extract = None
+
+    def create(self) -> float | None:
+        """No value yet."""
+        return None
+
+    def add(self, acc: float | None, value: Any) -> float | None:
+        """Keep the larger."""
+        v = _get(self.of, value)
+        return v if acc is None or v > acc else acc
+
+    def merge(self, a: float | None, b: float | None) -> float | None:
+        """Larger of two maxima."""
+        if a is None:
+            return b
+        return a if b is None or a >= b else b
+
+    def result(self, acc: float | None) -> float | None:
+        """The maximum."""
+        return acc
+
+
+@dataclass(frozen=True, slots=True)
+class Mean:
+    """Arithmetic mean of ``of(record)``; ``None`` for no records."""
+
+    of: Extract = None
+
+    def create(self) -> list[float]:
+        """[sum, count]."""
+        return [0.0, 0]
+
+    def add(self, acc: list[float], value: Any) -> list[float]:
+        """Add one number."""
+        acc[0] += _get(self.of, value)
+        acc[1] += 1
+        return acc
+
+    def merge(self, a: list[float], b: list[float]) -> list[float]:
+        """Add sums and counts."""
+        return [a[0] + b[0], a[1] + b[1]]
+
+    def result(self, acc: list[float]) -> float | None:
+        """sum / count."""
+        return acc[0] / acc[1] if acc[1] else None
+
+
+@dataclass(frozen=True, slots=True)
+class Quantiles:
+    """Mergeable quantile sketch (DDSketch) of ``of(record)``.
+
+    The result maps each requested quantile to its estimate, whose relative error is
+    at most ``relative_accuracy`` (1% by default); ``None`` values for no records.
+    A well-kept sketch library does this better than code we would write by hand:
+    it is small, pure Python, mergeable and has a proven relative-error bound.
+    """
+
+    quantiles: Sequence[float] = (0.5, 0.9, 0.99)
+    of: Extract = None
+    relative_accuracy: float = 0.01
+
+    def create(self) -> Any:
+        """An empty sketch."""
+        from ddsketch import DDSketch
+
+        return DDSketch(relative_accuracy=self.relative_accuracy)
+
+    def add(self, acc: Any, value: Any) -> Any:
+        """Add one (non-negative) number."""
+        acc.add(_get(self.of, value))
+        return acc
+
+    def merge(self, a: Any, b: Any) -> Any:
+        """Merge two sketches."""
+        a.merge(b)
+        return a
+
+    def result(self, acc: Any) -> dict[float, float | None]:
+        """Quantile -> estimate."""
+        if acc.count == 0:
+            return {q: None for q in self.quantiles}
+        return {q: acc.get_quantile_value(q) for q in self.quantiles}

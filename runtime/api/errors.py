@@ -1,0 +1,103 @@
+"""Errors raised by Shoal.
+
+Every error derives from :class:`ShoalError`. The tree is split by what should
+happen next::
+
+    ShoalError
+    ├── ConfigError            a job or endpoint is misconfigured; fix and restart
+    ├── JobDefinitionError     the job graph is invalid (duplicate step names, ...)
+    ├── RecordError            bad input: the record goes to the dead-letter topic
+    │   ├── DecodeError        bytes that are not valid for any known schema
+    │   ├── SchemaError        a decoded value that violates its schema
+    │   └── TimestampError     missing or absurd event time
+    ├── UserFunctionError      a job's own function raised; the error policy decides
+    ├── ConnectorError         an external system failed (broker, database, ...)
+    │   └── BrokerError        the local broker could not be started or reached
+    └── StateError             state or checkpoint failure: fatal for the task
+
+Messages name the job, the step and the record's topic/partition/offset when
+they are known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOrigin:
+    """Where a record came from: used in error messages and dead-letter headers."""
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class ShoalError(Exception):
+    """Root of every error Shoal raises."""
+
+
+class ConfigError(ShoalError):
+    """A job, endpoint or command-line setting is invalid."""
+
+
+class JobDefinitionError(ShoalError):
+    """The job graph is invalid: duplicate step names, unknown sources, ..."""
+
+
+class RecordError(ShoalError):
+    """A single input record is bad; it is dead-lettered, not fatal.
+
+    Args:
+        message: what is wrong with the record.
+        origin: topic, partition and offset of the record, when known.
+        step: the step that rejected it, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        origin: RecordOrigin | None = None,
+        step: str | None = None,
+    ) -> None:
+        self.reason = message
+        self.origin = origin or RecordOrigin()
+        self.step = step
+        where = []
+        if step:
+            where.append(f"step {step!r}")
+        if self.origin.topic is not None:
+            where.append(f"record {self.origin}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class DecodeError(RecordError):
+    """The record's bytes could not be decoded."""
+
+
+class SchemaError(RecordError):
+    """The record decoded but violates its schema."""
+
+
+class TimestampError(RecordError):
+    """The record has no event time, or an absurd one."""
+
+
+class UserFunctionError(ShoalError):
+    """A function supplied by the job raised an exception."""
+
+
+class ConnectorError(ShoalError):
+    """An external system (broker, database, HTTP endpoint) failed."""
+
+
+class BrokerError(ConnectorError):
+    """The local Kafka broker could not be prepared, started or reached."""
+
+
+class StateError(ShoalError):
+    """State or checkpoint failure; fatal for the task that hit it."""

@@ -1,0 +1,119 @@
+"""The job graph: immutable nodes that the job API builds and the engines execute.
+
+Each node has a stable ``name``: it names the step's state, its changelog topic and
+its metric labels. Renaming a stateful step is a state migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from runtime.api.functions import AggregateFunction, KeyedProcessFunction, Window
+from runtime.api.watermarks import WatermarkStrategy
+from runtime.api.windows import WindowSpec
+
+
+class ErrorPolicy(StrEnum):
+    """What happens to a bad record or a failing user function."""
+
+    DEAD_LETTER = "dead_letter"  # write it to the job's dead-letter topic and go on
+    SKIP = "skip"  # count it as dead-lettered, but write it nowhere
+    FAIL = "fail"  # stop the job
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """A step of the job graph."""
+
+    name: str
+    parents: tuple[Node, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """Short name of the step type (for metrics and topology views)."""
+        return type(self).__name__.removesuffix("Node").lower()
+
+
+@dataclass(frozen=True, eq=False)
+class SourceNode(Node):
+    """Reads a named input, bound to a topic by config."""
+
+    schema: str = ""
+    timestamp: Callable[[Any], int] | None = None
+    watermarks: WatermarkStrategy = field(default_factory=WatermarkStrategy)
+
+
+@dataclass(frozen=True, eq=False)
+class MapNode(Node):
+    """One output per input."""
+
+    fn: Callable[[Any], Any] = lambda v: v
+
+
+@dataclass(frozen=True, eq=False)
+class FilterNode(Node):
+    """Keeps inputs for which ``fn`` is true."""
+
+    fn: Callable[[Any], bool] = lambda v: True
+
+
+@dataclass(frozen=True, eq=False)
+class FlatMapNode(Node):
+    """Zero or more outputs per input."""
+
+    fn: Callable[[Any], Iterable[Any]] = lambda v: (v,)
+
+
+@dataclass(frozen=True, eq=False)
+class MergeNode(Node):
+    """Union of several streams."""
+
+
+@dataclass(frozen=True, eq=False)
+class KeyByNode(Node):
+    """Assigns a key. ``repartition=False`` declares the input already partitioned by it."""
+
+    fn: Callable[[Any], Any] = lambda v: v
+    repartition: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class WindowNode(Node):
+    """Keyed window aggregation with a late-events side output."""
+
+    spec: WindowSpec | None = None
+    aggregate: AggregateFunction[Any, Any, Any] | None = None
+    output: Callable[[Any, Window, Any], Any] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class LateNode(Node):
+    """Side output of a window step: records that came after allowed lateness."""
+
+
+@dataclass(frozen=True, eq=False)
+class ProcessNode(Node):
+    """Keyed process function with state and timers."""
+
+    fn: KeyedProcessFunction | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class SinkNode(Node):
+    """Writes to a named output, bound to a topic (or another sink) by config."""
+
+    schema: str = ""
+    key: Callable[[Any], Any] | None = None
+
+
+def default_window_output(key: Any, window: Window, result: Any) -> dict[str, Any]:
+    """The default record a window step emits."""
+    return {
+        "key": key,
+        "window_start_ms": window.start_ms,
+        "window_end_ms": window.end_ms,
+        "value": result,
+    }

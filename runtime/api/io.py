@@ -1,0 +1,83 @@
+"""Protocols between the engine and the outside world.
+
+Connectors implement these; the engine and the test driver only see the protocols.
+A raw record has the accessor methods of a Kafka client message, so the Kafka
+source hands its messages to the engine without copying them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from runtime.api.errors import RecordError
+
+
+class RawRecord(Protocol):
+    """One record as read from a source: bytes plus where it came from."""
+
+    def topic(self) -> str | None:
+        """Source topic."""
+        ...
+
+    def partition(self) -> int | None:
+        """Source partition."""
+        ...
+
+    def offset(self) -> int | None:
+        """Offset within the partition."""
+        ...
+
+    def key(self) -> bytes | None:
+        """Message key."""
+        ...
+
+    def value(self) -> bytes | None:
+        """Message value."""
+        ...
+
+    def timestamp(self) -> tuple[int, int]:
+        """(timestamp type, epoch ms) as the broker reports it."""
+        ...
+
+
+class Codec(Protocol):
+    """Turns bytes into records of one schema and back."""
+
+    def decode_batch(
+        self, datas: Sequence[bytes | None], origins: Sequence[Any] | None = None
+    ) -> tuple[list[Any], list[tuple[int, RecordError]]]:
+        """Decode a batch; failures are returned by index, not raised."""
+        ...
+
+    def encode(self, value: Any) -> bytes:
+        """Encode one record."""
+        ...
+
+
+CodecFactory = Callable[[str], Codec]
+"""Gives the codec of a schema name (``""`` means JSON)."""
+
+
+class SourceReader(Protocol):
+    """Batched reads from the job's source topics."""
+
+    def poll(self, max_records: int, timeout_s: float) -> list[RawRecord]:
+        """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group and release resources."""
+        ...
+
+
+class SinkWriter(Protocol):
+    """Batched writes to output topics."""
+
+    def write(self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int | None) -> None:
+        """Queue one record."""
+        ...
+
+    def flush(self) -> None:
+        """Wait until every queued record is acknowledged; raise on failure."""
+        ...

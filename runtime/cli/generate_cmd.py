@@ -1,0 +1,164 @@
+"""``shoal generate``: simulated viewers -> Avro records on Kafka."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import click
+
+from runtime.api.errors import ConfigError
+from runtime.cli.common import codecs, resolve_bootstrap
+
+
+def parse_degradation(text: str) -> tuple[str, int, int]:
+    """``CDN:START_S:END_S`` -> (cdn, start ms, end ms) relative to the start."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise ConfigError(f"--degrade {text!r} must look like CDN:START_S:END_S")
+    try:
+        return parts[0], int(float(parts[1]) * 1000), int(float(parts[2]) * 1000)
+    except ValueError as exc:
+        raise ConfigError(f"--degrade {text!r}: START_S and END_S must be numbers") from exc
+
+
+@click.command()
+@click.option(
+    "--events",
+    "-n",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="How many records to produce.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Records per second of wall time; 0 is as fast as possible.",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same records.")
+@click.option("--users", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--titles", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--start-ms", type=int, default=None, help="Event-time origin (epoch ms); default: now."
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Partitions of topics created here.",
+)
+@click.option("--playback-topic", default="playback", show_default=True)
+@click.option("--interactions-topic", default="interactions", show_default=True)
+@click.option("--late-rate", type=click.FloatRange(0, 1), default=0.002, show_default=True)
+@click.option("--duplicate-rate", type=click.FloatRange(0, 1), default=0.005, show_default=True)
+@click.option("--malformed-rate", type=click.FloatRange(0, 1), default=0.001, show_default=True)
+@click.option("--bad-timestamp-rate", type=click.FloatRange(0, 1), default=0.001, show_default=True)
+@click.option("--out-of-order-ms", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option(
+    "--degrade",
+    multiple=True,
+    metavar="CDN:START_S:END_S",
+    help="Make one CDN bad for a stretch of event time (repeatable).",
+)
+@click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def generate(
+    events: int,
+    rate: float,
+    seed: int,
+    users: int,
+    titles: int,
+    start_ms: int | None,
+    partitions: int,
+    playback_topic: str,
+    interactions_topic: str,
+    late_rate: float,
+    duplicate_rate: float,
+    malformed_rate: float,
+    bad_timestamp_rate: float,
+    out_of_order_ms: int,
+    degrade: tuple[str, ...],
+    bootstrap: str | None,
+    quiet: bool,
+) -> None:
+    """Produce simulated playback and interaction events (Avro, single-object encoding).
+
+    Viewers with devices browse rows, start plays with startup delay, switch bitrate
+    with their bandwidth, rebuffer, seek, pause, fail and stop. Out-of-order, late,
+    duplicated, malformed and badly-timestamped records are mixed in at the given rates.
+    """
+    from tqdm import tqdm
+
+    from connectors.kafka.admin import KafkaAdmin, TopicSpec
+    from connectors.kafka.sink import KafkaSink
+    from runtime.generator import Degradation, Generator, GeneratorConfig, corrupt_bytes
+
+    server = resolve_bootstrap(bootstrap)
+    origin = start_ms if start_ms is not None else time.time_ns() // 1_000_000
+    try:
+        config = GeneratorConfig(
+            seed=seed,
+            users=users,
+            titles=titles,
+            start_ms=origin,
+            out_of_order_ms=out_of_order_ms,
+            late_rate=late_rate,
+            duplicate_rate=duplicate_rate,
+            malformed_rate=malformed_rate,
+            bad_timestamp_rate=bad_timestamp_rate,
+            degradations=tuple(Degradation(*parse_degradation(d)) for d in degrade),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    KafkaAdmin(server).ensure_topics(
+        [TopicSpec(playback_topic, partitions), TopicSpec(interactions_topic, partitions)]
+    )
+    topic = {"playback": playback_topic, "interactions": interactions_topic}
+    encoders = {
+        "playback": codecs()("PlaybackEvent").encode,
+        "interactions": codecs()("InteractionEvent").encode,
+    }
+    sink = KafkaSink(server, linger_ms=50)
+    rng = random.Random(seed ^ 0x5EED)
+    counts: dict[str, int] = {}
+    t0 = time.monotonic()
+    bar = tqdm(
+        total=events,
+        unit="ev",
+        disable=quiet,
+        file=click.get_text_stream("stderr"),
+        mininterval=0.5,
+    )
+    try:
+        for i, rec in enumerate(Generator(config)):
+            if i >= events:
+                break
+            data = encoders[rec.stream](rec.value)
+            if rec.corrupt is not None:
+                data = corrupt_bytes(data, rec.corrupt, rng)
+            sink.write(topic[rec.stream], rec.key, data, None)
+            counts[rec.label] = counts.get(rec.label, 0) + 1
+            if i % 1000 == 999:
+                bar.update(1000)
+                sink.poll()
+                if rate > 0:
+                    ahead = (i + 1) / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        bar.update(events - bar.n)
+        sink.flush()
+    except KeyboardInterrupt:
+        sink.flush()
+    finally:
+        bar.close()
+    took = time.monotonic() - t0
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    click.echo(
+        f"produced {sum(counts.values())} records in {took:.1f}s "
+        f"({sum(counts.values()) / max(took, 1e-9):,.0f}/s): {summary}",
+        err=True,
+    )

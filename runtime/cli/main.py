@@ -1,0 +1,65 @@
+"""Entry point of the ``shoal`` command: one-line errors, never a traceback for ours."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from runtime.api.errors import ShoalError
+from runtime.cli.broker_cmd import broker
+from runtime.cli.demo_cmd import demo
+from runtime.cli.generate_cmd import generate
+from runtime.cli.run_cmd import run
+from runtime.cli.topics_cmd import tail, topics
+
+
+class ShoalGroup(click.Group):
+    """Turns our errors into one clear line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ShoalError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log more (client and engine details).")
+@click.version_option(package_name="shoal", prog_name="shoal")
+def cli(verbose: bool) -> None:
+    """Shoal: real-time stream processing on Kafka with event time and state.
+
+    \b
+    Typical session:
+      shoal broker start                  # a real local Kafka broker
+      shoal generate --events 100000      # simulated viewers -> playback topics
+      shoal run jobs.playback_health:job  # run a job, live counters
+      shoal tail playback-errors          # decode and print an output topic
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        logging.getLogger("shoal.kafka.client").setLevel(logging.CRITICAL)
+
+
+cli.add_command(broker)
+cli.add_command(demo)
+cli.add_command(generate)
+cli.add_command(run)
+cli.add_command(topics)
+cli.add_command(tail)
+
+
+def main() -> None:
+    """Console script entry."""
+    cli(prog_name="shoal")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""A task: one instance of a job's pipeline with its own state, watermark and counters.
+
+The worker feeds a task raw batches per source partition; the task decodes them,
+checks event times, runs the operator chain over the batch and collects sink
+records and dead letters. ``advance`` moves event time and processing time on and
+fires windows and timers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.api.errors import RecordError, ShoalError, TimestampError, UserFunctionError
+from runtime.api.graph import (
+    ErrorPolicy,
+    FilterNode,
+    FlatMapNode,
+    KeyByNode,
+    LateNode,
+    MapNode,
+    MergeNode,
+    Node,
+    ProcessNode,
+    SinkNode,
+    SourceNode,
+    WindowNode,
+)
+from runtime.api.io import CodecFactory, RawRecord
+from runtime.api.job import Job
+from runtime.api.windows import Session
+from runtime.engine.operators import (
+    FilterOperator,
+    FlatMapOperator,
+    KeyByOperator,
+    MapOperator,
+    Operator,
+    PassOperator,
+    Rec,
+    SinkOperator,
+)
+from runtime.engine.process import ProcessOperator
+from runtime.engine.watermarks import NO_WATERMARK, WatermarkTracker
+from runtime.engine.windows import FixedWindowOperator, SessionWindowOperator, WindowOperator
+from runtime.state.base import StateBackend
+
+
+def wall_clock_ms() -> int:
+    """The system clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be processed, and why."""
+
+    job: str
+    step: str
+    error_class: str
+    error_message: str
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: Any
+    failed_ms: int
+
+
+class SourceOperator(Operator):
+    """Entry of a source: counts what came in and what was dead-lettered."""
+
+    def process(self, batch: list[Rec]) -> None:
+        """Forward decoded, timestamped records."""
+        self.emit(batch)
+
+
+class Task:
+    """One pipeline instance of ``job``.
+
+    Args:
+        job: the job graph.
+        task_id: the partition number (or 0 for a single task); names state stores.
+        codecs: gives the codec of a schema name.
+        backend: the state backend that opens one store per stateful step.
+        clock: the processing clock in epoch ms (injected: manual in the test driver).
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        task_id: int,
+        codecs: CodecFactory,
+        backend: StateBackend,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.job = job
+        self.task_id = task_id
+        self.codecs = codecs
+        self.now_ms = clock
+        self.tracker = WatermarkTracker()
+        self.dead_letters: list[DeadLetter] = []
+        self.ops: dict[str, Operator] = {}
+        self.sources: dict[str, tuple[SourceNode, SourceOperator]] = {}
+        self.sinks: dict[str, SinkOperator] = {}
+        self.stores = []
+        for node in job.nodes:
+            op = self._build(node, backend)
+            self.ops[node.name] = op
+            for parent in node.parents:
+                parent_op = self.ops[parent.name]
+                if isinstance(node, LateNode):
+                    assert isinstance(parent_op, WindowOperator)
+                    parent_op.late_children.append(op)
+                else:
+                    parent_op.children.append(op)
+        self.order = list(self.ops.values())
+
+    def _build(self, node: Node, backend: StateBackend) -> Operator:
+        name = node.name
+        if isinstance(node, SourceNode):
+            op = SourceOperator(name, self)
+            self.sources[name] = (node, op)
+            return op
+        if isinstance(node, MapNode):
+            return MapOperator(name, self, node.fn)
+        if isinstance(node, FilterNode):
+            return FilterOperator(name, self, node.fn)
+        if isinstance(node, FlatMapNode):
+            return FlatMapOperator(name, self, node.fn)
+        if isinstance(node, KeyByNode):
+            return KeyByOperator(name, self, node.fn)
+        if isinstance(node, MergeNode | LateNode):
+            return PassOperator(name, self)
+        if isinstance(node, SinkNode):
+            sink = SinkOperator(name, self, node.key)
+            self.sinks[name] = sink
+            return sink
+        if isinstance(node, WindowNode):
+            assert node.spec is not None and node.aggregate is not None and node.output
+            store = backend.open_store(self.job.name, name, self.task_id)
+            self.stores.append(store)
+            cls = SessionWindowOperator if isinstance(node.spec, Session) else FixedWindowOperator
+            win = cls(name, self, node.spec, node.aggregate, node.output, store)
+            win.restore_index()
+            return win
+        if isinstance(node, ProcessNode):
+            assert node.fn is not None
+            store = backend.open_store(self.job.name, name, self.task_id)
+            self.stores.append(store)
+            return ProcessOperator(name, self, node.fn, store)
+        raise ShoalError(f"step {name!r}: unsupported step type {type(node).__name__}")
+
+    # -- event time -----------------------------------------------------------------
+    @property
+    def watermark(self) -> int:
+        """The task's watermark."""
+        return self.tracker.current
+
+    def add_partition(self, source: str, partition: int) -> None:
+        """Start reading ``partition`` of ``source``."""
+        node = self.sources[source][0]
+        self.tracker.add_partition(source, partition, node.watermarks, self.now_ms())
+
+    def advance(self, force_watermark_ms: int | None = None) -> int:
+        """Fire processing-time work, then move event time on; returns the watermark."""
+        now = self.now_ms()
+        for op in self.order:
+            op.on_processing_time(now)
+        if force_watermark_ms is not None:
+            self.tracker.force(force_watermark_ms)
+        before = self.tracker.current
+        wm = self.tracker.advance(now)
+        if wm != before:
+            for op in self.order:
+                op.advance_watermark(wm)
+        return wm
+
+    # -- input ----------------------------------------------------------------------
+    def ingest(self, source: str, partition: int, raws: Sequence[RawRecord]) -> None:
+        """Decode and process a batch of raw records from one source partition."""
+        node, op = self.sources[source]
+        op.counters.records_in += len(raws)
+        codec = self.codecs(node.schema)
+        values, failures = codec.decode_batch([r.value() for r in raws], raws)
+        if failures:
+            bad = set()
+            for idx, err in failures:
+                bad.add(idx)
+                self._reject(op, err, raws[idx], raws[idx].value())
+            good = [r for i, r in enumerate(raws) if i not in bad]
+        else:
+            good = list(raws)
+        if node.timestamp is None:
+            stamps: list[Any] = [r.timestamp()[1] for r in good]
+            self._route(node, op, partition, values, stamps, good)
+        else:
+            self._route(node, op, partition, values, None, good)
+
+    def ingest_values(
+        self,
+        source: str,
+        partition: int,
+        values: Sequence[Any],
+        timestamps: Sequence[int | None] | None = None,
+        origins: Sequence[Any] | None = None,
+    ) -> None:
+        """Process already-decoded values (the test driver's entry)."""
+        node, op = self.sources[source]
+        op.counters.records_in += len(values)
+        origins = origins if origins is not None else [None] * len(values)
+        self._route(node, op, partition, list(values), timestamps, list(origins))
+
+    def _route(
+        self,
+        node: SourceNode,
+        op: SourceOperator,
+        partition: int,
+        values: list[Any],
+        stamps: Sequence[Any] | None,
+        origins: Sequence[Any],
+    ) -> None:
+        now = self.now_ms()
+        strategy = node.watermarks
+        lo = strategy.min_valid_ms
+        hi = now + strategy.max_future_ms if strategy.max_future_ms is not None else 2**62
+        ts_fn = node.timestamp
+        batch: list[Rec] = []
+        append = batch.append
+        max_ts = NO_WATERMARK
+        for i, v in enumerate(values):
+            try:
+                t = stamps[i] if stamps is not None and stamps[i] is not None else ts_fn(v)  # type: ignore[misc]
+                if type(t) is not int or not lo <= t <= hi:
+                    raise TimestampError(
+                        f"absurd or missing event time {t!r} (valid: {lo}..{hi})", step=node.name
+                    )
+            except Exception as exc:
+                self._reject(op, exc, origins[i], v)
+                continue
+            if t > max_ts:
+                max_ts = t
+            append((None, v, t, origins[i]))
+        if max_ts != NO_WATERMARK:
+            self.tracker.observe(node.name, partition, max_ts, now)
+        else:
+            self.tracker.touch(node.name, partition, now)
+        op.process(batch)
+
+    def _reject(self, op: Operator, exc: BaseException, origin: Any, value: Any) -> None:
+        op.counters.dead_lettered += 1
+        self.dead_letter(op.name, exc, origin, value)
+
+    # -- output ---------------------------------------------------------------------
+    def dead_letter(self, step: str, exc: BaseException, origin: Any, value: Any) -> None:
+        """Handle a failed record according to the job's error policy."""
+        policy = self.job.on_error
+        if policy is ErrorPolicy.FAIL:
+            where = f"job {self.job.name!r}, step {step!r}"
+            if origin is not None:
+                where += f", record {origin.topic()}[{origin.partition()}]@{origin.offset()}"
+            if isinstance(exc, RecordError):
+                raise type(exc)(f"{exc.reason}; {where}") from exc
+            raise UserFunctionError(f"{type(exc).__name__}: {exc} ({where})") from exc
+        if policy is ErrorPolicy.SKIP:
+            return
+        self.dead_letters.append(
+            DeadLetter(
+                job=self.job.name,
+                step=step,
+                error_class=type(exc).__name__,
+                error_message=str(exc)[:1000],
+                topic=origin.topic() if origin is not None else None,
+                partition=origin.partition() if origin is not None else None,
+                offset=origin.offset() if origin is not None else None,
+                key=origin.key() if origin is not None else None,
+                value=origin.value() if origin is not None else value,
+                failed_ms=self.now_ms(),
+            )
+        )
+
+    def drain_sinks(self) -> dict[str, list[tuple[Any, Any, int]]]:
+        """Take every sink's pending records."""
+        return {name: sink.drain() for name, sink in self.sinks.items()}
+
+    def drain_dead_letters(self) -> list[DeadLetter]:
+        """Take the pending dead letters."""
+        out, self.dead_letters = self.dead_letters, []
+        return out
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per-step counters."""
+        return {name: op.counters.as_dict() for name, op in self.ops.items()}
+
+    def close(self) -> None:
+        """Close the task's state stores."""
+        for store in self.stores:
+            store.close()

@@ -1,0 +1,102 @@
+"""Helpers for tests on the real broker: produce generated traffic, run a job to idle."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from connectors.codecs import codec_factory
+from connectors.kafka.admin import KafkaAdmin, TopicSpec
+from connectors.kafka.sink import KafkaSink
+from connectors.kafka.source import KafkaSource
+from runtime.api.bindings import Bindings
+from runtime.api.job import Job
+from runtime.engine.worker import Worker, WorkerOptions
+from runtime.generator import GeneratedRecord, Generator, GeneratorConfig, corrupt_bytes
+from runtime.state.memory import MemoryBackend
+
+SCHEMA = {"playback": "PlaybackEvent", "interactions": "InteractionEvent"}
+
+
+def produce_generated(
+    bootstrap: str, topics: dict[str, str], config: GeneratorConfig, n: int
+) -> list[GeneratedRecord]:
+    """Produce ``n`` generated records (corrupting the marked ones); return them."""
+    codecs = codec_factory()
+    records = Generator(config).take(n)
+    sink = KafkaSink(bootstrap)
+    rng = random.Random(config.seed)
+    for rec in records:
+        data = codecs(SCHEMA[rec.stream]).encode(rec.value)
+        if rec.corrupt is not None:
+            data = corrupt_bytes(data, rec.corrupt, rng)
+        sink.write(topics[rec.stream], rec.key, data, None)
+    sink.flush()
+    return records
+
+
+def read_all(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[Any]:
+    """Every message of ``topic`` (read_committed), until it stays quiet for ``idle_s``."""
+    source = KafkaSource(bootstrap, f"reader-{uuid.uuid4().hex[:8]}", [topic])
+    out: list[Any] = []
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < idle_s:
+            msgs = source.poll(5000, 0.2)
+            if msgs:
+                out.extend(msgs)
+                quiet_since = time.monotonic()
+    finally:
+        source.close()
+    return out
+
+
+def run_job_until_idle(
+    bootstrap: str,
+    job: Job,
+    bindings: Bindings,
+    *,
+    idle_s: float = 4.0,
+    partitions: int = 4,
+    timeout_s: float = 120.0,
+) -> Worker:
+    """Run ``job`` in one worker until its input has been quiet for ``idle_s``."""
+    admin = KafkaAdmin(bootstrap)
+    admin.ensure_topics(
+        [TopicSpec(t, partitions) for t in bindings.sinks.values()]
+        + [TopicSpec(bindings.dead_letters, 1)]
+    )
+    sink = KafkaSink(bootstrap)
+    worker = Worker(job, bindings, sink, codec_factory(), MemoryBackend(),
+                    options=WorkerOptions(batch_size=2000))
+    source = KafkaSource(bootstrap, f"{job.name}-{uuid.uuid4().hex[:6]}",
+                         list(bindings.sources.values()), on_assign=worker.on_assign,
+                         read_committed=False)
+    quiet_since = time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() - quiet_since < idle_s:
+            assert time.monotonic() < deadline, "the job did not finish its input in time"
+            if worker.step(source, source.commit):
+                quiet_since = time.monotonic()
+        worker.commit(source.commit)
+    finally:
+        source.close()
+        worker.task.close()
+    return worker
+
+
+def unique(prefix: str) -> str:
+    """A fresh topic name."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def decoded(messages: Iterable[Any], schema: str) -> list[Any]:
+    """Decode messages with a schema name ('' for JSON)."""
+    codec = codec_factory()(schema)
+    values, failures = codec.decode_batch([m.value() for m in messages])
+    assert not failures, failures[:3]
+    return values
