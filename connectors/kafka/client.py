@@ -50,7 +50,7 @@ def registry_client(conf: dict[str, Any]) -> Any:
     """
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient(conf)
+    return SchemaRegistryClient.new_client(conf)
 
 
 def registry_schema(schema_str: str) -> Any:

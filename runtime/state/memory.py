@@ -1,0 +1,193 @@
+"""In-memory state: plain dicts, for tests, local runs and small state.
+
+Nothing survives the process or a ``close``: reopening a store gives an empty
+store whose metadata is unset, so the engine restores it from the changelog.
+Checkpoints still return the changes since the previous checkpoint, so the
+changelog works exactly as with the RocksDB backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any, NoReturn
+
+from runtime.api.errors import StateError
+from runtime.state.base import Change, StoreId
+from runtime.state.serde import decode_key, decode_value, encode_key, encode_value
+
+__all__ = ["MemoryBackend", "MemoryStore"]
+
+_MISSING: Any = object()
+
+
+class MemoryStore:
+    """A state store held in a dict.
+
+    Args:
+        store_id: the job, step and partition the store belongs to.
+    """
+
+    def __init__(self, store_id: StoreId) -> None:
+        self.name = store_id.step
+        self.store_id = store_id
+        self._data: dict[Hashable, Any] = {}
+        # Keys put or deleted since the last checkpoint, in first-change order.
+        self._dirty: dict[Hashable, None] = {}
+        self._meta: dict[str, bytes] = {}
+        self._pending_meta: dict[str, bytes] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """Return the value stored under ``key``, or ``default``."""
+        if self._closed:
+            self._raise_closed()
+        return self._data.get(key, default)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` under ``key``."""
+        if self._closed:
+            self._raise_closed()
+        self._data[key] = value
+        self._dirty[key] = None
+
+    def delete(self, key: Hashable) -> None:
+        """Remove ``key`` if present."""
+        if self._closed:
+            self._raise_closed()
+        self._data.pop(key, None)
+        self._dirty[key] = None
+
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` has a value."""
+        if self._closed:
+            self._raise_closed()
+        return key in self._data
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """Iterate over a snapshot of all entries; the store may change meanwhile."""
+        if self._closed:
+            self._raise_closed()
+        return iter(list(self._data.items()))
+
+    def __len__(self) -> int:
+        """The exact number of entries."""
+        if self._closed:
+            self._raise_closed()
+        return len(self._data)
+
+    def checkpoint(self) -> list[Change]:
+        """Return the changes since the last checkpoint and start tracking anew.
+
+        Raises:
+            StateError: a changed key or value cannot be encoded.
+        """
+        if self._closed:
+            self._raise_closed()
+        data = self._data
+        changes: list[Change] = []
+        try:
+            for key in self._dirty:
+                value = data.get(key, _MISSING)
+                changes.append(
+                    (encode_key(key), None if value is _MISSING else encode_value(value))
+                )
+        except StateError as exc:
+            raise StateError(f"checkpoint of {self.store_id} failed: {exc}") from exc
+        self._dirty = {}
+        self._meta.update(self._pending_meta)
+        self._pending_meta = {}
+        return changes
+
+    def restore(self, changes: Iterable[Change]) -> None:
+        """Apply a changelog to the store as already-checkpointed state.
+
+        Raises:
+            StateError: the store has uncheckpointed changes, or an entry of the
+                changelog cannot be decoded.
+        """
+        if self._closed:
+            self._raise_closed()
+        if self._dirty:
+            raise StateError(f"cannot restore {self.store_id}: it has uncheckpointed changes")
+        data = self._data
+        try:
+            for raw_key, raw_value in changes:
+                key = decode_key(raw_key)
+                if raw_value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = decode_value(raw_value)
+        except StateError as exc:
+            raise StateError(f"restore of {self.store_id} failed: {exc}") from exc
+
+    def clear(self) -> None:
+        """Drop all entries, pending changes and metadata."""
+        if self._closed:
+            self._raise_closed()
+        self._data = {}
+        self._dirty = {}
+        self._meta = {}
+        self._pending_meta = {}
+
+    def close(self) -> None:
+        """Release the store, discarding everything in it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._data = {}
+        self._dirty = {}
+        self._meta = {}
+        self._pending_meta = {}
+
+    def get_meta(self, name: str) -> bytes | None:
+        """Return a bookkeeping value, including one not yet checkpointed."""
+        if self._closed:
+            self._raise_closed()
+        value = self._pending_meta.get(name)
+        return value if value is not None else self._meta.get(name)
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        """Set a bookkeeping value; it takes effect with the next checkpoint."""
+        if self._closed:
+            self._raise_closed()
+        self._pending_meta[name] = bytes(value)
+
+    def _raise_closed(self) -> NoReturn:
+        raise StateError(f"state store of {self.store_id} is closed")
+
+
+class MemoryBackend:
+    """Opens :class:`MemoryStore` instances; one store per (job, step, partition) at a time."""
+
+    def __init__(self) -> None:
+        self._stores: dict[StoreId, MemoryStore] = {}
+        self._closed = False
+
+    def open_store(self, job: str, step: str, partition: int) -> MemoryStore:
+        """Open an empty store.
+
+        Raises:
+            ConfigError: a name cannot identify a store.
+            StateError: the backend is closed, or the store is already open.
+        """
+        if self._closed:
+            raise StateError("memory state backend is closed")
+        store_id = StoreId(job, step, partition)
+        current = self._stores.get(store_id)
+        if current is not None and not current.closed:
+            raise StateError(f"state store of {store_id} is already open")
+        store = MemoryStore(store_id)
+        self._stores[store_id] = store
+        return store
+
+    def close(self) -> None:
+        """Close every store this backend opened, and the backend."""
+        self._closed = True
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
