@@ -81,3 +81,25 @@ class SinkWriter(Protocol):
     def flush(self) -> None:
         """Wait until every queued record is acknowledged; raise on failure."""
         ...
+
+
+class ExternalSink(Protocol):
+    """A sink outside Kafka (webhook, PostgreSQL, Redis).
+
+    The worker hands it each batch's records and calls ``flush`` before it commits the
+    input offsets (and, with exactly-once, before the Kafka transaction commits), so a
+    replay after a crash writes the same records again: ``flush`` must make writes
+    durable and the writes must be idempotent (upserts, idempotency keys).
+    """
+
+    def write(self, records: Sequence[tuple[Any, Any, int]]) -> None:
+        """Queue ``(key, value, event_time_ms)`` records."""
+        ...
+
+    def flush(self) -> None:
+        """Deliver everything queued; retry transient failures; raise when it cannot."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

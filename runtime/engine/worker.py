@@ -177,6 +177,10 @@ class Worker:
         """Flush every queued output, then commit the input offsets (at-least-once)."""
         self.write_outputs()
         self.writer.flush()
+        for store in self.task.stores:
+            # Durable locally with the offsets that follow; the changelog topic that makes
+            # state survive the loss of this folder comes with exactly-once checkpoints.
+            store.checkpoint()
         if self.pending_offsets:
             commit(dict(self.pending_offsets))
             self.pending_offsets.clear()
