@@ -136,6 +136,23 @@ class KafkaSource:
                 return  # partitions moved: the new owner re-reads from the last commit
             raise ConnectorError(f"offset commit failed: {exc}") from exc
 
+    def commit_partitions(self, tps: list[TopicPartition]) -> None:
+        """Commit offsets with metadata synchronously (at-least-once checkpoints)."""
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            raise ConnectorError(f"offset commit failed: {exc}") from exc
+
+    def committed(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
+        """Committed offset and metadata of each partition (offset < 0: none)."""
+        if not pairs:
+            return {}
+        try:
+            tps = self._consumer.committed([TopicPartition(t, p) for t, p in pairs], timeout=30)
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot read committed offsets: {exc}") from exc
+        return {(tp.topic, tp.partition): (tp.offset, tp.metadata or "") for tp in tps}
+
     def group_metadata(self) -> Any:
         """The consumer group metadata (for transactional offset commits)."""
         return self._consumer.consumer_group_metadata()

@@ -14,7 +14,7 @@ import click
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError
 from runtime.api.job import Job
-from runtime.cli.common import codecs, resolve_bootstrap, settings
+from runtime.cli.common import resolve_bootstrap, settings
 
 
 def load_job(spec: str) -> Job:
@@ -37,16 +37,6 @@ def load_job(spec: str) -> Job:
     if not isinstance(obj, Job):
         raise ConfigError(f"{module_name}:{attr} is not a shoal Job (got {type(obj).__name__})")
     return obj
-
-
-def _backend(kind: str, job: Job) -> Any:
-    if kind == "memory":
-        from runtime.state.memory import MemoryBackend
-
-        return MemoryBackend()
-    from runtime.state.rocksdb import RocksDBBackend
-
-    return RocksDBBackend(settings().state_dir)
 
 
 class LiveView:
@@ -89,14 +79,41 @@ class LiveView:
 )
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
 @click.option(
+    "--guarantee",
+    type=click.Choice(["exactly_once", "at_least_once"]),
+    default="exactly_once",
+    show_default=True,
+    help="Transactions (outputs, state and offsets commit together) or flush-then-commit.",
+)
+@click.option(
     "--state",
     type=click.Choice(["rocksdb", "memory"]),
     default="rocksdb",
     show_default=True,
     help="State backend.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes in the job's consumer group.",
+)
+@click.option(
+    "--worker-id",
+    default=None,
+    hidden=True,
+    help="Stable name of this worker slot (set by --workers).",
+)
 @click.option("--group", default=None, help="Consumer group; default: the job's name.")
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds.")
+@click.option(
+    "--checkpoint-ms",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Checkpoint interval.",
+)
 @click.option(
     "--partitions",
     type=click.IntRange(min=1),
@@ -110,57 +127,45 @@ def run(
     job_spec: str,
     binds: tuple[str, ...],
     bootstrap: str | None,
+    guarantee: str,
     state: str,
+    workers: int,
+    worker_id: str | None,
     group: str | None,
     seconds: float | None,
+    checkpoint_ms: int,
     partitions: int,
     batch_size: int,
     quiet: bool,
 ) -> None:
-    """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C."""
-    from connectors.kafka.admin import KafkaAdmin, TopicSpec
-    from connectors.kafka.sink import KafkaSink
-    from connectors.kafka.source import KafkaSource
-    from runtime.engine.worker import Worker, WorkerOptions
+    """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
+
+    On SIGTERM/SIGINT a worker finishes its batch, checkpoints and leaves the group.
+    """
+    from runtime.engine.worker import WorkerOptions, check_workers
+    from runtime.runner import KafkaRunner, RunConfig
 
     job = load_job(job_spec)
+    check_workers(job, workers)
     server = resolve_bootstrap(bootstrap)
     bindings = Bindings.for_job(job, binds)
-    admin = KafkaAdmin(server)
-    existing = admin.topics()
-    missing = [t for t in bindings.sources.values() if t not in existing]
-    if missing:
-        raise ConfigError(
-            f"job {job.name!r} reads topics that do not exist: {', '.join(missing)} "
-            "(produce to them first, e.g. shoal generate)"
-        )
-    admin.ensure_topics(
-        [TopicSpec(t, partitions) for t in bindings.sinks.values()]
-        + [TopicSpec(bindings.dead_letters, 1)]
-    )
-    sink = KafkaSink(server)
-    worker = Worker(
-        job,
-        bindings,
-        sink,
-        codecs(),
-        _backend(state, job),
-        options=WorkerOptions(batch_size=batch_size),
-    )
-    source: KafkaSource | None = None
+    if workers > 1:
+        from runtime.cli.supervisor import supervise
 
-    def _revoke(pairs: list[tuple[str, int]]) -> None:
-        assert source is not None
-        worker.on_revoke(pairs, source.commit)
-
-    source = KafkaSource(
-        server,
-        group or job.name,
-        list(bindings.sources.values()),
-        on_assign=worker.on_assign,
-        on_revoke=_revoke,
-        read_committed=False,
+        args = [a for a in sys.argv[1:] if a != "run"]
+        supervise(job.name, workers, job_spec, server, _strip_workers(args), quiet)
+        return
+    config = RunConfig(
+        bootstrap=server,
+        guarantee=guarantee,
+        state=state,
+        state_dir=settings().state_dir,
+        group=group,
+        worker_id=worker_id or "w0",
+        output_partitions=partitions,
+        options=WorkerOptions(batch_size=batch_size, checkpoint_interval_ms=checkpoint_ms),
     )
+    runner = KafkaRunner(job, bindings, config)
     stop = {"now": False}
     deadline = None if seconds is None else time.monotonic() + seconds
 
@@ -170,31 +175,39 @@ def run(
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     click.echo(
-        f"running {job.name} on {server}: "
+        f"running {job.name} ({guarantee}, {state} state) on {server}: "
         f"{', '.join(f'{n}<-{t}' for n, t in bindings.sources.items())} -> "
         f"{', '.join(f'{n}->{t}' for n, t in bindings.sinks.items())}",
         err=True,
     )
     view = LiveView(job, quiet)
-    try:
-        worker.run(
-            source,
-            source.commit,
-            should_stop=lambda: (
-                stop["now"] or (deadline is not None and time.monotonic() > deadline)
-            ),
-            on_tick=view,
-        )
-    finally:
-        source.close()
-        sink.close()
-        worker.task.close()
+    worker = runner.worker
+    assert worker is not None
+    runner.run(
+        should_stop=lambda: stop["now"] or (deadline is not None and time.monotonic() > deadline),
+        on_tick=view,
+    )
     view(worker)
     totals = worker.counters()
     dead = sum(c["dead_lettered"] for c in totals.values())
     late = sum(c["late"] for c in totals.values())
     click.echo(
         f"stopped {job.name}: read {worker.records_read:,} records, "
-        f"late {late}, dead-lettered {dead}",
+        f"{worker.checkpoints} checkpoints, late {late}, dead-lettered {dead}",
         err=True,
     )
+
+
+def _strip_workers(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--workers":
+            skip = True
+            continue
+        if a.startswith("--workers="):
+            continue
+        out.append(a)
+    return out

@@ -152,6 +152,13 @@ class Task:
             return ProcessOperator(name, self, node.fn, store)
         raise ShoalError(f"step {name!r}: unsupported step type {type(node).__name__}")
 
+    def reindex(self) -> None:
+        """Rebuild in-memory indexes (firing times, timers) after state was restored."""
+        for op in self.order:
+            restore = getattr(op, "restore_index", None)
+            if restore is not None:
+                restore()
+
     # -- event time -----------------------------------------------------------------
     @property
     def watermark(self) -> int:

@@ -92,6 +92,22 @@ class WatermarkTracker:
             self._current = candidate
         return self._current
 
+    def partition_max_ts(self, source: str, partition: int) -> int:
+        """Largest event time seen on one partition (``NO_WATERMARK`` if none)."""
+        clock = self._clocks.get((source, partition))
+        return clock.max_ts if clock is not None else NO_WATERMARK
+
+    def restore_partition(
+        self, source: str, partition: int, max_ts: int | None, watermark: int | None
+    ) -> None:
+        """Apply checkpointed progress of one (already added) partition and the task."""
+        clock = self._clocks.get((source, partition))
+        if clock is not None and max_ts is not None and max_ts > clock.max_ts:
+            clock.max_ts = int(max_ts)
+        if watermark is not None and watermark > self._forced:
+            # The task had reached this watermark before the checkpoint: never go back.
+            self._forced = int(watermark)
+
     def snapshot(self) -> dict[str, object]:
         """Checkpointable state: per-partition max event time and the task watermark."""
         return {

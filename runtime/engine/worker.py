@@ -1,29 +1,46 @@
-"""Where offsets commit: the worker loop that drives a task from a source to sinks.
+"""Where offsets commit: the worker loop that drives tasks from sources to sinks.
 
-One loop iteration polls a batch from the source, groups it by partition, runs the
-task over each group, advances event time, encodes what the sinks and the
-dead-letter output collected and hands it to the sink writer. Every
-``commit_interval_ms`` the writer is flushed and only then are the input offsets
-committed, so a crash replays input but never loses it (at-least-once).
+A worker owns one task per input partition (a single task when the job keys by
+something that needs repartitioning: see ``needs_single_task``). One loop
+iteration polls a batch, groups it by partition, runs each task over its part,
+advances event time, then encodes what sinks and dead letters collected and hands
+it to the transport.
+
+A checkpoint (every ``checkpoint_interval_ms``, on revocation and on shutdown)
+commits, together: the outputs written since the last one, every task's state
+changes (to a compacted changelog topic per stateful step and task), and the
+input offsets with metadata naming the task's checkpoint sequence number and
+event-time progress. With the exactly-once transport that is one Kafka
+transaction; with at-least-once the outputs are flushed before the offsets
+commit. Local state (RocksDB) is written only after the commit succeeded, so it
+never runs ahead of Kafka: a task whose local checkpoint number equals the
+committed one reuses it; otherwise it restores from the changelog first.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.api.bindings import Bindings
-from runtime.api.io import CodecFactory, SourceReader
+from runtime.api.errors import ConfigError
+from runtime.api.graph import KeyByNode
+from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
 from runtime.engine.task import DeadLetter, Task, wall_clock_ms
 from runtime.state.base import StateBackend
 
+log = logging.getLogger("shoal.worker")
 
-class Writer(Protocol):
-    """What the worker needs from a sink writer."""
+_META = "shoal.checkpoint"
+
+
+class Transport(Protocol):
+    """What the worker writes through and commits with (see connectors.kafka.transport)."""
 
     def write(
         self,
@@ -32,12 +49,19 @@ class Writer(Protocol):
         value: bytes | None,
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None: ...
 
-    def flush(self, timeout_s: float = 60.0) -> None: ...
+    def commit(self, offsets: Mapping[tuple[str, int], tuple[int, str]]) -> None: ...
 
 
-Committer = Callable[[dict[tuple[str, int], int]], None]
+class Offsets(Protocol):
+    """Committed offsets and metadata of the worker's consumer group."""
+
+    def committed(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]: ...
+
+
+ChangelogRead = Callable[[str, int], Iterator[tuple[bytes, bytes | None]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +70,23 @@ class WorkerOptions:
 
     batch_size: int = 10_000
     poll_timeout_s: float = 0.1
-    commit_interval_ms: int = 1_000
+    checkpoint_interval_ms: int = 1_000
+
+
+def needs_single_task(job: Job) -> bool:
+    """True when a ``key_by`` needs repartitioning: then one task owns every partition.
+
+    Keyed state must live in exactly one task per key. When every key_by declares
+    the input already partitioned by its key (``repartition=False``), each input
+    partition is a task of its own and the job scales across workers; otherwise the
+    worker runs the whole job in one task, which is correct on a single worker.
+    """
+    return any(isinstance(n, KeyByNode) and n.repartition for n in job.nodes)
+
+
+def changelog_topic(job: Job, step: str) -> str:
+    """The compacted topic that holds a stateful step's changes."""
+    return f"{job.name}.{step}.changelog"
 
 
 def key_bytes(key: Any) -> bytes | None:
@@ -61,51 +101,163 @@ def key_bytes(key: Any) -> bytes | None:
 
 
 class Worker:
-    """Runs ``job`` in one task over every partition this worker is assigned."""
+    """Runs ``job`` over every partition this worker is assigned.
+
+    Args:
+        job: the job.
+        bindings: topics of sources, sinks and dead letters.
+        transport: writes outputs and commits checkpoints.
+        codecs: schema name -> codec.
+        backend: opens one state store per (stateful step, task).
+        offsets: reads the group's committed offsets and checkpoint metadata.
+        changelog: reads a changelog partition from the start (restore).
+        external: sinks outside Kafka, by sink name.
+        options: loop tuning.
+        clock: processing clock in epoch ms.
+    """
 
     def __init__(
         self,
         job: Job,
         bindings: Bindings,
-        writer: Writer,
+        transport: Transport,
         codecs: CodecFactory,
         backend: StateBackend,
         *,
+        offsets: Offsets | None = None,
+        changelog: ChangelogRead | None = None,
+        external: Mapping[str, ExternalSink] | None = None,
         options: WorkerOptions = WorkerOptions(),
         clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.job = job
         self.bindings = bindings
-        self.writer = writer
+        self.transport = transport
         self.codecs = codecs
+        self.backend = backend
+        self.offsets = offsets
+        self.changelog = changelog
+        self.external = dict(external or {})
         self.options = options
         self.clock = clock
-        self.task = Task(job, 0, codecs, backend, clock)
+        self.single_task = needs_single_task(job)
+        self.tasks: dict[int, Task] = {}
+        self.task_seq: dict[int, int] = {}
         self.topic_source = bindings.topic_sources()
-        self.pending_offsets: dict[tuple[str, int], int] = {}
-        self._last_commit = clock()
+        self.positions: dict[tuple[str, int], int] = {}
+        self.records_read = 0
+        self.checkpoints = 0
+        self.restored_records = 0
+        self.restore_seconds = 0.0
+        self._dirty = False
+        self.failed = False
+        self.last_watermarks: dict[int, int] = {}
+        self._retired: dict[str, dict[str, int]] = {}
+        self._last_checkpoint = clock()
         self._sink_codecs = {
-            name: (bindings.sinks[name], codecs(node.schema))
-            for name, node in ((s.name, s) for s in job.sinks)
+            s.name: (bindings.sinks[s.name], codecs(s.schema))
+            for s in job.sinks
+            if s.name not in self.external
         }
         self._dead_codec = codecs("DeadLetter")
-        self.records_read = 0
 
-    # -- assignment -----------------------------------------------------------------
+    # -- tasks ----------------------------------------------------------------------
+    def task_id(self, partition: int) -> int:
+        """The task that owns an input partition."""
+        return 0 if self.single_task else partition
+
+    def _task_partitions(self, tid: int) -> list[tuple[str, int]]:
+        return [tp for tp in self.positions if self.task_id(tp[1]) == tid]
+
     def on_assign(self, pairs: list[tuple[str, int]]) -> None:
-        """Partitions were assigned: start tracking their watermarks."""
+        """Partitions were assigned: open (and restore) their tasks before any record."""
+        committed = self.offsets.committed(pairs) if self.offsets is not None else {}
+        new_tasks: dict[int, list[tuple[str, int]]] = {}
         for topic, partition in pairs:
-            self.task.add_partition(self.topic_source[topic], partition)
+            tid = self.task_id(partition)
+            offset, _ = committed.get((topic, partition), (-1, ""))
+            self.positions[(topic, partition)] = offset
+            if tid not in self.tasks:
+                new_tasks.setdefault(tid, []).append((topic, partition))
+            else:
+                self._add_partition(self.tasks[tid], topic, partition, committed)
+        for tid, tps in new_tasks.items():
+            task = Task(self.job, tid, self.codecs, self.backend, self.clock)
+            self.tasks[tid] = task
+            self._restore(task, tid, [committed.get(tp, (-1, ""))[1] for tp in tps])
+            for topic, partition in tps:
+                self._add_partition(task, topic, partition, committed)
 
-    def on_revoke(self, pairs: list[tuple[str, int]], commit: Committer) -> None:
-        """Partitions are going: flush outputs and commit what was processed."""
-        self.commit(commit)
+    def _add_partition(
+        self, task: Task, topic: str, partition: int, committed: Mapping[tuple[str, int], Any]
+    ) -> None:
+        source = self.topic_source[topic]
+        task.add_partition(source, partition)
+        meta = _parse_meta(committed.get((topic, partition), (-1, ""))[1])
+        if meta is not None:
+            task.tracker.restore_partition(source, partition, meta.get("max_ts"), meta.get("wm"))
+
+    def _restore(self, task: Task, tid: int, metas: Sequence[str]) -> None:
+        """Bring the task's state to its last committed checkpoint."""
+        parsed = [m for m in (_parse_meta(x) for x in metas) if m is not None]
+        seq = max((int(m["seq"]) for m in parsed), default=0)
+        self.task_seq[tid] = seq
+        if not task.stores:
+            return
+        t0 = time.monotonic()
+        restored = 0
+        for store in task.stores:
+            local = store.get_meta(_META)
+            local_seq = json.loads(local)["seq"] if local else None
+            if local_seq == seq and seq > 0:
+                continue  # local state is exactly the committed checkpoint
+            if local_seq is not None or len(store):
+                store.clear()
+            if seq == 0 or self.changelog is None:
+                continue
+            topic = changelog_topic(self.job, store.name)
+            batch: list[tuple[bytes, bytes | None]] = []
+            for change in self.changelog(topic, tid):
+                batch.append(change)
+                if len(batch) >= 50_000:
+                    store.restore(batch)
+                    restored += len(batch)
+                    batch = []
+            if batch:
+                store.restore(batch)
+                restored += len(batch)
+            store.put_meta(_META, json.dumps({"seq": seq}).encode())
+            store.checkpoint()
+        task.reindex()
+        took = time.monotonic() - t0
+        self.restored_records += restored
+        self.restore_seconds += took
+        if restored:
+            log.warning(
+                "task %s of %s restored %d changelog records in %.2fs",
+                tid,
+                self.job.name,
+                restored,
+                took,
+            )
+
+    def on_revoke(self, pairs: list[tuple[str, int]]) -> None:
+        """Partitions are going: checkpoint, then close the tasks that lost them all."""
+        if not self.failed:
+            self.checkpoint()
         for topic, partition in pairs:
-            self.task.tracker.remove_partition(self.topic_source[topic], partition)
+            self.positions.pop((topic, partition), None)
+            tid = self.task_id(partition)
+            task = self.tasks.get(tid)
+            if task is not None:
+                task.tracker.remove_partition(self.topic_source[topic], partition)
+                if not self._task_partitions(tid):
+                    self._retire(tid, task)
+                    del self.tasks[tid]
 
     # -- loop -----------------------------------------------------------------------
-    def step(self, source: SourceReader, commit: Committer) -> int:
-        """One iteration: poll, process, write; commit when due. Returns records read."""
+    def step(self, source: SourceReader) -> int:
+        """One iteration: poll, process, write; checkpoint when due. Returns records read."""
         msgs = source.poll(self.options.batch_size, self.options.poll_timeout_s)
         if msgs:
             groups: dict[tuple[str, int], list[Any]] = {}
@@ -116,29 +268,42 @@ class Worker:
                     groups[tp] = [m]
                 else:
                     group.append(m)
-            ingest, offsets, names = self.task.ingest, self.pending_offsets, self.topic_source
+            tasks, positions, names = self.tasks, self.positions, self.topic_source
+            single = self.single_task
             for (topic, partition), group in groups.items():
-                ingest(names[topic], partition, group)
-                offsets[(topic, partition)] = group[-1].offset() + 1
+                task = tasks.get(0 if single else partition)
+                if task is None:
+                    continue  # revoked while in flight: the new owner reads it again
+                task.ingest(names[topic], partition, group)
+                positions[(topic, partition)] = group[-1].offset() + 1
             self.records_read += len(msgs)
-        self.task.advance()
+            self._dirty = True
+        for task in self.tasks.values():
+            task.advance()
         self.write_outputs()
-        if self.clock() - self._last_commit >= self.options.commit_interval_ms:
-            self.commit(commit)
+        if self.clock() - self._last_checkpoint >= self.options.checkpoint_interval_ms:
+            self.checkpoint()
         return len(msgs)
 
     def write_outputs(self) -> None:
         """Encode and queue what the sinks and the dead-letter output collected."""
-        write = self.writer.write
-        for name, records in self.task.drain_sinks().items():
-            if not records:
-                continue
-            topic, codec = self._sink_codecs[name]
-            encode = codec.encode
-            for k, v, t in records:
-                write(topic, key_bytes(k), encode(v), t)
-        for dl in self.task.drain_dead_letters():
-            self._write_dead_letter(dl)
+        write = self.transport.write
+        for task in self.tasks.values():
+            for name, records in task.drain_sinks().items():
+                if not records:
+                    continue
+                self._dirty = True
+                external = self.external.get(name)
+                if external is not None:
+                    external.write(records)
+                    continue
+                topic, codec = self._sink_codecs[name]
+                encode = codec.encode
+                for k, v, t in records:
+                    write(topic, key_bytes(k), encode(v), t)
+            for dl in task.drain_dead_letters():
+                self._dirty = True
+                self._write_dead_letter(dl)
 
     def _write_dead_letter(self, dl: DeadLetter) -> None:
         value = dl.value
@@ -165,7 +330,7 @@ class Worker:
             ("shoal.source.partition", str(dl.partition).encode()),
             ("shoal.source.offset", str(dl.offset).encode()),
         ]
-        self.writer.write(
+        self.transport.write(
             self.bindings.dead_letters,
             dl.key,
             self._dead_codec.encode(record),
@@ -173,39 +338,120 @@ class Worker:
             headers,
         )
 
-    def commit(self, commit: Committer) -> None:
-        """Flush every queued output, then commit the input offsets (at-least-once)."""
+    def checkpoint(self) -> None:
+        """Commit outputs, state changes and offsets together (see the module docstring)."""
         self.write_outputs()
-        self.writer.flush()
-        for store in self.task.stores:
-            # Durable locally with the offsets that follow; the changelog topic that makes
-            # state survive the loss of this folder comes with exactly-once checkpoints.
-            store.checkpoint()
-        if self.pending_offsets:
-            commit(dict(self.pending_offsets))
-            self.pending_offsets.clear()
-        self._last_commit = self.clock()
+        prepared: list[Any] = []
+        for tid, task in self.tasks.items():
+            for store in task.stores:
+                changes = store.prepare_checkpoint()
+                prepared.append(store)
+                if changes:
+                    self._dirty = True
+                    topic = changelog_topic(self.job, store.name)
+                    for raw_key, raw_value in changes:
+                        self.transport.write(topic, raw_key, raw_value, None, None, tid)
+        self._last_checkpoint = self.clock()
+        if not self._dirty:
+            for store in prepared:
+                store.commit_checkpoint()
+            return
+        for sink in self.external.values():
+            sink.flush()
+        offsets: dict[tuple[str, int], tuple[int, str]] = {}
+        next_seq = {tid: self.task_seq.get(tid, 0) + 1 for tid in self.tasks}
+        for (topic, partition), pos in self.positions.items():
+            if pos < 0:
+                continue  # nothing read and nothing committed yet
+            tid = self.task_id(partition)
+            task = self.tasks[tid]
+            source = self.topic_source[topic]
+            meta = {
+                "seq": next_seq[tid],
+                "max_ts": task.tracker.partition_max_ts(source, partition),
+                "wm": task.watermark,
+            }
+            offsets[(topic, partition)] = (pos, json.dumps(meta, separators=(",", ":")))
+        self.transport.commit(offsets)
+        self.task_seq.update(next_seq)
+        for tid, task in self.tasks.items():
+            for store in task.stores:
+                store.put_meta(_META, json.dumps({"seq": next_seq[tid]}).encode())
+        for store in prepared:
+            store.commit_checkpoint()
+        self.checkpoints += 1
+        self._dirty = False
 
     def run(
         self,
         source: SourceReader,
-        commit: Committer,
         *,
         should_stop: Callable[[], bool],
         on_tick: Callable[[Worker], None] | None = None,
         tick_s: float = 1.0,
     ) -> None:
-        """Loop until ``should_stop()``; then flush and commit (graceful shutdown)."""
+        """Loop until ``should_stop()``; then checkpoint (graceful shutdown)."""
         next_tick = time.monotonic() + tick_s
         try:
             while not should_stop():
-                self.step(source, commit)
+                self.step(source)
                 if on_tick is not None and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + tick_s
                     on_tick(self)
-        finally:
-            self.commit(commit)
+            self.checkpoint()
+        except BaseException:
+            # A half-processed batch must never be committed: the restart replays it.
+            self.failed = True
+            raise
+
+    def close(self) -> None:
+        """Close every task's state (``last_watermarks`` keeps their final watermarks)."""
+        self.last_watermarks.update({tid: t.watermark for tid, t in self.tasks.items()})
+        for task in self.tasks.values():
+            task.close()
+        self.tasks.clear()
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """Per-step counters of the task."""
-        return self.task.counters()
+        """Per-step counters summed over tasks."""
+        total: dict[str, dict[str, int]] = {}
+        for task in self.tasks.values():
+            for step, c in task.counters().items():
+                acc = total.setdefault(step, dict.fromkeys(c, 0))
+                for k, v in c.items():
+                    acc[k] += v
+        for step, c in self._retired.items():
+            acc = total.setdefault(step, dict.fromkeys(c, 0))
+            for k, v in c.items():
+                acc[k] += v
+        return total
+
+    def _retire(self, tid: int, task: Task) -> None:
+        """Close a task that lost its partitions, keeping its counts in the totals."""
+        self.last_watermarks[tid] = task.watermark
+        for step, c in task.counters().items():
+            acc = self._retired.setdefault(step, dict.fromkeys(c, 0))
+            for k, v in c.items():
+                acc[k] += v
+        task.close()
+
+
+def _parse_meta(text: str) -> dict[str, Any] | None:
+    if not text or not text.startswith("{"):
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) and "seq" in meta else None
+
+
+def check_workers(job: Job, workers: int) -> None:
+    """Refuse more than one worker for a job that runs as a single task."""
+    if workers > 1 and needs_single_task(job):
+        steps = [n.name for n in job.nodes if isinstance(n, KeyByNode) and n.repartition]
+        raise ConfigError(
+            f"job {job.name!r} keys by something other than its input partitioning "
+            f"(steps {', '.join(steps)}), so it runs as one task on one worker; declare "
+            "key_by(..., repartition=False) where the input is already partitioned by "
+            "that key to scale out"
+        )

@@ -65,6 +65,14 @@ class StateStore(Protocol):
         """Make the changes since the last checkpoint durable and return them."""
         ...
 
+    def prepare_checkpoint(self) -> list[Change]:
+        """Encode the changes since the last checkpoint without making them durable."""
+        ...
+
+    def commit_checkpoint(self) -> None:
+        """Make what ``prepare_checkpoint`` encoded durable (after the changelog committed)."""
+        ...
+
     def restore(self, changes: Iterable[Change]) -> None:
         """Apply a changelog (the concatenated output of checkpoints)."""
         ...

@@ -86,6 +86,16 @@ class MemoryStore:
         Raises:
             StateError: a changed key or value cannot be encoded.
         """
+        changes = self.prepare_checkpoint()
+        self.commit_checkpoint()
+        return changes
+
+    def prepare_checkpoint(self) -> list[Change]:
+        """Encode the changes since the last checkpoint (see the RocksDB store).
+
+        Raises:
+            StateError: a changed key or value cannot be encoded.
+        """
         if self._closed:
             self._raise_closed()
         data = self._data
@@ -98,10 +108,13 @@ class MemoryStore:
                 )
         except StateError as exc:
             raise StateError(f"checkpoint of {self.store_id} failed: {exc}") from exc
+        return changes
+
+    def commit_checkpoint(self) -> None:
+        """Start tracking changes anew and apply pending metadata."""
         self._dirty = {}
         self._meta.update(self._pending_meta)
         self._pending_meta = {}
-        return changes
 
     def restore(self, changes: Iterable[Change]) -> None:
         """Apply a changelog to the store as already-checkpointed state.

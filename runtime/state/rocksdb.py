@@ -144,6 +144,7 @@ class RocksDBStore:
         # For each dirty key: did it exist on disk before? None until looked up.
         self._base: dict[Hashable, bool | None] = {}
         self._pending_meta: dict[str, bytes] = {}
+        self._prepared: tuple[WriteBatch, bool, int, int] | None = None
         self._closed = False
         try:
             self._db = Rdict(str(path), options)
@@ -242,6 +243,21 @@ class RocksDBStore:
             StateError: a key or value cannot be encoded, or the write failed; the
                 changes then stay pending.
         """
+        changes = self.prepare_checkpoint()
+        self.commit_checkpoint()
+        return changes
+
+    def prepare_checkpoint(self) -> list[Change]:
+        """Encode the changes since the last checkpoint without writing them yet.
+
+        The engine sends them to the changelog inside a Kafka transaction and calls
+        :meth:`commit_checkpoint` only once that transaction committed, so the local
+        database never holds state that Kafka does not. No writes may happen between
+        the two calls.
+
+        Raises:
+            StateError: a key or value cannot be encoded.
+        """
         if self._closed:
             self._raise_closed()
         encoded = self._resolve_bases()
@@ -271,7 +287,22 @@ class RocksDBStore:
                     count += not existed
         except StateError as exc:
             raise StateError(f"checkpoint of {self.store_id} failed: {exc}") from exc
-        if changes or self._pending_meta:
+        self._prepared = (batch, bool(changes), count, len(self._dirty))
+        return changes
+
+    def commit_checkpoint(self) -> None:
+        """Write what :meth:`prepare_checkpoint` encoded, plus pending metadata.
+
+        Raises:
+            StateError: nothing was prepared, the store changed since, or the write failed.
+        """
+        if self._prepared is None:
+            raise StateError(f"{self.store_id}: commit_checkpoint without prepare_checkpoint")
+        batch, changed, count, dirty = self._prepared
+        self._prepared = None
+        if dirty != len(self._dirty):
+            raise StateError(f"{self.store_id}: state changed between prepare and commit")
+        if changed or self._pending_meta:
             for name, meta in self._pending_meta.items():
                 batch.put(_USER_META + name.encode(), meta)
             batch.put(_COUNT_KEY, count.to_bytes(8, "big"))
@@ -282,7 +313,6 @@ class RocksDBStore:
         self._disk_count = count
         self._pending_meta = {}
         self._commit_cache()
-        return changes
 
     def restore(self, changes: Iterable[Change]) -> None:
         """Apply a changelog directly to the committed state on disk.

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from connectors.codecs import codec_factory
-from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.sink import KafkaSink
 from connectors.kafka.source import KafkaSource
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
 from runtime.engine.worker import Worker, WorkerOptions
 from runtime.generator import GeneratedRecord, Generator, GeneratorConfig, corrupt_bytes
-from runtime.state.memory import MemoryBackend
+from runtime.runner import KafkaRunner, RunConfig
 
 SCHEMA = {"playback": "PlaybackEvent", "interactions": "InteractionEvent"}
 
@@ -38,11 +39,17 @@ def produce_generated(
     return records
 
 
-def read_all(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[Any]:
-    """Every message of ``topic`` (read_committed), until it stays quiet for ``idle_s``."""
+def read_all(
+    bootstrap: str, topic: str, *, idle_s: float = 3.0, first_wait_s: float = 30.0
+) -> list[Any]:
+    """Every message of ``topic`` (read_committed), until it stays quiet for ``idle_s``.
+
+    The wait for the first message is longer (``first_wait_s``): joining a group and the
+    first fetch can take seconds on a busy machine. An empty topic costs that wait.
+    """
     source = KafkaSource(bootstrap, f"reader-{uuid.uuid4().hex[:8]}", [topic])
     out: list[Any] = []
-    quiet_since = time.monotonic()
+    quiet_since = time.monotonic() + first_wait_s - idle_s
     try:
         while time.monotonic() - quiet_since < idle_s:
             msgs = source.poll(5000, 0.2)
@@ -60,32 +67,35 @@ def run_job_until_idle(
     bindings: Bindings,
     *,
     idle_s: float = 4.0,
-    partitions: int = 4,
     timeout_s: float = 120.0,
+    guarantee: str = "exactly_once",
+    state: str = "memory",
+    state_dir: Path | None = None,
+    group: str | None = None,
 ) -> Worker:
     """Run ``job`` in one worker until its input has been quiet for ``idle_s``."""
-    admin = KafkaAdmin(bootstrap)
-    admin.ensure_topics(
-        [TopicSpec(t, partitions) for t in bindings.sinks.values()]
-        + [TopicSpec(bindings.dead_letters, 1)]
+    config = RunConfig(
+        bootstrap=bootstrap,
+        guarantee=guarantee,
+        state=state,
+        state_dir=state_dir or Path(tempfile.mkdtemp(prefix="shoal-state-")),
+        group=group or f"{job.name}-{uuid.uuid4().hex[:6]}",
+        worker_id="w0",
+        options=WorkerOptions(batch_size=2000, checkpoint_interval_ms=500),
     )
-    sink = KafkaSink(bootstrap)
-    worker = Worker(job, bindings, sink, codec_factory(), MemoryBackend(),
-                    options=WorkerOptions(batch_size=2000))
-    source = KafkaSource(bootstrap, f"{job.name}-{uuid.uuid4().hex[:6]}",
-                         list(bindings.sources.values()), on_assign=worker.on_assign,
-                         read_committed=False)
+    runner = KafkaRunner(job, bindings, config)
+    worker = runner.worker
+    assert worker is not None
     quiet_since = time.monotonic()
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() - quiet_since < idle_s:
             assert time.monotonic() < deadline, "the job did not finish its input in time"
-            if worker.step(source, source.commit):
+            if runner.step():
                 quiet_since = time.monotonic()
-        worker.commit(source.commit)
+        worker.checkpoint()
     finally:
-        source.close()
-        worker.task.close()
+        runner.close()
     return worker
 
 

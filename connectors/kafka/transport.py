@@ -1,0 +1,221 @@
+"""Where checkpoints commit on Kafka: outputs, changelogs and input offsets together.
+
+``KafkaTransport`` is what the worker writes through. In exactly-once mode it is a
+transactional producer (EOS v2, KIP-447): sink records, state changes and the
+input offsets (with checkpoint metadata) of one checkpoint commit in one
+transaction, fenced by the consumer group's generation. In at-least-once mode the
+same calls flush an idempotent producer and then commit the offsets.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from connectors.kafka.client import (
+    CLIENT_LOGGER,
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from connectors.kafka.source import KafkaSource
+from runtime.api.errors import ConnectorError, StateError
+
+Offsets = Mapping[tuple[str, int], tuple[int, str]]
+
+
+class KafkaTransport:
+    """Writes outputs and commits checkpoints.
+
+    Args:
+        bootstrap: cluster address.
+        source: the worker's consumer (its group metadata fences transactions).
+        exactly_once: use transactions; otherwise flush then commit offsets.
+        transactional_id: stable id of this worker slot (a restarted worker with the
+            same id aborts its predecessor's open transaction at once).
+        linger_ms: producer batching delay.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        source: KafkaSource,
+        *,
+        exactly_once: bool,
+        transactional_id: str | None = None,
+        linger_ms: int = 10,
+        transaction_timeout_ms: int = 30_000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.source = source
+        self.exactly_once = exactly_once
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": linger_ms,
+            "batch.size": 1_000_000,
+            "batch.num.messages": 100_000,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_097_151,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+            "acks": "all",
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+            "logger": CLIENT_LOGGER,
+        }
+        if exactly_once:
+            conf["transactional.id"] = transactional_id or f"shoal-{uuid.uuid4().hex}"
+            conf["transaction.timeout.ms"] = transaction_timeout_ms
+        self._errors: list[str] = []
+        self._in_txn = False
+        try:
+            self._producer = Producer(conf)
+            if exactly_once:
+                self._producer.init_transactions(60)
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot create the worker's producer: {exc}") from exc
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    def write(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record (inside the open transaction in exactly-once mode)."""
+        if self.exactly_once and not self._in_txn:
+            self._begin()
+        kwargs: dict[str, Any] = {"timestamp": timestamp_ms or 0}
+        if headers is not None:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
+        produce = self._producer.produce
+        while True:
+            try:
+                produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
+
+    def _begin(self) -> None:
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot begin a transaction: {exc}") from exc
+        self._in_txn = True
+
+    def poll(self) -> None:
+        """Serve delivery callbacks."""
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every queued record is delivered; raise the first failure."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise ConnectorError(f"{remaining} records were not delivered within {timeout_s}s")
+        if self._errors:
+            first, n = self._errors[0], len(self._errors)
+            self._errors.clear()
+            raise ConnectorError(f"{n} records failed delivery; first: {first}")
+
+    def commit(self, offsets: Offsets) -> None:
+        """Commit a checkpoint: outputs written so far plus ``offsets`` (with metadata).
+
+        Raises:
+            StateError: the transaction could not commit (it is aborted; the worker
+                must restart from the last committed checkpoint).
+        """
+        tps = [TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in offsets.items()]
+        if not self.exactly_once:
+            self.flush()
+            if tps:
+                self.source.commit_partitions(tps)
+            return
+        if not self._in_txn:
+            self._begin()
+        try:
+            if tps:
+                self._producer.send_offsets_to_transaction(tps, self.source.group_metadata(), 60)
+            self._producer.commit_transaction(120)
+        except KafkaException as exc:
+            self._abort_quietly()
+            raise StateError(f"checkpoint transaction failed: {exc}") from exc
+        finally:
+            self._in_txn = False
+        if self._errors:
+            first, n = self._errors[0], len(self._errors)
+            self._errors.clear()
+            raise StateError(f"{n} records failed in a committed transaction; first: {first}")
+
+    def _abort_quietly(self) -> None:
+        try:
+            self._producer.abort_transaction(30)
+        except KafkaException:
+            pass
+
+    def abort(self) -> None:
+        """Abandon the open transaction (exactly-once only)."""
+        if self.exactly_once and self._in_txn:
+            self._abort_quietly()
+            self._in_txn = False
+
+    def close(self) -> None:
+        """Abort what is open and flush the rest."""
+        self.abort()
+        self._producer.flush(10)
+
+
+class ChangelogReader:
+    """Reads a changelog partition from the start to its end (read_committed)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+
+    def read(
+        self, topic: str, partition: int, timeout_s: float = 300.0
+    ) -> Iterator[tuple[bytes, bytes | None]]:
+        """Every committed ``(key, value)`` of the partition, oldest first."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"shoal-restore-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "fetch.queue.backoff.ms": 10,
+                "logger": CLIENT_LOGGER,
+            }
+        )
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)
+            if high <= low:
+                return
+            consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                for msg in consumer.consume(10_000, 0.5):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            return
+                        raise ConnectorError(f"reading changelog {topic}[{partition}]: {err}")
+                    yield msg.key(), msg.value()
+            raise StateError(f"restoring {topic}[{partition}] took longer than {timeout_s}s")
+        except KafkaException as exc:
+            raise ConnectorError(f"reading changelog {topic}[{partition}]: {exc}") from exc
+        finally:
+            consumer.close()

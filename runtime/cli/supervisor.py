@@ -1,0 +1,84 @@
+"""``shoal run --workers N``: N worker processes in one consumer group.
+
+Each worker gets a stable slot name (``w0`` .. ``wN-1``) that names its
+transactional id and its local state folder; a worker that dies is restarted in
+the same slot, which fences and aborts the dead one's open transaction at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+
+def _spawn(slot: int, job_spec: str, server: str, args: list[str]) -> subprocess.Popen[bytes]:
+    rest = [a for a in args if a != job_spec]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime.cli.main",
+            "run",
+            job_spec,
+            "--bootstrap",
+            server,
+            "--worker-id",
+            f"w{slot}",
+            *[a for a in rest if not a.startswith("--bootstrap")],
+        ],
+        start_new_session=True,
+    )
+
+
+def supervise(
+    job_name: str, workers: int, job_spec: str, server: str, args: list[str], quiet: bool
+) -> None:
+    """Run and watch the workers until Ctrl-C/SIGTERM; restart any that die."""
+    clean: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--bootstrap", "--worker-id"):
+            skip = True
+            continue
+        clean.append(a)
+    procs = {i: _spawn(i, job_spec, server, clean) for i in range(workers)}
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    click.echo(f"supervising {workers} workers of {job_name}", err=True)
+    try:
+        while not stop["now"]:
+            for slot, proc in list(procs.items()):
+                code = proc.poll()
+                if code is not None:
+                    if code == 0:
+                        click.echo(f"worker w{slot} finished", err=True)
+                        del procs[slot]
+                        continue
+                    click.echo(f"worker w{slot} exited with {code}; restarting", err=True)
+                    procs[slot] = _spawn(slot, job_spec, server, clean)
+            if not procs:
+                return
+            time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

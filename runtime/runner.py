@@ -1,0 +1,193 @@
+"""Wires a job to Kafka: topics, consumer, transport, state, and the worker loop.
+
+The CLI, the demo, tests and benchmarks run jobs through ``KafkaRunner`` so there is
+one way to do it. This module sits above the engine and the connectors (like the
+CLI) and may import both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors.codecs import codec_factory
+from connectors.kafka.admin import KafkaAdmin, TopicSpec
+from connectors.kafka.source import KafkaSource
+from connectors.kafka.transport import ChangelogReader, KafkaTransport
+from runtime.api.bindings import Bindings
+from runtime.api.errors import ConfigError
+from runtime.api.io import ExternalSink
+from runtime.api.job import Job
+from runtime.engine.worker import Worker, WorkerOptions, changelog_topic, needs_single_task
+from runtime.state.base import StateBackend
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """How to run a job on Kafka.
+
+    Attributes:
+        bootstrap: Kafka address.
+        guarantee: ``"exactly_once"`` (transactions) or ``"at_least_once"``.
+        state: ``"rocksdb"`` or ``"memory"``.
+        state_dir: folder of RocksDB state.
+        group: consumer group (default: the job's name).
+        worker_id: stable name of this worker slot: names its transactional id, so a
+            restarted worker fences and aborts its predecessor's transaction at once.
+        output_partitions: partitions of sink topics created here.
+        options: worker loop tuning.
+    """
+
+    bootstrap: str
+    guarantee: str = "exactly_once"
+    state: str = "rocksdb"
+    state_dir: Path = field(default_factory=lambda: Path(".shoal") / "state")
+    group: str | None = None
+    worker_id: str | None = None
+    output_partitions: int = 4
+    options: WorkerOptions = field(default_factory=WorkerOptions)
+    source_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.guarantee not in ("exactly_once", "at_least_once"):
+            raise ConfigError(
+                f"unknown guarantee {self.guarantee!r}: use exactly_once or at_least_once"
+            )
+        if self.state not in ("rocksdb", "memory"):
+            raise ConfigError(f"unknown state backend {self.state!r}: use rocksdb or memory")
+
+
+def make_backend(config: RunConfig, worker_id: str) -> StateBackend:
+    """The state backend of one worker (RocksDB folders are per worker slot)."""
+    if config.state == "memory":
+        from runtime.state.memory import MemoryBackend
+
+        return MemoryBackend()
+    from runtime.state.rocksdb import RocksDBBackend
+
+    return RocksDBBackend(config.state_dir / worker_id)
+
+
+def ensure_topics(job: Job, bindings: Bindings, admin: KafkaAdmin, partitions: int) -> int:
+    """Create sink, dead-letter and changelog topics; returns the input partition count.
+
+    Raises:
+        ConfigError: a source topic does not exist.
+    """
+    existing = admin.topics()
+    missing = [t for t in bindings.sources.values() if t not in existing]
+    if missing:
+        raise ConfigError(
+            f"job {job.name!r} reads topics that do not exist: {', '.join(missing)} "
+            "(produce to them first, e.g. shoal generate)"
+        )
+    inputs = max(existing[t] for t in bindings.sources.values())
+    tasks = 1 if needs_single_task(job) else inputs
+    stateful = [n.name for n in job.nodes if n.kind in ("window", "process")]
+    specs = [TopicSpec(t, partitions) for t in bindings.sinks.values() if "://" not in t]
+    specs.append(TopicSpec(bindings.dead_letters, 1))
+    specs += [
+        TopicSpec(changelog_topic(job, step), tasks, config={"cleanup.policy": "compact"})
+        for step in stateful
+    ]
+    admin.ensure_topics(specs)
+    return inputs
+
+
+class KafkaRunner:
+    """One worker of ``job`` on Kafka: consumer, transport, state and loop.
+
+    Args:
+        job: the job.
+        bindings: topics (see ``Bindings.for_job``).
+        config: how to run it.
+        external: sinks outside Kafka, by sink name.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        bindings: Bindings,
+        config: RunConfig,
+        external: Mapping[str, ExternalSink] | None = None,
+    ) -> None:
+        self.job = job
+        self.config = config
+        admin = KafkaAdmin(config.bootstrap)
+        self.input_partitions = ensure_topics(job, bindings, admin, config.output_partitions)
+        worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker_id = worker_id
+        self.backend = make_backend(config, worker_id)
+        self.worker: Worker | None = None
+        topics = list(bindings.sources.values())
+        source_conf = dict(config.source_overrides)
+        if len(topics) > 1:
+            # Keyed state of co-partitioned inputs must see partition p of every input
+            # in the same task: the range assignor co-locates equal partition numbers.
+            source_conf.setdefault("partition.assignment.strategy", "range")
+        self.source = KafkaSource(
+            config.bootstrap,
+            config.group or job.name,
+            topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            read_committed=True,
+            extra=source_conf,
+        )
+        self.transport = KafkaTransport(
+            config.bootstrap,
+            self.source,
+            exactly_once=config.guarantee == "exactly_once",
+            transactional_id=f"{config.group or job.name}-{worker_id}",
+        )
+        self.worker = Worker(
+            job,
+            bindings,
+            self.transport,
+            codec_factory(),
+            self.backend,
+            offsets=self.source,
+            changelog=ChangelogReader(config.bootstrap).read,
+            external=external,
+            options=config.options,
+        )
+
+    def _on_assign(self, pairs: list[tuple[str, int]]) -> None:
+        assert self.worker is not None
+        self.worker.on_assign(pairs)
+
+    def _on_revoke(self, pairs: list[tuple[str, int]]) -> None:
+        if self.worker is not None:
+            self.worker.on_revoke(pairs)
+
+    def step(self) -> int:
+        """One loop iteration; returns the records read."""
+        assert self.worker is not None
+        return self.worker.step(self.source)
+
+    def run(
+        self,
+        should_stop: Callable[[], bool],
+        on_tick: Callable[[Worker], None] | None = None,
+    ) -> None:
+        """Run until ``should_stop()``, then checkpoint and leave the group."""
+        assert self.worker is not None
+        try:
+            self.worker.run(self.source, should_stop=should_stop, on_tick=on_tick)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Leave the group (revocation checkpoints) and release everything."""
+        if self.worker is None:
+            return
+        try:
+            self.source.close()
+        finally:
+            self.transport.close()
+            self.worker.close()
+            self.backend.close()
