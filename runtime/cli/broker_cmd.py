@@ -21,7 +21,8 @@ def start(foreground: bool) -> None:
     """Start the local broker (jars fetched once from Maven Central) and print its address."""
     b = local_broker()
     if b.running():
-        click.echo(f"broker already running at {b.bootstrap} (pid {b.pid()})")
+        click.echo(f"broker already running (pid {b.pid()})", err=True)
+        click.echo(b.bootstrap)
         return
     click.echo("starting the local Kafka broker...", err=True)
     t0 = time.monotonic()

@@ -9,12 +9,15 @@ Semantics (see ``runtime.api.windows``):
   late records go to the late side output and are counted, never dropped silently.
 * A record that lands in a window that already fired, but within allowed lateness,
   updates the window and re-emits its result at the end of the batch.
-* Window state is purged when the watermark reaches ``end + allowed_lateness``.
+* Window state is purged when the watermark reaches ``end + allowed_lateness``;
+  session state when it reaches ``end - 1 + gap + allowed_lateness``: until then a
+  record that is not late (``ts + gap + lateness > wm``) can still overlap the session.
 * Sessions: a record at ``ts`` opens ``[ts, ts + gap)``; sessions of a key that overlap
   (strictly: records exactly ``gap`` apart start a new session) merge, accumulators
   merged with ``AggregateFunction.merge``. When a late record bridges sessions that
   were already emitted, every absorbed session whose start differs from the merged
   one is re-emitted with result ``None`` (a retraction), then the merged session.
+  A session whose running result went out as an early update counts as emitted.
 
 The watermark a batch is judged against is the one before the batch; watermarks
 advance between batches.
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
     from runtime.state.base import StateStore
 
 _MISSING = object()
-# Session states: never emitted / emitted and unchanged / emitted, then changed.
+# Session states, about results under the session's start: never emitted / emitted
+# and unchanged / emitted, then changed.
 _OPEN, _EMITTED, _UPDATED = 0, 1, 2
 
 
@@ -173,7 +177,8 @@ class FixedWindowOperator(WindowOperator):
                         acc = get(sk, _MISSING)
                         if acc is _MISSING:
                             acc = create()
-                            index_add(end, sk)
+                            if end > wm:  # else it is emitted below, not again later
+                                index_add(end, sk)
                             if lateness:
                                 index_add(end + lateness, sk)
                         put(sk, add(acc, v))
@@ -236,13 +241,16 @@ class SessionWindowOperator(WindowOperator):
         super().__init__(*args, **kwargs)
         assert isinstance(self.spec, Session)
         self.gap = self.spec.gap_ms
+        # How long past its end a session is kept: the last record that can still
+        # overlap it (at ``end - 1``) stops being on time at ``end - 1 + gap + lateness``.
+        self.retain = self.gap - 1 + self.lateness
 
     def restore_index(self) -> None:
         """Rebuild the firing index from state (after a restore)."""
         for key, sessions in self.store.items():
-            for start, end, _, _ in sessions:
+            for _start, end, _, _ in sessions:
                 self.index.add(end, key)
-                self.index.add(end + self.lateness, key)
+                self.index.add(end + self.retain, key)
 
     def process(self, batch: Batch) -> None:
         """Add records to sessions, merging where they overlap."""
@@ -275,7 +283,9 @@ class SessionWindowOperator(WindowOperator):
                     acc = agg.add(acc, v)
                     lo = min(lo, min(s[0] for s in hit))
                     hi = max(hi, max(s[1] for s in hit))
-                    emitted = any(s[3] != _OPEN for s in hit)
+                    # Only a result under the merged start needs updating; other
+                    # emitted starts are retracted below.
+                    emitted = any(s[3] != _OPEN and s[0] == lo for s in hit)
                     merged = [lo, hi, acc, _UPDATED if emitted else _OPEN]
                     for s in hit:
                         if s[3] != _OPEN and s[0] != lo:
@@ -286,7 +296,7 @@ class SessionWindowOperator(WindowOperator):
                 keep.sort(key=lambda s: s[0])
                 put(k, keep)
                 self.index.add(hi, k)
-                self.index.add(hi + lateness, k)
+                self.index.add(hi + self.retain, k)
                 if hi <= wm:
                     complete.add(k)
                 elif self.early_every is not None:
@@ -303,7 +313,7 @@ class SessionWindowOperator(WindowOperator):
     def _fire(self, keys: Any, wm: int) -> Batch:
         """Emit complete sessions of ``keys`` not emitted in their current form; purge old."""
         get, put, delete = self.store.get, self.store.put, self.store.delete
-        lateness = self.lateness
+        retain = self.retain
         out: Batch = []
         for k in keys:
             sessions = get(k, None)
@@ -317,7 +327,7 @@ class SessionWindowOperator(WindowOperator):
                         out.append(r)
                     s[3] = _EMITTED
                     changed = True
-            alive = [s for s in sessions if s[1] + lateness > wm]
+            alive = [s for s in sessions if s[1] + retain > wm]
             if not alive:
                 delete(k)
             elif changed or len(alive) != len(sessions):
@@ -325,7 +335,7 @@ class SessionWindowOperator(WindowOperator):
         return out
 
     def on_watermark(self, watermark_ms: int) -> None:
-        """Fire sessions that closed; purge those past allowed lateness."""
+        """Fire sessions that closed; purge those no record that is not late can reach."""
         keys: set[Any] = set()
         for _, ks in self.index.pop_due(watermark_ms):
             keys |= ks
@@ -338,10 +348,17 @@ class SessionWindowOperator(WindowOperator):
         """Running results of changed open sessions."""
         out = []
         wm = self.watermark
+        get, put = self.store.get, self.store.put
         for k in touched:
-            for s in self.store.get(k, None) or []:
+            sessions = get(k, None)
+            if not sessions:
+                continue
+            for s in sessions:
                 if s[1] > wm:
                     r = self.result_record(k, s[0], s[1], s[2])
                     if r is not None:
                         out.append(r)
+                    # Now emitted: if a merge moves its start, the old start is retracted.
+                    s[3] = _UPDATED
+            put(k, sessions)
         return out
