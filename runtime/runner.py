@@ -125,6 +125,10 @@ class KafkaRunner:
         self.worker: Worker | None = None
         topics = list(bindings.sources.values())
         source_conf = dict(config.source_overrides)
+        if config.worker_id:
+            # Static membership: a worker restarted in its slot takes its partitions
+            # back at once instead of waiting for the session timeout and a rebalance.
+            source_conf.setdefault("group.instance.id", f"{config.group or job.name}-{worker_id}")
         if len(topics) > 1:
             # Keyed state of co-partitioned inputs must see partition p of every input
             # in the same task: the range assignor co-locates equal partition numbers.

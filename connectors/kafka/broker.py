@@ -167,6 +167,9 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "1000",
             "log.retention.check.interval.ms": "30000",
+            # Outputs carry event-time timestamps (often days old in replays and tests):
+            # a dev broker keeps everything rather than deleting by age.
+            "log.retention.ms": "-1",
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
             "transaction.remove.expired.transaction.cleanup.interval.ms": "60000",
         }

@@ -58,15 +58,18 @@ class KafkaSink:
         value: bytes | None,
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
         """Queue one record, waiting for queue space if the client's buffer is full."""
         produce = self._producer.produce
+        kwargs: dict[str, Any] = {"timestamp": timestamp_ms or 0}
+        if headers is not None:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
         while True:
             try:
-                if headers is None:
-                    produce(topic, value, key, timestamp=timestamp_ms or 0)
-                else:
-                    produce(topic, value, key, timestamp=timestamp_ms or 0, headers=headers)
+                produce(topic, value, key, **kwargs)
                 return
             except BufferError:
                 self._producer.poll(0.05)

@@ -8,6 +8,7 @@ from typing import Any
 
 from connectors.kafka.client import (
     CLIENT_LOGGER,
+    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -152,6 +153,28 @@ class KafkaSource:
         except KafkaException as exc:
             raise ConnectorError(f"cannot read committed offsets: {exc}") from exc
         return {(tp.topic, tp.partition): (tp.offset, tp.metadata or "") for tp in tps}
+
+    def beginning(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The earliest offset of each partition."""
+        out = {}
+        for topic, partition in pairs:
+            try:
+                low, _ = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=30
+                )
+            except KafkaException as exc:
+                raise ConnectorError(f"cannot read offsets of {topic}[{partition}]: {exc}") from exc
+            out[(topic, partition)] = low
+        return out
+
+    def seek(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Move assigned partitions back to offsets (negative: the beginning)."""
+        for (topic, partition), offset in offsets.items():
+            target = offset if offset >= 0 else OFFSET_BEGINNING
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, target))
+            except KafkaException as exc:
+                raise ConnectorError(f"cannot seek {topic}[{partition}]: {exc}") from exc
 
     def group_metadata(self) -> Any:
         """The consumer group metadata (for transactional offset commits)."""

@@ -24,7 +24,7 @@ from connectors.kafka.client import (
     TopicPartition,
 )
 from connectors.kafka.source import KafkaSource
-from runtime.api.errors import ConnectorError, StateError
+from runtime.api.errors import CheckpointAborted, ConnectorError, StateError
 
 Offsets = Mapping[tuple[str, int], tuple[int, str]]
 
@@ -143,7 +143,12 @@ class KafkaTransport:
         if not self.exactly_once:
             self.flush()
             if tps:
-                self.source.commit_partitions(tps)
+                try:
+                    self.source.commit_partitions(tps)
+                except ConnectorError as exc:
+                    if _group_moved(exc.__cause__):
+                        raise CheckpointAborted(f"offset commit lost to a rebalance: {exc}") from exc
+                    raise
             return
         if not self._in_txn:
             self._begin()
@@ -153,6 +158,8 @@ class KafkaTransport:
             self._producer.commit_transaction(120)
         except KafkaException as exc:
             self._abort_quietly()
+            if _group_moved(exc):
+                raise CheckpointAborted(f"checkpoint lost to a rebalance: {exc}") from exc
             raise StateError(f"checkpoint transaction failed: {exc}") from exc
         finally:
             self._in_txn = False
@@ -177,6 +184,25 @@ class KafkaTransport:
         """Abort what is open and flush the rest."""
         self.abort()
         self._producer.flush(10)
+
+
+_GROUP_MOVED = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError._ASSIGNMENT_LOST,
+}
+
+
+def _group_moved(exc: BaseException | None) -> bool:
+    """Whether a commit failed only because the consumer group changed generation."""
+    if not isinstance(exc, KafkaException) or not exc.args:
+        return False
+    err = exc.args[0]
+    if not isinstance(err, KafkaError) or err.fatal():
+        return False
+    return err.code() in _GROUP_MOVED or (err.txn_requires_abort() and not err.fatal())
 
 
 class ChangelogReader:

@@ -14,6 +14,8 @@ happen next::
     ├── ConnectorError         an external system failed (broker, database, ...)
     │   └── BrokerError        the local broker could not be started or reached
     └── StateError             state or checkpoint failure: fatal for the task
+        └── CheckpointAborted  a checkpoint lost a race with a rebalance: rewind to the
+                               last committed checkpoint and go on
 
 Messages name the job, the step and the record's topic/partition/offset when
 they are known.
@@ -101,3 +103,11 @@ class BrokerError(ConnectorError):
 
 class StateError(ShoalError):
     """State or checkpoint failure; fatal for the task that hit it."""
+
+
+class CheckpointAborted(StateError):
+    """A checkpoint could not commit because the group moved on (rebalance, new generation).
+
+    Nothing of it is visible: the worker rewinds its tasks to the last committed
+    checkpoint and its consumer to the committed offsets, then continues.
+    """

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.api.bindings import Bindings
-from runtime.api.errors import ConfigError
+from runtime.api.errors import CheckpointAborted, ConfigError
 from runtime.api.graph import KeyByNode
 from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
@@ -56,9 +56,13 @@ class Transport(Protocol):
 
 
 class Offsets(Protocol):
-    """Committed offsets and metadata of the worker's consumer group."""
+    """Committed offsets and metadata of the worker's consumer group, and rewinding."""
 
     def committed(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]: ...
+
+    def seek(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
+
+    def beginning(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]: ...
 
 
 ChangelogRead = Callable[[str, int], Iterator[tuple[bytes, bytes | None]]]
@@ -151,6 +155,8 @@ class Worker:
         self.restore_seconds = 0.0
         self._dirty = False
         self.failed = False
+        self.rewinds = 0
+        self._expect: dict[tuple[str, int], list[int]] = {}
         self.last_watermarks: dict[int, int] = {}
         self._retired: dict[str, dict[str, int]] = {}
         self._last_checkpoint = clock()
@@ -172,6 +178,9 @@ class Worker:
     def on_assign(self, pairs: list[tuple[str, int]]) -> None:
         """Partitions were assigned: open (and restore) their tasks before any record."""
         committed = self.offsets.committed(pairs) if self.offsets is not None else {}
+        log.info("assigned %s", sorted(
+            (t, p, committed.get((t, p), (-1, ""))[0], committed.get((t, p), (-1, ""))[1])
+            for t, p in pairs))
         new_tasks: dict[int, list[tuple[str, int]]] = {}
         for topic, partition in pairs:
             tid = self.task_id(partition)
@@ -209,6 +218,8 @@ class Worker:
         for store in task.stores:
             local = store.get_meta(_META)
             local_seq = json.loads(local)["seq"] if local else None
+            log.info("task %s store %s: local checkpoint %s, committed %s",
+                     tid, store.name, local_seq, seq)
             if local_seq == seq and seq > 0:
                 continue  # local state is exactly the committed checkpoint
             if local_seq is not None or len(store):
@@ -243,10 +254,12 @@ class Worker:
 
     def on_revoke(self, pairs: list[tuple[str, int]]) -> None:
         """Partitions are going: checkpoint, then close the tasks that lost them all."""
+        log.info("revoked %s", sorted(pairs))
         if not self.failed:
             self.checkpoint()
         for topic, partition in pairs:
             self.positions.pop((topic, partition), None)
+            self._expect.pop((topic, partition), None)
             tid = self.task_id(partition)
             task = self.tasks.get(tid)
             if task is not None:
@@ -274,6 +287,10 @@ class Worker:
                 task = tasks.get(0 if single else partition)
                 if task is None:
                     continue  # revoked while in flight: the new owner reads it again
+                if self._expect:
+                    group = self._accept(topic, partition, group)
+                    if not group:
+                        continue
                 task.ingest(names[topic], partition, group)
                 positions[(topic, partition)] = group[-1].offset() + 1
             self.records_read += len(msgs)
@@ -284,6 +301,34 @@ class Worker:
         if self.clock() - self._last_checkpoint >= self.options.checkpoint_interval_ms:
             self.checkpoint()
         return len(msgs)
+
+    def _accept(self, topic: str, partition: int, group: list[Any]) -> list[Any]:
+        """After a rewind: the part of a batch that starts where the rewind pointed.
+
+        Records before the target were already replayed; a batch that starts after it
+        means the seek was lost, so seek again once. A second look at the same gap is
+        accepted: offsets of a transactional input skip control records.
+        """
+        expect = self._expect.get((topic, partition))
+        if expect is None:
+            return group
+        target, tries = expect
+        first = group[0].offset()
+        if first == target:
+            del self._expect[(topic, partition)]
+            return group
+        if first < target:
+            del self._expect[(topic, partition)]
+            return [m for m in group if m.offset() >= target]
+        if tries < 2:
+            log.warning("%s[%s]: expected offset %s after rewinding, got %s; seeking again",
+                        topic, partition, target, first)
+            expect[1] = tries + 1
+            assert self.offsets is not None
+            self.offsets.seek({(topic, partition): target})
+            return []
+        del self._expect[(topic, partition)]
+        return group
 
     def write_outputs(self) -> None:
         """Encode and queue what the sinks and the dead-letter output collected."""
@@ -372,7 +417,12 @@ class Worker:
                 "wm": task.watermark,
             }
             offsets[(topic, partition)] = (pos, json.dumps(meta, separators=(",", ":")))
-        self.transport.commit(offsets)
+        try:
+            self.transport.commit(offsets)
+        except CheckpointAborted as exc:
+            log.warning("%s; rewinding to the last committed checkpoint", exc)
+            self.rewind()
+            return
         self.task_seq.update(next_seq)
         for tid, task in self.tasks.items():
             for store in task.stores:
@@ -381,6 +431,29 @@ class Worker:
             store.commit_checkpoint()
         self.checkpoints += 1
         self._dirty = False
+
+    def rewind(self) -> None:
+        """Drop uncommitted progress: reopen every task at its committed checkpoint.
+
+        Local state never runs ahead of Kafka, so reopening restores exactly the last
+        committed state; the consumer is moved back to the committed offsets.
+        """
+        pairs = list(self.positions)
+        for tid, task in list(self.tasks.items()):
+            self._retire(tid, task)
+        self.tasks.clear()
+        self.positions.clear()
+        self.on_assign(pairs)
+        if self.offsets is not None:
+            unknown = [tp for tp, pos in self.positions.items() if pos < 0]
+            self.positions.update(self.offsets.beginning(unknown))
+            log.info("rewinding consumer to %s", sorted(self.positions.items()))
+            self.offsets.seek(dict(self.positions))
+            # A seek can be lost in a rebalance; the first batch of each partition is
+            # checked against these targets (see ``_accept``).
+            self._expect = {tp: [pos, 0] for tp, pos in self.positions.items()}
+        self._dirty = False
+        self.rewinds += 1
 
     def run(
         self,

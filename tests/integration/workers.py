@@ -1,0 +1,173 @@
+"""Worker processes for fault tests: start, kill -9, restart in the same slot, stop."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from connectors.codecs import codec_factory
+from connectors.kafka.client import Consumer, TopicPartition
+from connectors.kafka.sink import KafkaSink
+from runtime.generator import GeneratedRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerPool:
+    """``shoal run`` worker processes of one job in one consumer group."""
+
+    def __init__(
+        self,
+        job_spec: str,
+        bootstrap: str,
+        group: str,
+        binds: Sequence[str],
+        home: Path,
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.job_spec = job_spec
+        self.bootstrap = bootstrap
+        self.group = group
+        self.binds = list(binds)
+        self.home = home
+        self.extra = list(extra)
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.kills = 0
+        self.logs = home / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, slot: int) -> None:
+        """Start (or restart) the worker of ``slot``."""
+        cmd = [sys.executable, "-m", "runtime.cli.main", "-v", "run", self.job_spec,
+               "--bootstrap", self.bootstrap, "--group", self.group,
+               "--worker-id", f"w{slot}", "--quiet", *self.extra]
+        for b in self.binds:
+            cmd += ["--bind", b]
+        log = open(self.logs / f"w{slot}.log", "ab")  # noqa: SIM115 - the child owns it
+        env = {**os.environ, "SHOAL_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.procs[slot] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, env=env,
+                                            start_new_session=True)
+        log.close()
+
+    def kill(self, slot: int) -> None:
+        """SIGKILL the worker of ``slot``."""
+        proc = self.procs[slot]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            self.kills += 1
+
+    def stop(self, slot: int, timeout_s: float = 60.0) -> int:
+        """SIGTERM the worker of ``slot`` and wait for its graceful exit; returns the code."""
+        proc = self.procs.pop(slot)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"worker w{slot} did not stop within {timeout_s}s") from None
+
+    def stop_all(self) -> list[int]:
+        """Stop every worker gracefully."""
+        return [self.stop(slot) for slot in list(self.procs)]
+
+    def alive(self) -> list[int]:
+        """Slots whose process runs."""
+        return [s for s, p in self.procs.items() if p.poll() is None]
+
+    def crashed(self) -> dict[int, int]:
+        """Slots whose process exited on its own (not killed by us), with exit codes."""
+        return {s: p.returncode for s, p in self.procs.items()
+                if p.poll() is not None and p.returncode not in (-9, 0)}
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of every worker log (for assertion messages)."""
+        out = []
+        for path in sorted(self.logs.glob("w*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+class Producer(threading.Thread):
+    """Produces generated playback records at a steady rate in the background."""
+
+    def __init__(self, bootstrap: str, topic: str, records: list[GeneratedRecord],
+                 rate: float, corrupt: Any = None) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.records, self.rate = bootstrap, topic, records, rate
+        self.corrupt = corrupt
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            sink = KafkaSink(self.bootstrap)
+            encode = codec_factory()("PlaybackEvent").encode
+            t0 = time.monotonic()
+            for i, rec in enumerate(self.records):
+                data = encode(rec.value)
+                if self.corrupt is not None and rec.corrupt is not None:
+                    data = self.corrupt(data, rec.corrupt)
+                sink.write(self.topic, rec.key, data, None)
+                self.sent = i + 1
+                if i % 500 == 499:
+                    sink.poll()
+                    ahead = (i + 1) / self.rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            sink.flush()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """Records of ``topic`` not yet committed by ``group`` (read_committed end offsets)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=30)}
+        lag = 0
+        for p in range(partitions):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            lag += high - max(committed.get(p, 0), 0)
+        return lag
+    finally:
+        consumer.close()
+
+
+def chaos_line(kills: int, events: int, outputs: list[dict[str, Any]],
+               reference: dict[tuple[str, int], int]) -> tuple[str, int, int]:
+    """Compare windowed counts with the reference: (line, lost, duplicated)."""
+    seen = Counter((o["user_id"], o["window_start_ms"]) for o in outputs)
+    duplicated = sum(n - 1 for n in seen.values() if n > 1)
+    got = {(o["user_id"], o["window_start_ms"]): o["count"] for o in outputs}
+    missing = [k for k in reference if k not in got]
+    wrong = [k for k, v in reference.items() if k in got and got[k] != v]
+    lost = len(missing) + len(wrong)
+    extra = sum(1 for k in got if k not in reference)
+    line = (f"chaos: kills={kills} events={events} outputs={len(outputs)} "
+            f"lost={lost} duplicated={duplicated + extra}")
+    if lost:
+        starts = sorted(k[1] for k in missing + wrong)
+        line += (f" (missing={len(missing)} wrong={len(wrong)} "
+                 f"window starts {starts[0]}..{starts[-1]}; "
+                 f"e.g. {[(k, reference[k], got.get(k)) for k in (wrong or missing)[:3]]})")
+    return line, lost, duplicated + extra
+
+
+def shuffled_slots(rng: random.Random, slots: list[int]) -> int:
+    """A random slot."""
+    return rng.choice(slots)
