@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.codecs import codec_factory
+from connectors.external import is_external, make_external_sink
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.source import KafkaSource
 from connectors.kafka.transport import ChangelogReader, KafkaTransport
@@ -148,6 +149,12 @@ class KafkaRunner:
             exactly_once=config.guarantee == "exactly_once",
             transactional_id=f"{config.group or job.name}-{worker_id}",
         )
+        sinks = dict(external or {})
+        for node in job.sinks:
+            target = bindings.sinks[node.name]
+            if node.name not in sinks and is_external(target):
+                sinks[node.name] = make_external_sink(target, node.name, node.schema)
+        self.external = sinks
         self.worker = Worker(
             job,
             bindings,
@@ -156,7 +163,7 @@ class KafkaRunner:
             self.backend,
             offsets=self.source,
             changelog=ChangelogReader(config.bootstrap).read,
-            external=external,
+            external=sinks,
             options=config.options,
         )
 
@@ -195,3 +202,5 @@ class KafkaRunner:
             self.transport.close()
             self.worker.close()
             self.backend.close()
+            for sink in self.external.values():
+                sink.close()

@@ -154,6 +154,20 @@ class KafkaSource:
             raise ConnectorError(f"cannot read committed offsets: {exc}") from exc
         return {(tp.topic, tp.partition): (tp.offset, tp.metadata or "") for tp in tps}
 
+    def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Records behind the end of each partition (from cached fetch metadata)."""
+        out = {}
+        for (topic, partition), pos in positions.items():
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high >= 0 and pos >= 0:
+                out[(topic, partition)] = max(0, high - pos)
+        return out
+
     def beginning(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The earliest offset of each partition."""
         out = {}

@@ -58,10 +58,14 @@ class Operator:
         self.watermark = -(2**63)
 
     def emit(self, out: Batch) -> None:
-        """Send a batch to every child."""
+        """Send a batch to every child (and to a live tap of this step, if any)."""
         if not out:
             return
         self.counters.records_out += len(out)
+        if self.task.taps:
+            tap = self.task.taps.get(self.name)
+            if tap is not None:
+                tap(self.name, out)
         for child in self.children:
             child.process(out)
 
@@ -197,6 +201,10 @@ class SinkOperator(Operator):
     def process(self, batch: Batch) -> None:
         """Queue records for writing."""
         self.counters.records_in += len(batch)
+        if self.task.taps:
+            tap = self.task.taps.get(self.name)
+            if tap is not None:
+                tap(self.name, batch)
         key_fn = self.key_fn
         if key_fn is None:
             self.pending.extend([(k, v, t) for k, v, t, _ in batch])

@@ -85,6 +85,7 @@ class Task:
         codecs: gives the codec of a schema name.
         backend: the state backend that opens one store per stateful step.
         clock: the processing clock in epoch ms (injected: manual in the test driver).
+        taps: step name -> callback receiving that step's output batches.
     """
 
     def __init__(
@@ -94,8 +95,11 @@ class Task:
         codecs: CodecFactory,
         backend: StateBackend,
         clock: Callable[[], int] = wall_clock_ms,
+        taps: dict[str, Callable[[str, list[Rec]], None]] | None = None,
     ) -> None:
         self.job = job
+        # Live taps of step outputs (shared with the worker): step name -> callback.
+        self.taps = taps if taps is not None else {}
         self.task_id = task_id
         self.codecs = codecs
         self.now_ms = clock

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import time
+from concurrent.futures import Future
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -156,6 +158,17 @@ class Worker:
         self._dirty = False
         self.failed = False
         self.rewinds = 0
+        # Live taps (step -> callback) and calls from other threads run between batches.
+        self.taps: dict[str, Callable[[str, list[Any]], None]] = {}
+        self._calls: queue.SimpleQueue[tuple[Callable[[Worker], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self.stats: dict[str, float] = {
+            "checkpoint_seconds": 0.0,
+            "checkpoint_records": 0.0,
+            "checkpoint_failures": 0.0,
+        }
+        self.lag: dict[tuple[str, int], int] = {}
         self._expect: dict[tuple[str, int], list[int]] = {}
         self.last_watermarks: dict[int, int] = {}
         self._retired: dict[str, dict[str, int]] = {}
@@ -191,7 +204,7 @@ class Worker:
             else:
                 self._add_partition(self.tasks[tid], topic, partition, committed)
         for tid, tps in new_tasks.items():
-            task = Task(self.job, tid, self.codecs, self.backend, self.clock)
+            task = Task(self.job, tid, self.codecs, self.backend, self.clock, taps=self.taps)
             self.tasks[tid] = task
             self._restore(task, tid, [committed.get(tp, (-1, ""))[1] for tp in tps])
             for topic, partition in tps:
@@ -269,8 +282,46 @@ class Worker:
                     del self.tasks[tid]
 
     # -- loop -----------------------------------------------------------------------
+    def call(self, fn: Callable[[Worker], Any]) -> Future[Any]:
+        """Run ``fn(worker)`` on the worker's thread between two batches (thread-safe).
+
+        State stores belong to the worker thread; the HTTP service reads state and
+        metrics through this.
+        """
+        fut: Future[Any] = Future()
+        self._calls.put((fn, fut))
+        return fut
+
+    def _serve_calls(self) -> None:
+        while True:
+            try:
+                fn, fut = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fut.set_result(fn(self))
+            except Exception as exc:
+                fut.set_exception(exc)
+
+    def query_state(self, step: str, key: Any) -> list[tuple[int, Any, Any]]:
+        """Entries of a stateful step for ``key``: ``(task, state key, value)``.
+
+        Window state is keyed ``(key, window_start)``, process state ``(key, state)``;
+        both match ``key`` on their first element.
+        """
+        out = []
+        for tid, task in self.tasks.items():
+            for store in task.stores:
+                if store.name != step:
+                    continue
+                for k, v in store.items():
+                    if k == key or (isinstance(k, tuple) and k and k[0] == key):
+                        out.append((tid, k, v))
+        return out
+
     def step(self, source: SourceReader) -> int:
         """One iteration: poll, process, write; checkpoint when due. Returns records read."""
+        self._serve_calls()
         msgs = source.poll(self.options.batch_size, self.options.poll_timeout_s)
         if msgs:
             groups: dict[tuple[str, int], list[Any]] = {}
@@ -385,11 +436,14 @@ class Worker:
 
     def checkpoint(self) -> None:
         """Commit outputs, state changes and offsets together (see the module docstring)."""
+        t0 = time.monotonic()
         self.write_outputs()
         prepared: list[Any] = []
+        changed = 0
         for tid, task in self.tasks.items():
             for store in task.stores:
                 changes = store.prepare_checkpoint()
+                changed += len(changes)
                 prepared.append(store)
                 if changes:
                     self._dirty = True
@@ -421,6 +475,7 @@ class Worker:
             self.transport.commit(offsets)
         except CheckpointAborted as exc:
             log.warning("%s; rewinding to the last committed checkpoint", exc)
+            self.stats["checkpoint_failures"] += 1
             self.rewind()
             return
         self.task_seq.update(next_seq)
@@ -431,6 +486,11 @@ class Worker:
             store.commit_checkpoint()
         self.checkpoints += 1
         self._dirty = False
+        self.stats["checkpoint_seconds"] = time.monotonic() - t0
+        self.stats["checkpoint_records"] = float(changed)
+        lag = getattr(self.offsets, "lag", None)
+        if lag is not None:
+            self.lag = lag(self.positions)
 
     def rewind(self) -> None:
         """Drop uncommitted progress: reopen every task at its committed checkpoint.
