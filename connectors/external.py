@@ -6,6 +6,11 @@
   the HMAC secret comes from the ``secret`` query parameter or, better, from the
   environment variable named by ``secret_env`` (default ``SHOAL_WEBHOOK_SECRET``).
 
+* ``postgres://user@host:port/db?table=...&key=...`` (or ``postgresql://``): upserts by
+  natural key into a table created from the sink's Avro schema (``connectors.postgres``).
+* ``redis://host:port/db?prefix=...&key=...&ttl=...`` (or ``rediss://``): hashes of the
+  latest values, top-N as sorted sets (``connectors.redis``).
+
 More schemes register themselves in ``FACTORIES``.
 """
 
@@ -35,9 +40,25 @@ def _webhook(url: str, sink: str, schema: str, env: Mapping[str, str]) -> Extern
     return WebhookSink(WebhookConfig(url=target, secret=secret.encode()))
 
 
+def _postgres(url: str, sink: str, schema: str, env: Mapping[str, str]) -> ExternalSink:
+    from connectors.postgres import PostgresSink, config_from_url
+
+    return PostgresSink(config_from_url(url, sink, schema))
+
+
+def _redis(url: str, sink: str, schema: str, env: Mapping[str, str]) -> ExternalSink:
+    from connectors.redis import RedisSink, config_from_url
+
+    return RedisSink(config_from_url(url, sink, schema))
+
+
 FACTORIES: dict[str, Factory] = {
     "webhook+http": _webhook,
     "webhook+https": _webhook,
+    "postgres": _postgres,
+    "postgresql": _postgres,
+    "redis": _redis,
+    "rediss": _redis,
 }
 
 

@@ -187,10 +187,11 @@ class KafkaRunner:
     ) -> None:
         """Run until ``should_stop()``, then checkpoint and leave the group."""
         assert self.worker is not None
-        try:
-            self.worker.run(self.source, should_stop=should_stop, on_tick=on_tick)
-        finally:
-            self.close()
+        # On failure nothing is closed gracefully: closing would commit or flush
+        # state of a half-done batch. The caller exits; the restart replays from the
+        # last committed checkpoint.
+        self.worker.run(self.source, should_stop=should_stop, on_tick=on_tick)
+        self.close()
 
     def close(self) -> None:
         """Leave the group (revocation checkpoints) and release everything."""

@@ -64,6 +64,9 @@ class KafkaSource:
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
+            # A member that stops polling (e.g. blocked on an unreachable broker) is
+            # removed after this, so the rest of the group can rebalance without it.
+            "max.poll.interval.ms": 60_000,
             "logger": CLIENT_LOGGER,
             **FAST_FETCH,
         }

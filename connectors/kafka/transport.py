@@ -28,6 +28,11 @@ from runtime.api.errors import CheckpointAborted, ConnectorError, StateError
 
 Offsets = Mapping[tuple[str, int], tuple[int, str]]
 
+# How long a checkpoint may block on the broker. Past it the worker fails and its
+# supervisor restarts it from the last committed checkpoint: a worker blocked longer
+# would also hold up the group's rebalances.
+COMMIT_TIMEOUT_S = 30.0
+
 
 class KafkaTransport:
     """Writes outputs and commits checkpoints.
@@ -154,8 +159,10 @@ class KafkaTransport:
             self._begin()
         try:
             if tps:
-                self._producer.send_offsets_to_transaction(tps, self.source.group_metadata(), 60)
-            self._producer.commit_transaction(120)
+                self._producer.send_offsets_to_transaction(
+                    tps, self.source.group_metadata(), COMMIT_TIMEOUT_S
+                )
+            self._producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
             self._abort_quietly()
             if _group_moved(exc):
@@ -170,7 +177,7 @@ class KafkaTransport:
 
     def _abort_quietly(self) -> None:
         try:
-            self._producer.abort_transaction(30)
+            self._producer.abort_transaction(10)
         except KafkaException:
             pass
 

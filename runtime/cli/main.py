@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -58,6 +60,8 @@ cli.add_command(tail)
 
 def main() -> None:
     """Console script entry."""
+    # `kill -USR1 <pid>` prints every thread's stack: where a stuck worker waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     cli(prog_name="shoal")
 
 

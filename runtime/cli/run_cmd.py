@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import click
 
 from runtime.api.bindings import Bindings
-from runtime.api.errors import ConfigError
+from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
 from runtime.cli.common import resolve_bootstrap, settings
 
@@ -122,6 +123,35 @@ class LiveView:
     help="Partitions of output topics created here.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--http",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve the live page, /metrics, /health, /streams and /state here, e.g. "
+    "127.0.0.1:8088; port 0 picks a free one (the address is printed at start). "
+    "With --workers, worker i serves on PORT+i. Beyond loopback needs --http-token.",
+)
+@click.option(
+    "--http-token",
+    default=None,
+    envvar="SHOAL_HTTP_TOKEN",
+    help="Bearer token of the HTTP service (better: set SHOAL_HTTP_TOKEN).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["native", "flink"]),
+    default="native",
+    show_default=True,
+    help="Run on Shoal's own workers, or on Apache Flink (needs shoal[flink]).",
+)
+@click.option(
+    "--jobmanager",
+    default=None,
+    metavar="HOST:PORT",
+    help="With --engine flink: submit to this Flink cluster (REST); default: a local mini cluster.",
+)
+@click.option("--stall-timeout", type=click.FloatRange(min=5), default=120, show_default=True,
+              help="Exit (for the supervisor to restart) if the loop makes no progress this long.")
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
 def run(
     job_spec: str,
@@ -136,6 +166,11 @@ def run(
     checkpoint_ms: int,
     partitions: int,
     batch_size: int,
+    http: str | None,
+    http_token: str | None,
+    engine: str,
+    jobmanager: str | None,
+    stall_timeout: float,
     quiet: bool,
 ) -> None:
     """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
@@ -147,8 +182,24 @@ def run(
 
     job = load_job(job_spec)
     check_workers(job, workers)
+    service_config = _service_config(http, http_token, worker_id)
     server = resolve_bootstrap(bootstrap)
     bindings = Bindings.for_job(job, binds)
+    if engine == "flink" or jobmanager:
+        from runtime.flink.cli import run_flink
+
+        run_flink(
+            job,
+            bindings,
+            server,
+            engine,
+            jobmanager=jobmanager,
+            group=group,
+            seconds=seconds,
+            checkpoint_ms=checkpoint_ms,
+            partitions=partitions,
+        )
+        return
     if workers > 1:
         from runtime.cli.supervisor import supervise
 
@@ -183,10 +234,38 @@ def run(
     view = LiveView(job, quiet)
     worker = runner.worker
     assert worker is not None
-    runner.run(
-        should_stop=lambda: stop["now"] or (deadline is not None and time.monotonic() > deadline),
-        on_tick=view,
-    )
+    service = None
+    if service_config is not None:
+        from runtime.service import start_service
+
+        try:
+            service = start_service(
+                runner, service_config.host, service_config.port, service_config.token
+            )
+        except BaseException:
+            runner.close()
+            raise
+        click.echo(
+            f"{job.name}: live page {service.url}/  (also /metrics /health /topology "
+            f"/streams/{job.name}/STEP /state/{job.name}/STEP/KEY)",
+            err=True,
+        )
+    _watchdog(worker, stall_timeout, job.name)
+    try:
+        runner.run(
+            should_stop=lambda: stop["now"]
+            or (deadline is not None and time.monotonic() > deadline),
+            on_tick=view,
+        )
+    except ShoalError as exc:
+        # Crash-only: no graceful close that could commit part of a batch. The
+        # supervisor (or the operator) restarts the worker from its last checkpoint.
+        click.echo(f"error: {job.name} worker {config.worker_id} failed: {exc}", err=True)
+        sys.stderr.flush()
+        os._exit(1)
+    finally:
+        if service is not None:
+            service.stop()
     view(worker)
     totals = worker.counters()
     dead = sum(c["dead_lettered"] for c in totals.values())
@@ -196,6 +275,43 @@ def run(
         f"{worker.checkpoints} checkpoints, late {late}, dead-lettered {dead}",
         err=True,
     )
+
+
+def _service_config(http: str | None, token: str | None, worker_id: str | None) -> Any:
+    """The HTTP service's address and token, checked before anything starts (or ``None``).
+
+    Worker slot ``wI`` of ``--workers`` serves on PORT+I so the workers of one machine
+    do not collide (port 0 stays 0: each picks its own free port).
+    """
+    if http is None:
+        return None
+    from runtime.service import ServiceConfig, parse_address
+
+    host, port = parse_address(http)
+    if port and worker_id and worker_id[1:].isdigit():
+        port += int(worker_id[1:])
+    if port > 65535:
+        raise ConfigError(f"--http: worker {worker_id} would serve on port {port}")
+    return ServiceConfig(host=host, port=port, token=token or None)
+
+
+def _watchdog(worker: Any, stall_timeout: float, name: str) -> None:
+    """Exit the process if the worker loop stops making progress (e.g. a call into the
+    Kafka client that never returns after a broker outage). Crash-only: the supervisor
+    restarts the worker, which resumes from its last committed checkpoint."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(min(5.0, stall_timeout / 4))
+            stalled = time.monotonic() - worker.last_progress
+            if stalled > stall_timeout:
+                click.echo(f"error: {name} worker made no progress for {stalled:.0f}s; "
+                           "exiting for a restart", err=True)
+                sys.stderr.flush()
+                os._exit(3)
+
+    threading.Thread(target=watch, name="shoal-watchdog", daemon=True).start()
 
 
 def _strip_workers(args: list[str]) -> list[str]:

@@ -158,6 +158,7 @@ class Worker:
         self._dirty = False
         self.failed = False
         self.rewinds = 0
+        self.last_progress = time.monotonic()
         # Live taps (step -> callback) and calls from other threads run between batches.
         self.taps: dict[str, Callable[[str, list[Any]], None]] = {}
         self._calls: queue.SimpleQueue[tuple[Callable[[Worker], Any], Future[Any]]] = (
@@ -322,6 +323,7 @@ class Worker:
     def step(self, source: SourceReader) -> int:
         """One iteration: poll, process, write; checkpoint when due. Returns records read."""
         self._serve_calls()
+        self.last_progress = time.monotonic()
         msgs = source.poll(self.options.batch_size, self.options.poll_timeout_s)
         if msgs:
             groups: dict[tuple[str, int], list[Any]] = {}

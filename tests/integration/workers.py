@@ -92,7 +92,11 @@ class WorkerPool:
                 if p.poll() is not None and p.returncode not in (-9, 0)}
 
     def log_tail(self, lines: int = 30) -> str:
-        """The end of every worker log (for assertion messages)."""
+        """The end of every worker log (for assertion messages), with live stacks."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(0.5)
         out = []
         for path in sorted(self.logs.glob("w*.log")):
             text = path.read_text(errors="replace").splitlines()[-lines:]

@@ -1,0 +1,272 @@
+"""The service's view of a running worker: consistent snapshots, state reads and taps.
+
+State stores and the worker's bookkeeping belong to the worker thread, so every
+read goes through ``worker.call`` and runs between two batches. A snapshot is
+shared by the requests that arrive within :attr:`WorkerHandle.max_age_s` (a scrape,
+the page's topology poll and a health check cost one call together). When the
+worker does not answer within the timeout, the last snapshot is served marked
+``responsive=False`` and ``/health`` reports it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from runtime.engine.watermarks import NO_WATERMARK
+from runtime.service.jsonable import to_jsonable
+from runtime.service.taps import TapHub
+
+if TYPE_CHECKING:
+    from runtime.engine.worker import Worker
+
+__all__ = ["NO_WATERMARK", "Snapshot", "StepInfo", "WorkerHandle", "key_candidates"]
+
+#: Node kinds that keep keyed state (queryable through ``/state``).
+STATEFUL_KINDS = frozenset({"window", "process"})
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """A step of the job graph, as the topology view shows it."""
+
+    name: str
+    kind: str
+    parents: tuple[str, ...]
+    schema: str | None
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the step keeps keyed state."""
+        return self.kind in STATEFUL_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the worker reported at ``time_ms`` (wall clock, epoch ms)."""
+
+    time_ms: int
+    responsive: bool = True
+    failed: bool = False
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    watermarks: dict[int, int] = field(default_factory=dict)
+    partitions: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+    state_entries: dict[str, int] = field(default_factory=dict)
+    checkpoint_seconds: float = 0.0
+    checkpoint_records: float = 0.0
+    checkpoint_failures: float = 0.0
+    checkpoints: int = 0
+    last_checkpoint_ms: int | None = None
+    checkpoint_interval_ms: int = 1000
+    restore_seconds: float = 0.0
+    restored_records: int = 0
+    records_read: int = 0
+    rewinds: int = 0
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def take_snapshot(worker: Worker) -> Snapshot:
+    """Read everything the service reports; runs on the worker thread."""
+    entries: dict[str, int] = {}
+    for task in worker.tasks.values():
+        for store in task.stores:
+            entries[store.name] = entries.get(store.name, 0) + len(store)
+    partitions: dict[int, list[tuple[str, int]]] = {}
+    for tp in worker.positions:
+        partitions.setdefault(worker.task_id(tp[1]), []).append(tp)
+    stats = worker.stats
+    # The time of the last checkpoint pass (committed, or nothing to commit); the
+    # worker keeps it privately, so read it defensively.
+    last = getattr(worker, "_last_checkpoint", None)
+    return Snapshot(
+        time_ms=_wall_ms(),
+        failed=bool(worker.failed),
+        counters=worker.counters(),
+        lag=dict(worker.lag),
+        watermarks={tid: task.watermark for tid, task in worker.tasks.items()},
+        partitions={tid: sorted(tps) for tid, tps in partitions.items()},
+        state_entries=entries,
+        checkpoint_seconds=float(stats.get("checkpoint_seconds", 0.0)),
+        checkpoint_records=float(stats.get("checkpoint_records", 0.0)),
+        checkpoint_failures=float(stats.get("checkpoint_failures", 0.0)),
+        checkpoints=int(worker.checkpoints),
+        last_checkpoint_ms=int(last) if isinstance(last, int | float) else None,
+        checkpoint_interval_ms=int(worker.options.checkpoint_interval_ms),
+        restore_seconds=float(worker.restore_seconds),
+        restored_records=int(worker.restored_records),
+        records_read=int(worker.records_read),
+        rewinds=int(worker.rewinds),
+    )
+
+
+def key_candidates(text: str) -> list[Any]:
+    """The state keys a key in a URL may stand for.
+
+    ``u-17`` is the string; ``title|tv|DE|cdn-a`` is also the tuple of its parts (how
+    tuple keys are written as message keys); ``42`` is also the int.
+    """
+    out: list[Any] = [text]
+    if "|" in text:
+        out.append(tuple(text.split("|")))
+    if text.lstrip("-").isdigit():
+        out.append(int(text))
+    return out
+
+
+def _entry(kind: str, tid: int, state_key: Any, value: Any) -> dict[str, Any]:
+    if (
+        kind == "process"
+        and isinstance(state_key, tuple)
+        and len(state_key) == 2
+        and isinstance(state_key[1], str)
+        and isinstance(value, tuple)
+        and len(value) == 2
+    ):
+        return {
+            "task": tid,
+            "name": state_key[1],
+            "value": to_jsonable(value[0]),
+            "written_ms": value[1],
+        }
+    if (
+        kind == "window"
+        and isinstance(state_key, tuple)
+        and len(state_key) == 2
+        and isinstance(state_key[1], int)
+    ):
+        return {"task": tid, "window_start_ms": state_key[1], "value": to_jsonable(value)}
+    return {"task": tid, "state_key": to_jsonable(state_key), "value": to_jsonable(value)}
+
+
+class WorkerHandle:
+    """Thread-safe access to one worker for the HTTP service.
+
+    Args:
+        worker: the running worker.
+        timeout_s: how long a request waits for the worker thread.
+        max_age_s: snapshots younger than this are shared between requests.
+        max_checkpoint_age_s: ``/health`` fails when the last checkpoint pass is older.
+    """
+
+    def __init__(
+        self,
+        worker: Worker,
+        *,
+        timeout_s: float = 3.0,
+        max_age_s: float = 0.25,
+        max_checkpoint_age_s: float = 60.0,
+    ) -> None:
+        self.worker = worker
+        self.job_name: str = worker.job.name
+        self.timeout_s = timeout_s
+        self.max_age_s = max_age_s
+        self.max_checkpoint_age_s = max_checkpoint_age_s
+        self.steps: list[StepInfo] = [
+            StepInfo(
+                name=n.name,
+                kind=n.kind,
+                parents=tuple(p.name for p in n.parents),
+                schema=getattr(n, "schema", None) or None,
+            )
+            for n in worker.job.nodes
+        ]
+        self._by_name = {s.name: s for s in self.steps}
+        self.taps = TapHub(worker.taps, [s.name for s in self.steps])
+        self._lock = threading.Lock()
+        self._last: Snapshot | None = None
+        self._last_at = 0.0
+        self._pending: concurrent.futures.Future[Snapshot] | None = None
+        self.started_ms = _wall_ms()
+
+    def step(self, name: str) -> StepInfo | None:
+        """The step called ``name``, if the job has it."""
+        return self._by_name.get(name)
+
+    def snapshot(self) -> Snapshot:
+        """A recent snapshot (shared when younger than ``max_age_s``)."""
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last_at < self.max_age_s:
+                return self._last
+            pending = self._pending
+            if pending is None or pending.done():
+                pending = self._pending = self.worker.call(take_snapshot)
+        try:
+            snap = pending.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            return self._stale()
+        with self._lock:
+            if self._last is None or snap.time_ms >= self._last.time_ms:
+                self._last, self._last_at = snap, time.monotonic()
+        return snap
+
+    def _stale(self) -> Snapshot:
+        last = self._last
+        if last is None:
+            return Snapshot(time_ms=_wall_ms(), responsive=False, failed=bool(self.worker.failed))
+        return replace(last, responsive=False, failed=bool(self.worker.failed))
+
+    def query_state(self, step: str, key: str) -> list[dict[str, Any]] | None:
+        """The state entries of ``step`` for ``key``, as JSON-safe dicts.
+
+        Returns ``None`` when the worker did not answer in time.
+        """
+        info = self._by_name[step]
+        candidates = key_candidates(key)
+
+        def read(worker: Worker) -> list[dict[str, Any]]:
+            # Runs on the worker thread: values are copied to JSON before they leave it.
+            out: list[dict[str, Any]] = []
+            for candidate in candidates:
+                for tid, state_key, value in worker.query_state(step, candidate):
+                    out.append(_entry(info.kind, tid, state_key, value))
+                if out:
+                    break
+            return out
+
+        try:
+            result: list[dict[str, Any]] = self.worker.call(read).result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            return None
+        return result
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the worker is healthy, and the details ``/health`` shows."""
+        snap = self.snapshot()
+        now = _wall_ms()
+        age = None if snap.last_checkpoint_ms is None else (now - snap.last_checkpoint_ms) / 1000
+        problems = []
+        if snap.failed:
+            problems.append("the worker loop failed")
+        if not snap.responsive:
+            problems.append(f"the worker did not answer within {self.timeout_s:g}s")
+        if age is not None and age > self.max_checkpoint_age_s:
+            problems.append(f"no checkpoint for {age:.0f}s")
+        body = {
+            "status": "ok" if not problems else "unhealthy",
+            "problems": problems,
+            "job": self.job_name,
+            "tasks": [
+                {
+                    "task": tid,
+                    "watermark_ms": wm if wm != NO_WATERMARK else None,
+                    "partitions": [f"{t}[{p}]" for t, p in snap.partitions.get(tid, [])],
+                }
+                for tid, wm in sorted(snap.watermarks.items())
+            ],
+            "checkpoints": snap.checkpoints,
+            "last_checkpoint_age_s": None if age is None else round(age, 3),
+            "records_read": snap.records_read,
+            "uptime_s": round((now - self.started_ms) / 1000, 1),
+        }
+        return not problems, body
+
+    def close(self) -> None:
+        """End every live tap."""
+        self.taps.close()
