@@ -184,13 +184,14 @@ class KafkaRunner:
         self,
         should_stop: Callable[[], bool],
         on_tick: Callable[[Worker], None] | None = None,
+        tick_s: float = 1.0,
     ) -> None:
         """Run until ``should_stop()``, then checkpoint and leave the group."""
         assert self.worker is not None
         # On failure nothing is closed gracefully: closing would commit or flush
         # state of a half-done batch. The caller exits; the restart replays from the
         # last committed checkpoint.
-        self.worker.run(self.source, should_stop=should_stop, on_tick=on_tick)
+        self.worker.run(self.source, should_stop=should_stop, on_tick=on_tick, tick_s=tick_s)
         self.close()
 
     def close(self) -> None:

@@ -255,3 +255,13 @@ def build_alerts(
 
 
 alerts_job = build_alerts()
+
+#: Rules for ``make demo``: its traffic (a few thousand viewers) starts about ten plays a
+#: minute per CDN, far below production volumes, so thresholds and minimums are scaled
+#: down; the scripted cdn-b degradation fires ``demo_cdn_rebuffering`` and resolves it.
+DEMO_RULES = parse_rules(
+    "demo_cdn_rebuffering: rebuffer_ratio > 0.008 for 2 windows where plays_started >= 3 "
+    "group by cdn resolve < 0.004 cooldown 5m"
+)
+
+demo_alerts_job = build_alerts(DEMO_RULES)

@@ -8,7 +8,6 @@ output topic, until Ctrl-C or ``--seconds``. Everything it started is stopped.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -59,8 +58,70 @@ def _terminate(procs: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> N
             p.wait(timeout=5)
 
 
-def _sample(bootstrap: str, topics: list[str], stop: threading.Event, lock: threading.Lock) -> None:
-    """Print the newest record of each output topic every few seconds."""
+class DemoView:
+    """Turns the output topics into a few readable lines every few seconds."""
+
+    def __init__(self) -> None:
+        self.qoe: dict[str, dict[str, Any]] = {}
+        self.sessions = 0
+        self.last_session: dict[str, Any] | None = None
+        self.tops: dict[str, list[str]] = {}
+        self.errors = 0
+        self.alerts: list[str] = []
+
+    def add(self, topic: str, value: Any) -> None:
+        if not isinstance(value, dict):
+            return
+        if topic == "qoe-metrics":
+            if value.get("group_kind") == "cdn" and value.get("window_kind") == "tumbling_1m":
+                prev = self.qoe.get(value["cdn"])
+                if prev is None or prev["window_start_ms"] <= value["window_start_ms"]:
+                    self.qoe[value["cdn"]] = value
+        elif topic == "sessions":
+            self.sessions += 1
+            self.last_session = value
+        elif topic == "personalization-scores":
+            titles = [t["title_id"] for t in value.get("top_titles", [])[:3]]
+            self.tops[value["user_id"]] = titles
+            if len(self.tops) > 3:
+                self.tops.pop(next(iter(self.tops)))
+        elif topic == "playback-errors":
+            self.errors += 1
+        elif topic == "qoe-alerts":
+            group = ",".join(f"{k}={v}" for k, v in sorted(value.get("group", {}).items()))
+            self.alerts.append(
+                f"ALERT {value['state'].upper()}: {value['rule']} [{group}] "
+                f"{value['metric']}={value['value']:.4f} (threshold {value['threshold']})"
+            )
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.qoe:
+            cells = [
+                f"{cdn} rebuffer {m['rebuffer_ratio'] * 100:.2f}% fail "
+                f"{m['failure_rate'] * 100:.0f}% plays {m['plays_started']}"
+                for cdn, m in sorted(self.qoe.items())
+            ]
+            out.append("  QoE per CDN (last 1-min window): " + " | ".join(cells))
+        if self.last_session is not None:
+            s = self.last_session
+            out.append(
+                f"  sessions closed: {self.sessions} (latest {s['user_id']}/{s['device_id']}: "
+                f"{len(s['titles'])} titles, watched {s['watch_time_ms'] / 60000:.1f} min, "
+                f"{s['rebuffer_count']} rebuffers, ended {s['end_reason']})"
+            )
+        if self.tops:
+            out.append(
+                "  top titles: "
+                + " | ".join(f"{u} -> {', '.join(t)}" for u, t in self.tops.items())
+            )
+        if self.errors:
+            out.append(f"  playback errors seen: {self.errors}")
+        return out
+
+
+def _view(bootstrap: str, topics: list[str], stop: threading.Event, lock: threading.Lock) -> None:
+    """Print what the jobs produce: alerts at once, a summary every five seconds."""
     from connectors.kafka.source import KafkaSource
 
     source = KafkaSource(
@@ -71,19 +132,22 @@ def _sample(bootstrap: str, topics: list[str], stop: threading.Event, lock: thre
         extra={"auto.offset.reset": "latest"},
     )
     decode = codecs().any_decoder(None)
-    latest: dict[str, Any] = {}
+    view = DemoView()
     next_show = time.monotonic() + 5
     try:
         while not stop.is_set():
-            for m in source.poll(2000, 0.2):
-                latest[m.topic()] = decode(m.value())
-            if time.monotonic() >= next_show and latest:
+            for m in source.poll(5000, 0.2):
+                view.add(m.topic(), decode(m.value()))
+            if view.alerts:
+                with lock:
+                    for line in view.alerts:
+                        click.secho(f"  {line}", err=True, fg="red", bold=True)
+                view.alerts.clear()
+            if time.monotonic() >= next_show:
                 next_show = time.monotonic() + 5
                 with lock:
-                    for topic, value in sorted(latest.items()):
-                        text = json.dumps(value, default=str)
-                        click.echo(f"  [{topic}] {text[:160]}", err=True)
-                latest.clear()
+                    for line in view.lines():
+                        click.echo(line, err=True)
     finally:
         source.close()
 
@@ -147,7 +211,7 @@ def demo(seconds: float, rate: float, users: int) -> None:
                     "--users",
                     str(users),
                     "--degrade",
-                    "cdn-b:600:1500",
+                    "cdn-b:300:1200",
                     "-q",
                     *env_boot,
                 ],
@@ -155,15 +219,30 @@ def demo(seconds: float, rate: float, users: int) -> None:
                 lock,
             )
         )
-        sink_topics: list[str] = []
-        for spec in demo_jobs:
-            job = load_job(spec)
-            sink_topics.extend(Bindings.for_job(job).sinks.values())
-            procs.append(_spawn(["run", spec, *env_boot], "", lock))
-        time.sleep(3)
+        jobs = [load_job(spec) for spec in demo_jobs]
+        sink_topics = [t for job in jobs for t in Bindings.for_job(job).sinks.values()]
+        # Every output exists before any job starts: some jobs read others' outputs.
         KafkaAdmin(bootstrap).ensure_topics([TopicSpec(t, 4) for t in sink_topics])
+        for spec in demo_jobs:
+            procs.append(
+                _spawn(
+                    [
+                        "run",
+                        spec,
+                        *env_boot,
+                        "--http",
+                        "127.0.0.1:0",
+                        "--tick",
+                        "5",
+                        "--checkpoint-ms",
+                        "1000",
+                    ],
+                    "",
+                    lock,
+                )
+            )
         viewer = threading.Thread(
-            target=_sample, args=(bootstrap, sink_topics, stop, lock), daemon=True
+            target=_view, args=(bootstrap, sink_topics, stop, lock), daemon=True
         )
         viewer.start()
         deadline = time.monotonic() + seconds if seconds > 0 else None

@@ -41,7 +41,7 @@ def load_job(spec: str) -> Job:
 
 
 class LiveView:
-    """Prints one line per interval: per-step rates and totals."""
+    """Prints one line per tick: input and output rates per source and sink, totals."""
 
     def __init__(self, job: Job, quiet: bool) -> None:
         self.job = job
@@ -49,24 +49,31 @@ class LiveView:
         self.t0 = time.monotonic()
         self.last_t = self.t0
         self.last: dict[str, dict[str, int]] = {}
+        self.sources = [n.name for n in job.sources]
+        self.sinks = [n.name for n in job.sinks]
 
     def __call__(self, worker: Any) -> None:
         now = time.monotonic()
         counters = worker.counters()
         dt = max(now - self.last_t, 1e-6)
-        parts = []
-        for step, c in counters.items():
-            prev = self.last.get(step, {"in": 0})
-            rate = (c["in"] - prev["in"]) / dt
-            extra = ""
-            if c["late"]:
-                extra += f" late={c['late']}"
-            if c["dead_lettered"]:
-                extra += f" dead={c['dead_lettered']}"
-            parts.append(f"{step}={c['in']:,} ({rate:,.0f}/s){extra}")
+
+        def rate(step: str, field: str) -> str:
+            c = counters.get(step, {}).get(field, 0)
+            prev = self.last.get(step, {}).get(field, 0)
+            return f"{step} {(c - prev) / dt:,.0f}/s ({c:,})"
+
+        late = sum(c["late"] for c in counters.values())
+        dead = sum(c["dead_lettered"] for c in counters.values())
+        line = (
+            f"[{self.job.name} {now - self.t0:4.0f}s] in: "
+            + ", ".join(rate(s, "in") for s in self.sources)
+            + " -> out: "
+            + ", ".join(rate(s, "out") for s in self.sinks)
+            + f" | late {late:,} dead-lettered {dead:,} checkpoints {worker.checkpoints}"
+        )
         self.last, self.last_t = counters, now
         if not self.quiet:
-            click.echo(f"[{self.job.name} {now - self.t0:5.0f}s] " + " | ".join(parts), err=True)
+            click.echo(line, err=True)
 
 
 @click.command()
@@ -150,8 +157,20 @@ class LiveView:
     metavar="HOST:PORT",
     help="With --engine flink: submit to this Flink cluster (REST); default: a local mini cluster.",
 )
-@click.option("--stall-timeout", type=click.FloatRange(min=5), default=120, show_default=True,
-              help="Exit (for the supervisor to restart) if the loop makes no progress this long.")
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=5),
+    default=120,
+    show_default=True,
+    help="Exit (for the supervisor to restart) if the loop makes no progress this long.",
+)
+@click.option(
+    "--tick",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between live counter lines.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
 def run(
     job_spec: str,
@@ -171,6 +190,7 @@ def run(
     engine: str,
     jobmanager: str | None,
     stall_timeout: float,
+    tick: float,
     quiet: bool,
 ) -> None:
     """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
@@ -253,9 +273,11 @@ def run(
     _watchdog(worker, stall_timeout, job.name)
     try:
         runner.run(
-            should_stop=lambda: stop["now"]
-            or (deadline is not None and time.monotonic() > deadline),
+            should_stop=lambda: (
+                stop["now"] or (deadline is not None and time.monotonic() > deadline)
+            ),
             on_tick=view,
+            tick_s=tick,
         )
     except ShoalError as exc:
         # Crash-only: no graceful close that could commit part of a batch. The
@@ -306,8 +328,11 @@ def _watchdog(worker: Any, stall_timeout: float, name: str) -> None:
             time.sleep(min(5.0, stall_timeout / 4))
             stalled = time.monotonic() - worker.last_progress
             if stalled > stall_timeout:
-                click.echo(f"error: {name} worker made no progress for {stalled:.0f}s; "
-                           "exiting for a restart", err=True)
+                click.echo(
+                    f"error: {name} worker made no progress for {stalled:.0f}s; "
+                    "exiting for a restart",
+                    err=True,
+                )
                 sys.stderr.flush()
                 os._exit(3)
 
