@@ -116,6 +116,24 @@ class KafkaTransport:
             except KafkaException as exc:
                 raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
 
+    def write_many(
+        self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]
+    ) -> None:
+        """Queue many ``(key, value, timestamp_ms)`` records to one topic (the hot path)."""
+        if self.exactly_once and not self._in_txn:
+            self._begin()
+        produce = self._producer.produce
+        poll = self._producer.poll
+        for key, value, ts in records:
+            while True:
+                try:
+                    produce(topic, value, key, timestamp=ts or 0)
+                    break
+                except BufferError:
+                    poll(0.05)
+                except KafkaException as exc:
+                    raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
+
     def _begin(self) -> None:
         try:
             self._producer.begin_transaction()

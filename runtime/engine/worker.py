@@ -95,6 +95,13 @@ def changelog_topic(job: Job, step: str) -> str:
     return f"{job.name}.{step}.changelog"
 
 
+def _key(key: Any) -> bytes | None:
+    """``key_bytes`` with the common cases inlined (hot path)."""
+    if type(key) is str:
+        return key.encode()
+    return key_bytes(key)
+
+
 def key_bytes(key: Any) -> bytes | None:
     """The message key for a record key."""
     if key is None or isinstance(key, bytes):
@@ -397,8 +404,12 @@ class Worker:
                     continue
                 topic, codec = self._sink_codecs[name]
                 encode = codec.encode
-                for k, v, t in records:
-                    write(topic, key_bytes(k), encode(v), t)
+                write_many = getattr(self.transport, "write_many", None)
+                if write_many is not None:
+                    write_many(topic, [(_key(k), encode(v), t) for k, v, t in records])
+                else:
+                    for k, v, t in records:
+                        write(topic, _key(k), encode(v), t)
             for dl in task.drain_dead_letters():
                 self._dirty = True
                 self._write_dead_letter(dl)

@@ -31,8 +31,10 @@ class MemoryStore:
         self.name = store_id.step
         self.store_id = store_id
         self._data: dict[Hashable, Any] = {}
-        # Keys put or deleted since the last checkpoint, in first-change order.
-        self._dirty: dict[Hashable, None] = {}
+        # Keys put or deleted since the last checkpoint, in first-change order, with
+        # whether each existed at that checkpoint: a key created and deleted in between
+        # needs no changelog entry (window state mostly lives and dies that way).
+        self._dirty: dict[Hashable, bool] = {}
         self._meta: dict[str, bytes] = {}
         self._pending_meta: dict[str, bytes] = {}
         self._closed = False
@@ -52,15 +54,18 @@ class MemoryStore:
         """Store ``value`` under ``key``."""
         if self._closed:
             self._raise_closed()
-        self._data[key] = value
-        self._dirty[key] = None
+        data = self._data
+        if key not in self._dirty:
+            self._dirty[key] = key in data
+        data[key] = value
 
     def delete(self, key: Hashable) -> None:
         """Remove ``key`` if present."""
         if self._closed:
             self._raise_closed()
+        if key not in self._dirty:
+            self._dirty[key] = key in self._data
         self._data.pop(key, None)
-        self._dirty[key] = None
 
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key`` has a value."""
@@ -101,11 +106,13 @@ class MemoryStore:
         data = self._data
         changes: list[Change] = []
         try:
-            for key in self._dirty:
+            for key, existed in self._dirty.items():
                 value = data.get(key, _MISSING)
-                changes.append(
-                    (encode_key(key), None if value is _MISSING else encode_value(value))
-                )
+                if value is _MISSING:
+                    if existed:
+                        changes.append((encode_key(key), None))
+                else:
+                    changes.append((encode_key(key), encode_value(value)))
         except StateError as exc:
             raise StateError(f"checkpoint of {self.store_id} failed: {exc}") from exc
         return changes
