@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 0
 
-.PHONY: venv demo test unit integration bench lint typecheck clean
+.PHONY: venv venv-test demo test unit integration bench lint typecheck clean
 
 venv: $(VENV)/.installed
 
@@ -16,16 +16,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@
 
+# The tests also run the jobs on Apache Flink: the (large) flink extra is installed here.
+venv-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev,flink]"
+	@touch $@
+
 demo: venv
 	$(BIN)/shoal demo --seconds $(DEMO_SECONDS)
 
-test: venv
+test: venv-test
 	$(BIN)/python -m pytest -q tests
 
-unit: venv
+unit: venv-test
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: venv
+integration: venv-test
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: venv

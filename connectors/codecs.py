@@ -36,8 +36,13 @@ class AvroCodec:
     ) -> tuple[list[Any], list[tuple[int, RecordError]]]:
         """Decode a batch; failures carry topic/partition/offset of their record."""
         if origins is None:
-            return self.serde.decode_batch(datas)  # type: ignore[arg-type]
-        return self.serde.decode_batch(datas, lambda i: _origin_of(origins[i]))  # type: ignore[arg-type,return-value]
+            values, failures = self.serde.decode_batch(datas)  # type: ignore[arg-type]
+        else:
+            values, failures = self.serde.decode_batch(
+                datas,  # type: ignore[arg-type]
+                lambda i: _origin_of(origins[i]),
+            )
+        return list(values), list(failures)
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -54,7 +59,8 @@ class JsonCodec:
         self, datas: Sequence[bytes | None], origins: Sequence[Any] | None = None
     ) -> tuple[list[Any], list[tuple[int, RecordError]]]:
         """Parse a batch of JSON documents."""
-        values, failures = [], []
+        values: list[Any] = []
+        failures: list[tuple[int, RecordError]] = []
         for i, data in enumerate(datas):
             try:
                 values.append(json.loads(data))  # type: ignore[arg-type]

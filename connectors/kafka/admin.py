@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaError, KafkaException, NewTopic
 from runtime.api.errors import ConnectorError
@@ -29,7 +30,8 @@ class KafkaAdmin:
     def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": CLIENT_LOGGER})
+        conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOGGER}
+        self._admin = AdminClient(conf)
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count (internal topics excluded)."""

@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaException
 from runtime.api.errors import BrokerError
@@ -296,9 +297,12 @@ class LocalBroker:
 
     def _wait_ready(self, bootstrap: str) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
-        admin = AdminClient(
-            {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "logger": CLIENT_LOGGER}
-        )
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": 2000,
+            "logger": CLIENT_LOGGER,
+        }
+        admin = AdminClient(conf)
         last = "no answer"
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:

@@ -19,7 +19,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 # librdkafka's own log lines go through Python logging instead of stderr.
 CLIENT_LOGGER = logging.getLogger("shoal.kafka.client")

@@ -12,7 +12,6 @@ from connectors.kafka.client import (
     Consumer,
     KafkaError,
     KafkaException,
-    Message,
     TopicPartition,
 )
 from runtime.api.errors import ConnectorError
@@ -103,7 +102,7 @@ class KafkaSource:
         """The partitions this consumer currently owns."""
         return set(self._assigned)
 
-    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+    def poll(self, max_records: int, timeout_s: float) -> list[Any]:
         """Up to ``max_records`` messages; errors that are not transient are raised."""
         try:
             msgs = self._consumer.consume(num_messages=max_records, timeout=timeout_s)

@@ -9,6 +9,7 @@ same calls flush an idempotent producer and then commit the offsets.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -170,7 +171,9 @@ class KafkaTransport:
                     self.source.commit_partitions(tps)
                 except ConnectorError as exc:
                     if _group_moved(exc.__cause__):
-                        raise CheckpointAborted(f"offset commit lost to a rebalance: {exc}") from exc
+                        raise CheckpointAborted(
+                            f"offset commit lost to a rebalance: {exc}"
+                        ) from exc
                     raise
             return
         if not self._in_txn:
@@ -194,10 +197,8 @@ class KafkaTransport:
             raise StateError(f"{n} records failed in a committed transaction; first: {first}")
 
     def _abort_quietly(self) -> None:
-        try:
+        with contextlib.suppress(KafkaException):
             self._producer.abort_transaction(10)
-        except KafkaException:
-            pass
 
     def abort(self) -> None:
         """Abandon the open transaction (exactly-once only)."""
@@ -264,7 +265,9 @@ class ChangelogReader:
                         if err.code() == KafkaError._PARTITION_EOF:
                             return
                         raise ConnectorError(f"reading changelog {topic}[{partition}]: {err}")
-                    yield msg.key(), msg.value()
+                    key = msg.key()
+                    if key is not None:  # state changes always have a key
+                        yield key, msg.value()
             raise StateError(f"restoring {topic}[{partition}] took longer than {timeout_s}s")
         except KafkaException as exc:
             raise ConnectorError(f"reading changelog {topic}[{partition}]: {exc}") from exc

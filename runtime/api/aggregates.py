@@ -59,7 +59,7 @@ class Sum:
 
     def add(self, acc: float, value: Any) -> float:
         """Add the record's number."""
-        return acc + _get(self.of, value)
+        return acc + float(_get(self.of, value))
 
     def merge(self, a: float, b: float) -> float:
         """Sum of sums."""

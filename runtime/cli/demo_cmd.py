@@ -137,7 +137,7 @@ def _view(bootstrap: str, topics: list[str], stop: threading.Event, lock: thread
     try:
         while not stop.is_set():
             for m in source.poll(5000, 0.2):
-                view.add(m.topic(), decode(m.value()))
+                view.add(m.topic() or "", decode(m.value()))
             if view.alerts:
                 with lock:
                     for line in view.alerts:

@@ -130,7 +130,7 @@ def generate(
         total=events,
         unit="ev",
         disable=quiet,
-        file=click.get_text_stream("stderr"),
+        file=click.get_text_stream("stderr"),  # type: ignore[operator]
         mininterval=0.5,
     )
     try:

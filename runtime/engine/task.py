@@ -44,7 +44,7 @@ from runtime.engine.operators import (
 from runtime.engine.process import ProcessOperator
 from runtime.engine.watermarks import NO_WATERMARK, WatermarkTracker
 from runtime.engine.windows import FixedWindowOperator, SessionWindowOperator, WindowOperator
-from runtime.state.base import StateBackend
+from runtime.state.base import StateBackend, StateStore
 
 
 def wall_clock_ms() -> int:
@@ -108,7 +108,7 @@ class Task:
         self.ops: dict[str, Operator] = {}
         self.sources: dict[str, tuple[SourceNode, SourceOperator]] = {}
         self.sinks: dict[str, SinkOperator] = {}
-        self.stores = []
+        self.stores: list[StateStore] = []
         for node in job.nodes:
             op = self._build(node, backend)
             self.ops[node.name] = op

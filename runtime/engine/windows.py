@@ -270,7 +270,8 @@ class SessionWindowOperator(WindowOperator):
             try:
                 sessions = get(k, None) or []
                 lo, hi = t, t + gap
-                keep, hit = [], []
+                keep: list[list[Any]] = []
+                hit: list[list[Any]] = []
                 for s in sessions:
                     (hit if s[0] < hi and s[1] > lo else keep).append(s)
                 if not hit:

@@ -23,8 +23,8 @@ import json
 import logging
 import queue
 import time
-from concurrent.futures import Future
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -335,7 +335,7 @@ class Worker:
         if msgs:
             groups: dict[tuple[str, int], list[Any]] = {}
             for m in msgs:
-                tp = (m.topic(), m.partition())
+                tp: Any = (m.topic(), m.partition())
                 group = groups.get(tp)
                 if group is None:
                     groups[tp] = [m]

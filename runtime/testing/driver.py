@@ -154,7 +154,9 @@ class TestDriver:
         self.task.ingest(source, partition, [rec])
         self._collect(self.task.advance())
 
-    def _origin(self, source: str, partition: int, key: bytes | None, value: bytes | None) -> TestRecord:
+    def _origin(
+        self, source: str, partition: int, key: bytes | None, value: bytes | None
+    ) -> TestRecord:
         off = self._offsets[(source, partition)]
         self._offsets[(source, partition)] = off + 1
         return TestRecord(source, partition, off, key, value, self._now)
@@ -200,7 +202,8 @@ class TestDriver:
         """``(key, value, event_time_ms)`` written to ``sink`` so far."""
         if sink not in self.task.sinks:
             raise ConfigError(
-                f"job {self.job.name!r} has no sink {sink!r}; sinks: {', '.join(sorted(self.task.sinks))}"
+                f"job {self.job.name!r} has no sink {sink!r}; "
+                f"sinks: {', '.join(sorted(self.task.sinks))}"
             )
         return list(self._outputs[sink])
 

@@ -27,6 +27,7 @@ SINGLE_IMPORT = {
     "confluent_kafka": "connectors/kafka/client.py",
     "fastavro": "connectors/avro/_fastavro.py",
     "rocksdict": "runtime/state/rocksdb.py",
+    "pyflink": "runtime/flink/_pyflink.py",
     "psycopg": "connectors/postgres/sink.py",
     "redis": "connectors/redis/sink.py",
 }

@@ -1,0 +1,286 @@
+"""Translate a Shoal job graph into a PyFlink DataStream job.
+
+==================  ================================================================
+Shoal step          Flink
+==================  ================================================================
+source              ``KafkaSource`` of raw bytes (group = the job's group, earliest
+                    offsets when the group has none), one reader per partition; a
+                    ``DecodeStep`` (Shoal's codec, event-time checks, dead letters);
+                    the source's bounded-disorder watermarks with idleness, assigned
+                    per reader, so per partition as on the native engine
+map/filter/flat_map ``ProcessFunction`` around the user function (dead letters)
+merge               ``union``
+key_by              a ``ProcessFunction`` that sets the pair's key; stateful steps
+                    ``key_by`` on it (Flink hashes the key)
+window              ``window()``: tumbling/hopping with the job's ``AggregateFunction``
+                    (incremental), sessions with a buffering window function,
+                    strict-overlap merging and a keyed step that retracts absorbed
+                    sessions; ``allowed_lateness``; late side output
+late                the window's late side output
+process             ``KeyedProcessFunction`` on Flink state and timers (``process``)
+sink                ``EncodeStep`` + ``KafkaSink`` (exactly-once: transactions that
+                    commit with checkpoints)
+dead letters        every step's dead-letter side output, unioned into one sink
+==================  ================================================================
+
+Where Flink differs from the native engine (the same results otherwise):
+
+* Sink records carry no message key: the Kafka connector's Python API serializes a
+  record's value only (a step's ``key=`` and the stream's key are not written).
+* Dead letters of records that failed decoding name the source topic but not the
+  partition and offset (the raw-bytes deserializer sees only the value).
+* A window fires again for every late record within allowed lateness (the native
+  engine re-emits once per batch). Session state is purged ``allowed_lateness``
+  after the session's end (native: ``gap`` later still), so a record later than
+  that starts a new session instead of extending the old one.
+* Windows with ``early_updates`` are refused (no Flink trigger is wired for them).
+* The ``skip`` and ``dead_letter`` policies behave alike; ``fail`` fails the task and
+  Flink restarts it from the last checkpoint until its restart attempts run out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.api.bindings import Bindings
+from runtime.api.errors import ConfigError, JobDefinitionError
+from runtime.api.graph import (
+    FilterNode,
+    FlatMapNode,
+    KeyByNode,
+    LateNode,
+    MapNode,
+    MergeNode,
+    Node,
+    ProcessNode,
+    SinkNode,
+    SourceNode,
+    WindowNode,
+)
+from runtime.api.job import Job
+from runtime.api.windows import Hopping, Session, Tumbling
+from runtime.flink import _pyflink as pf
+from runtime.flink.failures import Failures
+from runtime.flink.functions import (
+    DEAD_LETTERS,
+    Aggregate,
+    DecodeStep,
+    EncodeStep,
+    EventTime,
+    FilterStep,
+    FlatMapStep,
+    KeyStep,
+    MapStep,
+    SessionEmitter,
+    SessionOutput,
+    Sessions,
+    WindowOutput,
+    encode_dead_letter,
+    late_tag,
+    pair_key,
+)
+from runtime.flink.process import ProcessStep
+
+BYTES = pf.Types.PRIMITIVE_ARRAY(pf.Types.BYTE())
+STEPS = {MapNode: MapStep, FilterNode: FilterStep, FlatMapNode: FlatMapStep, KeyByNode: KeyStep}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """What the translation needs to know about Kafka.
+
+    Attributes:
+        bootstrap: Kafka address.
+        group: consumer group; also the sinks' transactional-id prefix.
+        partitions: partitions of every source topic (one reader each).
+        bounded: stop at the offsets that are the latest when the job starts.
+        transaction_timeout_ms: the sinks' Kafka transaction timeout.
+    """
+
+    bootstrap: str
+    group: str
+    partitions: Mapping[str, int] = field(default_factory=dict)
+    bounded: bool = False
+    transaction_timeout_ms: int = 600_000
+
+
+@dataclass
+class Translation:
+    """The translated job: Flink streams per step, and what went where."""
+
+    streams: dict[str, Any] = field(default_factory=dict)
+    late: dict[str, Any] = field(default_factory=dict)
+    dead: list[Any] = field(default_factory=list)
+    sinks: dict[str, str] = field(default_factory=dict)
+
+
+def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> Translation:
+    """Add ``job`` to the Flink environment ``env``: sources, steps, sinks, dead letters.
+
+    Raises:
+        ConfigError: a source topic's partition count is unknown.
+        JobDefinitionError: the job uses something the Flink engine does not run.
+    """
+    out = Translation()
+    for node in job.nodes:
+        out.streams[node.name] = _translate(env, job, bindings, kafka, node, out)
+    if out.dead:
+        dead = out.dead[0].union(*out.dead[1:]) if len(out.dead) > 1 else out.dead[0]
+        dead.map(encode_dead_letter, output_type=BYTES).name("dead-letters.encode").sink_to(
+            _sink(kafka, bindings.dead_letters, "dead-letters")
+        ).name("dead-letters")
+    return out
+
+
+def _failures(job: Job, node: Node, topic: str | None = None) -> Failures:
+    return Failures(job.name, node.name, job.on_error, topic)
+
+
+def _parent(out: Translation, node: Node) -> Any:
+    return out.streams[node.parents[0].name]
+
+
+def _translate(
+    env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings, node: Node, out: Translation
+) -> Any:
+    if isinstance(node, SourceNode):
+        return _source(env, job, bindings, kafka, node, out)
+    if isinstance(node, MergeNode):
+        first, *rest = (out.streams[p.name] for p in node.parents)
+        return first.union(*rest)
+    if isinstance(node, MapNode | FilterNode | FlatMapNode | KeyByNode):
+        step = STEPS[type(node)](node.fn, _failures(job, node))
+        return _with_dead(_parent(out, node).process(step).name(node.name).uid(node.name), out)
+    if isinstance(node, WindowNode):
+        return _window(job, node, out)
+    if isinstance(node, LateNode):
+        return out.late[node.parents[0].name]
+    if isinstance(node, ProcessNode):
+        assert node.fn is not None
+        keyed = _parent(out, node).key_by(pair_key)
+        result = keyed.process(ProcessStep(node.fn, _failures(job, node)))
+        return _with_dead(result.name(node.name).uid(node.name), out)
+    if isinstance(node, SinkNode):
+        topic = bindings.sinks[node.name]
+        if "://" in topic:
+            raise JobDefinitionError(
+                f"sink {node.name!r} is bound to {topic!r}: the Flink engine writes Kafka "
+                "topics only"
+            )
+        encoded = _parent(out, node).process(
+            EncodeStep(node.schema, _failures(job, node)), output_type=BYTES
+        )
+        encoded = _with_dead(encoded.name(f"{node.name}.encode").uid(f"{node.name}.encode"), out)
+        encoded.sink_to(_sink(kafka, topic, node.name)).name(node.name).uid(node.name)
+        out.sinks[node.name] = topic
+        return encoded
+    raise JobDefinitionError(f"step {node.name!r}: the Flink engine cannot run {node.kind} steps")
+
+
+def _with_dead(stream: Any, out: Translation) -> Any:
+    out.dead.append(stream.get_side_output(DEAD_LETTERS))
+    return stream
+
+
+def _source(
+    env: Any,
+    job: Job,
+    bindings: Bindings,
+    kafka: KafkaSettings,
+    node: SourceNode,
+    out: Translation,
+) -> Any:
+    topic = bindings.sources[node.name]
+    partitions = kafka.partitions.get(topic)
+    if not partitions:
+        raise ConfigError(f"source {node.name!r}: topic {topic!r} does not exist")
+    builder = (
+        pf.KafkaSource.builder()
+        .set_bootstrap_servers(kafka.bootstrap)
+        .set_topics(topic)
+        .set_group_id(kafka.group)
+        .set_starting_offsets(
+            pf.KafkaOffsetsInitializer.committed_offsets(pf.KafkaOffsetResetStrategy.EARLIEST)
+        )
+        .set_value_only_deserializer(pf.ByteArraySchema())
+        .set_property("isolation.level", "read_committed")
+        .set_property("client.id.prefix", f"{kafka.group}-{node.name}")
+    )
+    if kafka.bounded:
+        builder = builder.set_bounded(pf.KafkaOffsetsInitializer.latest())
+    raw = env.from_source(builder.build(), pf.WatermarkStrategy.no_watermarks(), node.name)
+    raw = raw.uid(f"{node.name}.kafka").set_parallelism(partitions)
+    decode = DecodeStep(node.schema, node.timestamp, node.watermarks, _failures(job, node, topic))
+    decoded = raw.process(decode).name(f"{node.name}.decode").uid(f"{node.name}.decode")
+    decoded = _with_dead(decoded.set_parallelism(partitions), out)
+    strategy = node.watermarks
+    watermarks = pf.WatermarkStrategy.for_bounded_out_of_orderness(
+        pf.Duration.of_millis(strategy.max_out_of_order_ms)
+    )
+    if strategy.idle_timeout_ms is not None:
+        watermarks = watermarks.with_idleness(pf.Duration.of_millis(strategy.idle_timeout_ms))
+    if node.timestamp is not None:
+        watermarks = watermarks.with_timestamp_assigner(EventTime(node.timestamp))
+    stamped = decoded.assign_timestamps_and_watermarks(watermarks)
+    return (
+        stamped.name(f"{node.name}.watermarks")
+        .uid(f"{node.name}.watermarks")
+        .set_parallelism(partitions)
+    )
+
+
+def _window(job: Job, node: WindowNode, out: Translation) -> Any:
+    spec, agg, output = node.spec, node.aggregate, node.output
+    assert spec is not None and agg is not None and output is not None
+    if spec.early_every_ms is not None:
+        raise JobDefinitionError(
+            f"window {node.name!r} asks for early updates, which the Flink engine does not run"
+        )
+    failures = _failures(job, node)
+    windowed = _parent(out, node).key_by(pair_key)
+    if isinstance(spec, Tumbling):
+        assigner: Any = pf.TumblingEventTimeWindows.of(pf.Time.milliseconds(spec.size_ms))
+    elif isinstance(spec, Hopping):
+        assigner = pf.SlidingEventTimeWindows.of(
+            pf.Time.milliseconds(spec.size_ms), pf.Time.milliseconds(spec.slide_ms)
+        )
+    elif isinstance(spec, Session):
+        assigner = Sessions(spec.gap_ms)
+    else:  # pragma: no cover - WindowSpec is a closed union
+        raise JobDefinitionError(f"window {node.name!r}: unknown window {spec!r}")
+    tag = late_tag(node.name)
+    stream = windowed.window(assigner)
+    if spec.allowed_lateness_ms:
+        stream = stream.allowed_lateness(spec.allowed_lateness_ms)
+    stream = stream.side_output_late_data(tag)
+    if isinstance(spec, Session):
+        result = stream.process(SessionOutput(agg, failures)).name(node.name).uid(node.name)
+        out.late[node.name] = result.get_side_output(tag)
+        _with_dead(result, out)
+        emitter = SessionEmitter(output, spec.gap_ms, spec.allowed_lateness_ms, failures)
+        emitted = result.key_by(pair_key).process(emitter)
+        return _with_dead(emitted.name(f"{node.name}.emit").uid(f"{node.name}.emit"), out)
+    result = stream.aggregate(Aggregate(agg, failures), WindowOutput(agg, output, failures))
+    result = result.name(node.name).uid(node.name)
+    out.late[node.name] = result.get_side_output(tag)
+    return _with_dead(result, out)
+
+
+def _sink(kafka: KafkaSettings, topic: str, name: str) -> Any:
+    serializer = (
+        pf.KafkaRecordSerializationSchema.builder()
+        .set_topic(topic)
+        .set_value_serialization_schema(pf.ByteArraySchema())
+        .build()
+    )
+    return (
+        pf.KafkaSink.builder()
+        .set_bootstrap_servers(kafka.bootstrap)
+        .set_record_serializer(serializer)
+        .set_delivery_guarantee(pf.DeliveryGuarantee.EXACTLY_ONCE)
+        .set_transactional_id_prefix(f"{kafka.group}-{name}")
+        .set_property("transaction.timeout.ms", str(kafka.transaction_timeout_ms))
+        .build()
+    )

@@ -1,0 +1,419 @@
+"""The Flink engine without a broker: its functions on fake Flink contexts, the session
+merging rule, time conversions, the connector-version check, the missing-extra error,
+and the translation of every reference job into a Flink job graph (in PyFlink's JVM,
+not executed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.codecs import codec_factory
+from runtime.api.bindings import Bindings
+from runtime.api.errors import ConfigError, JobDefinitionError, UserFunctionError
+from runtime.api.functions import MapState, ValueState
+from runtime.api.graph import ErrorPolicy
+from runtime.api.watermarks import WatermarkStrategy
+from runtime.flink import _pyflink as pf
+from runtime.flink import options as flink_options
+from runtime.flink.failures import Failures
+from runtime.flink.functions import (
+    DEAD_LETTERS,
+    Aggregate,
+    DecodeStep,
+    MapStep,
+    SessionEmitter,
+    SessionOutput,
+    Sessions,
+    WindowOutput,
+    overlapping_groups,
+    shoal_watermark,
+)
+from runtime.flink.jars import POM, check_pom_matches, installed_flink_version
+from runtime.flink.process import ProcessStep
+
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:.*deprecated since version 2.1.0:DeprecationWarning:pyflink"
+    ),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:httplib2"),
+    pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning"),
+]
+
+NOW_MS = 1_700_000_000_000
+
+
+def failures(policy: ErrorPolicy = ErrorPolicy.DEAD_LETTER) -> Failures:
+    return Failures("j", "step", policy, "topic-a")
+
+
+def dead(outputs: list[Any]) -> list[dict[str, Any]]:
+    return [o[1] for o in outputs if isinstance(o, tuple) and o[0] is DEAD_LETTERS]
+
+
+def main(outputs: list[Any]) -> list[Any]:
+    return [o for o in outputs if not (isinstance(o, tuple) and o[0] is DEAD_LETTERS)]
+
+
+# -- time and sessions -----------------------------------------------------------------
+def test_watermark_is_one_above_flinks() -> None:
+    assert shoal_watermark(9_999) == 10_000
+    assert shoal_watermark(-(2**63)) == -(2**63)
+
+
+def test_sessions_merge_only_when_they_overlap_strictly() -> None:
+    w = pf.TimeWindow
+    groups = overlapping_groups([w(0, 10), w(5, 15), w(15, 25), w(30, 40)])
+    assert [[(x.start, x.end) for x in g] for g in groups] == [
+        [(0, 10), (5, 15)],
+        [(15, 25)],  # starts exactly where the session before ends: a new session
+        [(30, 40)],
+    ]
+    merged: list[tuple[list[tuple[int, int]], tuple[int, int]]] = []
+
+    class Callback:
+        def merge(self, to_merge: list[Any], result: Any) -> None:
+            merged.append(([(x.start, x.end) for x in to_merge], (result.start, result.end)))
+
+    Sessions(10).merge_windows([w(5, 15), w(0, 10), w(15, 25)], Callback())
+    assert merged == [([(0, 10), (5, 15)], (0, 15))]
+
+
+# -- decode and stateless steps --------------------------------------------------------
+def playback_event(event_time_ms: int) -> dict[str, Any]:
+    from runtime.generator import Generator, GeneratorConfig
+
+    template = next(
+        r.value for r in Generator(GeneratorConfig(seed=1, users=1)) if r.stream == "playback"
+    )
+    return {**template, "event_time_ms": event_time_ms}
+
+
+def test_decode_dead_letters_bad_bytes_and_absurd_times() -> None:
+    step = DecodeStep(
+        "PlaybackEvent", lambda e: e["event_time_ms"], WatermarkStrategy(), failures()
+    )
+    step.open(None)
+    encode = codec_factory()("PlaybackEvent").encode
+    good = playback_event(NOW_MS)
+    assert list(step.process_element(encode(good), None)) == [(None, good)]
+    out = list(step.process_element(b"\x00garbage", None))
+    out += list(step.process_element(encode(playback_event(5)), None))
+    letters = dead(out)
+    assert [d["error_class"] for d in letters] == ["DecodeError", "TimestampError"]
+    assert letters[0]["original_value"] == b"\x00garbage"
+    assert letters[0]["source_topic"] == "topic-a" and letters[0]["step"] == "step"
+    codec_factory()("DeadLetter").encode(letters[1])  # a valid DeadLetter record
+
+
+def boom(v: Any) -> Any:
+    raise ValueError(f"bad {v}")
+
+
+def test_user_function_errors_follow_the_policy() -> None:
+    assert list(MapStep(lambda v: v + 1, failures()).process_element(("k", 1), None)) == [("k", 2)]
+    letters = dead(list(MapStep(boom, failures()).process_element(("k", 1), None)))
+    assert letters[0]["error_class"] == "ValueError" and letters[0]["original_value"] == b"1"
+    assert list(MapStep(boom, failures(ErrorPolicy.SKIP)).process_element(("k", 1), None)) == []
+    with pytest.raises(UserFunctionError, match="step 'step'"):
+        list(MapStep(boom, failures(ErrorPolicy.FAIL)).process_element(("k", 1), None))
+
+
+# -- windows ---------------------------------------------------------------------------
+class FakeState:
+    def __init__(self) -> None:
+        self.v: Any = None
+
+    def value(self) -> Any:
+        return self.v
+
+    def update(self, v: Any) -> None:
+        self.v = v
+
+    def clear(self) -> None:
+        self.v = None
+
+
+class FakeMapState(dict[Any, Any]):
+    def put(self, k: Any, v: Any) -> None:
+        self[k] = v
+
+    def remove(self, k: Any) -> None:
+        self.pop(k, None)
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.states: dict[str, Any] = {}
+
+    def get_state(self, desc: Any) -> FakeState:
+        return self.states.setdefault(desc.name, FakeState())  # type: ignore[no-any-return]
+
+    def get_map_state(self, desc: Any) -> FakeMapState:
+        return self.states.setdefault(desc.name, FakeMapState())  # type: ignore[no-any-return]
+
+
+class WindowContext:
+    def __init__(self, start: int, end: int, store: FakeStore) -> None:
+        self.w = pf.TimeWindow(start, end)
+        self.store = store
+
+    def window(self) -> Any:
+        return self.w
+
+    def window_state(self) -> FakeStore:
+        return self.store
+
+    def global_state(self) -> FakeStore:
+        return self.store
+
+
+class SumOf:
+    """Sums ints; raises on anything else."""
+
+    def create(self) -> int:
+        return 0
+
+    def add(self, acc: int, value: Any) -> int:
+        if not isinstance(value, int):
+            raise TypeError(f"not a number: {value!r}")
+        return acc + value
+
+    def merge(self, a: int, b: int) -> int:
+        return a + b
+
+    def result(self, acc: int) -> int:
+        return acc
+
+
+def row(key: Any, w: Any, result: Any) -> dict[str, Any]:
+    return {"key": key, "start": w.start_ms, "end": w.end_ms, "sum": result}
+
+
+def test_fixed_window_aggregates_with_the_jobs_function_and_reports_failures_once() -> None:
+    agg = Aggregate(SumOf(), failures())
+    acc = agg.create_accumulator()
+    for v in (1, 2, "x", 4):
+        acc = agg.add(("u", v), acc)
+    output = WindowOutput(SumOf(), row, failures())
+    output.open(None)
+    ctx = WindowContext(0, 10, FakeStore())
+    first = list(output.process("u", ctx, [acc]))
+    assert main(first) == [("u", {"key": "u", "start": 0, "end": 10, "sum": 7})]
+    assert len(dead(first)) == 1
+    again = list(output.process("u", ctx, [agg.add(("u", 3), acc)]))  # a late re-fire
+    assert main(again)[0][1]["sum"] == 10 and not dead(again)
+
+
+def test_session_that_absorbs_an_emitted_session_retracts_it() -> None:
+    window = SessionOutput(SumOf(), failures())
+    fired = [
+        list(window.process("u", WindowContext(s, e, FakeStore()), values))
+        for s, e, values in (
+            (0, 10, [("u", 1)]),
+            (20, 30, [("u", 2)]),
+            (0, 30, [("u", 1), ("u", 5), ("u", 2)]),
+        )
+    ]
+    assert [f[0][1] for f in fired] == [(0, 10, 1), (20, 30, 2), (0, 30, 8)]
+    emitter = SessionEmitter(row, gap_ms=10, lateness_ms=0, failures=failures())
+    emitter.open(Runtime())
+    timers = FakeTimers()
+    ctx = ProcessContext(timers)
+    first = list(emitter.process_element(fired[0][0], ctx))
+    second = list(emitter.process_element(fired[1][0], ctx))
+    assert [o[1]["sum"] for o in first + second] == [1, 2]
+    # A late record at 9 bridged both: the merged session starts at 0.
+    merged = list(emitter.process_element(fired[2][0], ctx))
+    assert [o[1] for o in merged] == [
+        {"key": "u", "start": 20, "end": 30, "sum": None},
+        {"key": "u", "start": 0, "end": 30, "sum": 8},
+    ]
+    assert timers.event[-1] == 30 + 9 - 1  # kept until a record can no longer reach it
+    list(emitter.on_timer(38, ctx))
+    assert emitter.emitted.value() is None
+
+
+# -- process steps ---------------------------------------------------------------------
+class FakeTimers:
+    def __init__(self) -> None:
+        self.event: list[int] = []
+        self.now = 1_000
+
+    def register_event_time_timer(self, t: int) -> None:
+        self.event.append(t)
+
+    def current_watermark(self) -> int:
+        return 4_999
+
+    def current_processing_time(self) -> int:
+        return self.now
+
+
+class ProcessContext:
+    def __init__(self, timers: FakeTimers, ts: int = 0) -> None:
+        self.timers = timers
+        self.ts = ts
+
+    def timer_service(self) -> FakeTimers:
+        return self.timers
+
+    def timestamp(self) -> int:
+        return self.ts
+
+    def get_current_key(self) -> str:
+        return "u"
+
+    def time_domain(self) -> Any:
+        return pf.TimeDomain.EVENT_TIME
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.store = FakeStore()
+
+    def get_state(self, desc: Any) -> FakeState:
+        return self.store.get_state(desc)
+
+
+class Remember:
+    """Counts records per key (TTL 500 ms), remembers the last, fires a timer at ts + 100."""
+
+    states = (ValueState("n", default=0, ttl=timedelta(milliseconds=500)), MapState("last"))
+
+    def process(self, value: Any, ctx: Any) -> Iterator[Any]:
+        n = ctx.state(self.states[0])
+        n.set(n.get() + 1)
+        ctx.state(self.states[1]).set({"v": value})
+        ctx.timers.register_event_time(ctx.timestamp_ms + 100)
+        yield {"n": n.get(), "wm": ctx.watermark_ms}
+
+    def on_timer(self, ts_ms: int, ctx: Any) -> Iterator[Any]:
+        yield {"timer": ts_ms, "last": ctx.state(self.states[1]).get()}
+
+
+def test_process_step_adapts_state_ttl_and_timers() -> None:
+    step = ProcessStep(Remember(), failures())
+    step.open(Runtime())
+    timers = FakeTimers()
+    assert list(step.process_element(("u", "a"), ProcessContext(timers, ts=2_000))) == [
+        ("u", {"n": 1, "wm": 5_000})
+    ]
+    assert timers.event == [2_099]  # fires when Shoal's watermark reaches 2_100
+    assert list(step.process_element(("u", "b"), ProcessContext(timers)))[0][1]["n"] == 2
+    timers.now += 500  # the count's TTL passes
+    assert list(step.process_element(("u", "c"), ProcessContext(timers)))[0][1]["n"] == 1
+    fired = list(step.on_timer(2_099, ProcessContext(timers)))
+    assert fired == [("u", {"timer": 2_100, "last": {"v": "c"}})]
+
+
+# -- versions, the missing extra and the CLI -------------------------------------------
+def test_connector_pom_matches_the_installed_flink() -> None:
+    check_pom_matches(POM.read_text(), installed_flink_version())
+    with pytest.raises(ConfigError, match="apache-flink 1.20.0 is installed"):
+        check_pom_matches(POM.read_text(), "1.20.0")
+
+
+def test_missing_pyflink_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flink_options.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"pip install \"shoal\[flink\]\""):
+        flink_options.require_pyflink()
+
+
+def test_jobmanager_needs_the_flink_engine() -> None:
+    from click.testing import CliRunner
+
+    from runtime.cli.run_cmd import run
+
+    result = CliRunner().invoke(
+        run, ["jobs.user_counts:job", "--bootstrap", "127.0.0.1:1", "--jobmanager", "h:8081"]
+    )
+    assert isinstance(result.exception, ConfigError)
+    assert "--engine flink" in str(result.exception)
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        flink_options.FlinkOptions(bootstrap="x", jobmanager="nohost")
+
+
+# -- translation of the reference jobs -------------------------------------------------
+@pytest.fixture(scope="module")
+def flink_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A Flink environment in PyFlink's gateway JVM, with the Kafka connector loaded."""
+    from runtime.flink.options import FlinkOptions
+    from runtime.flink.submit import build_environment
+    from runtime.settings import load_settings
+
+    options = FlinkOptions(
+        bootstrap="127.0.0.1:1",
+        bounded=True,
+        checkpoint_dir=tmp_path_factory.mktemp("flink-checkpoints"),
+        jar_cache=load_settings().cache / "flink",
+    )
+    return lambda job, partitions: build_environment(
+        job, Bindings.for_job(job), options, partitions
+    )
+
+
+def reference_jobs() -> list[Any]:
+    from jobs.personalization import job as personalization
+    from jobs.playback_health import job as playback_health
+    from jobs.qoe import job as qoe
+    from jobs.sessionization import job as sessionization
+    from jobs.user_counts import job as user_counts
+
+    return [user_counts, sessionization, qoe, personalization, playback_health]
+
+
+@pytest.mark.parametrize("job", reference_jobs(), ids=lambda j: j.name)
+def test_reference_jobs_translate(job: Any, flink_env: Any) -> None:
+    partitions = {s.name: 4 for s in job.sources}
+    env, translation, restored = flink_env(job, partitions)
+    assert restored is None
+    assert set(translation.sinks) == {s.name for s in job.sinks}
+    assert set(translation.streams) == {n.name for n in job.nodes}
+    plan = env.get_execution_plan()
+    assert "dead-letters" in plan and all(s.name in plan for s in job.sinks)
+
+
+def test_unsupported_steps_are_refused(flink_env: Any) -> None:
+    from runtime import Job, windows
+    from runtime.aggregates import Count
+
+    job = Job("early")
+    (
+        job.source("playback", schema="PlaybackEvent")
+        .key_by("k", lambda e: e["user_id"])
+        .window("w", windows.tumbling(timedelta(seconds=1), early_updates=timedelta(seconds=1)))
+        .aggregate(Count())
+        .sink("out", schema=None)
+    )
+    with pytest.raises(JobDefinitionError, match="early updates"):
+        flink_env(job, {"playback": 1})
+    with pytest.raises(ConfigError, match="does not exist"):
+        flink_env(build_user_counts_job(), {})
+
+
+def build_user_counts_job() -> Any:
+    from jobs.user_counts import build
+
+    return build(name="uc")
+
+
+def test_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="execution mode"):
+        flink_options.FlinkOptions(bootstrap="x", execution_mode="fast")
+
+
+def test_session_windows_run_in_process_mode() -> None:
+    from jobs.sessionization import build as build_sessionization
+    from runtime.flink.submit import execution_mode
+
+    sessions, counts = build_sessionization(), build_user_counts_job()
+    auto = flink_options.FlinkOptions(bootstrap="x")
+    assert execution_mode(sessions, auto) == "process"
+    assert execution_mode(counts, auto) == "thread"
+    with pytest.raises(ConfigError, match="process mode"):
+        execution_mode(sessions, flink_options.FlinkOptions(bootstrap="x", execution_mode="thread"))
