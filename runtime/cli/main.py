@@ -19,7 +19,7 @@ from runtime.cli.topics_cmd import tail, topics
 
 
 class ShoalGroup(click.Group):
-    """Turns our errors into one clear line and exit code 1."""
+    """Turns our errors and usage mistakes into one clear line (exit codes 1 and 2)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -27,6 +27,24 @@ class ShoalGroup(click.Group):
         except ShoalError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            click.echo(f"error: {where}{exc.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
 
 
 @click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -23,8 +23,10 @@ PARTITIONS = 6
 
 
 def _records(seed: int, n: int, **overrides: float) -> list:
-    config = GeneratorConfig(seed=seed, users=800, late_rate=0.0, malformed_rate=0.0,
-                             bad_timestamp_rate=0.0, interaction_ratio=0.0, **overrides)
+    settings: dict[str, float] = {"late_rate": 0.0, "malformed_rate": 0.0,
+                                  "bad_timestamp_rate": 0.0, "interaction_ratio": 0.0}
+    settings.update(overrides)
+    config = GeneratorConfig(seed=seed, users=800, **settings)  # type: ignore[arg-type]
     return [r for r in Generator(config).take(n) if r.stream == "playback"]
 
 

@@ -1,0 +1,85 @@
+"""The shoal command as a user meets it: help, one-line errors, the broker, the demo."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shoal(
+    *args: str, home: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if home is not None:
+        env["SHOAL_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Processes whose command line or environment mentions ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline or text in environ:
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+def test_help_lists_every_command() -> None:
+    out = shoal("--help")
+    assert out.returncode == 0
+    for command in ("broker", "demo", "generate", "run", "tail", "topics"):
+        assert re.search(rf"^\s+{command}\s", out.stdout, re.M), command
+
+
+def test_wrong_arguments_give_one_line() -> None:
+    for args in (["--bogus"], ["run"], ["generate", "--events", "-5"], ["run", "no.such:job"]):
+        out = shoal(*args)
+        assert out.returncode in (1, 2), args
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
+def test_broker_start_status_stop_leaves_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    start = shoal("broker", "start", home=home)
+    assert start.returncode == 0, start.stderr
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", start.stdout.strip())
+    assert shoal("broker", "status", home=home).returncode == 0
+    stop = shoal("broker", "stop", home=home)
+    assert stop.returncode == 0 and "stopped" in stop.stdout
+    assert shoal("broker", "status", home=home).returncode == 3
+    assert not processes_mentioning(str(home))
+
+
+def test_demo_shows_live_counts_and_cleans_up(tmp_path: Path) -> None:
+    home = tmp_path / "demo-home"
+    out = shoal("demo", "--seconds", "45", "--rate", "1500", home=home, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stderr
+    assert "live page http://127.0.0.1:" in text
+    rates = [int(m.replace(",", "")) for m in re.findall(r"in: playback ([\d,]+)/s", text)]
+    assert rates and max(rates) > 0, text[-3000:]
+    assert "demo: stopped everything it started" in text
+    # the broker (home in its command line) and every job and generator (home in their
+    # environment) are gone
+    assert not processes_mentioning(str(home)), "the demo left processes behind"
