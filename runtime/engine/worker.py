@@ -255,6 +255,9 @@ class Worker:
                     store.restore(batch)
                     restored += len(batch)
                     batch = []
+                    if restored % 250_000 == 0:
+                        log.warning("task %s of %s: restoring %s, %d records so far (%.1fs)",
+                                    tid, self.job.name, topic, restored, time.monotonic() - t0)
             if batch:
                 store.restore(batch)
                 restored += len(batch)
