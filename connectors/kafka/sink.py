@@ -30,8 +30,8 @@ class KafkaSink:
             "linger.ms": linger_ms,
             "batch.size": 1_000_000,
             "batch.num.messages": 100_000,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_097_151,
             "compression.type": "lz4",
             "enable.idempotence": True,
             "acks": "all",
@@ -75,6 +75,22 @@ class KafkaSink:
                 self._producer.poll(0.05)
             except KafkaException as exc:
                 raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
+
+    def write_many(
+        self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]
+    ) -> None:
+        """Queue many ``(key, value, timestamp_ms)`` records to one topic (the hot path)."""
+        produce = self._producer.produce
+        poll = self._producer.poll
+        for key, value, ts in records:
+            while True:
+                try:
+                    produce(topic, value, key, timestamp=ts or 0)
+                    break
+                except BufferError:
+                    poll(0.05)
+                except KafkaException as exc:
+                    raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
 
     def poll(self) -> None:
         """Serve delivery callbacks without blocking."""

@@ -21,9 +21,9 @@ from connectors.kafka.client import (
     Consumer,
     KafkaError,
     KafkaException,
-    Producer,
     TopicPartition,
 )
+from connectors.kafka.sink import KafkaSink
 from connectors.kafka.source import KafkaSource
 from runtime.api.errors import CheckpointAborted, ConnectorError, StateError
 
@@ -35,7 +35,7 @@ Offsets = Mapping[tuple[str, int], tuple[int, str]]
 COMMIT_TIMEOUT_S = 30.0
 
 
-class KafkaTransport:
+class KafkaTransport(KafkaSink):
     """Writes outputs and commits checkpoints.
 
     Args:
@@ -57,38 +57,19 @@ class KafkaTransport:
         linger_ms: int = 10,
         transaction_timeout_ms: int = 30_000,
     ) -> None:
-        self.bootstrap = bootstrap
+        extra: dict[str, Any] = {}
+        if exactly_once:
+            extra["transactional.id"] = transactional_id or f"shoal-{uuid.uuid4().hex}"
+            extra["transaction.timeout.ms"] = transaction_timeout_ms
+        super().__init__(bootstrap, linger_ms=linger_ms, extra=extra)
         self.source = source
         self.exactly_once = exactly_once
-        conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": linger_ms,
-            "batch.size": 1_000_000,
-            "batch.num.messages": 100_000,
-            "queue.buffering.max.messages": 2_000_000,
-            "queue.buffering.max.kbytes": 2_097_151,
-            "compression.type": "lz4",
-            "enable.idempotence": True,
-            "acks": "all",
-            "delivery.report.only.error": True,
-            "on_delivery": self._on_delivery,
-            "logger": CLIENT_LOGGER,
-        }
-        if exactly_once:
-            conf["transactional.id"] = transactional_id or f"shoal-{uuid.uuid4().hex}"
-            conf["transaction.timeout.ms"] = transaction_timeout_ms
-        self._errors: list[str] = []
         self._in_txn = False
-        try:
-            self._producer = Producer(conf)
-            if exactly_once:
+        if exactly_once:
+            try:
                 self._producer.init_transactions(60)
-        except KafkaException as exc:
-            raise ConnectorError(f"cannot create the worker's producer: {exc}") from exc
-
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+            except KafkaException as exc:
+                raise ConnectorError(f"cannot start the worker's transactions: {exc}") from exc
 
     def write(
         self,
@@ -102,38 +83,15 @@ class KafkaTransport:
         """Queue one record (inside the open transaction in exactly-once mode)."""
         if self.exactly_once and not self._in_txn:
             self._begin()
-        kwargs: dict[str, Any] = {"timestamp": timestamp_ms or 0}
-        if headers is not None:
-            kwargs["headers"] = headers
-        if partition is not None:
-            kwargs["partition"] = partition
-        produce = self._producer.produce
-        while True:
-            try:
-                produce(topic, value, key, **kwargs)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:
-                raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
+        super().write(topic, key, value, timestamp_ms, headers, partition)
 
     def write_many(
         self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]
     ) -> None:
-        """Queue many ``(key, value, timestamp_ms)`` records to one topic (the hot path)."""
+        """Queue many records to one topic (inside the open transaction, if any)."""
         if self.exactly_once and not self._in_txn:
             self._begin()
-        produce = self._producer.produce
-        poll = self._producer.poll
-        for key, value, ts in records:
-            while True:
-                try:
-                    produce(topic, value, key, timestamp=ts or 0)
-                    break
-                except BufferError:
-                    poll(0.05)
-                except KafkaException as exc:
-                    raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
+        super().write_many(topic, records)
 
     def _begin(self) -> None:
         try:
@@ -141,20 +99,6 @@ class KafkaTransport:
         except KafkaException as exc:
             raise ConnectorError(f"cannot begin a transaction: {exc}") from exc
         self._in_txn = True
-
-    def poll(self) -> None:
-        """Serve delivery callbacks."""
-        self._producer.poll(0)
-
-    def flush(self, timeout_s: float = 60.0) -> None:
-        """Wait until every queued record is delivered; raise the first failure."""
-        remaining = self._producer.flush(timeout_s)
-        if remaining:
-            raise ConnectorError(f"{remaining} records were not delivered within {timeout_s}s")
-        if self._errors:
-            first, n = self._errors[0], len(self._errors)
-            self._errors.clear()
-            raise ConnectorError(f"{n} records failed delivery; first: {first}")
 
     def commit(self, offsets: Offsets) -> None:
         """Commit a checkpoint: outputs written so far plus ``offsets`` (with metadata).
