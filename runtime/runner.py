@@ -21,9 +21,10 @@ from connectors.kafka.source import KafkaSource
 from connectors.kafka.transport import ChangelogReader, KafkaTransport
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError
+from runtime.api.graph import KeyByNode
 from runtime.api.io import ExternalSink
 from runtime.api.job import Job
-from runtime.engine.worker import Worker, WorkerOptions, changelog_topic, needs_single_task
+from runtime.engine.worker import Worker, WorkerOptions, changelog_topic, repartition_topic
 from runtime.state.base import StateBackend
 
 
@@ -87,7 +88,14 @@ def ensure_topics(job: Job, bindings: Bindings, admin: KafkaAdmin, partitions: i
             "(produce to them first, e.g. shoal generate)"
         )
     inputs = max(existing[t] for t in bindings.sources.values())
-    tasks = 1 if needs_single_task(job) else inputs
+    uneven = {t: existing[t] for t in bindings.sources.values() if existing[t] != inputs}
+    if uneven and len(bindings.sources) > 1:
+        raise ConfigError(
+            f"job {job.name!r} reads topics with different partition counts "
+            f"({', '.join(f'{t}: {n}' for t, n in sorted({**uneven}.items()))}, others "
+            f"{inputs}); inputs must be co-partitioned: give them the same partition count"
+        )
+    tasks = inputs
     stateful = [n.name for n in job.nodes if n.kind in ("window", "process")]
     specs = [TopicSpec(t, partitions) for t in bindings.sinks.values() if "://" not in t]
     specs.append(TopicSpec(bindings.dead_letters, 1))
@@ -95,8 +103,18 @@ def ensure_topics(job: Job, bindings: Bindings, admin: KafkaAdmin, partitions: i
         TopicSpec(changelog_topic(job, step), tasks, config={"cleanup.policy": "compact"})
         for step in stateful
     ]
+    specs += [TopicSpec(t, inputs) for t in internal_topics(job)]
     admin.ensure_topics(specs)
     return inputs
+
+
+def internal_topics(job: Job) -> list[str]:
+    """The internal topics of a job's repartitioning ``key_by`` steps."""
+    return [
+        repartition_topic(job, n.name)
+        for n in job.nodes
+        if isinstance(n, KeyByNode) and n.repartition
+    ]
 
 
 class KafkaRunner:
@@ -124,7 +142,7 @@ class KafkaRunner:
         self.worker_id = worker_id
         self.backend = make_backend(config, worker_id)
         self.worker: Worker | None = None
-        topics = list(bindings.sources.values())
+        topics = list(bindings.sources.values()) + internal_topics(job)
         source_conf = dict(config.source_overrides)
         if config.worker_id:
             # Static membership: a worker restarted in its slot takes its partitions
@@ -165,6 +183,7 @@ class KafkaRunner:
             changelog=ChangelogReader(config.bootstrap).read,
             external=sinks,
             options=config.options,
+            repartition_partitions=self.input_partitions,
         )
 
     def _on_assign(self, pairs: list[tuple[str, int]]) -> None:

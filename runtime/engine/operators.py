@@ -49,6 +49,8 @@ class Operator:
     """A step of a task's pipeline: processes batches and pushes results to its children."""
 
     stateful = False
+    #: How many repartition boundaries lie upstream: names the watermark this step uses.
+    stage = 0
 
     def __init__(self, name: str, task: Task) -> None:
         self.name = name

@@ -42,6 +42,8 @@ from runtime.engine.operators import (
     SinkOperator,
 )
 from runtime.engine.process import ProcessOperator
+from runtime.engine.repartition import RECORD, RepartitionWriter, internal_source
+from runtime.engine.repartition import decode as decode_internal
 from runtime.engine.watermarks import NO_WATERMARK, WatermarkTracker
 from runtime.engine.windows import FixedWindowOperator, SessionWindowOperator, WindowOperator
 from runtime.state.base import StateBackend, StateStore
@@ -96,21 +98,57 @@ class Task:
         backend: StateBackend,
         clock: Callable[[], int] = wall_clock_ms,
         taps: dict[str, Callable[[str, list[Rec]], None]] | None = None,
+        repartition_partitions: int | None = None,
     ) -> None:
         self.job = job
+        # With a partition count, repartitioning key_by steps go through internal topics
+        # of that many partitions (see runtime.engine.repartition); without, in process.
+        self.repartition_partitions = repartition_partitions
+        self.writers: dict[str, RepartitionWriter] = {}
+        self.internal: dict[str, Operator] = {}
+        self.stage: dict[str, int] = {}
+        self._marks_sent: dict[str, int] = {}
         # Live taps of step outputs (shared with the worker): step name -> callback.
         self.taps = taps if taps is not None else {}
         self.task_id = task_id
         self.codecs = codecs
         self.now_ms = clock
         self.tracker = WatermarkTracker()
+        self.trackers: list[WatermarkTracker] = [self.tracker]
         self.dead_letters: list[DeadLetter] = []
         self.ops: dict[str, Operator] = {}
         self.sources: dict[str, tuple[SourceNode, SourceOperator]] = {}
         self.sinks: dict[str, SinkOperator] = {}
         self.stores: list[StateStore] = []
+        self._extra_ops: list[tuple[int, Operator]] = []
         for node in job.nodes:
+            stage = max((self.stage[p.name] for p in node.parents), default=0)
+            if (
+                isinstance(node, KeyByNode)
+                and node.repartition
+                and repartition_partitions is not None
+            ):
+                # upstream: key, then out to the internal topic; downstream: an internal
+                # source whose output continues where the key_by's would have.
+                keyer = KeyByOperator(node.name + ".key", self, node.fn)
+                writer = RepartitionWriter(node.name + ".out", self, node.name)
+                keyer.children.append(writer)
+                for parent in node.parents:
+                    self.ops[parent.name].children.append(keyer)
+                self.writers[node.name] = writer
+                inbound = SourceOperator(node.name, self)
+                self.internal[internal_source(node.name)] = inbound
+                self.ops[node.name] = inbound
+                self.stage[node.name] = stage + 1
+                while len(self.trackers) <= stage + 1:
+                    self.trackers.append(WatermarkTracker())
+                keyer.stage = writer.stage = stage
+                self._extra_ops.extend([(stage, keyer), (stage, writer)])
+                inbound.stage = stage + 1
+                continue
             op = self._build(node, backend)
+            op.stage = stage
+            self.stage[node.name] = stage
             self.ops[node.name] = op
             for parent in node.parents:
                 parent_op = self.ops[parent.name]
@@ -120,6 +158,9 @@ class Task:
                 else:
                     parent_op.children.append(op)
         self.order = list(self.ops.values())
+        self.by_stage: list[list[Operator]] = [[] for _ in self.trackers]
+        for op in self.order:
+            self.by_stage[op.stage].append(op)
 
     def _build(self, node: Node, backend: StateBackend) -> Operator:
         name = node.name
@@ -166,27 +207,93 @@ class Task:
     # -- event time -----------------------------------------------------------------
     @property
     def watermark(self) -> int:
-        """The task's watermark."""
-        return self.tracker.current
+        """The task's watermark (the furthest-behind stage's)."""
+        return min(t.current for t in self.trackers)
+
+    def tracker_of(self, source: str) -> WatermarkTracker:
+        """The watermark tracker of the stage a (possibly internal) source feeds."""
+        if source in self.internal:
+            return self.trackers[self.internal[source].stage]
+        return self.tracker
 
     def add_partition(self, source: str, partition: int) -> None:
-        """Start reading ``partition`` of ``source``."""
+        """Start reading ``partition`` of ``source`` (or of an internal topic)."""
+        if source in self.internal:
+            assert self.repartition_partitions is not None
+            self.tracker_of(source).add_marker_partition(
+                source, partition, self.repartition_partitions, self.now_ms()
+            )
+            return
         node = self.sources[source][0]
         self.tracker.add_partition(source, partition, node.watermarks, self.now_ms())
+
+    def remove_partition(self, source: str, partition: int) -> None:
+        """Stop reading a partition."""
+        self.tracker_of(source).remove_partition(source, partition)
+
+    def partition_progress(self, source: str, partition: int) -> tuple[int, int]:
+        """(max event time, watermark) of a partition, for checkpoint metadata."""
+        tracker = self.tracker_of(source)
+        if source in self.internal:
+            return NO_WATERMARK, tracker.partition_watermark(source, partition)
+        return tracker.partition_max_ts(source, partition), tracker.current
+
+    def restore_progress(
+        self, source: str, partition: int, max_ts: int | None, watermark: int | None
+    ) -> None:
+        """Apply checkpointed event-time progress of a partition."""
+        self.tracker_of(source).restore_partition(source, partition, max_ts, watermark)
 
     def advance(self, force_watermark_ms: int | None = None) -> int:
         """Fire processing-time work, then move event time on; returns the watermark."""
         now = self.now_ms()
         for op in self.order:
             op.on_processing_time(now)
-        if force_watermark_ms is not None:
-            self.tracker.force(force_watermark_ms)
-        before = self.tracker.current
-        wm = self.tracker.advance(now)
-        if wm != before:
-            for op in self.order:
-                op.advance_watermark(wm)
-        return wm
+        for stage, tracker in enumerate(self.trackers):
+            if force_watermark_ms is not None:
+                tracker.force(force_watermark_ms)
+            before = tracker.current
+            wm = tracker.advance(now)
+            if wm != before:
+                for op in self.by_stage[stage]:
+                    op.advance_watermark(wm)
+        return self.watermark
+
+
+    def ingest_internal(self, source: str, partition: int, raws: Sequence[RawRecord]) -> None:
+        """Process records and watermark markers read from an internal topic."""
+        op = self.internal[source]
+        tracker = self.tracker_of(source)
+        batch: list[Rec] = []
+        for raw in raws:
+            data = raw.value()
+            if data is None:
+                continue
+            item = decode_internal(data)
+            if item[0] == RECORD:
+                batch.append((item[1], item[2], item[3], raw))
+            else:
+                tracker.mark(source, partition, item[1], item[2])
+        op.counters.records_in += len(batch)
+        op.process(batch)
+
+    def drain_internal(self) -> dict[str, list[tuple[Any, Any, int]]]:
+        """Take the records each repartition step queued for its internal topic."""
+        return {step: w.drain() for step, w in self.writers.items()}
+
+    def markers_due(self) -> dict[str, int]:
+        """Per repartition step, the watermark to send downstream when it moved.
+
+        A step's marker is the watermark of the stage it writes from, so every stage
+        waits for the one before it.
+        """
+        due = {}
+        for step, writer in self.writers.items():
+            wm = self.trackers[writer.stage].current
+            if wm > self._marks_sent.get(step, NO_WATERMARK):
+                self._marks_sent[step] = wm
+                due[step] = wm
+        return due
 
     # -- input ----------------------------------------------------------------------
     def ingest(self, source: str, partition: int, raws: Sequence[RawRecord]) -> None:
@@ -301,8 +408,12 @@ class Task:
         return out
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """Per-step counters."""
-        return {name: op.counters.as_dict() for name, op in self.ops.items()}
+        """Per-step counters (a repartitioning key_by counts what it received back;
+        ``STEP.key`` and ``STEP.out`` count its keying and its writes)."""
+        out = {name: op.counters.as_dict() for name, op in self.ops.items()}
+        for _, op in self._extra_ops:
+            out[op.name] = op.counters.as_dict()
+        return out
 
     def close(self) -> None:
         """Close the task's state stores."""

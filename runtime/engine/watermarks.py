@@ -31,6 +31,30 @@ class PartitionClock:
         )
 
 
+class MarkerClock(PartitionClock):
+    """A partition of an internal topic: its watermark is the minimum of the markers
+    of all ``upstream`` tasks that write to it (missing ones hold it back)."""
+
+    __slots__ = ("marks", "upstream")
+
+    def __init__(self, upstream: int, now_ms: int) -> None:
+        super().__init__(WatermarkStrategy(idle_timeout_ms=None), now_ms)
+        self.upstream = upstream
+        self.marks: dict[int, int] = {}
+
+    @property
+    def watermark(self) -> int:
+        """The slowest upstream task's marker."""
+        marks = self.marks
+        if len(marks) < self.upstream:
+            return NO_WATERMARK
+        return min(marks.values())
+
+    def idle(self, now_ms: int) -> bool:
+        """Never idle: markers keep flowing while upstream tasks make progress."""
+        return False
+
+
 class WatermarkTracker:
     """The watermark of a task: minimum over its live partitions, never backwards.
 
@@ -55,6 +79,18 @@ class WatermarkTracker:
         """Start tracking a partition (on assignment)."""
         if (source, partition) not in self._clocks:
             self._clocks[(source, partition)] = PartitionClock(strategy, now_ms)
+
+    def add_marker_partition(self, source: str, partition: int, upstream: int, now_ms: int) -> None:
+        """Start tracking an internal-topic partition fed by ``upstream`` tasks."""
+        if (source, partition) not in self._clocks:
+            self._clocks[(source, partition)] = MarkerClock(upstream, now_ms)
+
+    def mark(self, source: str, partition: int, upstream_task: int, watermark: int) -> None:
+        """A watermark marker of an upstream task arrived on an internal partition."""
+        clock = self._clocks[(source, partition)]
+        assert isinstance(clock, MarkerClock)
+        if watermark > clock.marks.get(upstream_task, NO_WATERMARK):
+            clock.marks[upstream_task] = watermark
 
     def remove_partition(self, source: str, partition: int) -> None:
         """Stop tracking a partition (on revocation)."""
@@ -102,7 +138,12 @@ class WatermarkTracker:
     ) -> None:
         """Apply checkpointed progress of one (already added) partition and the task."""
         clock = self._clocks.get((source, partition))
-        if clock is not None and max_ts is not None and max_ts > clock.max_ts:
+        if isinstance(clock, MarkerClock) and watermark is not None:
+            # Every upstream task had reached at least this when it was checkpointed.
+            for task in range(clock.upstream):
+                if clock.marks.get(task, NO_WATERMARK) < watermark:
+                    clock.marks[task] = int(watermark)
+        elif clock is not None and max_ts is not None and max_ts > clock.max_ts:
             clock.max_ts = int(max_ts)
         if watermark is not None and watermark > self._forced:
             # The task had reached this watermark before the checkpoint: never go back.

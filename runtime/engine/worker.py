@@ -33,6 +33,12 @@ from runtime.api.errors import CheckpointAborted, ConfigError
 from runtime.api.graph import KeyByNode
 from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
+from runtime.engine.repartition import (
+    encode_marker,
+    encode_record,
+    internal_source,
+    partition_for,
+)
 from runtime.engine.task import DeadLetter, Task, wall_clock_ms
 from runtime.state.base import StateBackend
 
@@ -90,6 +96,11 @@ def needs_single_task(job: Job) -> bool:
     return any(isinstance(n, KeyByNode) and n.repartition for n in job.nodes)
 
 
+def repartition_topic(job: Job, step: str) -> str:
+    """The internal topic a repartitioning ``key_by`` step writes through."""
+    return f"{job.name}.{step}.repartition"
+
+
 def changelog_topic(job: Job, step: str) -> str:
     """The compacted topic that holds a stateful step's changes."""
     return f"{job.name}.{step}.changelog"
@@ -142,8 +153,17 @@ class Worker:
         external: Mapping[str, ExternalSink] | None = None,
         options: WorkerOptions = WorkerOptions(),
         clock: Callable[[], int] = wall_clock_ms,
+        repartition_partitions: int | None = None,
     ) -> None:
         self.job = job
+        # Internal topics of repartitioning key_by steps (see runtime.engine.repartition):
+        # with a partition count every input partition is its own task.
+        self.repartition_partitions = repartition_partitions
+        self.internal_topics = {
+            repartition_topic(job, n.name): internal_source(n.name)
+            for n in job.nodes
+            if isinstance(n, KeyByNode) and n.repartition and repartition_partitions
+        }
         self.bindings = bindings
         self.transport = transport
         self.codecs = codecs
@@ -153,10 +173,10 @@ class Worker:
         self.external = dict(external or {})
         self.options = options
         self.clock = clock
-        self.single_task = needs_single_task(job)
+        self.single_task = repartition_partitions is None and needs_single_task(job)
         self.tasks: dict[int, Task] = {}
         self.task_seq: dict[int, int] = {}
-        self.topic_source = bindings.topic_sources()
+        self.topic_source = {**bindings.topic_sources(), **self.internal_topics}
         self.positions: dict[tuple[str, int], int] = {}
         self.records_read = 0
         self.checkpoints = 0
@@ -212,7 +232,8 @@ class Worker:
             else:
                 self._add_partition(self.tasks[tid], topic, partition, committed)
         for tid, tps in new_tasks.items():
-            task = Task(self.job, tid, self.codecs, self.backend, self.clock, taps=self.taps)
+            task = Task(self.job, tid, self.codecs, self.backend, self.clock, taps=self.taps,
+                        repartition_partitions=self.repartition_partitions)
             self.tasks[tid] = task
             self._restore(task, tid, [committed.get(tp, (-1, ""))[1] for tp in tps])
             for topic, partition in tps:
@@ -225,7 +246,7 @@ class Worker:
         task.add_partition(source, partition)
         meta = _parse_meta(committed.get((topic, partition), (-1, ""))[1])
         if meta is not None:
-            task.tracker.restore_partition(source, partition, meta.get("max_ts"), meta.get("wm"))
+            task.restore_progress(source, partition, meta.get("max_ts"), meta.get("wm"))
 
     def _restore(self, task: Task, tid: int, metas: Sequence[str]) -> None:
         """Bring the task's state to its last committed checkpoint."""
@@ -287,7 +308,7 @@ class Worker:
             tid = self.task_id(partition)
             task = self.tasks.get(tid)
             if task is not None:
-                task.tracker.remove_partition(self.topic_source[topic], partition)
+                task.remove_partition(self.topic_source[topic], partition)
                 if not self._task_partitions(tid):
                     self._retire(tid, task)
                     del self.tasks[tid]
@@ -354,7 +375,10 @@ class Worker:
                     group = self._accept(topic, partition, group)
                     if not group:
                         continue
-                task.ingest(names[topic], partition, group)
+                if topic in self.internal_topics:
+                    task.ingest_internal(names[topic], partition, group)
+                else:
+                    task.ingest(names[topic], partition, group)
                 positions[(topic, partition)] = group[-1].offset() + 1
             self.records_read += len(msgs)
             self._dirty = True
@@ -416,6 +440,28 @@ class Worker:
             for dl in task.drain_dead_letters():
                 self._dirty = True
                 self._write_dead_letter(dl)
+            if self.internal_topics:
+                self._write_internal(task)
+
+    def _write_internal(self, task: Task) -> None:
+        """Records of repartitioning steps, and watermark markers, to internal topics."""
+        n = self.repartition_partitions
+        assert n is not None
+        write = self.transport.write
+        for step, records in task.drain_internal().items():
+            if not records:
+                continue
+            self._dirty = True
+            topic = repartition_topic(self.job, step)
+            for k, v, t in records:
+                kb = key_bytes(k)
+                write(topic, kb, encode_record(k, v, t), t, None, partition_for(kb, n))
+        for step, wm in task.markers_due().items():
+            self._dirty = True
+            marker = encode_marker(task.task_id, wm)
+            topic = repartition_topic(self.job, step)
+            for q in range(n):
+                write(topic, None, marker, None, None, q)
 
     def _write_dead_letter(self, dl: DeadLetter) -> None:
         value = dl.value
@@ -480,12 +526,8 @@ class Worker:
                 continue  # nothing read and nothing committed yet
             tid = self.task_id(partition)
             task = self.tasks[tid]
-            source = self.topic_source[topic]
-            meta = {
-                "seq": next_seq[tid],
-                "max_ts": task.tracker.partition_max_ts(source, partition),
-                "wm": task.watermark,
-            }
+            max_ts, wm = task.partition_progress(self.topic_source[topic], partition)
+            meta = {"seq": next_seq[tid], "max_ts": max_ts, "wm": wm}
             offsets[(topic, partition)] = (pos, json.dumps(meta, separators=(",", ":")))
         try:
             self.transport.commit(offsets)
@@ -595,12 +637,6 @@ def _parse_meta(text: str) -> dict[str, Any] | None:
 
 
 def check_workers(job: Job, workers: int) -> None:
-    """Refuse more than one worker for a job that runs as a single task."""
-    if workers > 1 and needs_single_task(job):
-        steps = [n.name for n in job.nodes if isinstance(n, KeyByNode) and n.repartition]
-        raise ConfigError(
-            f"job {job.name!r} keys by something other than its input partitioning "
-            f"(steps {', '.join(steps)}), so it runs as one task on one worker; declare "
-            "key_by(..., repartition=False) where the input is already partitioned by "
-            "that key to scale out"
-        )
+    """Validate a worker count for ``job`` (any count works: state moves with partitions)."""
+    if workers < 1:
+        raise ConfigError(f"job {job.name!r}: --workers must be at least 1, got {workers}")

@@ -160,10 +160,12 @@ def test_qoe_to_postgres_survives_a_stopped_server(kafka: str, postgres: Postgre
     ])  # fmt: skip
     outage = Outage(postgres.stop, postgres.start, 10.0)
     try:
-        # once rows were written (the sink holds a connection to lose), before the end
+        # as soon as the job reads: its results leave through a repartition hop (visible
+        # once that hop's transaction commits), so they reach the sink in one burst, and
+        # the burst must wait out the outage
         worker, sinks = run_job(
             kafka, qoe_job, bindings, fault=outage,
-            fault_when=lambda w, s: s["qoe-metrics"].rows_written > 0,
+            fault_when=lambda w, s: w.records_read > 0,
         )  # fmt: skip
     finally:
         outage.join()
@@ -171,20 +173,29 @@ def test_qoe_to_postgres_survives_a_stopped_server(kafka: str, postgres: Postgre
 
     # the sink waited out the outage: it retried with growing waits and reconnected
     sink = sinks["qoe-metrics"]
-    assert sink.retries >= 3 and sink.reconnects >= 1
+    assert sink.retries >= 3  # it waited the outage out with backoff
     assert outage.ended_at - outage.started_at >= 10.0
 
     # --- the reference over what was sent -------------------------------------------------
     decodable = [r.value for r in sent if r.corrupt is None]
     valid = [v for v in decodable if MIN_VALID_MS <= v["event_time_ms"] <= now_ms + MAX_FUTURE_MS]
     first_copies = list({v["event_id"]: v for v in reversed(valid)}.values())
-    (watermark,) = worker.last_watermarks.values()
+    # several tasks (the job repartitions): windows before the slowest task's watermark
+    # must all be there; any other row must be a complete window, exact as well
+    watermark = min(worker.last_watermarks.values())
+    reference = reference_metrics(facts(first_copies))
+    rows = _table_rows(postgres, table)
+    keys = {
+        (r["window_kind"], r["group_kind"], r["title_id"], r["device_type"], r["country"],
+         r["cdn"], r["window_start_ms"])
+        for r in rows
+    }
     want = {
         key: m
-        for key, m in reference_metrics(facts(first_copies)).items()
+        for key, m in reference.items()
         if key[-1] + (MINUTE if key[0] == "tumbling_1m" else 5 * MINUTE) <= watermark
+        or key in keys
     }
-    rows = _table_rows(postgres, table)
     assert len(want) > 500
     assert len(rows) == len(want)
     assert_same_metrics(rows, want)  # every window once, with the right values
@@ -193,7 +204,7 @@ def test_qoe_to_postgres_survives_a_stopped_server(kafka: str, postgres: Postgre
 
     # --- a replay of everything into the same table changes nothing ---------------------
     again, replayed = run_job(kafka, qoe_job, bindings)
-    assert again.last_watermarks == worker.last_watermarks
+    assert min(again.last_watermarks.values()) == watermark
     assert replayed["qoe-metrics"].rows_written >= len(rows)
 
     def by_key(r: dict[str, Any]) -> tuple[Any, ...]:
