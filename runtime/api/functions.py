@@ -73,7 +73,10 @@ class TimerService(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ValueState:
-    """Describes a single value per key. ``ttl`` expires it after that much event time idle."""
+    """Describes a single value per key.
+
+    ``ttl`` expires it after that much processing time without a write.
+    """
 
     name: str
     default: Any = None
@@ -87,7 +90,7 @@ class ValueState:
 
 @dataclass(frozen=True, slots=True)
 class MapState:
-    """Describes a dict per key. ``ttl`` expires the whole map after that much idle time."""
+    """Describes a dict per key. ``ttl``: processing time without a write."""
 
     name: str
     ttl: timedelta | None = None
@@ -100,7 +103,7 @@ class MapState:
 
 @dataclass(frozen=True, slots=True)
 class ListState:
-    """Describes a list per key. ``ttl`` expires the whole list after that much idle time."""
+    """Describes a list per key. ``ttl``: processing time without a write."""
 
     name: str
     ttl: timedelta | None = None
