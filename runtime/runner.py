@@ -74,7 +74,9 @@ def make_backend(config: RunConfig, worker_id: str) -> StateBackend:
     return RocksDBBackend(config.state_dir / worker_id)
 
 
-def ensure_topics(job: Job, bindings: Bindings, admin: KafkaAdmin, partitions: int) -> int:
+def ensure_topics(
+    job: Job, bindings: Bindings, admin: KafkaAdmin, partitions: int, app: str | None = None
+) -> int:
     """Create sink, dead-letter and changelog topics; returns the input partition count.
 
     Raises:
@@ -100,18 +102,20 @@ def ensure_topics(job: Job, bindings: Bindings, admin: KafkaAdmin, partitions: i
     specs = [TopicSpec(t, partitions) for t in bindings.sinks.values() if "://" not in t]
     specs.append(TopicSpec(bindings.dead_letters, 1))
     specs += [
-        TopicSpec(changelog_topic(job, step), tasks, config={"cleanup.policy": "compact"})
+        TopicSpec(
+            changelog_topic(app or job.name, step), tasks, config={"cleanup.policy": "compact"}
+        )
         for step in stateful
     ]
-    specs += [TopicSpec(t, inputs) for t in internal_topics(job)]
+    specs += [TopicSpec(t, inputs) for t in internal_topics(job, app or job.name)]
     admin.ensure_topics(specs)
     return inputs
 
 
-def internal_topics(job: Job) -> list[str]:
+def internal_topics(job: Job, app: str) -> list[str]:
     """The internal topics of a job's repartitioning ``key_by`` steps."""
     return [
-        repartition_topic(job, n.name)
+        repartition_topic(app, n.name)
         for n in job.nodes
         if isinstance(n, KeyByNode) and n.repartition
     ]
@@ -137,12 +141,13 @@ class KafkaRunner:
         self.job = job
         self.config = config
         admin = KafkaAdmin(config.bootstrap)
-        self.input_partitions = ensure_topics(job, bindings, admin, config.output_partitions)
+        app = config.group or job.name
+        self.input_partitions = ensure_topics(job, bindings, admin, config.output_partitions, app)
         worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.worker_id = worker_id
         self.backend = make_backend(config, worker_id)
         self.worker: Worker | None = None
-        topics = list(bindings.sources.values()) + internal_topics(job)
+        topics = list(bindings.sources.values()) + internal_topics(job, app)
         source_conf = dict(config.source_overrides)
         if config.worker_id:
             # Static membership: a worker restarted in its slot takes its partitions
@@ -184,6 +189,7 @@ class KafkaRunner:
             external=sinks,
             options=config.options,
             repartition_partitions=self.input_partitions,
+            app=app,
         )
 
     def _on_assign(self, pairs: list[tuple[str, int]]) -> None:

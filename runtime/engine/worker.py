@@ -96,14 +96,18 @@ def needs_single_task(job: Job) -> bool:
     return any(isinstance(n, KeyByNode) and n.repartition for n in job.nodes)
 
 
-def repartition_topic(job: Job, step: str) -> str:
-    """The internal topic a repartitioning ``key_by`` step writes through."""
-    return f"{job.name}.{step}.repartition"
+def repartition_topic(app: str, step: str) -> str:
+    """The internal topic a repartitioning ``key_by`` step writes through.
+
+    ``app`` is the job's consumer group (its name unless another group is given), so two
+    deployments of one job never share internal topics.
+    """
+    return f"{app}.{step}.repartition"
 
 
-def changelog_topic(job: Job, step: str) -> str:
-    """The compacted topic that holds a stateful step's changes."""
-    return f"{job.name}.{step}.changelog"
+def changelog_topic(app: str, step: str) -> str:
+    """The compacted topic that holds a stateful step's changes (``app``: the group)."""
+    return f"{app}.{step}.changelog"
 
 
 def _key(key: Any) -> bytes | None:
@@ -154,13 +158,16 @@ class Worker:
         options: WorkerOptions = WorkerOptions(),
         clock: Callable[[], int] = wall_clock_ms,
         repartition_partitions: int | None = None,
+        app: str | None = None,
     ) -> None:
         self.job = job
+        # Names internal and changelog topics: the consumer group (default: the job name).
+        self.app = app or job.name
         # Internal topics of repartitioning key_by steps (see runtime.engine.repartition):
         # with a partition count every input partition is its own task.
         self.repartition_partitions = repartition_partitions
         self.internal_topics = {
-            repartition_topic(job, n.name): internal_source(n.name)
+            repartition_topic(app or job.name, n.name): internal_source(n.name)
             for n in job.nodes
             if isinstance(n, KeyByNode) and n.repartition and repartition_partitions
         }
@@ -219,9 +226,13 @@ class Worker:
     def on_assign(self, pairs: list[tuple[str, int]]) -> None:
         """Partitions were assigned: open (and restore) their tasks before any record."""
         committed = self.offsets.committed(pairs) if self.offsets is not None else {}
-        log.info("assigned %s", sorted(
-            (t, p, committed.get((t, p), (-1, ""))[0], committed.get((t, p), (-1, ""))[1])
-            for t, p in pairs))
+        log.info(
+            "assigned %s",
+            sorted(
+                (t, p, committed.get((t, p), (-1, ""))[0], committed.get((t, p), (-1, ""))[1])
+                for t, p in pairs
+            ),
+        )
         new_tasks: dict[int, list[tuple[str, int]]] = {}
         for topic, partition in pairs:
             tid = self.task_id(partition)
@@ -232,8 +243,15 @@ class Worker:
             else:
                 self._add_partition(self.tasks[tid], topic, partition, committed)
         for tid, tps in new_tasks.items():
-            task = Task(self.job, tid, self.codecs, self.backend, self.clock, taps=self.taps,
-                        repartition_partitions=self.repartition_partitions)
+            task = Task(
+                self.job,
+                tid,
+                self.codecs,
+                self.backend,
+                self.clock,
+                taps=self.taps,
+                repartition_partitions=self.repartition_partitions,
+            )
             self.tasks[tid] = task
             self._restore(task, tid, [committed.get(tp, (-1, ""))[1] for tp in tps])
             for topic, partition in tps:
@@ -260,15 +278,20 @@ class Worker:
         for store in task.stores:
             local = store.get_meta(_META)
             local_seq = json.loads(local)["seq"] if local else None
-            log.info("task %s store %s: local checkpoint %s, committed %s",
-                     tid, store.name, local_seq, seq)
+            log.info(
+                "task %s store %s: local checkpoint %s, committed %s",
+                tid,
+                store.name,
+                local_seq,
+                seq,
+            )
             if local_seq == seq and seq > 0:
                 continue  # local state is exactly the committed checkpoint
             if local_seq is not None or len(store):
                 store.clear()
             if seq == 0 or self.changelog is None:
                 continue
-            topic = changelog_topic(self.job, store.name)
+            topic = changelog_topic(self.app, store.name)
             batch: list[tuple[bytes, bytes | None]] = []
             for change in self.changelog(topic, tid):
                 batch.append(change)
@@ -277,8 +300,14 @@ class Worker:
                     restored += len(batch)
                     batch = []
                     if restored % 250_000 == 0:
-                        log.warning("task %s of %s: restoring %s, %d records so far (%.1fs)",
-                                    tid, self.job.name, topic, restored, time.monotonic() - t0)
+                        log.warning(
+                            "task %s of %s: restoring %s, %d records so far (%.1fs)",
+                            tid,
+                            self.job.name,
+                            topic,
+                            restored,
+                            time.monotonic() - t0,
+                        )
             if batch:
                 store.restore(batch)
                 restored += len(batch)
@@ -408,8 +437,13 @@ class Worker:
             del self._expect[(topic, partition)]
             return [m for m in group if m.offset() >= target]
         if tries < 2:
-            log.warning("%s[%s]: expected offset %s after rewinding, got %s; seeking again",
-                        topic, partition, target, first)
+            log.warning(
+                "%s[%s]: expected offset %s after rewinding, got %s; seeking again",
+                topic,
+                partition,
+                target,
+                first,
+            )
             expect[1] = tries + 1
             assert self.offsets is not None
             self.offsets.seek({(topic, partition): target})
@@ -452,14 +486,14 @@ class Worker:
             if not records:
                 continue
             self._dirty = True
-            topic = repartition_topic(self.job, step)
+            topic = repartition_topic(self.app, step)
             for k, v, t in records:
                 kb = key_bytes(k)
                 write(topic, kb, encode_record(k, v, t), t, None, partition_for(kb, n))
         for step, wm in task.markers_due().items():
             self._dirty = True
             marker = encode_marker(task.task_id, wm)
-            topic = repartition_topic(self.job, step)
+            topic = repartition_topic(self.app, step)
             for q in range(n):
                 write(topic, None, marker, None, None, q)
 
@@ -509,7 +543,7 @@ class Worker:
                 prepared.append(store)
                 if changes:
                     self._dirty = True
-                    topic = changelog_topic(self.job, store.name)
+                    topic = changelog_topic(self.app, store.name)
                     for raw_key, raw_value in changes:
                         self.transport.write(topic, raw_key, raw_value, None, None, tid)
         self._last_checkpoint = self.clock()
