@@ -197,11 +197,10 @@ def run(
 
     On SIGTERM/SIGINT a worker finishes its batch, checkpoints and leaves the group.
     """
-    from runtime.engine.worker import WorkerOptions, check_workers
+    from runtime.engine.worker import WorkerOptions
     from runtime.runner import KafkaRunner, RunConfig
 
     job = load_job(job_spec)
-    check_workers(job, workers)
     service_config = _service_config(http, http_token, worker_id)
     server = resolve_bootstrap(bootstrap)
     bindings = Bindings.for_job(job, binds)

@@ -1,7 +1,7 @@
 """Where offsets commit: the worker loop that drives tasks from sources to sinks.
 
-A worker owns one task per input partition (a single task when the job keys by
-something that needs repartitioning: see ``needs_single_task``). One loop
+A worker owns one task per input partition; a ``key_by`` on a new key hands its
+records to the task that owns the key through an internal topic. One loop
 iteration polls a batch, groups it by partition, runs each task over its part,
 advances event time, then encodes what sinks and dead letters collected and hands
 it to the transport.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.api.bindings import Bindings
-from runtime.api.errors import CheckpointAborted, ConfigError
+from runtime.api.errors import CheckpointAborted
 from runtime.api.graph import KeyByNode
 from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
@@ -58,6 +58,10 @@ class Transport(Protocol):
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
+    ) -> None: ...
+
+    def write_many(
+        self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]
     ) -> None: ...
 
     def commit(self, offsets: Mapping[tuple[str, int], tuple[int, str]]) -> None: ...
@@ -453,7 +457,7 @@ class Worker:
 
     def write_outputs(self) -> None:
         """Encode and queue what the sinks and the dead-letter output collected."""
-        write = self.transport.write
+        write_many = self.transport.write_many
         for task in self.tasks.values():
             for name, records in task.drain_sinks().items():
                 if not records:
@@ -465,12 +469,7 @@ class Worker:
                     continue
                 topic, codec = self._sink_codecs[name]
                 encode = codec.encode
-                write_many = getattr(self.transport, "write_many", None)
-                if write_many is not None:
-                    write_many(topic, [(_key(k), encode(v), t) for k, v, t in records])
-                else:
-                    for k, v, t in records:
-                        write(topic, _key(k), encode(v), t)
+                write_many(topic, [(_key(k), encode(v), t) for k, v, t in records])
             for dl in task.drain_dead_letters():
                 self._dirty = True
                 self._write_dead_letter(dl)
@@ -668,9 +667,3 @@ def _parse_meta(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return meta if isinstance(meta, dict) and "seq" in meta else None
-
-
-def check_workers(job: Job, workers: int) -> None:
-    """Validate a worker count for ``job`` (any count works: state moves with partitions)."""
-    if workers < 1:
-        raise ConfigError(f"job {job.name!r}: --workers must be at least 1, got {workers}")

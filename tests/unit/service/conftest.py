@@ -104,6 +104,9 @@ class NullTransport:
     ) -> None:
         self.written.append((topic, value))
 
+    def write_many(self, topic: str, records: list[tuple[Any, Any, Any]]) -> None:
+        self.written.extend((topic, value) for _, value, _ in records)
+
     def commit(self, offsets: Any) -> None:
         self.commits += 1
 
