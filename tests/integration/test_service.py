@@ -226,6 +226,12 @@ def test_metrics_follow_the_worker_counters(served: tuple[ServedJob, str], kafka
         produce_generated(kafka, {"playback": playback}, traffic(2, start + 40 * MINUTE), 2000)
     )
     sj.wait_read(sent + more)
+    # the records just read are committed by the next checkpoint: wait for it
+    checkpoints_before = first[("shoal_checkpoints_total", (("job", "user_counts"),))]
+    deadline = time.monotonic() + 30
+    while sj.on_worker(lambda w: w.checkpoints) <= checkpoints_before:
+        assert time.monotonic() < deadline, "no checkpoint after new records"
+        time.sleep(0.2)
     second = scrape(sj.url)
     counters = sj.on_worker(lambda w: w.counters())
     got_in = step_values(second, "shoal_step_records_in_total", "user_counts")
