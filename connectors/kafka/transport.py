@@ -140,9 +140,20 @@ class KafkaTransport(KafkaSink):
             self._errors.clear()
             raise StateError(f"{n} records failed in a committed transaction; first: {first}")
 
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        # Records purged by an abort belong to a transaction that will never be
+        # visible: they are replayed from the last checkpoint, not lost.
+        if err is not None and err.code() in _PURGED:
+            return
+        super()._on_delivery(err, msg)
+
     def _abort_quietly(self) -> None:
         with contextlib.suppress(KafkaException):
             self._producer.abort_transaction(10)
+        # Serve the aborted records' delivery reports now and forget them, so that
+        # they are not taken for failures of the next (committed) transaction.
+        self._producer.poll(0)
+        self._errors.clear()
 
     def abort(self) -> None:
         """Abandon the open transaction (exactly-once only)."""
@@ -155,6 +166,8 @@ class KafkaTransport(KafkaSink):
         self.abort()
         self._producer.flush(10)
 
+
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 _GROUP_MOVED = {
     KafkaError.ILLEGAL_GENERATION,
