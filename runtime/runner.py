@@ -192,9 +192,9 @@ class KafkaRunner:
             app=app,
         )
 
-    def _on_assign(self, pairs: list[tuple[str, int]]) -> None:
+    def _on_assign(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         assert self.worker is not None
-        self.worker.on_assign(pairs)
+        return self.worker.on_assign(pairs)
 
     def _on_revoke(self, pairs: list[tuple[str, int]]) -> None:
         if self.worker is not None:

@@ -17,6 +17,8 @@ from connectors.kafka.client import (
 from runtime.api.errors import ConnectorError
 
 AssignListener = Callable[[list[tuple[str, int]]], None]
+#: Called with newly assigned partitions; may return where to start reading each one.
+StartListener = Callable[[list[tuple[str, int]]], Mapping[tuple[str, int], int] | None]
 
 # librdkafka's default fetch.queue.backoff.ms of 1000 caps a fast consumer; 10 keeps the
 # pre-fetch queue full without spinning.
@@ -36,7 +38,10 @@ class KafkaSource:
         bootstrap: cluster address.
         group_id: the consumer group (the job's name); workers of a job share it.
         topics: topics to subscribe to.
-        on_assign: called with ``(topic, partition)`` pairs newly assigned.
+        on_assign: called with ``(topic, partition)`` pairs newly assigned; when it
+            returns start offsets (negative: the beginning), reading starts exactly
+            there, so state restored from a checkpoint and the read position come from
+            the same reading of the committed offsets.
         on_revoke: called with pairs taken away (before they go).
         read_committed: read only committed transactional records.
         extra: more client settings (override the defaults).
@@ -48,7 +53,7 @@ class KafkaSource:
         group_id: str,
         topics: list[str],
         *,
-        on_assign: AssignListener | None = None,
+        on_assign: StartListener | None = None,
         on_revoke: AssignListener | None = None,
         read_committed: bool = True,
         extra: Mapping[str, Any] | None = None,
@@ -74,6 +79,7 @@ class KafkaSource:
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._assigned: set[tuple[str, int]] = set()
+        self._cooperative = conf["partition.assignment.strategy"] == "cooperative-sticky"
         try:
             self._consumer = Consumer(conf)
             self._consumer.subscribe(
@@ -88,8 +94,19 @@ class KafkaSource:
     def _assign_cb(self, consumer: Any, parts: list[Any]) -> None:
         pairs = [(p.topic, p.partition) for p in parts]
         self._assigned.update(pairs)
-        if self._on_assign is not None and pairs:
-            self._on_assign(pairs)
+        if self._on_assign is None or not pairs:
+            return
+        start = self._on_assign(pairs)
+        if start is None:
+            return  # the client assigns them at their committed offsets
+        tps = [
+            TopicPartition(t, p, o if (o := start.get((t, p), -1)) >= 0 else OFFSET_BEGINNING)
+            for t, p in pairs
+        ]
+        if self._cooperative:
+            consumer.incremental_assign(tps)
+        else:
+            consumer.assign(tps)  # eager protocols hand over the whole assignment
 
     def _revoke_cb(self, consumer: Any, parts: list[Any]) -> None:
         pairs = [(p.topic, p.partition) for p in parts]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -227,8 +228,13 @@ class Worker:
     def _task_partitions(self, tid: int) -> list[tuple[str, int]]:
         return [tp for tp in self.positions if self.task_id(tp[1]) == tid]
 
-    def on_assign(self, pairs: list[tuple[str, int]]) -> None:
-        """Partitions were assigned: open (and restore) their tasks before any record."""
+    def on_assign(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Partitions were assigned: open (and restore) their tasks before any record.
+
+        Returns:
+            Where to start reading each partition (negative: from the beginning): the
+            committed offsets the tasks' state was restored to, from the same reading.
+        """
         committed = self.offsets.committed(pairs) if self.offsets is not None else {}
         log.info(
             "assigned %s",
@@ -260,6 +266,7 @@ class Worker:
             self._restore(task, tid, [committed.get(tp, (-1, ""))[1] for tp in tps])
             for topic, partition in tps:
                 self._add_partition(task, topic, partition, committed)
+        return {tp: self.positions[tp] for tp in pairs}
 
     def _add_partition(
         self, task: Task, topic: str, partition: int, committed: Mapping[tuple[str, int], Any]
@@ -273,7 +280,10 @@ class Worker:
     def _restore(self, task: Task, tid: int, metas: Sequence[str]) -> None:
         """Bring the task's state to its last committed checkpoint."""
         parsed = [m for m in (_parse_meta(x) for x in metas) if m is not None]
-        seq = max((int(m["seq"]) for m in parsed), default=0)
+        last = max(parsed, key=lambda m: int(m["seq"]), default=None)
+        seq = int(last["seq"]) if last is not None else 0
+        # Sequence numbers alone can repeat across workers; the id names one commit.
+        ckpt = _checkpoint_name(last)
         self.task_seq[tid] = seq
         if not task.stores:
             return
@@ -281,17 +291,17 @@ class Worker:
         restored = 0
         for store in task.stores:
             local = store.get_meta(_META)
-            local_seq = json.loads(local)["seq"] if local else None
+            local_ckpt = _checkpoint_name(json.loads(local)) if local else None
             log.info(
                 "task %s store %s: local checkpoint %s, committed %s",
                 tid,
                 store.name,
-                local_seq,
-                seq,
+                local_ckpt,
+                ckpt,
             )
-            if local_seq == seq and seq > 0:
+            if local_ckpt == ckpt and seq > 0:
                 continue  # local state is exactly the committed checkpoint
-            if local_seq is not None or len(store):
+            if local_ckpt is not None or len(store):
                 store.clear()
             if seq == 0 or self.changelog is None:
                 continue
@@ -315,7 +325,7 @@ class Worker:
             if batch:
                 store.restore(batch)
                 restored += len(batch)
-            store.put_meta(_META, json.dumps({"seq": seq}).encode())
+            store.put_meta(_META, json.dumps(_local_meta(last)).encode())
             store.checkpoint()
         task.reindex()
         took = time.monotonic() - t0
@@ -553,14 +563,16 @@ class Worker:
         for sink in self.external.values():
             sink.flush()
         offsets: dict[tuple[str, int], tuple[int, str]] = {}
-        next_seq = {tid: self.task_seq.get(tid, 0) + 1 for tid in self.tasks}
+        next_seq: dict[int, int] = {}
+        ckpt_id = secrets.token_hex(6)  # names this commit: see _restore
         for (topic, partition), pos in self.positions.items():
             if pos < 0:
                 continue  # nothing read and nothing committed yet
             tid = self.task_id(partition)
             task = self.tasks[tid]
+            seq = next_seq.setdefault(tid, self.task_seq.get(tid, 0) + 1)
             max_ts, wm = task.partition_progress(self.topic_source[topic], partition)
-            meta = {"seq": next_seq[tid], "max_ts": max_ts, "wm": wm}
+            meta = {"seq": seq, "id": ckpt_id, "max_ts": max_ts, "wm": wm}
             offsets[(topic, partition)] = (pos, json.dumps(meta, separators=(",", ":")))
         try:
             self.transport.commit(offsets)
@@ -570,9 +582,11 @@ class Worker:
             self.rewind()
             return
         self.task_seq.update(next_seq)
-        for tid, task in self.tasks.items():
-            for store in task.stores:
-                store.put_meta(_META, json.dumps({"seq": next_seq[tid]}).encode())
+        for tid, seq in next_seq.items():
+            # Only tasks whose offsets this commit carried: a store marked with a
+            # checkpoint that Kafka does not hold for it could be taken for it later.
+            for store in self.tasks[tid].stores:
+                store.put_meta(_META, json.dumps({"seq": seq, "id": ckpt_id}).encode())
         for store in prepared:
             store.commit_checkpoint()
         self.checkpoints += 1
@@ -657,6 +671,20 @@ class Worker:
             for k, v in c.items():
                 acc[k] += v
         task.close()
+
+
+def _checkpoint_name(meta: Mapping[str, Any] | None) -> str | None:
+    """``seq.id`` of a checkpoint's metadata (``None``: no checkpoint)."""
+    if meta is None:
+        return None
+    return f"{meta['seq']}.{meta.get('id', '')}"
+
+
+def _local_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a store records of the committed checkpoint it was restored to."""
+    if meta is None:
+        return {"seq": 0}
+    return {"seq": meta["seq"], "id": meta.get("id", "")}
 
 
 def _parse_meta(text: str) -> dict[str, Any] | None:
