@@ -222,8 +222,18 @@ def run(
     if workers > 1:
         from runtime.cli.supervisor import supervise
 
-        args = [a for a in sys.argv[1:] if a != "run"]
-        supervise(job.name, workers, job_spec, server, _strip_workers(args), quiet)
+        # Options before ``run`` (e.g. -v) are the program's; the rest are run's own.
+        argv = sys.argv[1:]
+        at = argv.index("run") if "run" in argv else 0
+        supervise(
+            job.name,
+            workers,
+            job_spec,
+            server,
+            _strip_workers(argv[at + 1 :]),
+            quiet,
+            global_args=argv[:at],
+        )
         return
     config = RunConfig(
         bootstrap=server,

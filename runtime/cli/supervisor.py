@@ -16,13 +16,16 @@ import time
 import click
 
 
-def _spawn(slot: int, job_spec: str, server: str, args: list[str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    slot: int, job_spec: str, server: str, args: list[str], global_args: list[str]
+) -> subprocess.Popen[bytes]:
     rest = [a for a in args if a != job_spec]
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "runtime.cli.main",
+            *global_args,
             "run",
             job_spec,
             "--bootstrap",
@@ -36,9 +39,19 @@ def _spawn(slot: int, job_spec: str, server: str, args: list[str]) -> subprocess
 
 
 def supervise(
-    job_name: str, workers: int, job_spec: str, server: str, args: list[str], quiet: bool
+    job_name: str,
+    workers: int,
+    job_spec: str,
+    server: str,
+    args: list[str],
+    quiet: bool,
+    global_args: list[str] | None = None,
 ) -> None:
-    """Run and watch the workers until Ctrl-C/SIGTERM; restart any that die."""
+    """Run and watch the workers until Ctrl-C/SIGTERM; restart any that die.
+
+    ``args`` are ``run``'s own options, ``global_args`` the program's (before ``run``).
+    """
+    top = list(global_args or [])
     clean: list[str] = []
     skip = False
     for a in args:
@@ -49,7 +62,7 @@ def supervise(
             skip = True
             continue
         clean.append(a)
-    procs = {i: _spawn(i, job_spec, server, clean) for i in range(workers)}
+    procs = {i: _spawn(i, job_spec, server, clean, top) for i in range(workers)}
     stop = {"now": False}
 
     def _stop(*_: object) -> None:
@@ -68,7 +81,7 @@ def supervise(
                         del procs[slot]
                         continue
                     click.echo(f"worker w{slot} exited with {code}; restarting", err=True)
-                    procs[slot] = _spawn(slot, job_spec, server, clean)
+                    procs[slot] = _spawn(slot, job_spec, server, clean, top)
             if not procs:
                 return
             time.sleep(0.5)

@@ -36,13 +36,14 @@ def reference_counts(values: list[dict], size_ms: int = 10_000) -> dict[tuple[st
     return dict(out)
 
 
-def close_all_windows(bootstrap: str, topic: str, after_ms: int) -> None:
+def close_all_windows(bootstrap: str, topic: str, after_ms: int,
+                      partitions: int = PARTITIONS) -> None:
     """One far-later record per partition so every task's watermark passes all windows."""
     sink = KafkaSink(bootstrap)
     encode = codec_factory()("PlaybackEvent").encode
     template = next(r.value for r in Generator(GeneratorConfig(seed=99, users=1))
                     if r.stream == "playback")
-    for p in range(PARTITIONS):
+    for p in range(partitions):
         value = {**template, "user_id": f"zz-sentinel-{p}", "event_id": f"sentinel-{p}",
                  "event_time_ms": after_ms}
         sink.write(topic, value["user_id"].encode(), encode(value), None, partition=p)

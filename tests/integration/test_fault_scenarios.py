@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +21,7 @@ from runtime.generator import Generator, GeneratorConfig, corrupt_bytes
 from runtime.settings import broker_settings, load_settings
 from tests.integration.helpers import decoded, read_all, run_job_until_idle, unique
 from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
-from tests.integration.workers import Producer, WorkerPool, chaos_line, group_lag
+from tests.integration.workers import ROOT, Producer, WorkerPool, chaos_line, group_lag
 
 PARTITIONS = 6
 
@@ -31,23 +35,11 @@ def _records(seed: int, n: int, **overrides: float) -> list:
 
 
 def _drain(pool: WorkerPool, bootstrap: str, group: str, topic: str, timeout_s: float) -> None:
-    """Wait until the group committed everything, acting as the workers' supervisor:
-    a worker that exited is restarted in its slot, and when the group makes no progress
-    for a while every worker is restarted (crash-only recovery: each resumes from its
-    last committed checkpoint, so the output must stay exact either way)."""
+    """Wait until the group committed everything; no worker may crash meanwhile."""
     deadline = time.monotonic() + timeout_s
-    last_lag, last_change = None, time.monotonic()
-    while (lag := group_lag(bootstrap, group, topic, PARTITIONS)) > 0:
+    while group_lag(bootstrap, group, topic, PARTITIONS) > 0:
         assert time.monotonic() < deadline, "workers did not catch up\n" + pool.log_tail()
-        for slot in pool.crashed():
-            pool.start(slot)
-        if lag != last_lag:
-            last_lag, last_change = lag, time.monotonic()
-        elif time.monotonic() - last_change > 45:
-            for slot in list(pool.procs):
-                pool.kill(slot)
-                pool.start(slot)
-            last_change = time.monotonic()
+        assert not pool.crashed(), pool.log_tail()
         time.sleep(1)
     time.sleep(2)
 
@@ -85,19 +77,27 @@ def test_rebalance_add_and_remove_workers(kafka: str, tmp_path: Path) -> None:
 
 
 def test_broker_restart_mid_run(tmp_path: Path) -> None:
+    """The broker stops mid-run and comes back with its data: the job resumes by
+    itself under ``shoal run --workers 2`` (a worker whose client never recovers is
+    ended by its watchdog and restarted by the supervisor) and the output is exact."""
     broker = LocalBroker(broker_settings(load_settings(), tmp_path / "own-broker"))
     bootstrap = broker.start()
+    supervisor: subprocess.Popen[bytes] | None = None
+    log_path = tmp_path / "supervisor.log"
     try:
         playback, out = unique("br-in"), unique("br-out")
         KafkaAdmin(bootstrap).ensure_topics([TopicSpec(playback, PARTITIONS)])
         records = _records(41, 60_000)
         group = unique("restart")
-        pool = WorkerPool("jobs.user_counts:job", bootstrap, group,
-                          [f"playback={playback}", f"user-counts={out}"], tmp_path / "w",
-                          extra=["--checkpoint-ms", "500", "--partitions", "3",
-                                 "--stall-timeout", "40"])
-        pool.start(0)
-        pool.start(1)
+        cmd = [sys.executable, "-m", "runtime.cli.main", "-v", "run", "jobs.user_counts:job",
+               "--bootstrap", bootstrap, "--group", group, "--workers", "2",
+               "--bind", f"playback={playback}", "--bind", f"user-counts={out}",
+               "--checkpoint-ms", "500", "--partitions", "3", "--stall-timeout", "30",
+               "--quiet"]
+        env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "wb") as log:
+            supervisor = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, env=env,
+                                          start_new_session=True)
         first, second = records[: len(records) // 2], records[len(records) // 2 :]
         producer = Producer(bootstrap, playback, first, 10_000.0)
         producer.run()
@@ -111,18 +111,27 @@ def test_broker_restart_mid_run(tmp_path: Path) -> None:
         assert producer.error is None
         close_all_windows(bootstrap, playback,
                           max(r.value["event_time_ms"] for r in records) + 3_600_000)
-        try:
-            _drain(pool, bootstrap, group, playback, 300)
-            pool.stop_all()
-        finally:
-            for slot in pool.alive():
-                pool.kill(slot)
+        deadline = time.monotonic() + 300
+        while group_lag(bootstrap, group, playback, PARTITIONS) > 0:
+            assert supervisor.poll() is None, _tail(log_path)
+            assert time.monotonic() < deadline, "the job did not resume\n" + _tail(log_path)
+            time.sleep(1)
+        time.sleep(2)
+        os.killpg(supervisor.pid, signal.SIGTERM)  # graceful: workers checkpoint and leave
+        assert supervisor.wait(timeout=60) in (0, 1), _tail(log_path)
         outputs = decoded(read_all(bootstrap, out), "")
         line, lost, duplicated = chaos_line(0, len(records), outputs,
                                             reference_counts([r.value for r in records]))
-        assert lost == 0 and duplicated == 0, line
+        assert lost == 0 and duplicated == 0, line + "\n" + _tail(log_path)
     finally:
+        if supervisor is not None and supervisor.poll() is None:
+            os.killpg(supervisor.pid, signal.SIGKILL)
+            supervisor.wait()
         broker.stop()
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def test_poison_pills_are_dead_lettered(kafka: str, tmp_path: Path) -> None:

@@ -1,0 +1,36 @@
+"""Jobs for the fault tests that are not reference jobs.
+
+``title_counts`` repartitions: the playback topic is keyed by user, the counts are
+per title, so every record crosses the internal repartition topic to the task that
+owns its title. Idleness is off, so nothing is late however long a killed worker
+stays away, and its output must equal the brute-force reference exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from runtime import Job, WatermarkStrategy, Window, windows
+from runtime.aggregates import Count
+
+WINDOW_MS = 10_000
+
+
+def _row(title: str, window: Window, count: int) -> dict[str, Any]:
+    return {"title_id": title, "window_start_ms": window.start_ms, "count": count}
+
+
+title_counts = Job("title_counts")
+(
+    title_counts.source(
+        "playback",
+        schema="PlaybackEvent",
+        timestamp=lambda e: e["event_time_ms"],
+        watermarks=WatermarkStrategy.bounded(timedelta(seconds=5), idle_timeout=None),
+    )
+    .key_by("by_title", lambda e: e["title_id"])
+    .window("title_counts_10s", windows.tumbling(timedelta(milliseconds=WINDOW_MS)))
+    .aggregate(Count(), output=_row)
+    .sink("title-counts", schema=None)
+)
