@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from connectors.avro import SINGLE_OBJECT_MAGIC, AvroSerde, SchemaRepository, Serde
 from runtime.api.errors import DecodeError, RecordError, RecordOrigin
 
@@ -46,14 +48,22 @@ class AvroCodec:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_FAST_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 class JsonCodec:
     """UTF-8 JSON, for sinks declared with ``schema=None``."""
 
     def encode(self, value: Any) -> bytes:
-        """Compact JSON (fields in the record's own order)."""
-        return _dumps(value).encode()
+        """Compact JSON (fields in the record's own order); unknown types as ``str``.
+
+        orjson does the work (NaN and infinities become ``null``: valid JSON); what it
+        refuses (e.g. integers beyond 64 bits) the standard library encodes.
+        """
+        try:
+            return orjson.dumps(value, default=str, option=_FAST_OPTIONS)
+        except (TypeError, orjson.JSONEncodeError):
+            return _dumps(value).encode()
 
     def decode_batch(
         self, datas: Sequence[bytes | None], origins: Sequence[Any] | None = None
