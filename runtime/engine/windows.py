@@ -201,20 +201,32 @@ class FixedWindowOperator(WindowOperator):
 
     def on_watermark(self, watermark_ms: int) -> None:
         """Fire windows whose end the watermark reached; purge expired state."""
+        due = self.index.pop_due(watermark_ms)
+        if not due:
+            return
         size, lateness = self.size, self.lateness
         get, delete = self.store.get, self.store.delete
+        result, output = self.agg.result, self.output
+        touched = self._touched
         out: Batch = []
-        for at, keys in self.index.pop_due(watermark_ms):
+        append = out.append
+        for at, keys in due:
             for sk in keys:
                 key, start = sk
                 end = start + size
                 if at == end:
                     acc = get(sk, _MISSING)
                     if acc is not _MISSING:
-                        r = self.result_record(key, start, end, acc)
-                        if r is not None:
-                            out.append(r)
-                    self._touched.discard(sk)
+                        # result_record inlined: this loop runs once per window fired
+                        try:
+                            value = output(key, Window(start, end), result(acc))
+                            append((key, value, end - 1, None))
+                        except Exception as exc:
+                            self.task.dead_letter(
+                                self.name, exc, None, {"key": key, "window": (start, end)}
+                            )
+                    if touched:
+                        touched.discard(sk)
                     if not lateness:
                         delete(sk)
                 else:
