@@ -1,13 +1,16 @@
 """``python -m bench``: every implementation on the same broker and input, with ratios.
 
-Starts a local Kafka broker in a temporary folder (or uses ``--bootstrap``),
-generates the input once, runs each implementation in its own process (fresh
-consumer group, own output topic), checks each output against the reference,
-prints a table and writes ``bench/results/latest.json`` and ``latest.png``.
+Starts a local Kafka broker in a temporary folder (or uses ``--bootstrap``), and
+for each workload (``bench.workloads``) generates its input once, runs each
+implementation in its own process (fresh consumer group, own output topics),
+checks each output against the reference, prints a table and writes
+``bench/results/latest.json``, ``latest.md`` and ``latest.png``.
 
-Environment: ``BENCH_EVENTS`` (input size, default 1,000,000), ``BENCH_ONLY``
-(comma-separated implementations), ``BENCH_ROUNDS`` (runs per implementation; the
-fastest counts), ``BENCH_TIMEOUT`` (seconds per run). Options override them.
+Environment: ``BENCH_WORKLOADS`` (comma-separated, default all), ``BENCH_EVENTS``
+(input size, default 1,000,000), ``BENCH_ONLY`` (comma-separated implementations),
+``BENCH_ROUNDS`` (runs per implementation; the fastest counts), ``BENCH_TIMEOUT``
+(seconds per run), ``BENCH_W4_SECONDS``, ``BENCH_W6_KEYS``, ``BENCH_W7_KEYS``.
+Options override them.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import uuid
 from pathlib import Path
 
 from bench import report
-from bench.runner import REPO, W1_IMPLS, Context, Impl, Outcome, run_impl
-from bench.topics import create_topics
-from bench.w1 import print_progress, produce_input
+from bench.runner import REPO, Context, Impl, Outcome, run_impl
+from bench.scenarios import run_workload
+from bench.w1 import print_progress
+from bench.workloads import WORKLOADS, Setup, Workload, all_impl_names, select
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,12 +42,21 @@ def _env_int(name: str, default: int) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (defaults from BENCH_* variables)."""
-    names = [i.name for i in W1_IMPLS]
+    names = all_impl_names()
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark Shoal against a hand-written loop and peer frameworks "
-        "on the same broker and input (workload W1).",
-        epilog=f"implementations: {', '.join(names)}",
+        "on the same broker and input.",
+        epilog="workloads: "
+        + "; ".join(
+            f"{w.name} ({w.title}): {', '.join(i.name for i in w.impls)}"
+            for w in WORKLOADS.values()
+        ),
+    )
+    p.add_argument(
+        "--workloads",
+        default=os.environ.get("BENCH_WORKLOADS", ""),
+        help="comma-separated workloads (env BENCH_WORKLOADS; default all)",
     )
     p.add_argument(
         "--events",
@@ -92,17 +105,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [w for w in wanted if w not in names]
     if unknown:
         p.error(f"unknown implementation(s) {', '.join(unknown)}; known: {', '.join(names)}")
-    args.impls = [i for i in W1_IMPLS if i.name in wanted or (not wanted and i.default)]
+    try:
+        args.selected = select(args.workloads)
+    except ValueError as exc:
+        p.error(str(exc))
+    args.wanted = wanted
     profiled = [s.strip() for s in args.profile.split(",") if s.strip()]
     unknown = [w for w in profiled if w not in names]
     if unknown:
         p.error(f"cannot profile unknown implementation(s) {', '.join(unknown)}")
-    args.profiled = [i for i in W1_IMPLS if i.name in profiled]
+    args.profiled = profiled
     if args.events < 1 or args.rounds < 1:
         p.error("--events and --rounds must be positive")
-    if args.timeout is None:
-        args.timeout = 120 + args.events / 1000
     return args
+
+
+def impls_of(workload: Workload, wanted: list[str]) -> list[Impl]:
+    """The implementations of a workload to run: those named, else its default ones."""
+    return [i for i in workload.impls if i.name in wanted or (not wanted and i.default)]
 
 
 def _start_broker(home: Path) -> tuple[object, str]:
@@ -127,14 +147,15 @@ def _profile(impl: Impl, ctx: Context, results: Path) -> None:
         return
     text = io.StringIO()
     text.write(
-        f"cProfile of {impl.name} over {ctx.events:,} W1 events "
+        f"cProfile of {impl.name} over {ctx.events:,} {ctx.name} events "
         f"({o.events_per_s or 0:,.0f} events/s under the profiler)\n\n"
     )
     stats = pstats.Stats(str(stats_file), stream=text)
     stats.strip_dirs().sort_stats("tottime").print_stats(40)
     stats.sort_stats("cumulative").print_stats(40)
     results.mkdir(parents=True, exist_ok=True)
-    out = results / f"profile-{impl.name}.txt"
+    suffix = "" if ctx.name == "W1" else f"-{ctx.name.lower()}"
+    out = results / f"profile-{impl.name}{suffix}.txt"
     # The statistics file lives in the temporary work folder: do not name it.
     out.write_text(text.getvalue().replace(str(ctx.workdir), "<work folder>"))
     print(f"  wrote {out.name}", flush=True)
@@ -154,90 +175,82 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = args.bootstrap
         else:
             broker, bootstrap = _start_broker(workdir / "broker")
-        topic = f"bench-{run_id}-w1-input"
-        create_topics(bootstrap, [topic], args.partitions)
-        started = time.monotonic()
-        ref = produce_input(
-            bootstrap,
-            topic,
-            args.events,
+        setup = Setup(
+            bootstrap=bootstrap,
+            run_id=run_id,
+            events=args.events,
             partitions=args.partitions,
             seed=args.seed,
             users=args.users,
-            progress=print_progress(f"generating W1 input into {topic}"),
+            progress=print_progress,
         )
-        print(
-            f"input: {ref.events:,} PlaybackEvents, {len(ref.counts):,} (user, window) pairs, "
-            f"{len(ref.closed()):,} of them closed by the end "
-            f"({time.monotonic() - started:.0f}s)",
-            flush=True,
-        )
-        ctx = Context(
-            bootstrap=bootstrap,
-            topic=topic,
-            events=ref.events,
-            partitions=args.partitions,
-            run_id=run_id,
-            workdir=workdir,
-            timeout_s=args.timeout,
-            reference=ref,
-        )
-        outcomes: list[Outcome] = []
-        for impl in args.impls:
-            best: Outcome | None = None
-            for r in range(args.rounds):
-                print(f"running {impl.name} (round {r + 1}/{args.rounds}) ...", flush=True)
-                o = run_impl(impl, ctx, r)
-                if o.unavailable:
-                    print(f"  unavailable: {o.unavailable}", flush=True)
-                    best = best or o
-                    break
-                print(
-                    f"  {o.events_per_s or 0:,.0f} events/s, {o.cpu_s:.1f} CPU s, "
-                    f"{o.max_rss_mb:,.0f} MB; {o.check or 'no output to check'}",
-                    flush=True,
-                )
-                if (
-                    best is None
-                    or best.unavailable
-                    or (o.events_per_s or 0) > (best.events_per_s or 0)
-                ):
-                    best = o
-            assert best is not None
-            outcomes.append(best)
+        sections: list[tuple[Workload, list[Outcome], dict[str, int]]] = []
+        for workload in args.selected:
+            impls = impls_of(workload, args.wanted)
+            if not impls:
+                continue
+            started = time.monotonic()
+            prepared = workload.prepare(setup)
+            print(
+                f"{workload.name} input: {prepared.summary} ({time.monotonic() - started:.0f}s)",
+                flush=True,
+            )
+            ctx = Context(
+                bootstrap=bootstrap,
+                topic=next(iter(prepared.inputs.values())),
+                events=prepared.events,
+                partitions=args.partitions,
+                run_id=run_id,
+                workdir=workdir,
+                timeout_s=args.timeout or 120 + prepared.events / 1000,
+                reference=prepared.reference,
+                workload=workload,
+                inputs=prepared.inputs,
+                ends=prepared.ends,
+                settings=prepared.settings,
+            )
+            outcomes = run_workload(workload, impls, ctx, args.rounds)
+            for impl in impls:
+                if impl.name in args.profiled:
+                    _profile(impl, ctx, args.results)
+            sections.append((workload, outcomes, {"events": prepared.events}))
+            # The reference can be large (W2, W3): let it go before the next workload.
+            ctx.reference = prepared.reference = None
+        if not sections:
+            print("nothing to run: no implementation of the selected workloads was named")
+            return 2
         load_after = report.load_average()
-        for impl in args.profiled:
-            _profile(impl, ctx, args.results)
-        print()
-        print(report.table("W1", outcomes))
         machine = report.machine_info()
         machine["load_average_before"] = load_before
         machine["load_average_after"] = load_after
-        document = {
+        document: dict[str, object] = {
             "date": report.now_utc(),
             "machine": machine,
             "config": {
-                "events": ref.events,
+                "events": args.events,
                 "partitions": args.partitions,
                 "users": args.users,
                 "seed": args.seed,
                 "rounds": args.rounds,
                 "broker": "local single-node Apache Kafka (KRaft)" if broker else bootstrap,
             },
-            "W1": report.as_json(outcomes),
+        }
+        print()
+        for workload, outcomes, _info in sections:
+            print(report.table(workload.name, outcomes, workload.title))
+            print()
+            document[workload.name] = report.as_json(outcomes)
+        document["config"]["input_records"] = {  # type: ignore[index]
+            w.name: info["events"] for w, _, info in sections
         }
         report.write_json(args.results / "latest.json", document)
-        (args.results / "latest.md").write_text(report.markdown("W1", outcomes, document))
-        subtitle = (
-            f"{ref.events:,} events, {args.partitions} partitions; {machine['cores']} cores; "
-            f"{document['date']}"
-        )
-        report.chart(args.results / "latest.png", "W1", outcomes, subtitle)
+        (args.results / "latest.md").write_text(report.markdown_all(sections, document))
+        report.chart_all(args.results / "latest.png", sections, document)
         rel = args.results.resolve()
         with contextlib.suppress(ValueError):
             rel = rel.relative_to(REPO)
-        print(f"\nwrote {rel / 'latest.json'}, {rel / 'latest.md'} and {rel / 'latest.png'}")
-        wrong = [o.name for o in outcomes if o.correct is False]
+        print(f"wrote {rel / 'latest.json'}, {rel / 'latest.md'} and {rel / 'latest.png'}")
+        wrong = [o.name for _, outcomes, _ in sections for o in outcomes if o.correct is False]
         return 1 if wrong else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ class ImplArgs:
     report: Path
     state_dir: Path
     variant: str
+    #: Workload-specific settings from the parent (JSON object; W1 passes none).
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> ImplArgs:
@@ -80,6 +82,12 @@ def parse_args(description: str, argv: list[str] | None = None) -> ImplArgs:
     p.add_argument("--report", type=Path, required=True, help="JSON report to write")
     p.add_argument("--state-dir", type=Path, required=True, help="folder for local state")
     p.add_argument("--variant", default="", help="implementation variant (e.g. rocksdb)")
+    p.add_argument(
+        "--settings",
+        type=json.loads,
+        default={},
+        help="workload settings as a JSON object (input and output topics by name, ...)",
+    )
     a = p.parse_args(argv)
     return ImplArgs(
         bootstrap=a.bootstrap,
@@ -92,6 +100,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> ImplArgs:
         report=a.report,
         state_dir=a.state_dir,
         variant=a.variant,
+        settings=a.settings,
     )
 
 
@@ -140,6 +149,9 @@ class Stopwatch:
         self.last: float | None = None
         self.cpu_first = 0.0
         self.cpu_last = 0.0
+        #: The same two moments on the epoch clock, comparable across processes.
+        self.wall_first: float | None = None
+        self.wall_last: float | None = None
         self.extra: dict[str, Any] = {}
 
     def start(self) -> None:
@@ -147,11 +159,13 @@ class Stopwatch:
         if self.first is None:
             self.first = time.perf_counter()
             self.cpu_first = time.process_time()
+            self.wall_first = time.time()
 
     def stop(self) -> None:
         """Mark the end of processing of the last record."""
         self.last = time.perf_counter()
         self.cpu_last = time.process_time()
+        self.wall_last = time.time()
 
     def write(self, path: Path) -> None:
         """Write the report the parent reads."""
@@ -162,6 +176,8 @@ class Stopwatch:
             "records": self.records,
             "elapsed_s": elapsed,
             "cpu_measured_s": self.cpu_last - self.cpu_first,
+            "wall_first": self.wall_first,
+            "wall_last": self.wall_last,
             **self.extra,
         }
         path.write_text(json.dumps(report, indent=2))

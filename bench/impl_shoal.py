@@ -1,6 +1,8 @@
-"""``shoal-*``: W1 as a Shoal job, run the way the CLI runs jobs (``KafkaRunner``).
+"""``shoal-*``: a workload's Shoal job, run the way the CLI runs jobs (``KafkaRunner``).
 
-The job uses only the public API, as a job author would write it. Variants:
+The jobs use only the public API, as a job author would write it: W1 and W5 the
+per-user count below, W2 ``jobs.sessionization``, W3 ``jobs.qoe``, W4
+``jobs.personalization``, W6 and W7 the per-key count below. Variants:
 
 * ``memory``: at-least-once, memory state;
 * ``rocksdb``: at-least-once, RocksDB state;
@@ -9,15 +11,27 @@ The job uses only the public API, as a job author would write it. Variants:
 
 Every second the worker checkpoints: outputs, state changes (to the changelog
 topic) and input offsets, together.
+
+Settings from the parent (``--settings``): input and output topics by name; how to
+stop (after ``--events`` input records, or once every assigned input partition
+reached its end offset: ``"stop": "ends"``, for workers that share the input);
+``ready`` (a file created once the worker has its partitions, for a paced
+producer); ``progress`` (a file rewritten after each checkpoint, for a parent that
+kills the worker mid-stream).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from bench.common import BOUND_MS, WINDOW_MS, Stopwatch, package_version, parse_args, w1_value
-from runtime import Job, WatermarkStrategy, Window, windows
+from runtime import Job, ProcessContext, ValueState, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
 from runtime.engine.worker import WorkerOptions
@@ -35,7 +49,7 @@ def per_user(user: str, window: Window, count: int) -> dict[str, Any]:
     return w1_value(user, window.start_ms, count)
 
 
-def build_job(name: str) -> Job:
+def build_w1(name: str) -> Job:
     """W1: PlaybackEvents per user in 10-second tumbling event-time windows."""
     job = Job(name)
     plays = job.source(
@@ -53,18 +67,80 @@ def build_job(name: str) -> Job:
     return job
 
 
-class TimedSource:
-    """The source as the worker sees it, starting the stopwatch at the first record."""
+COUNT = ValueState("count", default=0)
 
-    def __init__(self, source: Any, watch: Stopwatch) -> None:
+
+class CountPerKey:
+    """``KeyedProcessFunction``: a count per key; emits a key's count from its second event."""
+
+    states = (COUNT,)
+
+    def process(self, value: dict[str, Any], ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+        """Count one event."""
+        state = ctx.state(COUNT)
+        n = state.get() + 1
+        state.set(n)
+        return [{"key": value["user_id"], "count": n}] if n > 1 else []
+
+
+def build_keyed(name: str) -> Job:
+    """W6/W7: a count per key (user id) in keyed state, never expired."""
+    job = Job(name)
+    (
+        job.source(
+            "playback",
+            schema="PlaybackEvent",
+            timestamp=lambda e: e["event_time_ms"],
+            watermarks=WatermarkStrategy.bounded(timedelta(milliseconds=BOUND_MS)),
+        )
+        .key_by("by_key", lambda e: e["user_id"], repartition=False)
+        .process("count_per_key", CountPerKey())
+        .sink("counts", schema=None)
+    )
+    return job
+
+
+def build_job(workload: str, name: str) -> Job:
+    """The Shoal job of a workload."""
+    if workload in ("W1", "W5"):
+        return build_w1(name)
+    if workload == "W2":
+        from jobs.sessionization import build
+
+        return build(name=name)
+    if workload == "W3":
+        from jobs.qoe import build as build_qoe
+
+        return build_qoe(name=name)
+    if workload == "W4":
+        from jobs.personalization import build as build_personalization
+
+        return build_personalization(name=name)
+    if workload in ("W6", "W7"):
+        return build_keyed(name)
+    raise SystemExit(f"no Shoal job for workload {workload!r}")
+
+
+class TimedSource:
+    """The source as the worker sees it: starts the stopwatch, counts input records."""
+
+    def __init__(self, source: Any, watch: Stopwatch, inputs: set[str]) -> None:
         self.source = source
         self.watch = watch
+        self.inputs = inputs
+        self.records = 0
+        #: Epoch time at which the first record arrived (W7 measures recovery with it).
+        self.first_wall: float | None = None
 
     def poll(self, max_records: int, timeout_s: float) -> list[Any]:
         """Poll the real source."""
         msgs = self.source.poll(max_records, timeout_s)
         if msgs:
             self.watch.start()
+            if self.first_wall is None:
+                self.first_wall = time.time()
+            inputs = self.inputs
+            self.records += sum(1 for m in msgs if m.topic() in inputs)
         return msgs
 
     def close(self) -> None:
@@ -72,22 +148,66 @@ class TimedSource:
         self.source.close()
 
 
+def at_ends(worker: Any, ends: dict[str, list[int]]) -> bool:
+    """Whether the worker holds input partitions and has read each to its end offset."""
+    mine = [(t, p) for (t, p) in worker.positions if t in ends]
+    return bool(mine) and all(worker.positions[(t, p)] >= ends[t][p] for t, p in mine)
+
+
+def drain(worker: Any, source: TimedSource, watch: Stopwatch, quiet_s: float = 3.0) -> None:
+    """Commit, then keep stepping until internal (repartition) topics stay quiet.
+
+    Downstream tasks of a repartitioning ``key_by`` read the records (and watermark
+    markers) of the last input only after they are committed; the measured span ends
+    when the last of them has been processed.
+    """
+    while True:
+        worker.checkpoint()
+        deadline = time.monotonic() + quiet_s
+        read = 0
+        while time.monotonic() < deadline:
+            n = worker.step(source)
+            if n:
+                read += n
+                watch.stop()
+                deadline = time.monotonic() + quiet_s
+        if not read:
+            return
+
+
+def write_progress(path: Path, worker: Any, source: TimedSource) -> None:
+    """Rewrite the progress file (atomically): input records and checkpoints so far.
+
+    Once per batch of up to 10,000 records: a small cost, paid only where a parent
+    watches (W7).
+    """
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"records": source.records, "checkpoints": worker.checkpoints}))
+    os.replace(tmp, path)
+
+
 def main() -> None:
-    """Run W1 over ``--events`` records."""
+    """Run the workload's job over its input."""
     args = parse_args(__doc__ or "")
     if args.variant not in VARIANTS:
         raise SystemExit(f"unknown variant {args.variant!r}: one of {', '.join(VARIANTS)}")
     state, guarantee = VARIANTS[args.variant]
+    settings = args.settings
+    workload = settings.get("workload", "W1")
+    inputs = settings.get("inputs") or {"playback": args.topic}
+    outputs = settings.get("outputs") or {"counts": args.out_topic}
+    ends: dict[str, list[int]] = settings.get("ends") or {}
     # The group names the job too, so changelog topics are fresh for every run.
-    job = build_job(args.group)
-    bindings = Bindings.for_job(job, [f"playback={args.topic}", f"counts={args.out_topic}"])
+    job = build_job(workload, args.group)
+    binds = [f"{n}={t}" for n, t in {**inputs, **outputs}.items()]
+    bindings = Bindings.for_job(job, binds)
     config = RunConfig(
         bootstrap=args.bootstrap,
         guarantee=guarantee,
         state=state,
         state_dir=args.state_dir,
         group=args.group,
-        worker_id="w0",
+        worker_id=settings.get("worker_id", "w0"),
         output_partitions=args.partitions,
         options=WorkerOptions(batch_size=10_000),
     )
@@ -95,22 +215,41 @@ def main() -> None:
     worker = runner.worker
     assert worker is not None
     watch = Stopwatch()
-    source = TimedSource(runner.source, watch)
-    wanted, step = args.events, worker.step
+    source = TimedSource(runner.source, watch, set(inputs.values()))
+    step = worker.step
+    by_ends = settings.get("stop") == "ends"
+    progress = Path(settings["progress"]) if settings.get("progress") else None
+    first_step_wall = None
     try:
-        while worker.records_read < wanted:
-            step(source)
+        if settings.get("ready"):
+            while not worker.positions:
+                step(source)
+            Path(settings["ready"]).touch()
+        while not (at_ends(worker, ends) if by_ends else source.records >= args.events):
+            if step(source):
+                if first_step_wall is None:
+                    first_step_wall = time.time()
+                if progress is not None:
+                    write_progress(progress, worker, source)
         watch.stop()
+        if worker.internal_topics:
+            drain(worker, source, watch)
         worker.checkpoint()
         counters = worker.counters()
     finally:
         runner.close()
-    watch.records = worker.records_read
+    watch.records = source.records
+    sink_in = sum(counters[s.name]["in"] for s in job.sinks if s.name in counters)
     watch.extra.update(
-        outputs=counters["counts"]["in"],
-        late=counters["per_user_10s"]["late"],
+        outputs=sink_in,
+        late=sum(c.get("late", 0) for c in counters.values()),
         dead_lettered=sum(c["dead_lettered"] for c in counters.values()),
         checkpoints=worker.checkpoints,
+        worker_records=source.records,
+        first_record_wall=source.first_wall,
+        first_step_wall=first_step_wall,
+        restored_records=worker.restored_records,
+        restore_s=round(worker.restore_seconds, 3),
         versions={"shoal": package_version("shoal")},
     )
     watch.write(args.report)

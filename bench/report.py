@@ -22,14 +22,42 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(workload: str, outcomes: list[Outcome]) -> str:
-    """A plain-text table: implementation, events/s, ratio to raw, CPU, RSS, correct."""
+def extra_columns(outcomes: list[Outcome]) -> list[str]:
+    """The workload-specific columns that some outcome has a value for."""
+    cols = []
+    if any(o.latency_ms for o in outcomes):
+        cols += ["p50 ms", "p99 ms"]
+    if any(o.speedup is not None for o in outcomes):
+        cols.append("speed-up")
+    if any(o.recovery_s is not None for o in outcomes):
+        cols += ["recovery s", "restore s"]
+    return cols
+
+
+def extra_cells(o: Outcome, cols: list[str]) -> tuple[str, ...]:
+    """The values of :func:`extra_columns` for one outcome."""
+    values = {
+        "p50 ms": _fmt(o.latency_ms.get("p50"), ",.0f"),
+        "p99 ms": _fmt(o.latency_ms.get("p99"), ",.0f"),
+        "speed-up": _fmt(o.speedup, ".2f"),
+        "recovery s": _fmt(o.recovery_s, ".2f"),
+        "restore s": _fmt(o.extra.get("restore_s"), ".2f"),
+    }
+    return tuple(values[c] for c in cols)
+
+
+def table(workload: str, outcomes: list[Outcome], title: str = "") -> str:
+    """A plain-text table: implementation, events/s, ratio to raw, CPU, RSS, correct, ..."""
     ratio = ratios(outcomes)
-    head = ("implementation", "events/s", "x raw", "CPU s", "max RSS MB", "correct", "ev/CPU-s")
+    cols = extra_columns(outcomes)
+    head = (
+        "implementation", "events/s", "x raw", "CPU s", "max RSS MB", "correct", "ev/CPU-s",
+        *cols,
+    )  # fmt: skip
     rows = []
     for o in outcomes:
         if o.unavailable is not None:
-            rows.append((o.name, f"unavailable: {o.unavailable}", "", "", "", "", ""))
+            rows.append((o.name, f"unavailable: {o.unavailable}", *[""] * (len(head) - 2)))
             continue
         correct = "n/a" if o.correct is None else ("yes" if o.correct else "NO")
         rows.append(
@@ -41,6 +69,7 @@ def table(workload: str, outcomes: list[Outcome]) -> str:
                 _fmt(o.max_rss_mb, ",.0f"),
                 correct,
                 _fmt(o.events_per_cpu_s, ",.0f"),
+                *extra_cells(o, cols),
             )
         )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -56,33 +85,69 @@ def table(workload: str, outcomes: list[Outcome]) -> str:
         return "  ".join(cells)
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([workload, line(head), rule, *(line(r) for r in rows)])
+    heading = f"{workload}: {title}" if title else workload
+    return "\n".join([heading, line(head), rule, *(line(r) for r in rows)])
 
 
-def markdown(workload: str, outcomes: list[Outcome], document: dict[str, Any]) -> str:
+def markdown(
+    workload: str,
+    outcomes: list[Outcome],
+    document: dict[str, Any],
+    *,
+    events: int | None = None,
+    title: str = "",
+    target: str = "",
+) -> str:
     """The table as Markdown, with the date, machine and input it was measured on."""
     ratio = ratios(outcomes)
+    cols = extra_columns(outcomes)
     m, cfg = document["machine"], document["config"]
+    name = f"{workload} ({title})" if title else workload
     lines = [
-        f"{workload}, {cfg['events']:,} events, {cfg['partitions']} partitions, "
+        f"{name}, {events if events is not None else cfg['events']:,} input records, "
+        f"{cfg['partitions']} partitions, "
         f"measured {document['date']} on {m.get('cpu') or 'unknown CPU'}, {m['cores']} cores, "
         f"{m.get('memory_gb', '?')} GB (load average before/after: "
-        f"{m['load_average_before'][0]} / {m['load_average_after'][0]})",
+        f"{m['load_average_before'][0]} / {m['load_average_after'][0]})"
+        + (f". Target: {target}." if target else ""),
         "",
-        "| implementation | events/s | x raw | CPU s | max RSS MB | correct | events/CPU-s |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| implementation | events/s | x raw | CPU s | max RSS MB | correct | events/CPU-s |"
+        + "".join(f" {c} |" for c in cols),
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |" + " ---: |" * len(cols),
     ]
     for o in outcomes:
         if o.unavailable is not None:
-            lines.append(f"| {o.name} | unavailable: {o.unavailable} | | | | | |")
+            lines.append(
+                f"| {o.name} | unavailable: {o.unavailable} | | | | | |" + " |" * len(cols)
+            )
             continue
         correct = "n/a" if o.correct is None else ("yes" if o.correct else "**no**")
         lines.append(
             f"| {o.name} | {_fmt(o.events_per_s, ',.0f')} | {_fmt(ratio[o.name], '.2f')} "
             f"| {_fmt(o.cpu_s, '.1f')} | {_fmt(o.max_rss_mb, ',.0f')} | {correct} "
             f"| {_fmt(o.events_per_cpu_s, ',.0f')} |"
+            + "".join(f" {c} |" for c in extra_cells(o, cols))
         )
     return "\n".join(lines) + "\n"
+
+
+def markdown_all(sections: list[Any], document: dict[str, Any]) -> str:
+    """One Markdown section per workload."""
+    parts = []
+    for workload, outcomes, info in sections:
+        parts.append(f"## {workload.name}\n\n")
+        parts.append(
+            markdown(
+                workload.name,
+                outcomes,
+                document,
+                events=info.get("events"),
+                title=workload.title,
+                target=workload.target,
+            )
+        )
+        parts.append("\n")
+    return "".join(parts)
 
 
 def machine_info() -> dict[str, Any]:
@@ -127,11 +192,20 @@ def as_json(outcomes: list[Outcome]) -> dict[str, Any]:
             for k in ("events_per_s", "events_per_cpu_s"):
                 if entry.get(k) is not None:
                     entry[k] = round(entry[k])
-            for k in ("cpu_s", "max_rss_mb", "elapsed_s", "cpu_measured_s"):
+            for k in (
+                "cpu_s",
+                "max_rss_mb",
+                "elapsed_s",
+                "cpu_measured_s",
+                "recovery_s",
+                "speedup",
+            ):
                 if entry.get(k) is not None:
                     entry[k] = round(entry[k], 3)
             if entry.get("ratio_to_raw") is not None:
                 entry["ratio_to_raw"] = round(entry["ratio_to_raw"], 3)
+            if entry.get("latency_ms"):
+                entry["latency_ms"] = {k: round(v, 1) for k, v in entry["latency_ms"].items()}
         out[o.name] = entry
     return out
 
@@ -149,12 +223,33 @@ def now_utc() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def chart(path: Path, workload: str, outcomes: list[Outcome], subtitle: str) -> None:
-    """A horizontal bar chart of events/s; wrong answers hatched, unavailable ones listed."""
+def chart_all(path: Path, sections: list[Any], document: dict[str, Any]) -> None:
+    """One horizontal bar chart of events/s per workload, stacked in one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    heights = [0.5 * max(len(outcomes), 2) + 1.6 for _, outcomes, _ in sections]
+    fig, axes = plt.subplots(
+        len(sections), 1, figsize=(10, sum(heights)), gridspec_kw={"height_ratios": heights}
+    )
+    axes = axes if len(sections) > 1 else [axes]
+    m = document["machine"]
+    for ax, (workload, outcomes, info) in zip(axes, sections, strict=True):
+        subtitle = f"{info.get('events', 0):,} input records"
+        _bars(ax, f"{workload.name}: {workload.title}", outcomes, subtitle)
+    fig.suptitle(
+        f"Shoal bench, {document['date']}, {m['cores']} cores (shared machine)", fontsize=11
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _bars(ax: Any, title: str, outcomes: list[Outcome], subtitle: str) -> None:
+    """Events/s bars of one workload; wrong answers hatched; extras in the labels."""
     from matplotlib.ticker import FuncFormatter
 
     ratio = ratios(outcomes)
@@ -162,7 +257,6 @@ def chart(path: Path, workload: str, outcomes: list[Outcome], subtitle: str) -> 
     limit = next((o for o in outcomes if o.name == "count" and o.events_per_s), None)
     shown = [o for o in outcomes if o.unavailable is None and o.events_per_s and o is not limit]
     missing = [o for o in outcomes if o not in shown and o is not limit]
-    fig, ax = plt.subplots(figsize=(9, 0.55 * max(len(shown), 3) + 1.8))
     names = [o.name for o in shown][::-1]
     rates = [o.events_per_s or 0.0 for o in shown][::-1]
     colours = []
@@ -179,21 +273,25 @@ def chart(path: Path, workload: str, outcomes: list[Outcome], subtitle: str) -> 
     for bar, o in zip(bars, shown[::-1], strict=True):
         r = ratio[o.name]
         label = f" {o.events_per_s:,.0f}/s" + (f"  ({r:.2f}x raw)" if r is not None else "")
+        if o.latency_ms:
+            p50, p99 = o.latency_ms.get("p50", 0), o.latency_ms.get("p99", 0)
+            label += f"  p50 {p50:,.0f} ms, p99 {p99:,.0f} ms"
+        if o.speedup is not None:
+            label += f"  {o.speedup:.2f}x one worker"
+        if o.recovery_s is not None:
+            label += f"  recovery {o.recovery_s:.1f} s"
+        if o.max_rss_mb is not None and "RocksDB state" in title:
+            label += f"  RSS {o.max_rss_mb:,.0f} MB"
         if o.correct is False:
             label += "  WRONG"
             bar.set_hatch("//")
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=9)
-    ax.set_xlabel("events per second (higher is better)")
+    ax.set_xlabel("events per second (higher is better)", fontsize=8)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:,.0f}"))
-    ax.set_xlim(0, max(rates or [1.0]) * 1.45)
-    title = f"{workload}: per-user count, 10 s tumbling event-time windows"
+    ax.set_xlim(0, max(rates or [1.0]) * 1.9)
     if limit is not None and limit.events_per_s:
-        subtitle += f"\nclient limit (count, consume only): {limit.events_per_s:,.0f}/s"
-    ax.set_title(f"{title}\n{subtitle}", fontsize=10)
+        subtitle += f"; client limit (count, consume only): {limit.events_per_s:,.0f}/s"
     if missing:
         note = "; ".join(f"{o.name}: {o.unavailable or 'no result'}" for o in missing)
-        fig.text(0.01, 0.01, f"not shown — {note}"[:220], fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.04 if missing else 0, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        subtitle += f"\nnot shown: {note}"[:200]
+    ax.set_title(f"{title}\n{subtitle}", fontsize=9)

@@ -15,13 +15,21 @@ from connectors.kafka.client import CLIENT_LOGGER, Consumer, TopicPartition
 KEEP = {"retention.ms": "-1"}
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create topics (unlimited retention)."""
-    KafkaAdmin(bootstrap).ensure_topics([TopicSpec(n, partitions, config=KEEP) for n in names])
+def create_topics(
+    bootstrap: str, names: list[str], partitions: int, config: dict[str, str] | None = None
+) -> None:
+    """Create topics (unlimited retention, plus ``config``)."""
+    conf = {**KEEP, **(config or {})}
+    KafkaAdmin(bootstrap).ensure_topics([TopicSpec(n, partitions, config=conf) for n in names])
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
     """Every ``(key, value)`` of a topic up to its current end (committed records only)."""
+    return [(k, v) for k, v, _ in read_topic_timed(bootstrap, topic)]
+
+
+def read_topic_timed(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None, int]]:
+    """Every ``(key, value, timestamp ms)`` of a topic up to its current end (committed)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -41,7 +49,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | N
             ends[p] = high
         todo = {p for p, high in ends.items() if high > 0}
         consumer.assign([TopicPartition(topic, p, 0) for p in todo])
-        out: list[tuple[bytes | None, bytes | None]] = []
+        out: list[tuple[bytes | None, bytes | None, int]] = []
         quiet = 0
         # A transaction marker can be a partition's last offset: stop after 5 quiet seconds.
         while todo and quiet < 5:
@@ -50,7 +58,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | N
             for m in msgs:
                 if m.error() is not None:
                     continue
-                out.append((m.key(), m.value()))
+                out.append((m.key(), m.value(), m.timestamp()[1]))
                 p = m.partition()
                 if m.offset() + 1 >= ends[p]:
                     todo.discard(p)

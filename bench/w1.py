@@ -46,6 +46,8 @@ class Reference:
     events: int = 0
     counts: dict[WindowKey, int] = field(default_factory=dict)
     partition_max: list[int] = field(default_factory=list)
+    #: Records per partition: the end offsets of the input topic.
+    partition_counts: list[int] = field(default_factory=list)
 
     @property
     def final_watermark(self) -> int:
@@ -70,11 +72,13 @@ class Verdict:
     emitted: int
     repeated: int
     examples: tuple[str, ...] = ()
+    #: What was compared (windows, sessions, keys).
+    what: str = "windows"
 
     def summary(self) -> str:
         """One line for logs."""
         text = (
-            f"compared {self.compared} windows: missing {self.missing}, wrong {self.wrong}, "
+            f"compared {self.compared} {self.what}: missing {self.missing}, wrong {self.wrong}, "
             f"unexpected {self.extra}; {self.emitted} outputs ({self.repeated} repeated)"
         )
         if self.examples:
@@ -114,8 +118,8 @@ def produce_input(
     encode = codec_factory()("PlaybackEvent").encode
     sink = KafkaSink(bootstrap)
     produce, poll = sink.producer.produce, sink.producer.poll
-    ref = Reference(partition_max=[NO_TIME] * partitions)
-    counts, pmax = ref.counts, ref.partition_max
+    ref = Reference(partition_max=[NO_TIME] * partitions, partition_counts=[0] * partitions)
+    counts, pmax, pcount = ref.counts, ref.partition_max, ref.partition_counts
     n = 0
     for rec in Generator(generator_config(seed, users)):
         if rec.stream != "playback":
@@ -132,6 +136,7 @@ def produce_input(
                 poll(0.05)
         if t > pmax[p]:
             pmax[p] = t
+        pcount[p] += 1
         wk = (value["user_id"], t - t % WINDOW_MS)
         counts[wk] = counts.get(wk, 0) + 1
         n += 1

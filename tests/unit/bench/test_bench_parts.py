@@ -1,0 +1,125 @@
+"""The pure parts of ``bench/``: workload selection, latency percentiles, output checks.
+
+No broker and no timing: the bench measures, these tests only check its arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.checks import (
+    KeyedReference,
+    SessionReference,
+    check_keyed,
+    check_sessions,
+    final_sessions,
+    same_session,
+)
+from bench.inputs import keyed_events
+from bench.runner import Outcome, merge_reports
+from bench.scenarios import match_latencies, percentiles
+from bench.workloads import WORKLOADS, all_impl_names, select
+
+
+def test_workloads_are_selected_by_name_in_registry_order() -> None:
+    assert [w.name for w in select("")] == list(WORKLOADS)
+    assert [w.name for w in select("w7, W2")] == ["W2", "W7"]
+    with pytest.raises(ValueError, match="W9"):
+        select("W1,W9")
+
+
+def test_every_workload_has_implementations_with_distinct_names() -> None:
+    for w in WORKLOADS.values():
+        names = [i.name for i in w.impls]
+        assert names and len(names) == len(set(names)), w.name
+    assert "shoal-flink" in all_impl_names() and "shoal-2-workers" in all_impl_names()
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # 1 .. 100, unsorted
+    assert percentiles(values) == {"p50": 50.0, "p99": 99.0}
+    assert percentiles([7.0]) == {"p50": 7.0, "p99": 7.0}
+    assert percentiles([]) == {}
+
+
+def test_latencies_lead_back_to_the_produce_time_of_the_reflected_event() -> None:
+    produced = {("u1", 1_000): 5_000, ("u2", 2_000): 5_010}
+    outputs = [("u1", 1_000, 5_040), ("u2", 2_000, 5_110), ("u3", 3_000, 6_000)]
+    assert match_latencies(produced, outputs) == ([40.0, 100.0], 1)
+
+
+def _summary(user: str, start: int, end: int, revision: int = 0, **kw: object) -> dict:
+    return {
+        "user_id": user, "device_id": "d", "session_start_ms": start, "session_end_ms": end,
+        "avg_bitrate_kbps": 1000.0, "plays": 1, "revision": revision, **kw,
+    }  # fmt: skip
+
+
+def test_final_sessions_keep_the_highest_revision_and_drop_retracted() -> None:
+    view, emitted, repeated = final_sessions(
+        [_summary("a", 0, 10, 0), _summary("a", 0, 20, 1), _summary("b", 0, 5)],
+        [{"user_id": "b", "device_id": "d", "session_start_ms": 0}],
+    )
+    assert list(view) == [("a", "d", 0)] and view[("a", "d", 0)]["session_end_ms"] == 20
+    assert (emitted, repeated) == (3, 1)
+
+
+def test_session_check_compares_only_sessions_closed_by_the_final_watermark() -> None:
+    gap = 100
+    want = {k: v for k, v in _summary("a", 0, 10).items() if k not in ("user_id", "device_id")}
+    want.pop("revision")
+    late = dict(want, session_start_ms=900, session_end_ms=950)
+    ref = SessionReference(gap, 500, {("a", "d", 0): want, ("a", "d", 900): late})
+    good = {"sessions": [(None, json.dumps(_summary("a", 0, 10)).encode())]}
+    verdict = check_sessions(ref, "sessions-json", good)
+    assert verdict.correct and verdict.compared == 1
+    wrong = {"sessions": [(None, json.dumps(_summary("a", 0, 10, plays=2)).encode())]}
+    assert not check_sessions(ref, "sessions-json", wrong).correct
+    assert not check_sessions(ref, "sessions-json", {"sessions": []}).correct
+
+
+def test_same_session_allows_float_rounding_of_the_average_bitrate_only() -> None:
+    want = {"plays": 1, "avg_bitrate_kbps": 1000.0}
+    assert same_session(want, {"plays": 1, "avg_bitrate_kbps": 1000.0 * (1 + 1e-12)})
+    assert not same_session(want, {"plays": 1, "avg_bitrate_kbps": 1001.0})
+    assert not same_session(want, {"plays": 2, "avg_bitrate_kbps": 1000.0})
+
+
+def test_keyed_input_and_check() -> None:
+    assert list(keyed_events(3, 2, 100)) == [
+        ("k0", 100), ("k1", 101), ("k2", 102), ("k0", 103), ("k1", 104),
+    ]  # fmt: skip
+    ref = KeyedReference(keys=3, repeats=2)
+    rows = [(None, json.dumps({"key": k, "count": 2}).encode()) for k in ("k0", "k1")]
+    assert check_keyed(ref, "keyed", {"counts": rows}).correct
+    lost = [(None, json.dumps({"key": "k0", "count": 1}).encode()), rows[1]]
+    assert not check_keyed(ref, "keyed", {"counts": lost}).correct
+
+
+def test_reports_of_two_workers_span_first_start_to_last_end() -> None:
+    out = Outcome("two")
+    merge_reports(
+        [
+            {
+                "records": 60,
+                "elapsed_s": 3.0,
+                "cpu_measured_s": 2.0,
+                "wall_first": 10.0,
+                "wall_last": 13.0,
+                "outputs": 5,
+            },
+            {
+                "records": 40,
+                "elapsed_s": 2.0,
+                "cpu_measured_s": 1.0,
+                "wall_first": 11.0,
+                "wall_last": 15.0,
+                "outputs": 7,
+            },
+        ],  # fmt: skip
+        out,
+    )
+    assert out.records == 100 and out.elapsed_s == 5.0 and out.events_per_s == 20.0
+    assert out.cpu_measured_s == 3.0 and out.extra["outputs"] == 12
