@@ -136,9 +136,12 @@ class ProcessOperator(Operator):
     # -- timers ---------------------------------------------------------------------
     def restore_index(self) -> None:
         """Rebuild the timer heaps from state."""
-        for sk, _ in self.store.items():
-            if isinstance(sk, tuple) and len(sk) == 3 and sk[0] in (_EVENT, _PROC):
-                heapq.heappush(self._heaps[sk[0]], (sk[1], sk[2]))
+        for kind in (_EVENT, _PROC):
+            heap = self._heaps[kind]
+            for sk, _ in self.store.items_with_prefix((kind,)):
+                if len(sk) == 3:
+                    heap.append((sk[1], sk[2]))
+            heapq.heapify(heap)
 
     def add_timer(self, kind: str, ts: int) -> None:
         sk = (kind, ts, self.ctx_key)

@@ -57,6 +57,13 @@ class StateStore(Protocol):
         """Iterate over all live entries, in no particular order."""
         ...
 
+    def items_with_prefix(self, prefix: tuple[Any, ...]) -> Iterator[tuple[Any, Any]]:
+        """Entries whose key is a tuple starting with ``prefix``'s elements.
+
+        On disk this reads only that range of keys (timers after a restore).
+        """
+        ...
+
     def __len__(self) -> int:
         """The exact number of live entries."""
         ...

@@ -79,6 +79,19 @@ class MemoryStore:
             self._raise_closed()
         return iter(list(self._data.items()))
 
+    def items_with_prefix(self, prefix: tuple[Any, ...]) -> Iterator[tuple[Any, Any]]:
+        """A snapshot of the entries whose key is a tuple starting with ``prefix``."""
+        if self._closed:
+            self._raise_closed()
+        n = len(prefix)
+        return iter(
+            [
+                (k, v)
+                for k, v in self._data.items()
+                if type(k) is tuple and len(k) >= n and k[:n] == prefix
+            ]
+        )
+
     def __len__(self) -> int:
         """The exact number of entries."""
         if self._closed:

@@ -78,6 +78,16 @@ _BLOOM_BITS_PER_KEY = 10
 _MISSING: Any = object()
 
 
+def _while_prefixed(
+    items: Iterator[tuple[Any, Any]], raw_prefix: bytes
+) -> Iterator[tuple[Any, Any]]:
+    """The leading run of ``items`` whose raw key starts with ``raw_prefix``."""
+    for raw_key, raw_value in items:
+        if not raw_key.startswith(raw_prefix):
+            return
+        yield raw_key, raw_value
+
+
 class _Absent:
     """Marks a key known to have no value: a pending delete, or cached absence."""
 
@@ -220,6 +230,31 @@ class RocksDBStore:
         except Exception as exc:
             self._fail("iterating", exc)
         return self._merge(disk, dirty)
+
+    def items_with_prefix(self, prefix: tuple[Any, ...]) -> Iterator[tuple[Any, Any]]:
+        """Entries whose key is a tuple starting with ``prefix``: one range read on disk.
+
+        Encoded tuple keys keep their elements' encodings in order, each
+        self-delimiting, so these keys share the prefix's encoding (its closing
+        terminator left off) and sit together in key order.
+
+        Raises:
+            StateError: the prefix cannot be encoded, or the disk could not be read.
+        """
+        if self._closed:
+            self._raise_closed()
+        raw_prefix = encode_key(tuple(prefix))[:-1]
+        n = len(prefix)
+        dirty: dict[Hashable, Any] = {
+            k: v
+            for k, v in self._dirty.items()
+            if type(k) is tuple and len(k) >= n and k[:n] == prefix
+        }
+        try:
+            disk = self._db.items(from_key=raw_prefix)
+        except Exception as exc:
+            self._fail("iterating", exc)
+        return self._merge(_while_prefixed(disk, raw_prefix), dirty)
 
     def __len__(self) -> int:
         """The exact number of entries.

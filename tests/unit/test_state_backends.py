@@ -190,7 +190,7 @@ def test_values_use_pickle_protocol_5() -> None:
 
 model_keys = st.one_of(
     st.integers(min_value=-2, max_value=6),
-    st.sampled_from(["a", "b", "", True, b"\x00", None]),
+    st.sampled_from(["a", "b", "", "u", True, b"\x00", None]),
     st.tuples(st.sampled_from(["u", "v"]), st.integers(min_value=0, max_value=2)),
 )
 model_values = st.one_of(
@@ -221,6 +221,12 @@ def assert_same_state(store: StateStore, model: dict[Any, Any]) -> None:
     for key, value in model.items():
         assert key in store
         assert store.get(key) == value
+    prefixes = {k[:i] for k in model if isinstance(k, tuple) for i in range(1, len(k) + 1)}
+    for prefix in sorted(prefixes, key=repr)[:6]:
+        want = {k: v for k, v in model.items()
+                if isinstance(k, tuple) and k[: len(prefix)] == prefix}
+        got = list(store.items_with_prefix(prefix))
+        assert len(got) == len(want) and dict(got) == want, prefix
 
 
 @pytest.mark.parametrize("kind", [*BACKEND_KINDS, "rocksdb-no-cache"])
