@@ -6,15 +6,17 @@ Importing this module needs the ``flink`` extra (``pip install shoal[flink]``);
 
 from __future__ import annotations
 
+import warnings
+
 from pyflink.common import (
     ByteArraySchema,
     Configuration,
     Duration,
+    Row,
     Types,
     WatermarkStrategy,
 )
 from pyflink.common.job_client import JobClient
-from pyflink.common.time import Time
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
     CheckpointingMode,
@@ -26,12 +28,9 @@ from pyflink.datastream import (
     StreamExecutionEnvironment,
     TimeDomain,
 )
-from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetResetStrategy,
     KafkaOffsetsInitializer,
-    KafkaRecordSerializationSchema,
-    KafkaSink,
     KafkaSource,
 )
 from pyflink.datastream.functions import AggregateFunction, ProcessWindowFunction
@@ -46,6 +45,11 @@ from pyflink.datastream.window import (
 )
 from pyflink.version import __version__ as PYFLINK_VERSION
 
+# PyFlink's table package warns about its own deprecated classes while it is imported.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor
+
 __all__ = [
     "PYFLINK_VERSION",
     "AggregateFunction",
@@ -53,14 +57,12 @@ __all__ = [
     "CheckpointingMode",
     "Configuration",
     "DataStream",
-    "DeliveryGuarantee",
+    "DataTypes",
     "Duration",
     "EventTimeTrigger",
     "JobClient",
     "KafkaOffsetResetStrategy",
     "KafkaOffsetsInitializer",
-    "KafkaRecordSerializationSchema",
-    "KafkaSink",
     "KafkaSource",
     "KeyedProcessFunction",
     "MapStateDescriptor",
@@ -68,11 +70,14 @@ __all__ = [
     "OutputTag",
     "ProcessFunction",
     "ProcessWindowFunction",
+    "Row",
     "RuntimeContext",
+    "Schema",
     "SlidingEventTimeWindows",
     "StreamExecutionEnvironment",
+    "StreamTableEnvironment",
+    "TableDescriptor",
     "TimeDomain",
-    "Time",
     "TimeWindow",
     "TimeWindowSerializer",
     "TimestampAssigner",
@@ -80,4 +85,21 @@ __all__ = [
     "Types",
     "ValueStateDescriptor",
     "WatermarkStrategy",
+    "remote_environment",
 ]
+
+
+def remote_environment(conf: Configuration) -> StreamExecutionEnvironment:
+    """An environment that submits to the cluster ``conf`` names (``execution.target:
+    remote``, ``rest.address``, ``rest.port``).
+
+    ``StreamExecutionEnvironment.get_execution_environment`` outside ``flink run``
+    always runs a local mini cluster, whatever the target says.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    j_env = jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment(
+        conf._j_configuration
+    )
+    return StreamExecutionEnvironment(j_env)

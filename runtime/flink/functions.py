@@ -10,6 +10,12 @@ Event time: Flink's watermark is one below Shoal's (a bounded-disorder watermark
 is ``max - disorder - 1`` there, ``max - disorder`` here) and Flink fires a window
 when the watermark reaches ``end - 1``; both fire ``[start, end)`` at the same
 input and emit it at ``end - 1``. ``shoal_watermark`` converts.
+
+So an event-time timer at Shoal time ``ts`` is a Flink timer at ``ts - 1``, and
+Flink stamps what the timer emits with ``ts - 1``. Those pairs are ``TimerPair``s:
+every step downstream reads their event time as their Flink timestamp plus one
+(``event_time``), so windows assign them, process steps see them and sinks stamp
+them at ``ts``, as the native engine does.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from runtime.api.errors import TimestampError
 from runtime.api.functions import AggregateFunction as ShoalAggregate
 from runtime.api.functions import Window
 from runtime.api.watermarks import WatermarkStrategy as ShoalWatermarks
+from runtime.engine.worker import key_bytes
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import DEAD_LETTER_TAG, Failures
 
@@ -33,6 +40,18 @@ Pair = tuple[Any, Any]
 def shoal_watermark(flink_watermark: int) -> int:
     """Shoal's watermark for Flink's (one higher, except before the first one)."""
     return flink_watermark if flink_watermark <= LONG_MIN else flink_watermark + 1
+
+
+class TimerPair(tuple):  # type: ignore[type-arg]
+    """A ``(key, value)`` pair whose event time is its Flink timestamp plus one: emitted
+    by an event-time timer (or derived from such a pair by a stateless step)."""
+
+    __slots__ = ()
+
+
+def event_time(pair: Any, flink_timestamp: int) -> int:
+    """Shoal's event time of an element with this Flink timestamp."""
+    return flink_timestamp + 1 if type(pair) is TimerPair else flink_timestamp
 
 
 def late_tag(step: str) -> Any:
@@ -122,6 +141,8 @@ class _Step(pf.ProcessFunction):  # type: ignore[misc]
         except Exception as exc:
             yield from self.failures.reject(exc, pair[1], DEAD_LETTERS)
             return
+        if type(pair) is TimerPair:
+            out = [TimerPair(p) for p in out]
         yield from out
 
 
@@ -233,6 +254,20 @@ class WindowOutput(pf.ProcessWindowFunction):  # type: ignore[misc]
         context.window_state().get_state(self.reported).clear()
 
 
+class Tumbling(pf.TumblingEventTimeWindows):  # type: ignore[misc]
+    """Flink's tumbling event-time windows on Shoal's event time (see ``TimerPair``)."""
+
+    def assign_windows(self, element: Any, timestamp: int, context: Any) -> Any:
+        return super().assign_windows(element, event_time(element, timestamp), context)
+
+
+class Hopping(pf.SlidingEventTimeWindows):  # type: ignore[misc]
+    """Flink's sliding event-time windows on Shoal's event time (see ``TimerPair``)."""
+
+    def assign_windows(self, element: Any, timestamp: int, context: Any) -> Any:
+        return super().assign_windows(element, event_time(element, timestamp), context)
+
+
 class Sessions(pf.MergingWindowAssigner):  # type: ignore[misc]
     """Event-time sessions that merge only when they overlap strictly.
 
@@ -244,7 +279,8 @@ class Sessions(pf.MergingWindowAssigner):  # type: ignore[misc]
         self.gap_ms = gap_ms
 
     def assign_windows(self, element: Any, timestamp: int, context: Any) -> list[Any]:
-        return [pf.TimeWindow(timestamp, timestamp + self.gap_ms)]
+        t = event_time(element, timestamp)
+        return [pf.TimeWindow(t, t + self.gap_ms)]
 
     def merge_windows(self, windows: Iterable[Any], callback: Any) -> None:
         for group in overlapping_groups(sorted(windows, key=lambda w: (w.start, w.end))):
@@ -371,11 +407,17 @@ class SessionEmitter(pf.KeyedProcessFunction):  # type: ignore[misc]
 
 # -- sinks -----------------------------------------------------------------------------
 class EncodeStep(pf.ProcessFunction):  # type: ignore[misc]
-    """``(key, value)`` -> the sink's bytes (Avro single-object, or JSON for no schema)."""
+    """``(key, value)`` -> ``Row(key bytes, value bytes, timestamp ms)`` for the sink: the
+    value as Avro single-object (or JSON for no schema), the message key as the native
+    engine writes it (the sink's ``key=`` function of the value, else the stream's key),
+    the record's event time (``None`` when it has none)."""
 
-    def __init__(self, schema: str, failures: Failures) -> None:
+    def __init__(
+        self, schema: str, failures: Failures, key: Callable[[Any], Any] | None = None
+    ) -> None:
         self.schema = schema
         self.failures = failures
+        self.key = key
         self.encode: Any = None
 
     def open(self, runtime_context: Any) -> None:
@@ -384,20 +426,23 @@ class EncodeStep(pf.ProcessFunction):  # type: ignore[misc]
         self.encode = codec_factory()(self.schema).encode
 
     def process_element(self, pair: Pair, ctx: Any) -> Iterator[Any]:
+        key, value = pair
         try:
-            data = self.encode(pair[1])
+            data = self.encode(value)
+            key_data = key_bytes(key if self.key is None else self.key(value))
         except Exception as exc:
-            yield from self.failures.reject(exc, pair[1], DEAD_LETTERS)
+            yield from self.failures.reject(exc, value, DEAD_LETTERS)
             return
-        yield data
+        yield pf.Row(key_data, data, event_time(pair, ctx.timestamp()))
 
 
-def encode_dead_letter(record: dict[str, Any]) -> bytes:
-    """A dead letter as ``DeadLetter`` Avro (single-object encoding)."""
+def encode_dead_letter(record: dict[str, Any]) -> Any:
+    """A dead letter as ``DeadLetter`` Avro (single-object encoding), keyed like the
+    native engine's (by the failed record's key, which Flink's readers do not see)."""
     from connectors.codecs import codec_factory
 
     data: bytes = codec_factory()("DeadLetter").encode(record)
-    return data
+    return pf.Row(record["original_key"], data, None)
 
 
 __all__ = [
@@ -408,13 +453,17 @@ __all__ = [
     "EventTime",
     "FilterStep",
     "FlatMapStep",
+    "Hopping",
     "KeyStep",
     "MapStep",
     "SessionEmitter",
     "SessionOutput",
     "Sessions",
+    "TimerPair",
+    "Tumbling",
     "WindowOutput",
     "encode_dead_letter",
+    "event_time",
     "late_tag",
     "overlapping_groups",
     "pair_key",

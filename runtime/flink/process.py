@@ -5,7 +5,8 @@ State: every descriptor is one Flink ``ValueState`` of ``(value, last_write_ms)`
 value not written for ``ttl`` of processing time reads as unset and is cleared.
 Timers: an event-time timer at ``ts`` is a Flink timer at ``ts - 1``, so it fires
 when Shoal's watermark reaches ``ts`` (Flink's watermark is one lower; see
-``functions``); processing-time timers are Flink's as they are. Flink keeps one
+``functions``; what it emits are ``TimerPair``s, read as ``ts`` downstream);
+processing-time timers are Flink's as they are. Flink keeps one
 timer per key and time, checkpointed with the state.
 """
 
@@ -18,7 +19,7 @@ from runtime.api.functions import KeyedProcessFunction as ShoalProcess
 from runtime.api.functions import ListState, MapState, StateDescriptor
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import Failures
-from runtime.flink.functions import DEAD_LETTERS, shoal_watermark
+from runtime.flink.functions import DEAD_LETTERS, TimerPair, event_time, shoal_watermark
 
 
 class _Handle:
@@ -132,9 +133,11 @@ class ProcessStep(pf.KeyedProcessFunction):  # type: ignore[misc]
         service = ctx.timer_service()
         return _Handle(state, desc, lambda: int(service.current_processing_time()))
 
-    def _run(self, calls: Iterable[Any], key: Any, failed_value: Any) -> Iterator[Any]:
+    def _run(
+        self, calls: Iterable[Any], key: Any, failed_value: Any, timed: bool = False
+    ) -> Iterator[Any]:
         try:
-            out = [(key, x) for x in calls or ()]
+            out = [TimerPair((key, x)) if timed else (key, x) for x in calls or ()]
         except Exception as exc:
             yield from self.failures.reject(exc, failed_value, DEAD_LETTERS)
             return
@@ -142,17 +145,20 @@ class ProcessStep(pf.KeyedProcessFunction):  # type: ignore[misc]
 
     def process_element(self, pair: tuple[Any, Any], ctx: Any) -> Iterator[Any]:
         key, value = pair
-        context = _Context(self, ctx, key, ctx.timestamp())
+        timed = type(pair) is TimerPair
+        context = _Context(self, ctx, key, event_time(pair, ctx.timestamp()))
         try:
             calls = self.fn.process(value, context)
         except Exception as exc:
             yield from self.failures.reject(exc, value, DEAD_LETTERS)
             return
-        yield from self._run(calls, key, value)
+        # Outputs keep the record's Flink timestamp, so they stay TimerPairs.
+        yield from self._run(calls, key, value, timed)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         key = ctx.get_current_key()
-        ts = timestamp + 1 if ctx.time_domain() == pf.TimeDomain.EVENT_TIME else timestamp
+        timed = ctx.time_domain() == pf.TimeDomain.EVENT_TIME
+        ts = timestamp + 1 if timed else timestamp
         context = _Context(self, ctx, key, ts)
         info = {"key": key, "timer_ms": ts}
         try:
@@ -160,4 +166,5 @@ class ProcessStep(pf.KeyedProcessFunction):  # type: ignore[misc]
         except Exception as exc:
             yield from self.failures.reject(exc, info, DEAD_LETTERS)
             return
-        yield from self._run(calls, key, info)
+        # Flink stamps them ``timestamp`` (= ts - 1): TimerPairs read as ts downstream.
+        yield from self._run(calls, key, info, timed)

@@ -153,7 +153,10 @@ def build_environment(
     conf = pf.Configuration()
     for key, value in config.items():
         conf.set_string(key, value)
-    env = pf.StreamExecutionEnvironment.get_execution_environment(conf)
+    if options.jobmanager is not None:
+        env = pf.remote_environment(conf)
+    else:
+        env = pf.StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(options.parallelism or max(partitions.values(), default=1))
     if options.jobmanager is not None:
         for package in PACKAGES:

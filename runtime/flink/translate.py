@@ -18,15 +18,18 @@ window              ``window()``: tumbling/hopping with the job's ``AggregateFun
                     sessions; ``allowed_lateness``; late side output
 late                the window's late side output
 process             ``KeyedProcessFunction`` on Flink state and timers (``process``)
-sink                ``EncodeStep`` + ``KafkaSink`` (exactly-once: transactions that
-                    commit with checkpoints)
+sink                ``EncodeStep`` (message key and value bytes) + Flink's Kafka table
+                    sink with raw key and value formats (the DataStream API of PyFlink
+                    cannot write keys), exactly-once: transactions that commit with
+                    checkpoints
 dead letters        every step's dead-letter side output, unioned into one sink
 ==================  ================================================================
 
 Where Flink differs from the native engine (the same results otherwise):
 
-* Sink records carry no message key: the Kafka connector's Python API serializes a
-  record's value only (a step's ``key=`` and the stream's key are not written).
+* Sink records carry the same message keys, but Flink's Kafka producer partitions
+  them with Kafka's Java default (murmur2 of the key), the native engine with
+  librdkafka's (CRC32), so a key may land in another partition of the sink topic.
 * Dead letters of records that failed decoding name the source topic but not the
   partition and offset (the raw-bytes deserializer sees only the value).
 * A window fires again for every late record within allowed lateness (the native
@@ -81,9 +84,13 @@ from runtime.flink.functions import (
     late_tag,
     pair_key,
 )
+from runtime.flink.functions import Hopping as HoppingWindows
+from runtime.flink.functions import Tumbling as TumblingWindows
 from runtime.flink.process import ProcessStep
 
 BYTES = pf.Types.PRIMITIVE_ARRAY(pf.Types.BYTE())
+# What the sinks receive: the message key (or None), the value and the timestamp (ms).
+KEYED_BYTES = pf.Types.ROW_NAMED(["k", "v", "t"], [BYTES, BYTES, pf.Types.LONG()])
 STEPS = {MapNode: MapStep, FilterNode: FilterStep, FlatMapNode: FlatMapStep, KeyByNode: KeyStep}
 
 
@@ -114,6 +121,7 @@ class Translation:
     late: dict[str, Any] = field(default_factory=dict)
     dead: list[Any] = field(default_factory=list)
     sinks: dict[str, str] = field(default_factory=dict)
+    outputs: list[tuple[str, str, Any]] = field(default_factory=list)
 
 
 def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> Translation:
@@ -128,9 +136,10 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
         out.streams[node.name] = _translate(env, job, bindings, kafka, node, out)
     if out.dead:
         dead = out.dead[0].union(*out.dead[1:]) if len(out.dead) > 1 else out.dead[0]
-        dead.map(encode_dead_letter, output_type=BYTES).name("dead-letters.encode").sink_to(
-            _sink(kafka, bindings.dead_letters, "dead-letters")
-        ).name("dead-letters")
+        encoded = dead.map(encode_dead_letter, output_type=KEYED_BYTES)
+        encoded = encoded.name("dead-letters.encode").uid("dead-letters.encode")
+        out.outputs.append(("dead-letters", bindings.dead_letters, encoded))
+    _write_sinks(env, kafka, out.outputs)
     return out
 
 
@@ -170,10 +179,10 @@ def _translate(
                 "topics only"
             )
         encoded = _parent(out, node).process(
-            EncodeStep(node.schema, _failures(job, node)), output_type=BYTES
+            EncodeStep(node.schema, _failures(job, node), node.key), output_type=KEYED_BYTES
         )
         encoded = _with_dead(encoded.name(f"{node.name}.encode").uid(f"{node.name}.encode"), out)
-        encoded.sink_to(_sink(kafka, topic, node.name)).name(node.name).uid(node.name)
+        out.outputs.append((node.name, topic, encoded))
         out.sinks[node.name] = topic
         return encoded
     raise JobDefinitionError(f"step {node.name!r}: the Flink engine cannot run {node.kind} steps")
@@ -241,11 +250,9 @@ def _window(job: Job, node: WindowNode, out: Translation) -> Any:
     failures = _failures(job, node)
     windowed = _parent(out, node).key_by(pair_key)
     if isinstance(spec, Tumbling):
-        assigner: Any = pf.TumblingEventTimeWindows.of(pf.Time.milliseconds(spec.size_ms))
+        assigner: Any = TumblingWindows(spec.size_ms, 0)
     elif isinstance(spec, Hopping):
-        assigner = pf.SlidingEventTimeWindows.of(
-            pf.Time.milliseconds(spec.size_ms), pf.Time.milliseconds(spec.slide_ms)
-        )
+        assigner = HoppingWindows(spec.size_ms, spec.slide_ms, 0)
     elif isinstance(spec, Session):
         assigner = Sessions(spec.gap_ms)
     else:  # pragma: no cover - WindowSpec is a closed union
@@ -268,19 +275,51 @@ def _window(job: Job, node: WindowNode, out: Translation) -> Any:
     return _with_dead(result, out)
 
 
-def _sink(kafka: KafkaSettings, topic: str, name: str) -> Any:
-    serializer = (
-        pf.KafkaRecordSerializationSchema.builder()
-        .set_topic(topic)
-        .set_value_serialization_schema(pf.ByteArraySchema())
+def _write_sinks(env: Any, kafka: KafkaSettings, outputs: list[tuple[str, str, Any]]) -> None:
+    """Write ``(name, topic, rows of key, value and timestamp)`` outputs with Flink's Kafka
+    table sink (records without a timestamp get the producer's clock)."""
+    if not outputs:
+        return
+    tables = pf.StreamTableEnvironment.create(env)
+    statements = tables.create_statement_set()
+    schema = (
+        pf.Schema.new_builder()
+        .column("k", pf.DataTypes.BYTES())
+        .column("v", pf.DataTypes.BYTES())
+        .column("t", pf.DataTypes.BIGINT())
         .build()
     )
-    return (
-        pf.KafkaSink.builder()
-        .set_bootstrap_servers(kafka.bootstrap)
-        .set_record_serializer(serializer)
-        .set_delivery_guarantee(pf.DeliveryGuarantee.EXACTLY_ONCE)
-        .set_transactional_id_prefix(f"{kafka.group}-{name}")
-        .set_property("transaction.timeout.ms", str(kafka.transaction_timeout_ms))
+    for i, (name, topic, rows) in enumerate(outputs):
+        sink, view = f"shoal_sink_{i}", f"shoal_output_{i}"
+        tables.create_temporary_table(sink, _kafka_table(kafka, topic, name))
+        tables.create_temporary_view(view, tables.from_data_stream(rows, schema))
+        statements.add_insert_sql(
+            f"INSERT INTO {sink} SELECT k, v, TO_TIMESTAMP_LTZ(t, 3) FROM {view}"
+        )
+    statements.attach_as_datastream()
+
+
+def _kafka_table(kafka: KafkaSettings, topic: str, name: str) -> Any:
+    """A Kafka table of raw message keys and values, written in transactions."""
+    schema = (
+        pf.Schema.new_builder()
+        .column("k", pf.DataTypes.BYTES())
+        .column("v", pf.DataTypes.BYTES())
+        .column_by_metadata("ts", pf.DataTypes.TIMESTAMP_LTZ(3), "timestamp")
         .build()
     )
+    options = {
+        "topic": topic,
+        "properties.bootstrap.servers": kafka.bootstrap,
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{kafka.group}-{name}",
+        "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
+    }
+    builder = pf.TableDescriptor.for_connector("kafka").schema(schema)
+    for key, value in options.items():
+        builder = builder.option(key, value)
+    return builder.build()

@@ -29,7 +29,7 @@ from runtime.flink import FlinkOptions, run_on_flink
 from runtime.generator import GeneratorConfig
 from tests.integration.helpers import decoded, produce_generated, read_all, unique
 
-pytestmark = [
+FLINK_MARKS = [
     pytest.mark.integration,
     # PyFlink's own modules (its table API and httplib2 under apache-beam) warn at import.
     pytest.mark.filterwarnings(
@@ -40,6 +40,7 @@ pytestmark = [
     # gateway serves every Flink test.
     pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning"),
 ]
+pytestmark = FLINK_MARKS
 
 PARTITIONS = 4
 SIZE_MS = 10_000
@@ -89,7 +90,10 @@ def produce_playback(kafka: str, n: int, seed: int) -> tuple[str, list[dict[str,
 
 
 def counts_of(kafka: str, topic: str) -> tuple[dict[tuple[str, int], int], int]:
-    rows = decoded(read_all(kafka, topic), "")
+    messages = read_all(kafka, topic)
+    rows = decoded(messages, "")
+    # Keyed like the native engine's output: by the stream's key, the user.
+    assert [m.key() for m in messages] == [r["user_id"].encode() for r in rows]
     return {(r["user_id"], r["window_start_ms"]): r["count"] for r in rows}, len(rows)
 
 

@@ -25,10 +25,15 @@ from runtime.flink.functions import (
     DEAD_LETTERS,
     Aggregate,
     DecodeStep,
+    EncodeStep,
+    Hopping,
+    KeyStep,
     MapStep,
     SessionEmitter,
     SessionOutput,
     Sessions,
+    TimerPair,
+    Tumbling,
     WindowOutput,
     overlapping_groups,
     shoal_watermark,
@@ -309,6 +314,52 @@ def test_process_step_adapts_state_ttl_and_timers() -> None:
     assert list(step.process_element(("u", "c"), ProcessContext(timers)))[0][1]["n"] == 1
     fired = list(step.on_timer(2_099, ProcessContext(timers)))
     assert fired == [("u", {"timer": 2_100, "last": {"v": "c"}})]
+
+
+def test_timer_outputs_keep_shoal_event_time_downstream() -> None:
+    # A Shoal timer at 60_000 is a Flink timer at 59_999, whose outputs Flink stamps
+    # 59_999: downstream they must still count as 60_000 (the next minute's window).
+    step = ProcessStep(Remember(), failures())
+    step.open(Runtime())
+    fired = list(step.on_timer(59_999, ProcessContext(FakeTimers())))
+    assert fired == [("u", {"timer": 60_000, "last": {}})]
+    assert type(fired[0]) is TimerPair
+    mapped = list(MapStep(lambda v: v["timer"], failures()).process_element(fired[0], None))
+    keyed = list(KeyStep(lambda v: "k", failures()).process_element(mapped[0], None))
+    assert type(mapped[0]) is TimerPair and type(keyed[0]) is TimerPair
+    minute = Tumbling(60_000, 0)
+    assert [w.start for w in minute.assign_windows(keyed[0], 59_999, None)] == [60_000]
+    assert [w.start for w in minute.assign_windows(("k", 1), 59_999, None)] == [0]
+    hopping = Hopping(120_000, 60_000, 0)
+    assert sorted(w.start for w in hopping.assign_windows(keyed[0], 59_999, None)) == [
+        0,
+        60_000,
+    ]
+    assert [w.start for w in Sessions(10).assign_windows(keyed[0], 59_999, None)] == [60_000]
+    # A process step downstream sees the record at 60_000, and its outputs stay timed.
+    seen = list(step.process_element(keyed[0], ProcessContext(FakeTimers(), ts=59_999)))
+    assert type(seen[0]) is TimerPair
+
+
+class Stamped:
+    def __init__(self, ts: int) -> None:
+        self.ts = ts
+
+    def timestamp(self) -> int:
+        return self.ts
+
+
+def test_sink_rows_carry_the_native_engines_message_key_and_event_time() -> None:
+    by_stream_key = EncodeStep("", failures())
+    by_stream_key.open(None)
+    row = next(by_stream_key.process_element((("t1", "mobile"), {"n": 1}), Stamped(5)))
+    assert (row[0], row[1], row[2]) == (b"t1|mobile", b'{"n":1}', 5)
+    by_sink_key = EncodeStep("", failures(), key=lambda v: v["user"])
+    by_sink_key.open(None)
+    row = next(by_sink_key.process_element(TimerPair((None, {"user": "u1"})), Stamped(59_999)))
+    assert (row[0], row[2]) == (b"u1", 60_000)
+    unkeyed = next(by_stream_key.process_element((None, {"n": 2}), Stamped(7)))
+    assert unkeyed[0] is None
 
 
 # -- versions, the missing extra and the CLI -------------------------------------------
