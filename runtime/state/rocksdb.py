@@ -53,6 +53,7 @@ from rocksdict import (
     Options,
     Rdict,
     WriteBatch,
+    WriteBufferManager,
     WriteOptions,
 )
 
@@ -71,8 +72,13 @@ _KEYSPACE_END = b"\xff"  # no encoded key or reserved key starts with 0xFF
 _RESTORE_CHUNK = 10_000
 # Shared by all stores of a backend; filters and indexes stay outside it, pinned.
 _BLOCK_CACHE_BYTES = 64 * 1024 * 1024
-# A worker holds a store per step and partition: keep memtables modest.
+# A worker holds a store per step and partition: keep memtables modest, and bound
+# them all together (a worker with many partitions would otherwise hold one set each).
 _WRITE_BUFFER_BYTES = 16 * 1024 * 1024
+_MEMTABLE_BUDGET_BYTES = 96 * 1024 * 1024
+# The dict caches of all stores of a backend share this many entries.
+_TOTAL_CACHE_ENTRIES = 400_000
+_MIN_CACHE_ENTRIES = 1_000
 _BLOOM_BITS_PER_KEY = 10
 
 _MISSING: Any = object()
@@ -100,9 +106,10 @@ class _Absent:
 _ABSENT: Any = _Absent()
 
 
-def _db_options(block_cache: Cache) -> Options:
+def _db_options(block_cache: Cache, write_buffers: WriteBufferManager) -> Options:
     """Options for one store's database."""
     options = Options(raw_mode=True)
+    options.set_write_buffer_manager(write_buffers)
     options.create_if_missing(True)
     options.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
     options.set_compression_type(DBCompressionType.lz4())
@@ -173,6 +180,13 @@ class RocksDBStore:
     def closed(self) -> bool:
         """Whether :meth:`close` has been called."""
         return self._closed
+
+    def set_cache_limit(self, entries: int) -> None:
+        """Change how many entries the dict cache holds (evicting clean ones if over)."""
+        self._limit = entries
+        self._low_water = entries - entries // 10
+        if len(self._clean) + len(self._dirty) > entries:
+            self._evict()
 
     @property
     def cached_entries(self) -> int:
@@ -565,22 +579,32 @@ class RocksDBBackend:
 
     Args:
         root_dir: the state folder; stores live in ``<root>/<job>/<step>/<partition>``.
-        cache_entries: per store, how many entries the dict cache holds (changes
-            not yet checkpointed are always kept on top of committed entries
-            that fit).
+        cache_entries: per store, how many entries the dict cache holds at most
+            (changes not yet checkpointed are always kept on top of committed
+            entries that fit).
+        total_cache_entries: how many entries the caches of all open stores hold
+            together: each open store gets an equal share (at least 1,000), up to
+            ``cache_entries``. Memtables of all stores share one budget too.
 
     Raises:
         ConfigError: ``cache_entries`` is negative.
     """
 
-    def __init__(self, root_dir: Path, cache_entries: int = 100_000) -> None:
+    def __init__(
+        self,
+        root_dir: Path,
+        cache_entries: int = 100_000,
+        total_cache_entries: int = _TOTAL_CACHE_ENTRIES,
+    ) -> None:
         if isinstance(cache_entries, bool) or not isinstance(cache_entries, int):
             raise ConfigError(f"cache_entries must be an int, not {type(cache_entries).__name__}")
         if cache_entries < 0:
             raise ConfigError(f"cache_entries must be >= 0, not {cache_entries}")
         self.root_dir = Path(root_dir)
         self.cache_entries = cache_entries
+        self.total_cache_entries = total_cache_entries
         self._block_cache = Cache(_BLOCK_CACHE_BYTES)
+        self._write_buffers = WriteBufferManager(_MEMTABLE_BUDGET_BYTES, False)
         self._stores: dict[StoreId, RocksDBStore] = {}
         self._closed = False
 
@@ -605,12 +629,23 @@ class RocksDBBackend:
         store = RocksDBStore(
             store_id,
             path,
-            _db_options(self._block_cache),
-            self.cache_entries,
+            _db_options(self._block_cache, self._write_buffers),
+            self._share(len(self._stores) + 1),
             on_close=self._forget,
         )
         self._stores[store_id] = store
+        self._rebalance()
         return store
+
+    def _share(self, stores: int) -> int:
+        """The cache limit of each store when ``stores`` are open."""
+        share = max(_MIN_CACHE_ENTRIES, self.total_cache_entries // max(1, stores))
+        return min(self.cache_entries, share)
+
+    def _rebalance(self) -> None:
+        limit = self._share(len(self._stores))
+        for store in self._stores.values():
+            store.set_cache_limit(limit)
 
     def close(self) -> None:
         """Close every open store (without checkpointing) and the backend."""
@@ -621,3 +656,5 @@ class RocksDBBackend:
 
     def _forget(self, store_id: StoreId) -> None:
         self._stores.pop(store_id, None)
+        if not self._closed:
+            self._rebalance()

@@ -557,3 +557,22 @@ def test_closed_backend_refuses_to_open_stores(backend: StateBackend) -> None:
 def test_negative_cache_size_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cache_entries"):
         RocksDBBackend(tmp_path, cache_entries=-1)
+
+
+def test_rocksdb_stores_share_one_cache_budget(tmp_path: Path) -> None:
+    from runtime.state.rocksdb import RocksDBBackend
+
+    backend = RocksDBBackend(tmp_path, cache_entries=50_000, total_cache_entries=16_000)
+    stores = [backend.open_store("job", "step", p) for p in range(8)]
+    first = stores[0]
+    for i in range(10_000):
+        first.put(("k", i), i)
+    assert first.cached_entries == 10_000  # changes not yet checkpointed always stay
+    first.checkpoint()
+    assert first.cached_entries <= 2_000  # its share: 16,000 / 8 stores
+    for store in stores[1:]:
+        store.close()
+    for i in range(10_000):
+        assert first.get(("k", i)) == i  # read back from disk into the larger cache
+    assert 2_000 < first.cached_entries <= 16_000
+    backend.close()
