@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from io import BytesIO
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader
 
 from bench.common import (
@@ -30,22 +30,13 @@ from bench.common import (
     WINDOW_MS,
     Stopwatch,
     load_schema,
-    package_version,
     parse_args,
 )
+from bench.rawloop import commit, finish
 
 NO_TIME = -(2**63)
 # User ids are generated ([a-z0-9]); a hand-written loop formats instead of json.dumps.
 OUTPUT = '{"user_id":"%s","window_start_ms":%d,"window_end_ms":%d,"count":%d}'
-
-
-def commit(consumer: Consumer) -> None:
-    """Commit what was consumed (nothing new since the last commit is fine)."""
-    try:
-        consumer.commit(asynchronous=False)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError._NO_OFFSET:
-            raise
 
 
 def main() -> None:
@@ -115,20 +106,7 @@ def main() -> None:
             producer.flush()
             commit(consumer)
             next_commit = time.monotonic() + 1.0
-    watch.stop()
-    producer.flush()
-    commit(consumer)
-    consumer.close()
-    watch.records = n
-    watch.extra.update(
-        outputs=outputs,
-        late=late,
-        versions={
-            "confluent-kafka": package_version("confluent-kafka"),
-            "fastavro": package_version("fastavro"),
-        },
-    )
-    watch.write(args.report)
+    finish(consumer, producer, watch, n, args.report, outputs=outputs, late=late)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from io import BytesIO
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, Producer
 from fastavro import parse_schema, schemaless_reader
 
 from bench.common import (
@@ -28,23 +28,14 @@ from bench.common import (
     FAST_PRODUCE,
     HEADER_BYTES,
     Stopwatch,
-    package_version,
     parse_args,
 )
+from bench.rawloop import commit, finish
 from jobs.sessionization.summary import SessionAggregate
 
 GAP_MS = 30 * 60_000
 NO_TIME = -(2**63)
 SCHEMAS = {"playback": "PlaybackEvent.avsc", "interactions": "InteractionEvent.avsc"}
-
-
-def commit(consumer: Consumer) -> None:
-    """Commit what was consumed (nothing new since the last commit is fine)."""
-    try:
-        consumer.commit(asynchronous=False)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError._NO_OFFSET:
-            raise
 
 
 def main() -> None:
@@ -138,19 +129,7 @@ def main() -> None:
             producer.flush()
             commit(consumer)
             next_commit = time.monotonic() + 1.0
-    watch.stop()
-    producer.flush()
-    commit(consumer)
-    consumer.close()
-    watch.records = n
-    watch.extra.update(
-        outputs=outputs,
-        versions={
-            "confluent-kafka": package_version("confluent-kafka"),
-            "fastavro": package_version("fastavro"),
-        },
-    )
-    watch.write(args.report)
+    finish(consumer, producer, watch, n, args.report, outputs=outputs)
 
 
 if __name__ == "__main__":

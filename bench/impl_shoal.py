@@ -220,6 +220,12 @@ def main() -> None:
     by_ends = settings.get("stop") == "ends"
     progress = Path(settings["progress"]) if settings.get("progress") else None
     first_step_wall = None
+    # Several workers in one group (W5): the group is settled once this worker holds
+    # its share of the input partitions; the rate is measured from there, so that the
+    # first joins and their rebalance are not part of it.
+    processes = int(settings.get("processes", 1))
+    share = args.partitions // processes if processes > 1 else None
+    input_topics = set(inputs.values())
     try:
         if settings.get("ready"):
             while not worker.positions:
@@ -231,6 +237,14 @@ def main() -> None:
                     first_step_wall = time.time()
                 if progress is not None:
                     write_progress(progress, worker, source)
+            if share is not None and "wall_settled" not in watch.extra:
+                held = sum(1 for t, _ in worker.positions if t in input_topics)
+                if held == share:
+                    watch.extra.update(
+                        wall_settled=time.time(),
+                        records_settled=source.records,
+                        cpu_settled=time.process_time(),
+                    )
         watch.stop()
         if worker.internal_topics:
             drain(worker, source, watch)

@@ -418,10 +418,24 @@ def merge_reports(reports: list[dict[str, Any]], out: Outcome) -> None:
     firsts = [r.pop("wall_first", None) for r in reports]
     lasts = [r.pop("wall_last", None) for r in reports]
     out.versions = reports[0].pop("versions", {})
+    settled = [r.pop("wall_settled", None) for r in reports]
+    settled_records = [r.pop("records_settled", None) for r in reports]
+    for r in reports:
+        r.pop("cpu_settled", None)
+    measured = out.records
     if len(reports) == 1:
         out.elapsed_s = elapsed[0]
     elif all(firsts) and all(lasts):
-        out.elapsed_s = max(x for x in lasts if x) - min(x for x in firsts if x)
+        end = max(x for x in lasts if x)
+        if all(settled) and all(n is not None for n in settled_records):
+            # From the moment the group settled (the first worker holding its share):
+            # the records the workers read before it, and their joins, are left out.
+            start = min(x for x in settled if x)
+            measured = out.records - sum(n for n in settled_records if n is not None)
+            out.extra["settled_after_records"] = out.records - measured
+        else:
+            start = min(x for x in firsts if x)
+        out.elapsed_s = end - start
         out.extra["workers"] = [
             {"records": r.get("worker_records"), "elapsed_s": e}
             for r, e in zip(reports, elapsed, strict=True)
@@ -429,7 +443,7 @@ def merge_reports(reports: list[dict[str, Any]], out: Outcome) -> None:
     if all(c is not None for c in cpu):
         out.cpu_measured_s = sum(c for c in cpu if c is not None)
     if out.elapsed_s:
-        out.events_per_s = out.records / out.elapsed_s
+        out.events_per_s = measured / out.elapsed_s
     if out.cpu_measured_s:
         out.events_per_cpu_s = out.records / out.cpu_measured_s
     for rep in reports:
