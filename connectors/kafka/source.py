@@ -124,9 +124,19 @@ class KafkaSource:
         return set(self._assigned)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Any]:
-        """Up to ``max_records`` messages; errors that are not transient are raised."""
+        """Up to ``max_records`` messages; errors that are not transient are raised.
+
+        Returns what is already fetched at once; waits (up to ``timeout_s``) only when
+        nothing is: the client's own call would wait for ``max_records`` or the
+        timeout, idling a worker whose input trickles in (e.g. an internal topic).
+        """
+        consume = self._consumer.consume
         try:
-            msgs = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+            msgs = consume(num_messages=max_records, timeout=0)
+            if not msgs:
+                msgs = consume(num_messages=1, timeout=timeout_s)
+                if msgs and max_records > 1:
+                    msgs.extend(consume(num_messages=max_records - 1, timeout=0))
         except KafkaException as exc:
             raise ConnectorError(f"consume failed: {exc}") from exc
         if not msgs:
