@@ -239,10 +239,9 @@ def chart_all(path: Path, sections: list[Any], document: dict[str, Any]) -> None
     for ax, (workload, outcomes, info) in zip(axes, sections, strict=True):
         subtitle = f"{info.get('events', 0):,} input records"
         _bars(ax, f"{workload.name}: {workload.title}", outcomes, subtitle)
-    fig.suptitle(
-        f"Shoal bench, {document['date']}, {m['cores']} cores (shared machine)", fontsize=11
-    )
-    fig.tight_layout()
+    fig.suptitle(f"Shoal bench, {document['date']}, {m['cores']} cores", fontsize=11)
+    # Room at the top for the title, above the first workload's own two-line title.
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.5 / sum(heights)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
