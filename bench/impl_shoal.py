@@ -240,11 +240,7 @@ def main() -> None:
             if share is not None and "wall_settled" not in watch.extra:
                 held = sum(1 for t, _ in worker.positions if t in input_topics)
                 if held == share:
-                    watch.extra.update(
-                        wall_settled=time.time(),
-                        records_settled=source.records,
-                        cpu_settled=time.process_time(),
-                    )
+                    watch.extra.update(wall_settled=time.time(), records_settled=source.records)
         watch.stop()
         if worker.internal_topics:
             drain(worker, source, watch)

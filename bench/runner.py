@@ -420,8 +420,6 @@ def merge_reports(reports: list[dict[str, Any]], out: Outcome) -> None:
     out.versions = reports[0].pop("versions", {})
     settled = [r.pop("wall_settled", None) for r in reports]
     settled_records = [r.pop("records_settled", None) for r in reports]
-    for r in reports:
-        r.pop("cpu_settled", None)
     measured = out.records
     if len(reports) == 1:
         out.elapsed_s = elapsed[0]

@@ -153,16 +153,18 @@ def group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
 
 
 def chaos_line(kills: int, events: int, outputs: list[dict[str, Any]],
-               reference: dict[tuple[str, int], int]) -> tuple[str, int, int]:
-    """Compare windowed counts with the reference: (line, lost, duplicated)."""
-    seen = Counter((o["user_id"], o["window_start_ms"]) for o in outputs)
+               reference: dict[tuple[str, int], int], *, key: str = "user_id",
+               label: str = "chaos") -> tuple[str, int, int]:
+    """Compare windowed counts per (``key``, window) with the reference:
+    (line, lost, duplicated)."""
+    seen = Counter((o[key], o["window_start_ms"]) for o in outputs)
     duplicated = sum(n - 1 for n in seen.values() if n > 1)
-    got = {(o["user_id"], o["window_start_ms"]): o["count"] for o in outputs}
+    got = {(o[key], o["window_start_ms"]): o["count"] for o in outputs}
     missing = [k for k in reference if k not in got]
     wrong = [k for k, v in reference.items() if k in got and got[k] != v]
     lost = len(missing) + len(wrong)
     extra = sum(1 for k in got if k not in reference)
-    line = (f"chaos: kills={kills} events={events} outputs={len(outputs)} "
+    line = (f"{label}: kills={kills} events={events} outputs={len(outputs)} "
             f"lost={lost} duplicated={duplicated + extra}")
     if lost:
         starts = sorted(k[1] for k in missing + wrong)
