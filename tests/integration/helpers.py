@@ -6,7 +6,7 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +86,39 @@ def run_job_until_idle(
     runner = KafkaRunner(job, bindings, config)
     worker = runner.worker
     assert worker is not None
-    quiet_since = time.monotonic()
-    deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() - quiet_since < idle_s:
-            assert time.monotonic() < deadline, "the job did not finish its input in time"
-            if runner.step():
-                quiet_since = time.monotonic()
-        worker.checkpoint()
+        run_until_quiet(runner, idle_s=idle_s, timeout_s=timeout_s)
     finally:
         runner.close()
     return worker
+
+
+def run_until_quiet(
+    runner: KafkaRunner,
+    *,
+    idle_s: float,
+    timeout_s: float,
+    before_step: Callable[[], None] | None = None,
+) -> None:
+    """Step ``runner`` until ``idle_s`` pass with nothing read and nothing committed,
+    then checkpoint.
+
+    A commit counts as activity: it makes the job's own internal records (repartitioned
+    data, watermark markers) visible, and they must still be read. A step that blocked
+    for long in a commit (e.g. a sink waiting out an outage) is not quiet time.
+    """
+    worker = runner.worker
+    assert worker is not None
+    quiet_since = time.monotonic()
+    deadline = quiet_since + timeout_s
+    while time.monotonic() - quiet_since < idle_s:
+        assert time.monotonic() < deadline, "the job did not finish its input in time"
+        if before_step is not None:
+            before_step()
+        commits = worker.checkpoints
+        if runner.step() or worker.checkpoints != commits:
+            quiet_since = time.monotonic()
+    worker.checkpoint()
 
 
 def unique(prefix: str) -> str:

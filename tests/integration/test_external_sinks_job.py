@@ -34,7 +34,7 @@ from runtime.api.watermarks import DEFAULT_MIN_VALID_MS
 from runtime.engine.worker import Worker, WorkerOptions
 from runtime.generator import Degradation, GeneratorConfig, catalogue
 from runtime.runner import KafkaRunner, RunConfig
-from tests.integration.helpers import produce_generated, read_all, unique
+from tests.integration.helpers import produce_generated, read_all, run_until_quiet, unique
 from tests.unit.jobs.test_personalization import GAP_MS, HALF_LIFE_MS, MIN_CHANGE, TOP_N, Reference
 from tests.unit.jobs.test_qoe import (
     MAX_FUTURE_MS,
@@ -108,21 +108,19 @@ def run_job(
     runner = KafkaRunner(job, bindings, config)
     worker, sinks = runner.worker, dict(runner.external)
     assert worker is not None
-    quiet_since = time.monotonic()
-    deadline = quiet_since + timeout_s
-    written_at_fault = -1
+    pending, written_at_fault = fault, -1
+
+    def maybe_fault() -> None:
+        nonlocal pending, written_at_fault
+        if pending is not None and fault_when is not None and fault_when(worker, sinks):
+            pending()
+            pending, written_at_fault = None, _written(sinks)
+
     try:
-        while time.monotonic() - quiet_since < idle_s:
-            assert time.monotonic() < deadline, "the job did not finish its input in time"
-            if fault is not None and fault_when is not None and fault_when(worker, sinks):
-                fault()
-                fault, written_at_fault = None, _written(sinks)
-            if runner.step():
-                quiet_since = time.monotonic()
-        worker.checkpoint()
+        run_until_quiet(runner, idle_s=idle_s, timeout_s=timeout_s, before_step=maybe_fault)
     finally:
         runner.close()
-    assert fault is None, "the job ended before the fault"
+    assert pending is None, "the job ended before the fault"
     # mid-run: the job still had results to write after the fault
     assert written_at_fault < _written(sinks), (written_at_fault, _written(sinks))
     return worker, sinks
