@@ -100,8 +100,27 @@ def build_keyed(name: str) -> Job:
     return job
 
 
-def build_job(workload: str, name: str) -> Job:
-    """The Shoal job of a workload."""
+def build_w4(name: str, seed: int, users: int) -> Job:
+    """W4: ``jobs.personalization`` with the bench's settings, over the generated input's
+    catalogue (the one the reference scores)."""
+    from bench.checks import W4_PARAMS, personalization_catalogue
+    from jobs.personalization import Catalogue
+    from jobs.personalization import build as build_personalization
+
+    p = W4_PARAMS
+    return build_personalization(
+        half_life=timedelta(milliseconds=p.half_life_ms),
+        top_n=p.top_n,
+        catalogue=Catalogue.of(personalization_catalogue(seed, users)),
+        abandon_after=timedelta(milliseconds=p.abandon_after_ms),
+        min_change=p.min_change,
+        max_out_of_order=timedelta(milliseconds=BOUND_MS),
+        name=name,
+    )
+
+
+def build_job(workload: str, name: str, settings: dict[str, Any] | None = None) -> Job:
+    """The Shoal job of a workload (``settings``: the parent's, for W4's seed and users)."""
     if workload in ("W1", "W5"):
         return build_w1(name)
     if workload == "W2":
@@ -113,9 +132,8 @@ def build_job(workload: str, name: str) -> Job:
 
         return build_qoe(name=name)
     if workload == "W4":
-        from jobs.personalization import build as build_personalization
-
-        return build_personalization(name=name)
+        settings = settings or {}
+        return build_w4(name, int(settings.get("seed", 1)), int(settings.get("users", 1000)))
     if workload in ("W6", "W7"):
         return build_keyed(name)
     raise SystemExit(f"no Shoal job for workload {workload!r}")
@@ -198,7 +216,7 @@ def main() -> None:
     outputs = settings.get("outputs") or {"counts": args.out_topic}
     ends: dict[str, list[int]] = settings.get("ends") or {}
     # The group names the job too, so changelog topics are fresh for every run.
-    job = build_job(workload, args.group)
+    job = build_job(workload, args.group, settings)
     binds = [f"{n}={t}" for n, t in {**inputs, **outputs}.items()]
     bindings = Bindings.for_job(job, binds)
     config = RunConfig(

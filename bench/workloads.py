@@ -19,8 +19,10 @@ from bench.checks import (
     SESSION_FIELDS,
     KeyedReference,
     check_keyed,
+    check_personalization,
     check_qoe,
     check_sessions,
+    personalization_reference,
     qoe_reference,
     session_reference,
     strip,
@@ -168,23 +170,33 @@ def prepare_w3(setup: Setup) -> Prepared:
 
 
 def prepare_w4(setup: Setup) -> Prepared:
-    """W4's input for the peak run (playback and interactions); no reference."""
-    topics, produced, _ = _generated(setup, "W4", ("playback", "interactions"), None)
+    """W4's input for the peak run (playback and interactions) and every user's final scores.
+
+    The reference folds each event as it is written (it keeps only what it needs: a
+    user's contributions and playbacks), then brackets each task's final watermark by
+    the largest event time of its two partitions.
+    """
+    streams = ("playback", "interactions")
+    topics = {s: _topic(setup, "W4", s) for s in streams}
+    create_topics(setup.bootstrap, list(topics.values()), setup.partitions)
+    ref = personalization_reference(setup.seed, setup.users)
+    produced = produce_generated(
+        setup.bootstrap,
+        topics,
+        setup.events,
+        clean_config(setup.seed, setup.users, interactions=True),
+        partitions=setup.partitions,
+        keep=ref.receive,
+        progress=setup.progress("generating W4 input"),
+    )
+    ref.close(produced.partition_max, BOUND_MS)
     return Prepared(
         inputs=topics,
         events=produced.events,
-        reference=None,
+        reference=ref,
         ends=produced.ends,
         settings={"seed": setup.seed, "users": setup.users},
-        summary=f"{produced.events:,} events for the peak run",
-    )
-
-
-def check_none(ref: Any, output: str, read: dict[str, Any]) -> Verdict:
-    """No reference: every output counts as emitted, none as compared."""
-    emitted = sum(1 for records in read.values() for _, v in records if v is not None)
-    return Verdict(
-        correct=emitted > 0, compared=0, missing=0, wrong=0, extra=0, emitted=emitted, repeated=0
+        summary=f"{produced.events:,} events, {len(ref.finals()):,} users for the peak run",
     )
 
 
@@ -269,6 +281,7 @@ WORKLOADS: dict[str, Workload] = {
             "W3",
             "QoE per group in 1-minute tumbling and 5-minute hopping windows, startup quantiles",
             (
+                Impl("raw", "bench.impl_raw_qoe", output="qoe-json", about="hand-written loop"),
                 _shoal("shoal-alo", "rocksdb", SHOAL_ALO, output="qoe-avro"),
                 _shoal("shoal-eos", "rocksdb-eos", SHOAL_EOS, output="qoe-avro"),
             ),
@@ -280,11 +293,17 @@ WORKLOADS: dict[str, Workload] = {
             "W4",
             "per-event personalization updates; latency at half of the peak rate",
             (
-                _shoal("shoal-alo", "rocksdb", SHOAL_ALO, output="any"),
-                _shoal("shoal-eos", "rocksdb-eos", SHOAL_EOS, output="any"),
+                Impl(
+                    "raw",
+                    "bench.impl_raw_personalization",
+                    output="scores-avro",
+                    about="hand-written loop",
+                ),
+                _shoal("shoal-alo", "rocksdb", SHOAL_ALO, output="scores-avro"),
+                _shoal("shoal-eos", "rocksdb-eos", SHOAL_EOS, output="scores-avro"),
             ),
             prepare_w4,
-            check_none,
+            check_personalization,
             sinks=("personalization-scores",),
             scenario="latency",
             output_config={"message.timestamp.type": "LogAppendTime"},

@@ -77,7 +77,8 @@ FACT_COUNTS = (
 )
 
 
-def _new_cursor(dims: tuple[str, str, str, str]) -> dict[str, Any]:
+def new_cursor(dims: tuple[str, str, str, str]) -> dict[str, Any]:
+    """A playback's replay state before its first event (``dims``: its QoE group)."""
     return {
         "dims": dims,  # (title_id, device_type, country, cdn)
         "seen": set(),  # event ids replayed since the last reset
@@ -126,7 +127,7 @@ class PlaybackFacts:
         pending_state.set(pending)
         if cursor is None:
             dims = (value["title_id"], value["device_type"], value["country"], value["cdn"])
-            ctx.state(CURSOR).set(_new_cursor(dims))
+            ctx.state(CURSOR).set(new_cursor(dims))
         ctx.timers.register_event_time(ts)
         return []
 
@@ -144,8 +145,8 @@ class PlaybackFacts:
             del pending[event[_ID]]
             last = cursor["last"]
             if last is not None and event[_TS] - last[0] > self.timeout:
-                cursor = _new_cursor(cursor["dims"])
-            facts.append(self._replay(cursor, event, playback_id))
+                cursor = new_cursor(cursor["dims"])
+            facts.append(self.replay(cursor, event, playback_id))
         if due:
             pending_state.set(pending)
             cursor_state.set(cursor)
@@ -158,7 +159,7 @@ class PlaybackFacts:
         return facts
 
     @staticmethod
-    def _replay(cursor: dict[str, Any], event: tuple[Any, ...], playback_id: str) -> dict[str, Any]:
+    def replay(cursor: dict[str, Any], event: tuple[Any, ...], playback_id: str) -> dict[str, Any]:
         """Advance the cursor by one event; return the event's fact."""
         ts, kind = event[_TS], event[_TYPE]
         last = cursor["last"]
