@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep", action="store_true", help="keep the work folder (logs, state) and print it"
     )
     p.add_argument(
+        "--update",
+        action="store_true",
+        help="merge this run's workloads into the existing latest.json (the others keep "
+        "their figures and measurement dates) instead of replacing it",
+    )
+    p.add_argument(
         "--results",
         type=Path,
         default=RESULTS,
@@ -223,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         machine = report.machine_info()
         machine["load_average_before"] = load_before
         machine["load_average_after"] = load_after
+        now = report.now_utc()
         document: dict[str, object] = {
-            "date": report.now_utc(),
+            "date": now,
             "machine": machine,
             "config": {
                 "events": args.events,
@@ -243,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         document["config"]["input_records"] = {  # type: ignore[index]
             w.name: info["events"] for w, _, info in sections
         }
+        document["measured"] = {w.name: now for w, _, _ in sections}
+        if args.update:
+            sections = report.merge_previous(args.results / "latest.json", document, sections)
         report.write_json(args.results / "latest.json", document)
         (args.results / "latest.md").write_text(report.markdown_all(sections, document))
         report.chart_all(args.results / "latest.png", sections, document)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,8 @@ def markdown(
     lines = [
         f"{name}, {events if events is not None else cfg['events']:,} input records, "
         f"{cfg['partitions']} partitions, "
-        f"measured {document['date']} on {m.get('cpu') or 'unknown CPU'}, {m['cores']} cores, "
+        f"measured {document.get('measured', {}).get(workload) or document['date']} on "
+        f"{m.get('cpu') or 'unknown CPU'}, {m['cores']} cores, "
         f"{m.get('memory_gb', '?')} GB (load average before/after: "
         f"{m['load_average_before'][0]} / {m['load_average_after'][0]})"
         + (f". Target: {target}." if target else ""),
@@ -208,6 +210,41 @@ def as_json(outcomes: list[Outcome]) -> dict[str, Any]:
                 entry["latency_ms"] = {k: round(v, 1) for k, v in entry["latency_ms"].items()}
         out[o.name] = entry
     return out
+
+
+def outcomes_from_json(entries: dict[str, Any]) -> list[Outcome]:
+    """Outcomes back from their JSON form (``as_json``; the ratio is recomputed)."""
+    known = {f.name for f in fields(Outcome)}
+    return [
+        Outcome(name=name, **{k: v for k, v in entry.items() if k in known})
+        for name, entry in entries.items()
+    ]
+
+
+def merge_previous(path: Path, document: dict[str, Any], sections: list[Any]) -> list[Any]:
+    """Add the workloads of the results at ``path`` that this run did not measure to
+    ``document`` (with their own input size and measurement date); returns every
+    section in registry order."""
+    from bench.workloads import WORKLOADS
+
+    if not path.exists():
+        return sections
+    previous = json.loads(path.read_text())
+    ran = {w.name for w, _, _ in sections}
+    by_name = {w.name: (w, o, i) for w, o, i in sections}
+    inputs = document["config"]["input_records"]
+    measured = document["measured"]
+    old_inputs = previous.get("config", {}).get("input_records", {})
+    old_measured = previous.get("measured", {})
+    for name, workload in WORKLOADS.items():
+        if name in ran or name not in previous:
+            continue
+        document[name] = previous[name]
+        events = old_inputs.get(name, previous.get("config", {}).get("events"))
+        inputs[name] = events
+        measured[name] = old_measured.get(name, previous.get("date"))
+        by_name[name] = (workload, outcomes_from_json(previous[name]), {"events": events})
+    return [by_name[n] for n in WORKLOADS if n in by_name]
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

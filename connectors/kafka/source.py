@@ -201,6 +201,37 @@ class KafkaSource:
                 out[(topic, partition)] = max(0, high - pos)
         return out
 
+    def unread(self, start: Mapping[tuple[str, int], int]) -> list[tuple[str, int]]:
+        """Assigned partitions with records not yet handed to the application.
+
+        From the client's position (which moves past transaction markers and aborted
+        records) and the end offset cached from the last fetch: no broker request.
+        Before a partition's first record the position is unknown; ``start`` (where
+        reading began; negative: the beginning) stands in for it. Records of a
+        transaction still open count as unread.
+        """
+        parts = [TopicPartition(t, p) for t, p in self._assigned]
+        if not parts:
+            return []
+        try:
+            positions = self._consumer.position(parts)
+        except KafkaException:
+            return []
+        out = []
+        for tp in positions:
+            try:
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            pos = tp.offset
+            if pos < 0:
+                pos = start.get((tp.topic, tp.partition), -1)
+                if pos < 0:
+                    pos = max(low, 0)
+            if high > pos:
+                out.append((tp.topic, tp.partition))
+        return out
+
     def beginning(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The earliest offset of each partition."""
         out = {}

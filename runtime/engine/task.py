@@ -231,6 +231,12 @@ class Task:
         """Stop reading a partition."""
         self.tracker_of(source).remove_partition(source, partition)
 
+    def hold_active(self, source: str, partition: int) -> None:
+        """A partition with records still unread is behind, not idle: keep it holding
+        the watermark (internal partitions never go idle anyway)."""
+        if source not in self.internal and self.tracker.tracks(source, partition):
+            self.tracker.touch(source, partition, self.now_ms())
+
     def partition_progress(self, source: str, partition: int) -> tuple[int, int]:
         """(max event time, watermark) of a partition, for checkpoint metadata."""
         tracker = self.tracker_of(source)

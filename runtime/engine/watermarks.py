@@ -96,6 +96,10 @@ class WatermarkTracker:
         """Stop tracking a partition (on revocation)."""
         self._clocks.pop((source, partition), None)
 
+    def tracks(self, source: str, partition: int) -> bool:
+        """Whether a partition is tracked."""
+        return (source, partition) in self._clocks
+
     def partitions(self) -> list[tuple[str, int]]:
         """The tracked partitions."""
         return list(self._clocks)

@@ -46,6 +46,9 @@ from runtime.state.base import StateBackend
 log = logging.getLogger("shoal.worker")
 
 _META = "shoal.checkpoint"
+# How often partitions with unread records are kept from going idle (ms): well below
+# any sensible idle timeout.
+UNREAD_CHECK_MS = 500
 
 
 class Transport(Protocol):
@@ -213,6 +216,7 @@ class Worker:
         self.last_watermarks: dict[int, int] = {}
         self._retired: dict[str, dict[str, int]] = {}
         self._last_checkpoint = clock()
+        self._next_unread_check = clock()
         self._sink_codecs = {
             s.name: (bindings.sinks[s.name], codecs(s.schema))
             for s in job.sinks
@@ -425,12 +429,30 @@ class Worker:
                 positions[(topic, partition)] = group[-1].offset() + 1
             self.records_read += len(msgs)
             self._dirty = True
+        now = self.clock()
+        if now >= self._next_unread_check:
+            self._next_unread_check = now + UNREAD_CHECK_MS
+            self._hold_unread()
         for task in self.tasks.values():
             task.advance()
         self.write_outputs()
-        if self.clock() - self._last_checkpoint >= self.options.checkpoint_interval_ms:
+        if now - self._last_checkpoint >= self.options.checkpoint_interval_ms:
             self.checkpoint()
         return len(msgs)
+
+    def _hold_unread(self) -> None:
+        """Partitions with records fetched or fetchable but not yet read are behind,
+        not idle: a consumer catching up may leave one waiting longer than its idle
+        timeout while others are served, and declaring it idle would move the
+        watermark past its unread records (making them late)."""
+        unread = getattr(self.offsets, "unread", None)
+        if unread is None:
+            return
+        for topic, partition in unread(self.positions):
+            source = self.topic_source.get(topic)
+            task = self.tasks.get(self.task_id(partition))
+            if source is not None and task is not None:
+                task.hold_active(source, partition)
 
     def _accept(self, topic: str, partition: int, group: list[Any]) -> list[Any]:
         """After a rewind: the part of a batch that starts where the rewind pointed.

@@ -6,6 +6,7 @@ No broker and no timing: the bench measures, these tests only check its arithmet
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,39 @@ def test_reports_of_two_workers_span_first_start_to_last_end() -> None:
     )
     assert out.records == 100 and out.elapsed_s == 5.0 and out.events_per_s == 20.0
     assert out.cpu_measured_s == 3.0 and out.extra["outputs"] == 12
+
+
+def test_update_keeps_the_workloads_this_run_did_not_measure(tmp_path: Any) -> None:
+    from bench import report
+
+    machine = {"cores": 2, "load_average_before": [0.5], "load_average_after": [0.7]}
+    old = {
+        "date": "2026-01-01T00:00:00+00:00",
+        "machine": machine,
+        "config": {"events": 1000, "partitions": 8, "input_records": {"W1": 1000, "W4": 1000}},
+        "W1": {"raw": {"events_per_s": 100.0, "correct": True},
+               "shoal-memory": {"events_per_s": 80.0, "correct": True}},
+        "W4": {"shoal-alo": {"events_per_s": 1.0, "correct": False}},
+    }  # fmt: skip
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(old))
+    w4 = WORKLOADS["W4"]
+    new_w4 = [Outcome("shoal-alo", events_per_s=5.0, correct=True)]
+    document: dict[str, Any] = {
+        "date": "2026-02-02T00:00:00+00:00",
+        "machine": machine,
+        "config": {"events": 500, "partitions": 8, "input_records": {"W4": 500}},
+        "W4": report.as_json(new_w4),
+        "measured": {"W4": "2026-02-02T00:00:00+00:00"},
+    }
+    sections = report.merge_previous(path, document, [(w4, new_w4, {"events": 500})])
+    assert [w.name for w, _, _ in sections] == ["W1", "W4"]
+    assert document["W4"]["shoal-alo"]["correct"] is True  # this run's figures win
+    assert document["W1"] == old["W1"]
+    assert document["config"]["input_records"] == {"W4": 500, "W1": 1000}
+    assert document["measured"]["W1"] == old["date"]
+    w1_outcomes = sections[0][1]
+    assert report.ratios(w1_outcomes)["shoal-memory"] == pytest.approx(0.8)
+    text = report.markdown_all(sections, document)
+    assert "1,000 input records" in text and "measured 2026-01-01" in text
+    assert "500 input records" in text and "measured 2026-02-02" in text
