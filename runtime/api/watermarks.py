@@ -31,8 +31,9 @@ class WatermarkStrategy:
 
     The watermark of a source partition is ``max event time seen - max_out_of_order_ms``.
     A task's watermark is the minimum over its live partitions; a partition that has
-    been idle for ``idle_timeout_ms`` of processing time stops holding it back.
-    Watermarks never go backwards.
+    been idle for ``idle_timeout_ms`` of processing time stops holding it back; on
+    Kafka, a partition with records the worker has not read yet is never idle (a
+    consumer catching up is behind, not quiet). Watermarks never go backwards.
 
     Records whose event time is below ``min_valid_ms`` or more than
     ``max_future_ms`` ahead of the processing clock are dead-lettered as absurd.
