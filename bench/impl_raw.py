@@ -16,23 +16,19 @@ honest (it does all the work the engines do):
 
 from __future__ import annotations
 
-import time
 from io import BytesIO
 
-from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader
 
 from bench.common import (
     BOUND_MS,
-    FAST_FETCH,
-    FAST_PRODUCE,
     HEADER_BYTES,
     WINDOW_MS,
     Stopwatch,
     load_schema,
     parse_args,
 )
-from bench.rawloop import commit, finish
+from bench.rawloop import Committer, clients, finish, send
 
 NO_TIME = -(2**63)
 # User ids are generated ([a-z0-9]); a hand-written loop formats instead of json.dumps.
@@ -43,33 +39,15 @@ def main() -> None:
     """Run W1 over ``--events`` records."""
     args = parse_args(__doc__ or "")
     schema = load_schema(args.schema)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "group.id": args.group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            **FAST_FETCH,
-        }
-    )
-    producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", **FAST_PRODUCE})
-    consumer.subscribe([args.topic])
+    consumer, producer = clients(args, [args.topic])
     out_topic = args.out_topic
-
-    def produce(key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                producer.produce(out_topic, value, key)
-                return
-            except BufferError:
-                producer.poll(0.05)
 
     windows: dict[int, dict[str, int]] = {}
     part_max = [NO_TIME] * args.partitions
     watermark = NO_TIME
     watch = Stopwatch()
     wanted, n, late, outputs = args.events, 0, 0, 0
-    next_commit = time.monotonic() + 1.0
+    committer = Committer(consumer, producer)
     size = WINDOW_MS
     while n < wanted:
         msgs = consumer.consume(num_messages=10_000, timeout=0.1)
@@ -99,13 +77,10 @@ def main() -> None:
             watermark = low - BOUND_MS
             for start in sorted(s for s in windows if s + size <= watermark):
                 for user, count in windows.pop(start).items():
-                    produce(user.encode(), (OUTPUT % (user, start, start + size, count)).encode())
+                    value = (OUTPUT % (user, start, start + size, count)).encode()
+                    send(producer, out_topic, value, user.encode())
                     outputs += 1
-        producer.poll(0)
-        if time.monotonic() >= next_commit:
-            producer.flush()
-            commit(consumer)
-            next_commit = time.monotonic() + 1.0
+        committer.tick()
     finish(consumer, producer, watch, n, args.report, outputs=outputs, late=late)
 
 

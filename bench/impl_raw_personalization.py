@@ -24,22 +24,19 @@ from __future__ import annotations
 
 import heapq
 import json
-import time
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from bench.checks import W4_PARAMS, ScoreParams, personalization_catalogue
-from bench.common import BOUND_MS, FAST_FETCH, FAST_PRODUCE, HEADER_BYTES, Stopwatch, parse_args
-from bench.rawloop import commit, finish
+from bench.common import BOUND_MS, HEADER_BYTES, Stopwatch, parse_args
+from bench.rawloop import Committer, clients, finish, send, topic_schemas
 from jobs.personalization import Catalogue, Model, Scorer, SignalWeights, completion_ratio
 
-SCHEMAS = {"playback": "PlaybackEvent.avsc", "interactions": "InteractionEvent.avsc"}
 OUTPUT_SCHEMA = "PersonalizationScore.avsc"
 NO_TIME = -(2**63)
 #: The landmark moves when the scale would pass 2**60 (as the job's state does).
@@ -312,10 +309,7 @@ def main() -> None:
     inputs: dict[str, str] = settings["inputs"]
     out_topic = settings["outputs"]["personalization-scores"]
     folder = Path(args.schema).parent
-    schemas = {
-        topic: parse_schema(json.loads((folder / SCHEMAS[stream]).read_text()))
-        for stream, topic in inputs.items()
-    }
+    schemas = topic_schemas(args, inputs)
     playback_topic = inputs["playback"]
     titles = personalization_catalogue(
         int(settings.get("seed", 1)), int(settings.get("users", 1000))
@@ -323,39 +317,25 @@ def main() -> None:
     scores = Personalizer(
         Scorer(Model.load(), Catalogue.of(titles)), encoder(folder / OUTPUT_SCHEMA)
     )
-    consumer = Consumer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "group.id": args.group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "partition.assignment.strategy": "range",
-            **FAST_FETCH,
-        }
-    )
-    # Idempotent (a user's records stay in order), and the linger of Shoal's worker.
-    producer = Producer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "acks": "all",
-            **FAST_PRODUCE,
-            "linger.ms": 10,
-            "enable.idempotence": True,
-        }
-    )
     ready = Path(settings["ready"]) if settings.get("ready") else None
 
     def on_assign(_consumer: Any, _partitions: Any) -> None:
         if ready is not None:
             ready.touch()  # a paced producer starts now
 
-    consumer.subscribe(list(inputs.values()), on_assign=on_assign)
+    # Idempotent (a user's records stay in order), and the linger of Shoal's worker.
+    consumer, producer = clients(
+        args, list(inputs.values()),
+        consumer={"partition.assignment.strategy": "range"},
+        producer={"linger.ms": 10, "enable.idempotence": True},
+        on_assign=on_assign,
+    )  # fmt: skip
     part_max = {(t, p): NO_TIME for t in inputs.values() for p in range(args.partitions)}
     watermarks = dict.fromkeys(range(args.partitions), NO_TIME)
     topics = list(inputs.values())
     watch = Stopwatch()
     wanted, n, outputs = args.events, 0, 0
-    next_commit = time.monotonic() + 1.0
+    committer = Committer(consumer, producer)
     while n < wanted:
         msgs = fetched(consumer, 10_000)
         if not msgs:
@@ -382,18 +362,9 @@ def main() -> None:
                 watermarks[p] = watermark
                 scores.advance(p, watermark)
         for user_id, value in scores.drain():
-            while True:
-                try:
-                    producer.produce(out_topic, value, user_id.encode())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            send(producer, out_topic, value, user_id.encode())
             outputs += 1
-        producer.poll(0)
-        if time.monotonic() >= next_commit:
-            producer.flush()
-            commit(consumer)
-            next_commit = time.monotonic() + 1.0
+        committer.tick()
     finish(consumer, producer, watch, n, args.report, outputs=outputs, users=len(scores.viewers))
 
 

@@ -24,23 +24,19 @@ from __future__ import annotations
 
 import heapq
 import json
-import time
 from io import BytesIO
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader
 
 from bench.common import (
     BOUND_MS,
-    FAST_FETCH,
-    FAST_PRODUCE,
     HEADER_BYTES,
     Stopwatch,
     load_schema,
     parse_args,
 )
-from bench.rawloop import commit, finish
+from bench.rawloop import Committer, clients, finish, send
 from jobs.qoe.metrics import QoeAggregate, metric_output
 from jobs.qoe.playbacks import LIFECYCLE_RANK, PlaybackFacts, new_cursor
 from runtime import Window
@@ -178,22 +174,12 @@ def main() -> None:
     args = parse_args(__doc__ or "")
     schema = load_schema(args.schema)
     out_topic = args.settings["outputs"]["qoe-metrics"]
-    consumer = Consumer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "group.id": args.group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            **FAST_FETCH,
-        }
-    )
-    producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", **FAST_PRODUCE})
-    consumer.subscribe([args.settings["inputs"]["playback"]])
+    consumer, producer = clients(args, [args.settings["inputs"]["playback"]])
     state = RawQoe(args.partitions)
     add, dumps = state.add, json.dumps
     watch = Stopwatch()
     wanted, n, outputs = args.events, 0, 0
-    next_commit = time.monotonic() + 1.0
+    committer = Committer(consumer, producer)
     while n < wanted:
         msgs = consumer.consume(num_messages=10_000, timeout=0.1)
         if not msgs:
@@ -206,19 +192,9 @@ def main() -> None:
             e = schemaless_reader(BytesIO(m.value()[HEADER_BYTES:]), schema, None)  # type: ignore[index]
             add(m.partition(), e)  # type: ignore[arg-type]
         for r in state.advance():
-            value = dumps(r, separators=(",", ":")).encode()
-            while True:
-                try:
-                    producer.produce(out_topic, value, r["cdn"].encode())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            send(producer, out_topic, dumps(r, separators=(",", ":")).encode(), r["cdn"].encode())
             outputs += 1
-        producer.poll(0)
-        if time.monotonic() >= next_commit:
-            producer.flush()
-            commit(consumer)
-            next_commit = time.monotonic() + 1.0
+        committer.tick()
     finish(consumer, producer, watch, n, args.report, outputs=outputs, late=state.late)
 
 

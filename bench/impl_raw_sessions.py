@@ -15,27 +15,21 @@ written as JSON. Flush + commit every second (at-least-once).
 from __future__ import annotations
 
 import json
-import time
 from io import BytesIO
-from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
-from fastavro import parse_schema, schemaless_reader
+from fastavro import schemaless_reader
 
 from bench.common import (
     BOUND_MS,
-    FAST_FETCH,
-    FAST_PRODUCE,
     HEADER_BYTES,
     Stopwatch,
     parse_args,
 )
-from bench.rawloop import commit, finish
+from bench.rawloop import Committer, clients, finish, send, topic_schemas
 from jobs.sessionization.summary import SessionAggregate
 
 GAP_MS = 30 * 60_000
 NO_TIME = -(2**63)
-SCHEMAS = {"playback": "PlaybackEvent.avsc", "interactions": "InteractionEvent.avsc"}
 
 
 def main() -> None:
@@ -43,23 +37,10 @@ def main() -> None:
     args = parse_args(__doc__ or "")
     inputs: dict[str, str] = args.settings["inputs"]
     out_topic = args.settings["outputs"]["sessions"]
-    folder = Path(args.schema).parent
-    schemas = {
-        topic: parse_schema(json.loads((folder / SCHEMAS[stream]).read_text()))
-        for stream, topic in inputs.items()
-    }
-    consumer = Consumer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "group.id": args.group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "partition.assignment.strategy": "range",
-            **FAST_FETCH,
-        }
+    schemas = topic_schemas(args, inputs)
+    consumer, producer = clients(
+        args, list(inputs.values()), consumer={"partition.assignment.strategy": "range"}
     )
-    producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", **FAST_PRODUCE})
-    consumer.subscribe(list(inputs.values()))
     agg = SessionAggregate()
     add, merge, result = agg.add, agg.merge, agg.result
     sessions: dict[tuple[str, str], list[list[object]]] = {}
@@ -67,7 +48,7 @@ def main() -> None:
     watermark = NO_TIME
     watch = Stopwatch()
     wanted, n, outputs = args.events, 0, 0
-    next_commit = time.monotonic() + 1.0
+    committer = Committer(consumer, producer)
     while n < wanted:
         msgs = consumer.consume(num_messages=10_000, timeout=0.1)
         if not msgs:
@@ -111,12 +92,7 @@ def main() -> None:
                         summary = {"user_id": key[0], "device_id": key[1], **result(s[2])}  # type: ignore[arg-type]
                         summary["revision"] = 0
                         value = json.dumps(summary, separators=(",", ":")).encode()
-                        while True:
-                            try:
-                                producer.produce(out_topic, value, key[0].encode())
-                                break
-                            except BufferError:
-                                producer.poll(0.05)
+                        send(producer, out_topic, value, key[0].encode())
                         outputs += 1
                     else:
                         keep.append(s)
@@ -124,11 +100,7 @@ def main() -> None:
                     sessions[key] = keep
                 else:
                     del sessions[key]
-        producer.poll(0)
-        if time.monotonic() >= next_commit:
-            producer.flush()
-            commit(consumer)
-            next_commit = time.monotonic() + 1.0
+        committer.tick()
     finish(consumer, producer, watch, n, args.report, outputs=outputs)
 
 
