@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 0
 
-.PHONY: venv venv-test demo test unit integration bench lint typecheck clean
+.PHONY: venv venv-test system-deps system-deps-demo demo test unit integration bench lint typecheck clean
 
 venv: $(VENV)/.installed
 
@@ -23,16 +23,23 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev,flink]"
 	@touch $@
 
-demo: venv
+# Debian packages the services need (apt-get as root; otherwise a one-line error naming them)
+system-deps:
+	@deploy/setup/system-deps test
+
+system-deps-demo:
+	@deploy/setup/system-deps demo
+
+demo: system-deps-demo venv
 	$(BIN)/shoal demo --seconds $(DEMO_SECONDS)
 
-test: venv-test
-	$(BIN)/python -m pytest -q tests
+test: system-deps venv-test
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 unit: venv-test
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: venv-test
+integration: system-deps venv-test
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: venv
