@@ -17,6 +17,7 @@ from typing import Any
 from connectors.codecs import codec_factory
 from connectors.external import is_external, make_external_sink
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
+from connectors.kafka.config import KafkaClientConfig, as_client_config
 from connectors.kafka.source import KafkaSource
 from connectors.kafka.transport import ChangelogReader, KafkaTransport
 from runtime.api.bindings import Bindings
@@ -33,7 +34,8 @@ class RunConfig:
     """How to run a job on Kafka.
 
     Attributes:
-        bootstrap: Kafka address.
+        bootstrap: Kafka address, or a client configuration (address and the user's
+            client settings: TLS, SASL ...; see ``connectors.kafka.config``).
         guarantee: ``"exactly_once"`` (transactions) or ``"at_least_once"``.
         state: ``"rocksdb"`` or ``"memory"``.
         state_dir: folder of RocksDB state.
@@ -41,16 +43,19 @@ class RunConfig:
         worker_id: stable name of this worker slot: names its transactional id, so a
             restarted worker fences and aborts its predecessor's transaction at once.
         output_partitions: partitions of sink topics created here.
+        replication_factor: replication of the topics created here (-1: the broker's
+            ``default.replication.factor``).
         options: worker loop tuning.
     """
 
-    bootstrap: str
+    bootstrap: str | KafkaClientConfig
     guarantee: str = "exactly_once"
     state: str = "rocksdb"
     state_dir: Path = field(default_factory=lambda: Path(".shoal") / "state")
     group: str | None = None
     worker_id: str | None = None
     output_partitions: int = 4
+    replication_factor: int = -1
     options: WorkerOptions = field(default_factory=WorkerOptions)
     source_overrides: Mapping[str, Any] = field(default_factory=dict)
 
@@ -75,12 +80,20 @@ def make_backend(config: RunConfig, worker_id: str) -> StateBackend:
 
 
 def ensure_topics(
-    job: Job, bindings: Bindings, admin: KafkaAdmin, partitions: int, app: str | None = None
+    job: Job,
+    bindings: Bindings,
+    admin: KafkaAdmin,
+    partitions: int,
+    app: str | None = None,
+    replication: int = -1,
 ) -> int:
     """Create sink, dead-letter and changelog topics; returns the input partition count.
 
+    Internal topics that exist already are checked: a changelog must be compacted and
+    changelog and repartition topics need a partition per task.
+
     Raises:
-        ConfigError: a source topic does not exist.
+        ConfigError: a source topic does not exist, or an internal topic is unfit.
     """
     existing = admin.topics()
     missing = [t for t in bindings.sources.values() if t not in existing]
@@ -99,17 +112,57 @@ def ensure_topics(
         )
     tasks = inputs
     stateful = [n.name for n in job.nodes if n.kind in ("window", "process")]
-    specs = [TopicSpec(t, partitions) for t in bindings.sinks.values() if "://" not in t]
-    specs.append(TopicSpec(bindings.dead_letters, 1))
-    specs += [
+    specs = [
+        TopicSpec(t, partitions, replication) for t in bindings.sinks.values() if "://" not in t
+    ]
+    specs.append(TopicSpec(bindings.dead_letters, 1, replication))
+    changelogs = [
         TopicSpec(
-            changelog_topic(app or job.name, step), tasks, config={"cleanup.policy": "compact"}
+            changelog_topic(app or job.name, step),
+            tasks,
+            replication,
+            config={"cleanup.policy": "compact"},
         )
         for step in stateful
     ]
-    specs += [TopicSpec(t, inputs) for t in internal_topics(job, app or job.name)]
-    admin.ensure_topics(specs)
+    repartitions = [
+        TopicSpec(t, inputs, replication) for t in internal_topics(job, app or job.name)
+    ]
+    admin.ensure_topics(specs + changelogs + repartitions)
+    check_internal_topics(admin, changelogs, repartitions)
     return inputs
+
+
+def check_internal_topics(
+    admin: KafkaAdmin, changelogs: list[TopicSpec], repartitions: list[TopicSpec]
+) -> None:
+    """Existing changelog and repartition topics must fit the job (see ``ensure_topics``).
+
+    Raises:
+        ConfigError: one line per unfit topic, saying what is wrong and what to do.
+    """
+    specs = changelogs + repartitions
+    if not specs:
+        return
+    counts = admin.topics()
+    configs = admin.topic_configs([s.name for s in changelogs])
+    problems = []
+    for spec in specs:
+        have = counts.get(spec.name, 0)
+        if have < spec.partitions:
+            problems.append(
+                f"{spec.name} has {have} partitions, the job needs {spec.partitions} "
+                "(one per input partition): add partitions or start with a new --group"
+            )
+    for spec in changelogs:
+        policy = configs.get(spec.name, {}).get("cleanup.policy", "")
+        if "compact" not in policy:
+            problems.append(
+                f"{spec.name} has cleanup.policy={policy or 'delete'}: a changelog must be "
+                f"compacted (kafka-configs --alter --add-config cleanup.policy=compact)"
+            )
+    if problems:
+        raise ConfigError("internal topics unfit: " + "; ".join(problems))
 
 
 def internal_topics(job: Job, app: str) -> list[str]:
@@ -140,9 +193,12 @@ class KafkaRunner:
     ) -> None:
         self.job = job
         self.config = config
-        admin = KafkaAdmin(config.bootstrap)
+        client = as_client_config(config.bootstrap)
+        admin = KafkaAdmin(client)
         app = config.group or job.name
-        self.input_partitions = ensure_topics(job, bindings, admin, config.output_partitions, app)
+        self.input_partitions = ensure_topics(
+            job, bindings, admin, config.output_partitions, app, config.replication_factor
+        )
         worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.worker_id = worker_id
         self.backend = make_backend(config, worker_id)
@@ -158,7 +214,7 @@ class KafkaRunner:
             # in the same task: the range assignor co-locates equal partition numbers.
             source_conf.setdefault("partition.assignment.strategy", "range")
         self.source = KafkaSource(
-            config.bootstrap,
+            client,
             config.group or job.name,
             topics,
             on_assign=self._on_assign,
@@ -167,7 +223,7 @@ class KafkaRunner:
             extra=source_conf,
         )
         self.transport = KafkaTransport(
-            config.bootstrap,
+            client,
             self.source,
             exactly_once=config.guarantee == "exactly_once",
             transactional_id=f"{config.group or job.name}-{worker_id}",
@@ -185,7 +241,7 @@ class KafkaRunner:
             codec_factory(),
             self.backend,
             offsets=self.source,
-            changelog=ChangelogReader(config.bootstrap).read,
+            changelog=ChangelogReader(client).read,
             external=sinks,
             options=config.options,
             repartition_partitions=self.input_partitions,

@@ -6,13 +6,20 @@ override them:
 * ``SHOAL_HOME``: working folder for the local broker, state and logs (``.shoal``).
 * ``SHOAL_CACHE``: where downloaded jars are kept (``~/.cache/shoal``).
 * ``SHOAL_BOOTSTRAP``: Kafka bootstrap servers; default: the local broker's address.
+* ``SHOAL_KAFKA_<NAME>``: a Kafka client setting (``SHOAL_KAFKA_SASL_PASSWORD`` is
+  ``sasl.password``); see ``connectors.kafka.config`` for the order settings merge in.
+* ``SHOAL_REPLICATION_FACTOR``: replication of the topics Shoal creates (-1: the
+  broker's default).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from runtime.api.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +31,8 @@ class Settings:
     home: Path = field(default_factory=lambda: Path(".shoal"))
     cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "shoal")
     bootstrap: str | None = None
+    kafka_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    replication_factor: int = -1
 
     @property
     def kafka_pom(self) -> Path:
@@ -49,7 +58,19 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         home=Path(env["SHOAL_HOME"]) if env.get("SHOAL_HOME") else base.home,
         cache=Path(env["SHOAL_CACHE"]) if env.get("SHOAL_CACHE") else base.cache,
         bootstrap=env.get("SHOAL_BOOTSTRAP") or None,
+        kafka_env={k: v for k, v in env.items() if k.startswith("SHOAL_KAFKA_")},
+        replication_factor=_int(env, "SHOAL_REPLICATION_FACTOR", base.replication_factor),
     )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a whole number") from None
 
 
 def broker_settings(settings: Settings, home: Path | None = None):  # type: ignore[no-untyped-def]

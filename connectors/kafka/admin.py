@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaError, KafkaException, NewTopic
+from connectors.kafka.client import (
+    CLIENT_LOGGER,
+    AdminClient,
+    ConfigResource,
+    KafkaError,
+    KafkaException,
+    NewTopic,
+)
+from connectors.kafka.config import KafkaClientConfig, as_client_config
 from runtime.api.errors import ConnectorError
 
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """A topic to create: partitions, replication and configs (e.g. ``cleanup.policy``)."""
+    """A topic to create: partitions, replication and configs (e.g. ``cleanup.policy``).
+
+    ``replication`` -1 takes the broker's ``default.replication.factor`` (Kafka 2.4+), so
+    a production cluster's durability rules apply without Shoal knowing them.
+    """
 
     name: str
     partitions: int = 1
-    replication: int = 1
+    replication: int = -1
     config: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -27,11 +38,11 @@ class KafkaAdmin:
         bootstrap: ``host:port`` of the cluster.
     """
 
-    def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bootstrap: str | KafkaClientConfig, timeout_s: float = 30.0) -> None:
+        self.client = as_client_config(bootstrap)
+        self.bootstrap = self.client.bootstrap
         self.timeout_s = timeout_s
-        conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOGGER}
-        self._admin = AdminClient(conf)
+        self._admin = AdminClient(self.client.client(logger=CLIENT_LOGGER))
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count (internal topics excluded)."""
@@ -79,6 +90,25 @@ class KafkaAdmin:
                 return
             time.sleep(0.1)
         raise ConnectorError(f"topics {names} did not appear within {self.timeout_s}s")
+
+    def topic_configs(self, names: list[str]) -> dict[str, dict[str, str]]:
+        """Topic name -> its effective configuration (broker defaults included).
+
+        Raises:
+            ConnectorError: the configuration could not be read (e.g. no DescribeConfigs ACL).
+        """
+        if not names:
+            return {}
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+        out: dict[str, dict[str, str]] = {}
+        try:
+            futures = self._admin.describe_configs(resources, request_timeout=self.timeout_s)
+            for resource, fut in futures.items():
+                entries = fut.result(timeout=self.timeout_s)
+                out[resource.name] = {k: e.value for k, e in entries.items() if e.value is not None}
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot read the configuration of {names}: {exc}") from exc
+        return out
 
     def delete_topics(self, names: list[str]) -> None:
         """Delete topics (missing ones are ignored)."""

@@ -20,9 +20,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaException
+from connectors.kafka.config import KafkaClientConfig
 from runtime.api.errors import BrokerError
 
 KAFKA_MAIN = "kafka.Kafka"
@@ -297,12 +297,9 @@ class LocalBroker:
 
     def _wait_ready(self, bootstrap: str) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
-        conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "socket.timeout.ms": 2000,
-            "logger": CLIENT_LOGGER,
-        }
-        admin = AdminClient(conf)
+        admin = AdminClient(
+            KafkaClientConfig(bootstrap).client({"socket.timeout.ms": 2000}, logger=CLIENT_LOGGER)
+        )
         last = "no answer"
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:

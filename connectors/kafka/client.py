@@ -19,7 +19,11 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 # librdkafka's own log lines go through Python logging instead of stderr.
 CLIENT_LOGGER = logging.getLogger("shoal.kafka.client")
@@ -29,6 +33,7 @@ __all__ = [
     "OFFSET_BEGINNING",
     "OFFSET_END",
     "AdminClient",
+    "ConfigResource",
     "Consumer",
     "KafkaError",
     "KafkaException",

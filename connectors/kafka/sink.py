@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.kafka.client import CLIENT_LOGGER, KafkaError, KafkaException, Producer
+from connectors.kafka.config import KafkaClientConfig, as_client_config
 from runtime.api.errors import ConnectorError
 
 
@@ -23,23 +24,32 @@ class KafkaSink:
     """
 
     def __init__(
-        self, bootstrap: str, *, linger_ms: int = 20, extra: Mapping[str, Any] | None = None
+        self,
+        bootstrap: str | KafkaClientConfig,
+        *,
+        linger_ms: int = 20,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+        client = as_client_config(bootstrap)
+        bootstrap = client.bootstrap
+        defaults: dict[str, Any] = {
             "linger.ms": linger_ms,
             "batch.size": 1_000_000,
             "batch.num.messages": 100_000,
             "queue.buffering.max.messages": 2_000_000,
             "queue.buffering.max.kbytes": 2_097_151,
             "compression.type": "lz4",
-            "enable.idempotence": True,
             "acks": "all",
             "delivery.report.only.error": True,
-            "on_delivery": self._on_delivery,
-            "logger": CLIENT_LOGGER,
         }
+        conf = client.client(
+            defaults,
+            enable_idempotence=True,
+            on_delivery=self._on_delivery,
+            logger=CLIENT_LOGGER,
+        )
         conf.update(extra or {})
+        self.client = client
         self.bootstrap = bootstrap
         self._errors: list[str] = []
         try:
@@ -76,9 +86,7 @@ class KafkaSink:
             except KafkaException as exc:
                 raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
 
-    def write_many(
-        self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]
-    ) -> None:
+    def write_many(self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]) -> None:
         """Queue many ``(key, value, timestamp_ms)`` records to one topic (the hot path)."""
         produce = self._producer.produce
         poll = self._producer.poll

@@ -14,6 +14,7 @@ from connectors.kafka.client import (
     KafkaException,
     TopicPartition,
 )
+from connectors.kafka.config import KafkaClientConfig, as_client_config
 from runtime.api.errors import ConnectorError
 
 AssignListener = Callable[[list[tuple[str, int]]], None]
@@ -53,7 +54,7 @@ class KafkaSource:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | KafkaClientConfig,
         group_id: str,
         topics: list[str],
         *,
@@ -62,22 +63,26 @@ class KafkaSource:
         read_committed: bool = True,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "group.id": group_id,
+        client = as_client_config(bootstrap)
+        bootstrap = client.bootstrap
+        defaults: dict[str, Any] = {
             "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
             "enable.partition.eof": False,
             "partition.assignment.strategy": "cooperative-sticky",
-            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
             # A member that stops polling (e.g. blocked on an unreachable broker) is
             # removed after this, so the rest of the group can rebalance without it.
             "max.poll.interval.ms": 60_000,
-            "logger": CLIENT_LOGGER,
             **FAST_FETCH,
         }
+        conf = client.client(
+            defaults,
+            group_id=group_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed" if read_committed else "read_uncommitted",
+            logger=CLIENT_LOGGER,
+        )
         conf.update(extra or {})
         self.topics = topics
         self._on_assign = on_assign

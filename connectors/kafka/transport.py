@@ -23,6 +23,7 @@ from connectors.kafka.client import (
     KafkaException,
     TopicPartition,
 )
+from connectors.kafka.config import KafkaClientConfig, as_client_config
 from connectors.kafka.sink import KafkaSink
 from connectors.kafka.source import KafkaSource
 from runtime.api.errors import CheckpointAborted, ConnectorError, StateError
@@ -49,7 +50,7 @@ class KafkaTransport(KafkaSink):
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | KafkaClientConfig,
         source: KafkaSource,
         *,
         exactly_once: bool,
@@ -85,9 +86,7 @@ class KafkaTransport(KafkaSink):
             self._begin()
         super().write(topic, key, value, timestamp_ms, headers, partition)
 
-    def write_many(
-        self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]
-    ) -> None:
+    def write_many(self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]) -> None:
         """Queue many records to one topic (inside the open transaction, if any)."""
         if self.exactly_once and not self._in_txn:
             self._begin()
@@ -191,23 +190,22 @@ def _group_moved(exc: BaseException | None) -> bool:
 class ChangelogReader:
     """Reads a changelog partition from the start to its end (read_committed)."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bootstrap: str | KafkaClientConfig) -> None:
+        self.client = as_client_config(bootstrap)
+        self.bootstrap = self.client.bootstrap
 
     def read(
         self, topic: str, partition: int, timeout_s: float = 300.0
     ) -> Iterator[tuple[bytes, bytes | None]]:
         """Every committed ``(key, value)`` of the partition, oldest first."""
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"shoal-restore-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-                "fetch.queue.backoff.ms": 10,
-                "logger": CLIENT_LOGGER,
-            }
+            self.client.client(
+                {"enable.partition.eof": True, "fetch.queue.backoff.ms": 10},
+                group_id=f"shoal-restore-{uuid.uuid4().hex}",
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                logger=CLIENT_LOGGER,
+            )
         )
         try:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)

@@ -8,7 +8,7 @@ import time
 import click
 
 from runtime.api.errors import ConfigError
-from runtime.cli.common import codecs, resolve_bootstrap
+from runtime.cli.common import codecs, kafka_options, resolve_client
 
 
 def parse_degradation(text: str) -> tuple[str, int, int]:
@@ -65,6 +65,7 @@ def parse_degradation(text: str) -> tuple[str, int, int]:
     help="Make one CDN bad for a stretch of event time (repeatable).",
 )
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
+@kafka_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(
     events: int,
@@ -97,7 +98,7 @@ def generate(
     from connectors.kafka.sink import KafkaSink
     from runtime.generator import Degradation, Generator, GeneratorConfig, corrupt_bytes
 
-    server = resolve_bootstrap(bootstrap)
+    server = resolve_client(bootstrap)
     origin = start_ms if start_ms is not None else time.time_ns() // 1_000_000
     try:
         config = GeneratorConfig(

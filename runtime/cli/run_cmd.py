@@ -15,7 +15,7 @@ import click
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
-from runtime.cli.common import resolve_bootstrap, settings
+from runtime.cli.common import kafka_options, resolve_client, settings
 
 
 def load_job(spec: str) -> Job:
@@ -171,6 +171,14 @@ class LiveView:
     show_default=True,
     help="Seconds between live counter lines.",
 )
+@click.option(
+    "--replication-factor",
+    type=int,
+    default=None,
+    help="Replication of the topics the job creates (changelogs, repartition, dead letters, "
+    "sinks); default: SHOAL_REPLICATION_FACTOR, else the broker's default (-1).",
+)
+@kafka_options
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
 def run(
     job_spec: str,
@@ -191,6 +199,7 @@ def run(
     jobmanager: str | None,
     stall_timeout: float,
     tick: float,
+    replication_factor: int | None,
     quiet: bool,
 ) -> None:
     """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
@@ -202,7 +211,8 @@ def run(
 
     job = load_job(job_spec)
     service_config = _service_config(http, http_token, worker_id)
-    server = resolve_bootstrap(bootstrap)
+    client = resolve_client(bootstrap)
+    server = client.bootstrap
     bindings = Bindings.for_job(job, binds)
     if engine == "flink" or jobmanager:
         from runtime.flink.cli import run_flink
@@ -210,7 +220,7 @@ def run(
         run_flink(
             job,
             bindings,
-            server,
+            client,
             engine,
             jobmanager=jobmanager,
             group=group,
@@ -236,13 +246,16 @@ def run(
         )
         return
     config = RunConfig(
-        bootstrap=server,
+        bootstrap=client,
         guarantee=guarantee,
         state=state,
         state_dir=settings().state_dir,
         group=group,
         worker_id=worker_id or "w0",
         output_partitions=partitions,
+        replication_factor=(
+            replication_factor if replication_factor is not None else settings().replication_factor
+        ),
         options=WorkerOptions(batch_size=batch_size, checkpoint_interval_ms=checkpoint_ms),
     )
     runner = KafkaRunner(job, bindings, config)

@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
-from runtime.cli.common import codecs, resolve_bootstrap
+from runtime.cli.common import codecs, kafka_options, resolve_client
 
 
 @click.group(invoke_without_command=True)
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
+@kafka_options
 @click.pass_context
 def topics(ctx: click.Context, bootstrap: str | None) -> None:
     """List topics (or create one: shoal topics create NAME)."""
@@ -21,7 +22,7 @@ def topics(ctx: click.Context, bootstrap: str | None) -> None:
     if ctx.invoked_subcommand is None:
         from connectors.kafka.admin import KafkaAdmin
 
-        for name, parts in sorted(KafkaAdmin(resolve_bootstrap(bootstrap)).topics().items()):
+        for name, parts in sorted(KafkaAdmin(resolve_client(bootstrap)).topics().items()):
             click.echo(f"{name}\t{parts} partition(s)")
 
 
@@ -35,7 +36,7 @@ def create(bootstrap: str | None, name: str, partitions: int, compact: bool) -> 
     from connectors.kafka.admin import KafkaAdmin, TopicSpec
 
     config = {"cleanup.policy": "compact"} if compact else {}
-    made = KafkaAdmin(resolve_bootstrap(bootstrap)).ensure_topics(
+    made = KafkaAdmin(resolve_client(bootstrap)).ensure_topics(
         [TopicSpec(name, partitions, config=config)]
     )
     click.echo(f"created {name}" if made else f"{name} already exists")
@@ -61,6 +62,7 @@ def _printable(value: Any) -> Any:
 @click.option("--from-beginning", is_flag=True, help="Read from the start, not the end.")
 @click.option("--timeout", type=float, default=None, help="Stop after this many idle seconds.")
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
+@kafka_options
 def tail(
     topic: str,
     schema: str | None,
@@ -72,9 +74,8 @@ def tail(
     """Decode and print records of TOPIC as JSON lines."""
     from connectors.kafka.source import KafkaSource
 
-    server = resolve_bootstrap(bootstrap)
     source = KafkaSource(
-        server,
+        resolve_client(bootstrap),
         f"shoal-tail-{time.time_ns()}",
         [topic],
         read_committed=True,

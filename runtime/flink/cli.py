@@ -7,6 +7,7 @@ import time
 
 import click
 
+from connectors.kafka.config import KafkaClientConfig, as_client_config
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError
 from runtime.api.job import Job
@@ -16,7 +17,7 @@ from runtime.flink.options import FlinkOptions, require_pyflink
 def run_flink(
     job: Job,
     bindings: Bindings,
-    bootstrap: str,
+    bootstrap: str | KafkaClientConfig,
     engine: str,
     *,
     jobmanager: str | None,
@@ -38,8 +39,11 @@ def run_flink(
     from runtime.flink.submit import run_on_flink
 
     home = settings()
+    client = as_client_config(bootstrap)
+    bootstrap = client.bootstrap
     options = FlinkOptions(
         bootstrap=bootstrap,
+        kafka_properties=dict(client.properties),
         group=group,
         jobmanager=jobmanager,
         checkpoint_interval_ms=checkpoint_ms,

@@ -24,10 +24,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
     parser.add_argument("--bind", action="append", default=[], metavar="NAME=TOPIC")
     parser.add_argument("--group", default=None, help="consumer group (default: job name)")
+    parser.add_argument(
+        "--kafka-config", default=None, help="Kafka client settings (.properties file)"
+    )
     args = parser.parse_args(argv)
     job = load_job(args.job)
     bindings = Bindings.for_job(job, args.bind)
-    options = FlinkOptions(bootstrap=args.bootstrap, group=args.group, from_cluster=True)
+    from pathlib import Path
+
+    from connectors.kafka.config import load_client_config
+    from runtime.settings import load_settings
+
+    client = load_client_config(
+        args.bootstrap,
+        config_file=Path(args.kafka_config) if args.kafka_config else None,
+        env=load_settings().kafka_env,
+    )
+    options = FlinkOptions(
+        bootstrap=client.bootstrap,
+        group=args.group,
+        from_cluster=True,
+        kafka_properties=dict(client.properties),
+    )
     run_on_flink(job, bindings, options)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,8 @@ class FlinkOptions:
         from_cluster: the cluster's own configuration decides jars, checkpoints, state
             backend, restarts and Python (application mode, e.g. a FlinkDeployment);
             only the job's graph comes from here.
+        kafka_properties: the user's Kafka client settings (TLS, SASL ...), as given to
+            ``shoal run`` (see ``connectors.kafka.config``); never shown in a repr.
     """
 
     bootstrap: str
@@ -92,6 +95,7 @@ class FlinkOptions:
     jar_cache: Path = field(default_factory=lambda: load_settings().cache / "flink")
     transaction_timeout_ms: int = 600_000
     from_cluster: bool = False
+    kafka_properties: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.execution_mode not in EXECUTION_MODES:

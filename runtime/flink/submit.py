@@ -114,8 +114,9 @@ def topic_partitions(options: FlinkOptions, job: Job, bindings: Bindings) -> dic
         ConfigError: a source topic does not exist.
     """
     from connectors.kafka.admin import KafkaAdmin, TopicSpec
+    from connectors.kafka.config import KafkaClientConfig
 
-    admin = KafkaAdmin(options.bootstrap)
+    admin = KafkaAdmin(KafkaClientConfig(options.bootstrap, options.kafka_properties))
     existing = admin.topics()
     missing = [t for t in bindings.sources.values() if t not in existing]
     if missing:
@@ -161,7 +162,12 @@ def build_environment(
     if options.jobmanager is not None:
         for package in PACKAGES:
             env.add_python_file(str(REPO_ROOT / package))
+    from connectors.kafka.config import KafkaClientConfig
+
+    java = KafkaClientConfig(options.bootstrap, options.kafka_properties).java_properties()
+    java.pop("bootstrap.servers", None)
     kafka = KafkaSettings(
+        properties=java,
         bootstrap=options.bootstrap,
         group=options.group or job.name,
         partitions=partitions,

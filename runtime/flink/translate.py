@@ -104,6 +104,7 @@ class KafkaSettings:
         partitions: partitions of every source topic (one reader each).
         bounded: stop at the offsets that are the latest when the job starts.
         transaction_timeout_ms: the sinks' Kafka transaction timeout.
+        properties: the user's Kafka client settings for Java clients (TLS, SASL ...).
     """
 
     bootstrap: str
@@ -111,6 +112,7 @@ class KafkaSettings:
     partitions: Mapping[str, int] = field(default_factory=dict)
     bounded: bool = False
     transaction_timeout_ms: int = 600_000
+    properties: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -217,6 +219,8 @@ def _source(
         .set_property("isolation.level", "read_committed")
         .set_property("client.id.prefix", f"{kafka.group}-{node.name}")
     )
+    for key, value in kafka.properties.items():
+        builder = builder.set_property(key, value)
     if kafka.bounded:
         builder = builder.set_bounded(pf.KafkaOffsetsInitializer.latest())
     raw = env.from_source(builder.build(), pf.WatermarkStrategy.no_watermarks(), node.name)
@@ -318,6 +322,7 @@ def _kafka_table(kafka: KafkaSettings, topic: str, name: str) -> Any:
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{kafka.group}-{name}",
         "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
+        **{f"properties.{key}": value for key, value in kafka.properties.items()},
     }
     builder = pf.TableDescriptor.for_connector("kafka").schema(schema)
     for key, value in options.items():
