@@ -7,13 +7,19 @@ from dataclasses import dataclass, field
 
 from connectors.kafka.client import (
     CLIENT_LOGGER,
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
     ConfigResource,
     KafkaError,
     KafkaException,
     NewTopic,
+    ResourcePatternType,
+    ResourceType,
 )
 from connectors.kafka.config import KafkaClientConfig, as_client_config
+from connectors.kafka.errors import ClientErrors, explain
 from runtime.api.errors import ConnectorError
 
 
@@ -38,18 +44,45 @@ class KafkaAdmin:
         bootstrap: ``host:port`` of the cluster.
     """
 
-    def __init__(self, bootstrap: str | KafkaClientConfig, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str | KafkaClientConfig,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
         self.client = as_client_config(bootstrap)
         self.bootstrap = self.client.bootstrap
         self.timeout_s = timeout_s
-        self._admin = AdminClient(self.client.client(logger=CLIENT_LOGGER))
+        self.connect_timeout_s = min(connect_timeout_s, timeout_s)
+        self._errors = ClientErrors()
+        self._admin = AdminClient(
+            self.client.client(logger=CLIENT_LOGGER, error_cb=self._errors.callback)
+        )
 
     def topics(self) -> dict[str, int]:
-        """Topic name -> partition count (internal topics excluded)."""
-        try:
-            md = self._admin.list_topics(timeout=self.timeout_s)
-        except KafkaException as exc:
-            raise ConnectorError(f"cannot list topics on {self.bootstrap}: {exc}") from exc
+        """Topic name -> partition count (internal topics excluded).
+
+        Raises:
+            ConnectorError: one line with the cause, at once for a wrong password, an
+                untrusted certificate or a missing ACL, within ``connect_timeout_s``
+                for an unreachable cluster.
+        """
+        import time
+
+        deadline = time.monotonic() + self.connect_timeout_s
+        while True:
+            try:
+                md = self._admin.list_topics(timeout=0.5)
+                break
+            except KafkaException as exc:
+                self._admin.poll(0)  # serves the error callbacks
+                if self._errors.decisive is not None:
+                    raise ConnectorError(
+                        explain(self._errors.decisive, self.bootstrap, "listing topics")
+                    ) from exc
+                if time.monotonic() >= deadline:
+                    err = self._errors.last or (exc.args[0] if exc.args else exc)
+                    raise ConnectorError(explain(err, self.bootstrap, "listing topics")) from exc
         return {
             name: len(t.partitions) for name, t in md.topics.items() if not name.startswith("__")
         }
@@ -109,6 +142,45 @@ class KafkaAdmin:
         except KafkaException as exc:
             raise ConnectorError(f"cannot read the configuration of {names}: {exc}") from exc
         return out
+
+    def grant(
+        self,
+        principal: str,
+        resource: str,
+        name: str,
+        operations: list[str],
+        *,
+        prefixed: bool = False,
+    ) -> None:
+        """Allow ``principal`` (e.g. ``User:alice``) ``operations`` on a resource.
+
+        Args:
+            resource: ``topic``, ``group``, ``transactional_id`` or ``cluster``.
+            name: the resource's name (or name prefix with ``prefixed``).
+            operations: ACL operation names, e.g. ``["READ", "DESCRIBE"]`` or ``["ALL"]``.
+
+        Raises:
+            ConnectorError: the ACLs could not be created (e.g. no authorizer).
+        """
+        kind = getattr(ResourceType, resource.upper())
+        pattern = ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL
+        bindings = [
+            AclBinding(
+                kind,
+                name,
+                pattern,
+                principal,
+                "*",
+                getattr(AclOperation, op.upper()),
+                AclPermissionType.ALLOW,
+            )
+            for op in operations
+        ]
+        try:
+            for fut in self._admin.create_acls(bindings, request_timeout=self.timeout_s).values():
+                fut.result(timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot create ACLs for {principal} on {name}: {exc}") from exc
 
     def delete_topics(self, names: list[str]) -> None:
         """Delete topics (missing ones are ignored)."""

@@ -5,6 +5,13 @@ once into a cache folder. ``LocalBroker.start`` formats storage (first start onl
 starts the broker on free loopback ports with its data in ``home``, and waits until
 it answers metadata requests. The ports are kept in ``home`` so that a restart with
 the same data comes back on the same address.
+
+With :class:`BrokerSecurity` the broker also serves a SASL_SSL listener: TLS with a
+throwaway CA and a certificate for 127.0.0.1/localhost made at first start
+(``home/tls``: ``ca.pem`` is what clients trust), SCRAM-SHA-512 users created when the
+storage is formatted, and KRaft's ``StandardAuthorizer`` with no access for anyone
+without an ACL. The PLAINTEXT listener on loopback stays as the operator's door: its
+principal (``User:ANONYMOUS``) is a super user, like the ``admin`` user.
 """
 
 from __future__ import annotations
@@ -18,15 +25,33 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaException
 from connectors.kafka.config import KafkaClientConfig
 from runtime.api.errors import BrokerError
+from runtime.api.redact import redact_text
 
 KAFKA_MAIN = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
+
+
+SCRAM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """A SASL_SSL listener with SCRAM users and ACLs (see the module docstring).
+
+    Attributes:
+        users: SCRAM user name -> password, created when the storage is formatted.
+        super_users: users allowed everything (ACLs are not checked for them).
+    """
+
+    users: Mapping[str, str] = field(repr=False)
+    super_users: tuple[str, ...] = ("admin",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +63,7 @@ class BrokerSettings:
     pom: Path
     heap_mb: int = 768
     start_timeout_s: float = 90.0
+    security: BrokerSecurity | None = None
 
 
 def _free_port() -> int:
@@ -126,23 +152,24 @@ class LocalBroker:
         except (OSError, ValueError):
             return {}
 
-    def _ports(self) -> tuple[int, int]:
+    def _ports(self) -> tuple[int, int, int]:
         state = self._read_state()
         port, controller = state.get("port"), state.get("controller_port")
-        if isinstance(port, int) and isinstance(controller, int):
-            if _port_free(port) and _port_free(controller):
-                return port, controller
+        secure = state.get("secure_port", 0)
+        if isinstance(port, int) and isinstance(controller, int) and isinstance(secure, int):
+            if all(_port_free(p) for p in (port, controller, secure) if p):
+                return port, controller, secure or _free_port()
             if self._formatted():
                 raise BrokerError(
                     f"the broker's ports {port}/{controller} are taken; "
                     "is another broker running on this folder? (shoal broker status)"
                 )
-        return _free_port(), _free_port()
+        return _free_port(), _free_port(), _free_port()
 
     def _formatted(self) -> bool:
         return (self.home / "data" / "meta.properties").exists()
 
-    def _write_config(self, port: int, controller: int) -> Path:
+    def _write_config(self, port: int, controller: int, secure: int) -> Path:
         cfg = self.home / "config"
         cfg.mkdir(parents=True, exist_ok=True)
         data = (self.home / "data").resolve()
@@ -174,6 +201,8 @@ class LocalBroker:
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
             "transaction.remove.expired.transaction.cleanup.interval.ms": "60000",
         }
+        if self.settings.security is not None:
+            props.update(self._security_props(port, controller, secure))
         path = cfg / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         log = (self.home / "logs").resolve()
@@ -215,6 +244,82 @@ class LocalBroker:
             *args,
         ]
         return cmd
+
+    # -- security -------------------------------------------------------------------
+    @property
+    def ca_file(self) -> Path:
+        """The PEM file of the throwaway CA that signed the SASL_SSL listener's certificate."""
+        return (self.home / "tls" / "ca.pem").resolve()
+
+    def _security_props(self, port: int, controller: int, secure: int) -> dict[str, str]:
+        security = self.settings.security
+        assert security is not None
+        keystore = self._make_certificates()
+        supers = ";".join(["User:ANONYMOUS", *(f"User:{u}" for u in security.super_users)])
+        return {
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{secure},"
+                f"CONTROLLER://127.0.0.1:{controller}"
+            ),
+            "advertised.listeners": (f"PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{secure}"),
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+            ),
+            "sasl.enabled.mechanisms": SCRAM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": supers,
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def _make_certificates(self) -> Path:
+        """A CA and a broker certificate for 127.0.0.1/localhost (made once per home)."""
+        tls = self.home / "tls"
+        keystore = tls / "broker.pem"
+        if keystore.exists() and self.ca_file.exists():
+            return keystore.resolve()
+        try:
+            import trustme
+            from cryptography.hazmat.primitives import serialization
+        except ImportError as exc:
+            raise BrokerError(f"a secured broker needs the trustme package: {exc}") from exc
+        tls.mkdir(parents=True, exist_ok=True)
+        os.chmod(tls, 0o700)
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        # Kafka's PEM key stores take PKCS#8 keys only.
+        key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+        pkcs8 = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+        keystore.write_bytes(pkcs8 + chain)
+        os.chmod(keystore, 0o600)
+        self.ca_file.write_bytes(ca.cert_pem.bytes())
+        return keystore.resolve()
+
+    def _scram_args(self) -> list[str]:
+        security = self.settings.security
+        if security is None:
+            return []
+        args = []
+        for user, password in security.users.items():
+            args += ["--add-scram", f"{SCRAM}=[name={user},password={password}]"]
+        return args
+
+    @property
+    def secure_bootstrap(self) -> str:
+        """``host:port`` of the SASL_SSL listener (a broker started with security)."""
+        port = self._read_state().get("secure_port")
+        if self.settings.security is None or not isinstance(port, int):
+            raise BrokerError(f"the broker in {self.home} has no SASL_SSL listener")
+        return f"127.0.0.1:{port}"
 
     # -- lifecycle ------------------------------------------------------------------
     @property
@@ -259,8 +364,8 @@ class LocalBroker:
             return self.bootstrap
         libs = fetch_jars(self.settings)
         self.home.mkdir(parents=True, exist_ok=True)
-        port, controller = self._ports()
-        config = self._write_config(port, controller)
+        port, controller, secure = self._ports()
+        config = self._write_config(port, controller, secure)
         if not self._formatted():
             cluster_id = uuid.uuid4().hex[:22]
             fmt = subprocess.run(
@@ -273,12 +378,15 @@ class LocalBroker:
                     cluster_id,
                     "-c",
                     str(config),
+                    *self._scram_args(),
                 ),
                 capture_output=True,
                 text=True,
             )
             if fmt.returncode != 0:
-                raise BrokerError(f"formatting broker storage failed: {fmt.stderr.strip()[-500:]}")
+                raise BrokerError(
+                    f"formatting broker storage failed: {redact_text(fmt.stderr.strip()[-500:])}"
+                )
         out = open(self.home / "logs" / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
         self._proc = subprocess.Popen(
             self._java(libs, KAFKA_MAIN, str(config), heap=True),
@@ -289,7 +397,14 @@ class LocalBroker:
         )
         out.close()
         self._state_file.write_text(
-            json.dumps({"pid": self._proc.pid, "port": port, "controller_port": controller})
+            json.dumps(
+                {
+                    "pid": self._proc.pid,
+                    "port": port,
+                    "controller_port": controller,
+                    "secure_port": secure if self.settings.security is not None else 0,
+                }
+            )
         )
         bootstrap = f"127.0.0.1:{port}"
         self._wait_ready(bootstrap)

@@ -20,9 +20,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
     ConfigResource,
     NewTopic,
+    ResourcePatternType,
+    ResourceType,
 )
 
 # librdkafka's own log lines go through Python logging instead of stderr.
@@ -32,6 +37,9 @@ __all__ = [
     "CLIENT_LOGGER",
     "OFFSET_BEGINNING",
     "OFFSET_END",
+    "AclBinding",
+    "AclOperation",
+    "AclPermissionType",
     "AdminClient",
     "ConfigResource",
     "Consumer",
@@ -40,6 +48,8 @@ __all__ = [
     "Message",
     "NewTopic",
     "Producer",
+    "ResourcePatternType",
+    "ResourceType",
     "registry_client",
     "registry_schema",
     "TopicPartition",

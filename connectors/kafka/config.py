@@ -91,6 +91,7 @@ _LIBRDKAFKA_ONLY = frozenset(
         "broker.address.family",
     }
 )
+_CALLBACKS = ("logger", "on_delivery", "error_cb")
 _JAAS_FIELD = re.compile(r"""\b(username|password)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;]+))""")
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 _PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -135,13 +136,13 @@ class KafkaClientConfig:
             defaults: Shoal's defaults for this client (the user's settings override them).
             owned: settings the client needs for its guarantees (override everything);
                 Python names with ``_`` stand for ``.`` (``group_id`` is ``group.id``),
-                except ``logger`` and ``on_delivery``, which are passed as they are.
+                except the callbacks (``logger``, ``on_delivery``, ``error_cb``).
         """
         conf: dict[str, Any] = dict(defaults or {})
         conf.update(librdkafka_properties(self.properties))
         conf["bootstrap.servers"] = self.bootstrap
         for name, value in owned.items():
-            key = name if name in ("logger", "on_delivery") else name.replace("_", ".")
+            key = name if name in _CALLBACKS else name.replace("_", ".")
             conf[key] = value
         return conf
 
