@@ -203,7 +203,9 @@ def make_sink() -> Iterator[Any]:
     def make(url: str, attempts: int = 4, waits: Waits | None = None, **kw: Any) -> WebhookSink:
         backoff = Backoff(max_attempts=attempts, initial_s=0.02, multiplier=2.0, max_s=1.0)
         args = {"deadline_s": 0.5, "backoff": backoff, **kw}
-        sink = WebhookSink(WebhookConfig(url, _key(), **args), sleep=Waits() if waits is None else waits)
+        sink = WebhookSink(
+            WebhookConfig(url, _key(), **args), sleep=Waits() if waits is None else waits
+        )
         sinks.append(sink)
         return sink
 
@@ -260,9 +262,7 @@ def test_receiver_that_stays_down_is_dead_lettered_and_the_flush_ends(make_sink:
 
 
 @pytest.mark.parametrize("phase", ["status line", "body"])
-def test_a_trickling_receiver_is_cut_at_the_attempts_deadline(
-    make_sink: Any, phase: str
-) -> None:
+def test_a_trickling_receiver_is_cut_at_the_attempts_deadline(make_sink: Any, phase: str) -> None:
     pad = b"x" * 400
     if phase == "status line":
         answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + pad + b"\r\nContent-Length: 0\r\n\r\n"
