@@ -439,3 +439,31 @@ def test_alert_job_output_posted_end_to_end(make_sink: Any) -> None:
     assert posted[1] == posted[0] and posted[2]["alert_id"] == posted[0]["alert_id"]
     first = posted[0]["alert_id"]
     assert server.ids() == [f"{first}.fired", f"{first}.fired", f"{first}.resolved"]
+
+
+def test_shoal_run_startup_line_hides_the_binding_secrets(kafka: str) -> None:
+    """The real command on the broker: its whole output holds none of the secrets."""
+    import subprocess
+    import sys
+
+    metrics = unique("qoe-metrics")
+    KafkaAdmin(kafka).ensure_topics([TopicSpec(metrics, 1)])
+    password, token = "pw-Lm40sQa", "tok-Rt93kWe"
+    hook = (
+        f"webhook+http://user:{password}@127.0.0.1:9/hook?secret={SECRET}&token={token}"
+        "&max_attempts=1"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.cli.main", "run", "jobs.qoe.alerts:alerts_job",
+         "--bootstrap", kafka, "--group", unique("alerts"), "--state", "memory",
+         "--bind", f"{SOURCE}={metrics}", "--bind", f"{SINK}={hook}",
+         "--bind", f"dead-letters={unique('dead')}", "--seconds", "1", "--quiet"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert f"running qoe_alerts (exactly_once, memory state) on {kafka}" in text
+    assert f"{SINK}->webhook+http://user:***@127.0.0.1:9/hook?secret=***&token=***" in text
+    for secret in (password, token, SECRET[6:]):
+        assert secret not in text
