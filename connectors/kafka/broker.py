@@ -24,6 +24,7 @@ from typing import Any
 
 from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaException
 from runtime.api.errors import BrokerError
+from runtime.api.files import open_private_log, private_dir, write_private
 
 KAFKA_MAIN = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
@@ -143,9 +144,8 @@ class LocalBroker:
         return (self.home / "data" / "meta.properties").exists()
 
     def _write_config(self, port: int, controller: int) -> Path:
-        cfg = self.home / "config"
-        cfg.mkdir(parents=True, exist_ok=True)
-        data = (self.home / "data").resolve()
+        cfg = private_dir(self.home / "config")
+        data = private_dir(self.home / "data").resolve()
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -175,10 +175,10 @@ class LocalBroker:
             "transaction.remove.expired.transaction.cleanup.interval.ms": "60000",
         }
         path = cfg / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        log = (self.home / "logs").resolve()
-        log.mkdir(parents=True, exist_ok=True)
-        (cfg / "log4j2.properties").write_text(
+        write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()))
+        log = private_dir(self.home / "logs").resolve()
+        write_private(
+            cfg / "log4j2.properties",
             "appender.f.type = RollingFile\n"
             "appender.f.name = F\n"
             f"appender.f.fileName = {log}/server.log\n"
@@ -193,7 +193,7 @@ class LocalBroker:
             "rootLogger.level = INFO\n"
             "rootLogger.appenderRef.f.ref = F\n"
             "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
-            "logger.ak.name = org.apache.kafka\nlogger.ak.level = WARN\n"
+            "logger.ak.name = org.apache.kafka\nlogger.ak.level = WARN\n",
         )
         return path
 
@@ -258,7 +258,7 @@ class LocalBroker:
         if self.running():
             return self.bootstrap
         libs = fetch_jars(self.settings)
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         port, controller = self._ports()
         config = self._write_config(port, controller)
         if not self._formatted():
@@ -279,17 +279,20 @@ class LocalBroker:
             )
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting broker storage failed: {fmt.stderr.strip()[-500:]}")
-        out = open(self.home / "logs" / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
-        self._proc = subprocess.Popen(
-            self._java(libs, KAFKA_MAIN, str(config), heap=True),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()
-        self._state_file.write_text(
-            json.dumps({"pid": self._proc.pid, "port": port, "controller_port": controller})
+        out = open_private_log(self.home / "logs" / "stdout.log")  # handed to the child
+        try:
+            self._proc = subprocess.Popen(
+                self._java(libs, KAFKA_MAIN, str(config), heap=True),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            os.close(out)
+        write_private(
+            self._state_file,
+            json.dumps({"pid": self._proc.pid, "port": port, "controller_port": controller}),
         )
         bootstrap = f"127.0.0.1:{port}"
         self._wait_ready(bootstrap)
