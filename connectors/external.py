@@ -2,9 +2,13 @@
 
 ``--bind NAME=URL`` binds a sink to one of them instead of a topic:
 
-* ``webhook+http://host/path`` (or ``webhook+https://``): signed JSON POSTs per record;
-  the HMAC secret comes from the ``secret`` query parameter or, better, from the
-  environment variable named by ``secret_env`` (default ``SHOAL_WEBHOOK_SECRET``).
+* ``webhook+http://host/path`` (or ``webhook+https://``): JSON POSTs per record, signed
+  by the Standard Webhooks convention (``connectors.webhook``). The secret
+  (``whsec_<base64>``) comes from the environment variable named by ``secret_env``
+  (default ``SHOAL_WEBHOOK_SECRET``; better: it stays out of command lines and process
+  lists) or from a ``secret=`` query parameter. Optional parameters: ``deadline_s``
+  (one attempt, default 10), ``max_response_bytes`` (default 65536), ``max_attempts``,
+  ``backoff_initial_s``, ``backoff_max_s``; any other parameter stays in the URL posted to.
 
 * ``postgres://user@host:port/db?table=...&key=...`` (or ``postgresql://``): upserts by
   natural key into a table created from the sink's Avro schema (``connectors.postgres``).
@@ -17,27 +21,57 @@ More schemes register themselves in ``FACTORIES``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from runtime.api.errors import ConfigError
 from runtime.api.io import ExternalSink
+from runtime.api.redact import redact_text, redact_url
 
 Factory = Callable[[str, str, str, Mapping[str, str]], ExternalSink]
 
 
+_WEBHOOK_PARAMS = ("secret", "secret_env", "deadline_s", "max_response_bytes")
+_BACKOFF_PARAMS = ("max_attempts", "backoff_initial_s", "backoff_max_s")
+
+
 def _webhook(url: str, sink: str, schema: str, env: Mapping[str, str]) -> ExternalSink:
+    from connectors.retry import Backoff
+    from connectors.webhook.signing import parse_secret
     from connectors.webhook.sink import WebhookConfig, WebhookSink
 
     parts = urlsplit(url.removeprefix("webhook+"))
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    secret = query.pop("secret", None) or env.get(query.pop("secret_env", "SHOAL_WEBHOOK_SECRET"))
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    ours = {k: params.pop(k) for k in (*_WEBHOOK_PARAMS, *_BACKOFF_PARAMS) if k in params}
+    variable = ours.get("secret_env", "SHOAL_WEBHOOK_SECRET")
+    secret = ours.get("secret") or env.get(variable)
     if not secret:
         raise ConfigError(
-            f"sink {sink!r}: a webhook needs an HMAC secret: set SHOAL_WEBHOOK_SECRET "
-            "(or secret_env=VAR in the URL)"
+            f"sink {sink!r}: a webhook needs a Standard Webhooks secret (whsec_<base64>): "
+            f"set {variable} (or secret=... in the URL)"
         )
-    target = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    return WebhookSink(WebhookConfig(url=target, secret=secret.encode()))
+    target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
+    try:
+        base = Backoff(max_attempts=6, initial_s=0.5, max_s=30.0)
+        backoff = Backoff(
+            max_attempts=int(ours.get("max_attempts", base.max_attempts)),
+            initial_s=float(ours.get("backoff_initial_s", base.initial_s)),
+            max_s=float(ours.get("backoff_max_s", base.max_s)),
+        )
+        config = WebhookConfig(
+            url=target,
+            # base64 holds '+', which a query decodes to ' ' unless it was written %2B
+            secret=parse_secret(secret.replace(" ", "+")),
+            deadline_s=float(ours.get("deadline_s", 10.0)),
+            max_response_bytes=int(ours.get("max_response_bytes", 64 * 1024)),
+            backoff=backoff,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"sink {sink!r}: invalid number in the webhook URL: {redact_text(str(exc))}"
+        ) from exc
+    except ConfigError as exc:
+        raise ConfigError(f"sink {sink!r}: {redact_text(str(exc))}") from exc
+    return WebhookSink(config)
 
 
 def _postgres(url: str, sink: str, schema: str, env: Mapping[str, str]) -> ExternalSink:
@@ -81,10 +115,14 @@ def make_external_sink(
     factory = FACTORIES.get(scheme)
     if factory is None:
         known = ", ".join(sorted(f"{s}://" for s in FACTORIES))
-        raise ConfigError(f"sink {sink!r}: unknown sink URL scheme {scheme!r} (known: {known})")
-    return factory(url, sink, schema, dict(os.environ) if env is None else env)
+        raise ConfigError(
+            f"sink {sink!r}: unknown sink URL scheme in {redact_url(url)!r} (known: {known})"
+        )
+    try:
+        return factory(url, sink, schema, dict(os.environ) if env is None else env)
+    except ConfigError as exc:
+        # Messages of the factories may quote the URL: never with its secrets.
+        raise ConfigError(redact_text(str(exc))) from exc
 
 
 __all__ = ["FACTORIES", "is_external", "make_external_sink"]
-
-

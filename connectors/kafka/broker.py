@@ -32,6 +32,7 @@ from pathlib import Path
 from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaException
 from connectors.kafka.config import KafkaClientConfig
 from runtime.api.errors import BrokerError
+from runtime.api.files import open_private_log, private_dir, write_private
 from runtime.api.redact import redact_text
 
 KAFKA_MAIN = "kafka.Kafka"
@@ -170,9 +171,8 @@ class LocalBroker:
         return (self.home / "data" / "meta.properties").exists()
 
     def _write_config(self, port: int, controller: int, secure: int) -> Path:
-        cfg = self.home / "config"
-        cfg.mkdir(parents=True, exist_ok=True)
-        data = (self.home / "data").resolve()
+        cfg = private_dir(self.home / "config")
+        data = private_dir(self.home / "data").resolve()
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -204,10 +204,10 @@ class LocalBroker:
         if self.settings.security is not None:
             props.update(self._security_props(port, controller, secure))
         path = cfg / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        log = (self.home / "logs").resolve()
-        log.mkdir(parents=True, exist_ok=True)
-        (cfg / "log4j2.properties").write_text(
+        write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()))
+        log = private_dir(self.home / "logs").resolve()
+        write_private(
+            cfg / "log4j2.properties",
             "appender.f.type = RollingFile\n"
             "appender.f.name = F\n"
             f"appender.f.fileName = {log}/server.log\n"
@@ -222,7 +222,7 @@ class LocalBroker:
             "rootLogger.level = INFO\n"
             "rootLogger.appenderRef.f.ref = F\n"
             "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
-            "logger.ak.name = org.apache.kafka\nlogger.ak.level = WARN\n"
+            "logger.ak.name = org.apache.kafka\nlogger.ak.level = WARN\n",
         )
         return path
 
@@ -363,7 +363,7 @@ class LocalBroker:
         if self.running():
             return self.bootstrap
         libs = fetch_jars(self.settings)
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         port, controller, secure = self._ports()
         config = self._write_config(port, controller, secure)
         if not self._formatted():
@@ -387,16 +387,19 @@ class LocalBroker:
                 raise BrokerError(
                     f"formatting broker storage failed: {redact_text(fmt.stderr.strip()[-500:])}"
                 )
-        out = open(self.home / "logs" / "stdout.log", "ab")  # noqa: SIM115 - handed to the child
-        self._proc = subprocess.Popen(
-            self._java(libs, KAFKA_MAIN, str(config), heap=True),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()
-        self._state_file.write_text(
+        out = open_private_log(self.home / "logs" / "stdout.log")  # handed to the child
+        try:
+            self._proc = subprocess.Popen(
+                self._java(libs, KAFKA_MAIN, str(config), heap=True),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            os.close(out)
+        write_private(
+            self._state_file,
             json.dumps(
                 {
                     "pid": self._proc.pid,
@@ -404,7 +407,7 @@ class LocalBroker:
                     "controller_port": controller,
                     "secure_port": secure if self.settings.security is not None else 0,
                 }
-            )
+            ),
         )
         bootstrap = f"127.0.0.1:{port}"
         self._wait_ready(bootstrap)

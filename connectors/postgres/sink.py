@@ -56,6 +56,8 @@ from psycopg import errors as pg_errors
 
 from connectors.postgres.config import PostgresConfig
 from runtime.api.errors import ConnectorError
+from runtime.api.io import Undelivered
+from runtime.api.redact import redact_text
 
 __all__ = ["PostgresSink"]
 
@@ -123,13 +125,14 @@ class PostgresSink:
             try:
                 self._upsert(rows)
             except _TRANSIENT as exc:
-                last = f"{type(exc).__name__}: {exc}".strip()
+                # psycopg errors may echo the connection string, password included
+                last = redact_text(f"{type(exc).__name__}: {exc}".strip())
                 self._disconnect()
             except psycopg.Error as exc:
                 self._disconnect()
                 raise ConnectorError(
                     f"{self.config.where}: upsert of {len(rows)} rows refused: "
-                    f"{type(exc).__name__}: {exc}".strip()
+                    + redact_text(f"{type(exc).__name__}: {exc}".strip())
                 ) from exc
             else:
                 self._queue.clear()
@@ -147,6 +150,10 @@ class PostgresSink:
             f"{self.config.where}: {len(rows)} rows not written after "
             f"{backoff.max_attempts} attempts; last error: {last}"
         )
+
+    def drain_undelivered(self) -> list[Undelivered]:
+        """Nothing: this sink keeps what it could not write queued and raises instead."""
+        return []
 
     def close(self) -> None:
         """Close the connection (queued records are not written)."""

@@ -37,6 +37,8 @@ from redis.retry import Retry
 
 from connectors.redis.config import HashWrite, RedisConfig
 from runtime.api.errors import ConnectorError
+from runtime.api.io import Undelivered
+from runtime.api.redact import redact_text
 
 __all__ = ["RedisSink"]
 
@@ -100,6 +102,10 @@ class RedisSink:
             self._send(writes[start : start + step])
         self._queue.clear()
 
+    def drain_undelivered(self) -> list[Undelivered]:
+        """Nothing: this sink keeps what it could not write queued and raises instead."""
+        return []
+
     def close(self) -> None:
         """Close the connections (queued records are not written)."""
         self._disconnect()
@@ -112,12 +118,13 @@ class RedisSink:
             try:
                 self._transaction(chunk)
             except _TRANSIENT as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                # redis-py errors may echo the URL, password included
+                last = redact_text(f"{type(exc).__name__}: {exc}")
                 self._disconnect()
             except redis.RedisError as exc:
                 raise ConnectorError(
                     f"{self.config.where}: write of {len(chunk)} keys refused: "
-                    f"{type(exc).__name__}: {exc}"
+                    + redact_text(f"{type(exc).__name__}: {exc}")
                 ) from exc
             else:
                 self.keys_written += len(chunk)

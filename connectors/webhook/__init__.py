@@ -1,19 +1,31 @@
-"""Webhook sink: signed JSON POSTs with an idempotency key, retries and backoff."""
+"""Webhook sink: JSON POSTs signed by the Standard Webhooks convention, with retries.
 
-from connectors.webhook.sink import (
-    IDEMPOTENCY_HEADER,
+Senders bind a sink to ``webhook+https://...`` (see ``connectors.external``); receivers
+written in Python check deliveries with :func:`verify` (or any Standard Webhooks
+library).
+"""
+
+from connectors.webhook.signing import (
+    ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    WebhookConfig,
-    WebhookSink,
-    sign,
+    WebhookVerificationError,
+    generate_secret,
+    parse_secret,
+    signed_headers,
+    verify,
 )
+from connectors.webhook.sink import WebhookConfig, WebhookSink
 
 __all__ = [
-    "IDEMPOTENCY_HEADER",
+    "ID_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "WebhookConfig",
     "WebhookSink",
-    "sign",
+    "WebhookVerificationError",
+    "generate_secret",
+    "parse_secret",
+    "signed_headers",
+    "verify",
 ]

@@ -1,62 +1,54 @@
-"""A webhook sink: POSTs each record as JSON, signed, with an idempotency key and retries.
+"""A webhook sink: POSTs each record as JSON, signed by the Standard Webhooks convention.
 
 Each record is sent as one ``POST`` to the configured URL with:
 
 * body: the record value as compact JSON with sorted keys (the same bytes on
   every attempt);
-* ``Idempotency-Key``: the value's ``idempotency_field`` (``alert_id`` for
-  ``QoeAlert``), the same on every attempt and on every replay of the record, so the
-  receiver can drop repeats (at-least-once delivery, effectively once);
-* ``X-Shoal-Timestamp``: UNIX seconds when the attempt was signed;
-* ``X-Shoal-Signature``: ``v1=`` + hex HMAC-SHA256 over ``<timestamp>.<body>`` with
-  the shared secret. A receiver recomputes it, compares in constant time and
-  rejects stale timestamps, which stops forged and replayed requests.
+* ``webhook-id``: the record's idempotency key, the values of ``id_fields`` joined by
+  ``.`` (``<alert_id>.<state>`` for ``QoeAlert``: an incident's ``fired`` and
+  ``resolved`` are two messages, each with an id that is the same on every attempt
+  and every replay, so the receiver drops repeats: at-least-once delivery,
+  effectively once);
+* ``webhook-timestamp`` and ``webhook-signature`` (see :mod:`connectors.webhook.signing`).
 
-A 2xx answer delivers the record. Connection errors, timeouts, 408, 429 and 5xx are
-retried with exponential backoff (``backoff_initial_s * backoff_multiplier**n``),
-jittered by up to ``±jitter`` of itself, capped at ``backoff_max_s`` and raised to a
-``Retry-After`` the server asks for (also capped). Other answers (4xx) are
-permanent. After ``max_attempts`` attempts, or on a permanent answer, ``flush``
-raises :class:`~runtime.api.errors.ConnectorError`; the record and the ones after it
-stay queued, so the worker does not commit past them.
+A 2xx answer delivers the record. Connection errors, attempts past their deadline
+(``deadline_s`` for the whole exchange, not per read: a receiver that trickles bytes
+is cut), 408, 425, 429 and 5xx are retried by the ``backoff`` budget
+(:class:`connectors.retry.Backoff`), a wait raised to a ``Retry-After`` the receiver
+asks for (capped at the budget's ``max_s``). At most ``max_response_bytes`` of an
+answer are read. Other answers (4xx) are permanent.
+
+A record that is refused, has no idempotency key, or is still not delivered when its
+budget is spent is **dead-lettered**: ``drain_undelivered`` hands it back (its
+``webhook-id`` as the key, the record as the value) and the worker writes it to the
+job's dead-letter topic in the same checkpoint, so a receiver that stays down never
+stops the job nor holds its checkpoints; the dead letters can be replayed with their
+ids. Once one record has spent its budget the receiver counts as down for the rest of
+that flush: the records after it are dead-lettered without more attempts, so one
+checkpoint waits for at most one budget. The next flush tries again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# httpx2 is httpx's successor (same API): it comes with confluent-kafka[schemaregistry],
-# which Shoal depends on already, and gives a connection pool and per-request timeouts.
-import httpx2
-
+from connectors.retry import Backoff
+from connectors.webhook.http import DeadlinePoster
+from connectors.webhook.signing import parse_secret, signed_headers
 from runtime.api.errors import ConfigError, ConnectorError
+from runtime.api.io import Undelivered
+from runtime.api.redact import redact_text, redact_url
 
-__all__ = [
-    "IDEMPOTENCY_HEADER",
-    "SIGNATURE_HEADER",
-    "TIMESTAMP_HEADER",
-    "WebhookConfig",
-    "WebhookSink",
-    "sign",
-]
+__all__ = ["WebhookConfig", "WebhookSink"]
 
-TIMESTAMP_HEADER = "X-Shoal-Timestamp"
-SIGNATURE_HEADER = "X-Shoal-Signature"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 _RETRY_STATUSES = frozenset((408, 425, 429))
-
-
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The signature header value: ``v1=`` + hex HMAC-SHA256 of ``<timestamp>.<body>``."""
-    digest = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
-    return "v1=" + digest.hexdigest()
+_DEFAULT_BACKOFF = Backoff(max_attempts=6, initial_s=0.5, multiplier=2.0, max_s=30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +56,13 @@ class WebhookConfig:
     """Where and how to post.
 
     Args:
-        url: the endpoint (``http://`` or ``https://``).
-        secret: the shared HMAC secret; never shown in ``repr``.
-        timeout_s: timeout of one request (connect, write, read each).
-        max_attempts: attempts per record, the first included.
-        backoff_initial_s: wait before the first retry.
-        backoff_multiplier: growth of the wait per retry.
-        backoff_max_s: cap of one wait.
-        jitter: the wait is drawn from ``wait * (1 ± jitter)`` (0 to 1).
-        idempotency_field: the value field that is the idempotency key.
+        url: the endpoint (``http://`` or ``https://``); shown only redacted.
+        secret: the Standard Webhooks secret, ``whsec_<base64>`` text or the key bytes
+            (24 to 64); stored as key bytes, never shown in ``repr``.
+        deadline_s: the longest one attempt may take (connect, send and answer).
+        max_response_bytes: at most this much of an answer is read.
+        backoff: the retry budget of one record.
+        id_fields: the value fields whose values, joined by ``.``, are the ``webhook-id``.
         headers: extra headers sent with every request.
 
     Raises:
@@ -81,50 +71,51 @@ class WebhookConfig:
 
     url: str
     secret: bytes = field(repr=False)
-    timeout_s: float = 5.0
-    max_attempts: int = 6
-    backoff_initial_s: float = 0.5
-    backoff_multiplier: float = 2.0
-    backoff_max_s: float = 30.0
-    jitter: float = 0.2
-    idempotency_field: str = "alert_id"
-    headers: Mapping[str, str] = field(default_factory=dict)
+    deadline_s: float = 10.0
+    max_response_bytes: int = 64 * 1024
+    backoff: Backoff = _DEFAULT_BACKOFF
+    id_fields: tuple[str, ...] = ("alert_id", "state")
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"webhook url must start with http:// or https://, got {self.url!r}")
-        if isinstance(self.secret, str):
-            object.__setattr__(self, "secret", self.secret.encode())
-        if not self.secret:
-            raise ConfigError("webhook secret must not be empty")
-        if not self.timeout_s > 0:
-            raise ConfigError(f"webhook timeout_s must be positive, got {self.timeout_s!r}")
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ConfigError(f"webhook max_attempts must be >= 1, got {self.max_attempts!r}")
-        if not (0 <= self.backoff_initial_s <= self.backoff_max_s):
-            raise ConfigError("webhook backoff needs 0 <= backoff_initial_s <= backoff_max_s")
-        if not self.backoff_multiplier >= 1:
             raise ConfigError(
-                f"webhook backoff_multiplier must be >= 1, got {self.backoff_multiplier!r}"
+                f"webhook url must start with http:// or https://, got {redact_url(self.url)!r}"
             )
-        if not 0 <= self.jitter <= 1:
-            raise ConfigError(f"webhook jitter must be between 0 and 1, got {self.jitter!r}")
+        object.__setattr__(self, "secret", parse_secret(self.secret))
+        if not self.deadline_s > 0:
+            raise ConfigError(f"webhook deadline_s must be positive, got {self.deadline_s!r}")
+        if isinstance(self.max_response_bytes, bool) or not self.max_response_bytes >= 0:
+            raise ConfigError(
+                f"webhook max_response_bytes must be >= 0, got {self.max_response_bytes!r}"
+            )
+        if not self.id_fields:
+            raise ConfigError("webhook id_fields must name at least one field")
 
-    def backoff_s(self, retry: int, rng: random.Random) -> float:
-        """The wait before retry number ``retry`` (1 for the first), jittered and capped."""
-        base = self.backoff_initial_s * self.backoff_multiplier ** (retry - 1)
-        return min(self.backoff_max_s, base * (1.0 + self.jitter * (2.0 * rng.random() - 1.0)))
+    def __repr__(self) -> str:
+        return (
+            f"WebhookConfig(url={redact_url(self.url)!r}, secret='***', "
+            f"deadline_s={self.deadline_s!r}, max_response_bytes={self.max_response_bytes!r}, "
+            f"backoff={self.backoff!r}, id_fields={self.id_fields!r})"
+        )
+
+    def message_id(self, value: Any) -> str:
+        """The ``webhook-id`` of a record value.
+
+        Raises:
+            KeyError, TypeError: the value lacks one of ``id_fields``.
+        """
+        parts = [value[name] for name in self.id_fields]
+        if any(p is None for p in parts):
+            raise KeyError(self.id_fields)
+        return ".".join(str(p) for p in parts)
 
 
 class WebhookSink:
     """An ``ExternalSink`` that posts records to a webhook (see the module docstring).
 
     Args:
-        config: endpoint, secret, timeouts and retry budget.
+        config: endpoint, secret, deadline and retry budget.
         sleep: waits between attempts (injectable for tests).
         clock: UNIX time in seconds for signatures (injectable for tests).
         rng: jitter source.
@@ -142,78 +133,106 @@ class WebhookSink:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self._queue: list[tuple[Any, Any, int]] = []
-        # Endpoints and proxies come from config, never from the process environment.
-        self._client = httpx2.Client(timeout=config.timeout_s, trust_env=False)
+        self._queue: deque[tuple[Any, Any, int]] = deque()
+        self._undelivered: list[Undelivered] = []
+        self._poster = DeadlinePoster(config.deadline_s, config.max_response_bytes)
+        self._where = redact_url(config.url)
         self.delivered = 0
+        self.attempts = 0
+        self.dead_lettered = 0
 
     def __repr__(self) -> str:
-        return f"WebhookSink({self.config.url!r}, queued={len(self._queue)})"
+        return f"WebhookSink({self._where!r}, queued={len(self._queue)})"
 
     def write(self, records: Sequence[tuple[Any, Any, int]]) -> None:
         """Queue ``(key, value, event_time_ms)`` records; nothing is sent until ``flush``."""
         self._queue.extend(records)
 
     def flush(self) -> None:
-        """Post every queued record in order.
+        """Post every queued record in order; what cannot be delivered is dead-lettered.
 
-        Raises:
-            ConnectorError: a record could not be delivered within the retry budget or
-                was refused; it and the records after it stay queued.
+        Never raises for a receiver's failure: see ``drain_undelivered``.
         """
+        down: str | None = None
         while self._queue:
             _, value, _ = self._queue[0]
-            self._deliver(value)
-            self._queue.pop(0)
-            self.delivered += 1
+            if down is not None:
+                self._give_up(value, None, "ConnectorError", f"receiver down: {down}")
+            else:
+                down = self._deliver(value)
+            self._queue.popleft()
+
+    def drain_undelivered(self) -> list[Undelivered]:
+        """Records given up on since the last call, for the dead-letter output."""
+        out, self._undelivered = self._undelivered, []
+        return out
 
     def close(self) -> None:
         """Close the HTTP connections (queued records are not sent)."""
-        self._client.close()
+        self._poster.close()
 
-    def _deliver(self, value: Any) -> None:
+    def _give_up(self, value: Any, msg_id: str | None, error_class: str, why: str) -> None:
+        if msg_id is None:
+            try:
+                msg_id = self.config.message_id(value)
+            except (KeyError, TypeError):
+                msg_id = None
+        text = redact_text(f"webhook {self._where}: record {msg_id!r} dead-lettered: {why}")
+        self._undelivered.append(
+            Undelivered(
+                key=None if msg_id is None else msg_id.encode(),
+                value=value,
+                error_class=error_class,
+                error_message=text,
+            )
+        )
+        self.dead_lettered += 1
+
+    def _deliver(self, value: Any) -> str | None:
+        """Deliver one record or dead-letter it; the last error if its budget ran out."""
         cfg = self.config
-        body = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
         try:
-            key = str(value[cfg.idempotency_field])
-        except (KeyError, TypeError) as exc:
-            raise ConnectorError(
-                f"webhook {cfg.url}: record has no {cfg.idempotency_field!r} for an idempotency key"
-            ) from exc
+            msg_id = cfg.message_id(value)
+        except (KeyError, TypeError):
+            fields = ", ".join(cfg.id_fields)
+            self._give_up(value, None, "RecordError", f"record has no {fields} for a webhook-id")
+            return None
+        try:
+            body = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            self._give_up(value, msg_id, "RecordError", f"record is not JSON: {exc}")
+            return None
         last = ""
-        for attempt in range(1, cfg.max_attempts + 1):
-            stamp = str(int(self._clock()))
+        budget = cfg.backoff
+        for attempt in range(1, budget.max_attempts + 1):
             headers = {
                 **cfg.headers,
                 "Content-Type": "application/json",
-                IDEMPOTENCY_HEADER: key,
-                TIMESTAMP_HEADER: stamp,
-                SIGNATURE_HEADER: sign(cfg.secret, stamp, body),
+                **signed_headers(cfg.secret, msg_id, int(self._clock()), body),
             }
             retry_after: float | None = None
+            self.attempts += 1
             try:
-                response = self._client.post(cfg.url, content=body, headers=headers)
-            except httpx2.TransportError as exc:  # connect errors and timeouts included
-                last = f"{type(exc).__name__}: {exc}"
+                reply = self._poster.post(cfg.url, body, headers)
+            except ConnectorError as exc:  # connect errors and deadlines included
+                last = str(exc)
             else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    return
-                last = f"HTTP {status}"
-                if status < 500 and status not in _RETRY_STATUSES:
-                    raise ConnectorError(
-                        f"webhook {cfg.url} refused record {key!r} with {last} (not retried)"
-                    )
-                retry_after = _retry_after_s(response.headers.get("Retry-After"))
-            if attempt < cfg.max_attempts:
-                wait = cfg.backoff_s(attempt, self._rng)
+                if 200 <= reply.status < 300:
+                    self.delivered += 1
+                    return None
+                last = f"HTTP {reply.status}"
+                if reply.status < 500 and reply.status not in _RETRY_STATUSES:
+                    self._give_up(value, msg_id, "ConnectorError", f"refused with {last}")
+                    return None
+                retry_after = _retry_after_s(reply.headers.get("retry-after"))
+            if attempt < budget.max_attempts:
+                wait = budget.delay_s(attempt, self._rng)
                 if retry_after is not None:
-                    wait = min(cfg.backoff_max_s, max(wait, retry_after))
+                    wait = min(budget.max_s, max(wait, retry_after))
                 self._sleep(wait)
-        raise ConnectorError(
-            f"webhook {cfg.url}: record {key!r} not delivered after {cfg.max_attempts} "
-            f"attempts; last error: {last}"
-        )
+        why = f"not delivered after {budget.max_attempts} attempts; last error: {last}"
+        self._give_up(value, msg_id, "ConnectorError", why)
+        return last
 
 
 def _retry_after_s(header: str | None) -> float | None:

@@ -26,7 +26,7 @@ runs each group's state machine:
   first window after that fires then.
 
 ``alert_id`` is a digest of the rule, the group and the incident's first window end,
-so a replay produces the same ids (the webhook's idempotency key).
+so a replay produces the same ids (``<alert_id>.<state>`` is the webhook's ``webhook-id``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from runtime.api.errors import ConfigError
 from runtime.api.job import Job
+from runtime.api.redact import redact_text, redact_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +35,9 @@ class Bindings:
         dead = job.dead_letter_topic
         for item in overrides:
             name, sep, topic = item.partition("=")
+            shown = redact_text(item)  # a URL target may hold a password or a secret
             if not sep or not name or not topic:
-                raise ConfigError(f"binding {item!r} must look like NAME=TOPIC")
+                raise ConfigError(f"binding {shown!r} must look like NAME=TOPIC or NAME=URL")
             if name in sources:
                 sources[name] = topic
             elif name in sinks:
@@ -45,10 +47,20 @@ class Bindings:
             else:
                 known = ", ".join(sorted([*sources, *sinks, "dead-letters"]))
                 raise ConfigError(
-                    f"binding {item!r}: job {job.name!r} has no source or sink "
+                    f"binding {shown!r}: job {job.name!r} has no source or sink "
                     f"{name!r} (known: {known})"
                 )
         return Bindings(sources=sources, sinks=sinks, dead_letters=dead)
+
+    def describe(self) -> str:
+        """``source<-topic, ... -> sink->target, ...`` for start-up lines, URLs redacted.
+
+        >>> Bindings({"in": "t"}, {"out": "postgres://u:pw@db/x"}).describe()
+        'in<-t -> out->postgres://u:***@db/x'
+        """
+        ins = ", ".join(f"{n}<-{redact_url(t)}" for n, t in self.sources.items())
+        outs = ", ".join(f"{n}->{redact_url(t)}" for n, t in self.sinks.items())
+        return f"{ins} -> {outs}"
 
     def topic_sources(self) -> dict[str, str]:
         """Topic -> source name."""

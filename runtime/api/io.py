@@ -8,6 +8,7 @@ source hands its messages to the engine without copying them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.api.errors import RecordError
@@ -83,13 +84,34 @@ class SinkWriter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """A record an external sink gave up on, handed back for the job's dead-letter output.
+
+    Args:
+        key: the dead letter's key: the sink's idempotency key when it has one (a
+            webhook's ``webhook-id``), so a replay delivers it once.
+        value: the record as the job emitted it.
+        error_class: class name of the last error.
+        error_message: why it was given up (already free of secrets).
+    """
+
+    key: bytes | None
+    value: Any
+    error_class: str
+    error_message: str
+
+
 class ExternalSink(Protocol):
     """A sink outside Kafka (webhook, PostgreSQL, Redis).
 
     The worker hands it each batch's records and calls ``flush`` before it commits the
     input offsets (and, with exactly-once, before the Kafka transaction commits), so a
     replay after a crash writes the same records again: ``flush`` must make writes
-    durable and the writes must be idempotent (upserts, idempotency keys).
+    durable and the writes must be idempotent (upserts, idempotency keys). Records the
+    sink gives up on (a receiver that stays down past its retry budget) are handed back
+    by ``drain_undelivered`` right after ``flush`` and go to the dead-letter output in
+    the same checkpoint, so neither the job nor its checkpoints stall on them.
     """
 
     def write(self, records: Sequence[tuple[Any, Any, int]]) -> None:
@@ -98,6 +120,10 @@ class ExternalSink(Protocol):
 
     def flush(self) -> None:
         """Deliver everything queued; retry transient failures; raise when it cannot."""
+        ...
+
+    def drain_undelivered(self) -> list[Undelivered]:
+        """Records given up on since the last call (``[]`` for sinks that never give up)."""
         ...
 
     def close(self) -> None:

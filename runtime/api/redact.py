@@ -53,6 +53,8 @@ _SECRET_NAMES = frozenset(
 )
 # scheme://user:password@host  (the password part, up to the last @ before the host)
 _URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@?#]*:)[^\s@/?#]*(?=@)")
+# a whole URL inside free text (up to white space or a quote)
+_URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'"<>]+""")
 # name=value pairs in queries or free text whose name is a secret
 _PAIR = re.compile(
     r"(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<eq>\s*[=:]\s*)"
@@ -98,8 +100,15 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Free text with URL passwords and ``secret=value`` pairs masked."""
-    return _mask_pairs(_URL_USERINFO.sub(lambda m: m.group("head") + MASK, text))
+    """Free text with URL passwords and ``secret=value`` pairs masked.
+
+    URLs are redacted as a whole first: a URL that is itself the value of a pair
+    (``sink=postgres://...?password=...``) would otherwise hide its query from the pairs.
+
+    >>> redact_text("binding 'out=redis://h:6379/0?password=pw&db=1'")
+    "binding 'out=redis://h:6379/0?password=***&db=1'"
+    """
+    return _mask_pairs(_URL.sub(lambda m: redact_url(m.group(0)), text))
 
 
 def _mask_pairs(text: str) -> str:

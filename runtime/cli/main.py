@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from runtime.api.errors import ShoalError
+from runtime.api.redact import redact_text
 from runtime.cli.broker_cmd import broker
 from runtime.cli.demo_cmd import demo
 from runtime.cli.generate_cmd import generate
@@ -25,7 +26,7 @@ class ShoalGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ShoalError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact_text(str(exc))}", err=True)
             sys.exit(1)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
@@ -35,7 +36,8 @@ class ShoalGroup(click.Group):
         except click.UsageError as exc:
             where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
             hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-            click.echo(f"error: {where}{exc.format_message()}{hint}", err=True)
+            message = redact_text(exc.format_message())
+            click.echo(f"error: {where}{message}{hint}", err=True)
             sys.exit(2)
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
@@ -43,7 +45,7 @@ class ShoalGroup(click.Group):
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"error: {redact_text(exc.format_message())}", err=True)
             sys.exit(exc.exit_code)
 
 

@@ -15,6 +15,7 @@ import click
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
+from runtime.api.redact import redact_text, redact_url
 from runtime.cli.common import kafka_options, resolve_client, settings
 
 
@@ -38,6 +39,14 @@ def load_job(spec: str) -> Job:
     if not isinstance(obj, Job):
         raise ConfigError(f"{module_name}:{attr} is not a shoal Job (got {type(obj).__name__})")
     return obj
+
+
+def startup_line(job: Job, guarantee: str, state: str, server: str, bindings: Bindings) -> str:
+    """What ``shoal run`` prints as it starts; binding URLs never show their secrets."""
+    return (
+        f"running {job.name} ({guarantee}, {state} state) on {redact_url(server)}: "
+        + bindings.describe()
+    )
 
 
 class LiveView:
@@ -267,12 +276,7 @@ def run(
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    click.echo(
-        f"running {job.name} ({guarantee}, {state} state) on {server}: "
-        f"{', '.join(f'{n}<-{t}' for n, t in bindings.sources.items())} -> "
-        f"{', '.join(f'{n}->{t}' for n, t in bindings.sinks.items())}",
-        err=True,
-    )
+    click.echo(startup_line(job, guarantee, state, server, bindings), err=True)
     view = LiveView(job, quiet)
     worker = runner.worker
     assert worker is not None
@@ -304,7 +308,10 @@ def run(
     except ShoalError as exc:
         # Crash-only: no graceful close that could commit part of a batch. The
         # supervisor (or the operator) restarts the worker from its last checkpoint.
-        click.echo(f"error: {job.name} worker {config.worker_id} failed: {exc}", err=True)
+        click.echo(
+            f"error: {job.name} worker {config.worker_id} failed: {redact_text(str(exc))}",
+            err=True,
+        )
         sys.stderr.flush()
         os._exit(1)
     finally:

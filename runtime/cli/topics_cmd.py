@@ -72,10 +72,15 @@ def tail(
     bootstrap: str | None,
 ) -> None:
     """Decode and print records of TOPIC as JSON lines."""
+    from connectors.kafka.admin import KafkaAdmin
     from connectors.kafka.source import KafkaSource
+    from runtime.api.errors import ConfigError
 
+    client = resolve_client(bootstrap)
+    if topic not in KafkaAdmin(client).topics():
+        raise ConfigError(f"topic {topic!r} does not exist on {client.bootstrap} (shoal topics)")
     source = KafkaSource(
-        resolve_client(bootstrap),
+        client,
         f"shoal-tail-{time.time_ns()}",
         [topic],
         read_committed=True,

@@ -561,6 +561,23 @@ class Worker:
             headers,
         )
 
+    def _dead_letter_undelivered(self, name: str, sink: ExternalSink) -> None:
+        """Records an external sink gave up on go to the dead-letter output (this checkpoint)."""
+        for rec in sink.drain_undelivered():
+            dl = DeadLetter(
+                job=self.job.name,
+                step=name,
+                error_class=rec.error_class,
+                error_message=rec.error_message,
+                topic=None,
+                partition=None,
+                offset=None,
+                key=rec.key,
+                value=rec.value,
+                failed_ms=self.clock(),
+            )
+            self._write_dead_letter(dl)
+
     def checkpoint(self) -> None:
         """Commit outputs, state changes and offsets together (see the module docstring)."""
         t0 = time.monotonic()
@@ -582,8 +599,9 @@ class Worker:
             for store in prepared:
                 store.commit_checkpoint()
             return
-        for sink in self.external.values():
+        for name, sink in self.external.items():
             sink.flush()
+            self._dead_letter_undelivered(name, sink)
         offsets: dict[tuple[str, int], tuple[int, str]] = {}
         next_seq: dict[int, int] = {}
         ckpt_id = secrets.token_hex(6)  # names this commit: see _restore

@@ -62,8 +62,7 @@ def run_flink(
     where = f"Flink cluster {jobmanager}" if jobmanager else "a local Flink mini cluster"
     click.echo(
         f"running {job.name} on {where} (exactly_once, RocksDB state) with Kafka {bootstrap}: "
-        f"{', '.join(f'{n}<-{t}' for n, t in bindings.sources.items())} -> "
-        f"{', '.join(f'{n}->{t}' for n, t in bindings.sinks.items())}",
+        + bindings.describe(),
         err=True,
     )
     run = run_on_flink(

@@ -58,6 +58,7 @@ from rocksdict import (
 )
 
 from runtime.api.errors import ConfigError, StateError
+from runtime.api.files import private_dir
 from runtime.state.base import Change, StoreId
 from runtime.state.serde import decode_key, decode_value, encode_key, encode_value
 
@@ -623,7 +624,8 @@ class RocksDBBackend:
             raise StateError(f"state store of {store_id} is already open")
         path = self.root_dir / job / step / str(partition)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            # owner-only (0700) whatever the umask: state holds the job's data
+            private_dir(path)
         except OSError as exc:
             raise StateError(f"cannot create the state folder of {store_id}: {exc}") from exc
         store = RocksDBStore(

@@ -30,6 +30,8 @@ SINGLE_IMPORT = {
     "pyflink": "runtime/flink/_pyflink.py",
     "psycopg": "connectors/postgres/sink.py",
     "redis": "connectors/redis/sink.py",
+    "standardwebhooks": "connectors/webhook/signing.py",
+    "httpcore2": "connectors/webhook/http.py",
 }
 
 

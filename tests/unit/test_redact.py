@@ -88,3 +88,14 @@ def test_text_with_an_echoed_url_and_a_setting() -> None:
 def test_plain_text_is_unchanged() -> None:
     text = "task 3 restored 10 records from sessions.by_user.changelog in 0.2s; key=user-1"
     assert redact_text(text) == text
+
+
+def test_a_url_that_is_the_value_of_a_pair_keeps_its_query_redacted() -> None:
+    text = (
+        "binding 'sink=webhook+https://u:pw1@h/x?secret=whsec_abc=&token=tk2&team=qoe' "
+        "and nope=redis://h/0?password=pw3"
+    )
+    out = redact_text(text)
+    for secret in ("pw1", "whsec_abc", "tk2", "pw3"):
+        assert secret not in out
+    assert "team=qoe" in out and "sink=webhook+https://u:***@h/x?secret=***" in out
