@@ -157,3 +157,5 @@ class SSEResponse:
             aclose = getattr(self.body, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if self.hub is not None:
+                self.hub.unsubscribe(self.sub)  # also when the body never started

@@ -25,7 +25,9 @@ from tests.unit.service.conftest import LOOPBACK, LiveWorker, event
 @pytest.fixture
 def client(live: LiveWorker) -> Iterator[TestClient]:
     handle = WorkerHandle(live.worker)
-    with TestClient(make_app(handle, CollectorRegistry(auto_describe=False)), base_url=LOOPBACK) as c:
+    with TestClient(
+        make_app(handle, CollectorRegistry(auto_describe=False)), base_url=LOOPBACK
+    ) as c:
         yield c
     handle.close()
 
