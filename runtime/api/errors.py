@@ -13,6 +13,8 @@ happen next::
     ├── UserFunctionError      a job's own function raised; the error policy decides
     ├── ConnectorError         an external system failed (broker, database, ...)
     │   └── BrokerError        the local broker could not be started or reached
+    ├── WorkerBusy             a call into the worker thread was refused: too many are
+    │                          pending (the HTTP service answers 503; try again)
     └── StateError             state or checkpoint failure: fatal for the task
         └── CheckpointAborted  a checkpoint lost a race with a rebalance: rewind to the
                                last committed checkpoint and go on
@@ -99,6 +101,10 @@ class ConnectorError(ShoalError):
 
 class BrokerError(ConnectorError):
     """The local Kafka broker could not be prepared, started or reached."""
+
+
+class WorkerBusy(ShoalError):
+    """The worker thread already has its maximum of calls pending; try again later."""
 
 
 class StateError(ShoalError):

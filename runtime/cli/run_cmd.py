@@ -145,13 +145,15 @@ class LiveView:
     metavar="HOST:PORT",
     help="Serve the live page, /metrics, /health, /streams and /state here, e.g. "
     "127.0.0.1:8088; port 0 picks a free one (the address is printed at start). "
-    "With --workers, worker i serves on PORT+i. Beyond loopback needs --http-token.",
+    "With --workers, worker i serves on PORT+i. Beyond loopback needs --http-token "
+    "(at least 32 bytes).",
 )
 @click.option(
     "--http-token",
     default=None,
     envvar="SHOAL_HTTP_TOKEN",
-    help="Bearer token of the HTTP service (better: set SHOAL_HTTP_TOKEN).",
+    help="Bearer token of the HTTP service, at least 32 bytes beyond loopback "
+    "(better: set SHOAL_HTTP_TOKEN).",
 )
 @click.option(
     "--engine",

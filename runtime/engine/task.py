@@ -265,7 +265,6 @@ class Task:
                     op.advance_watermark(wm)
         return self.watermark
 
-
     def ingest_internal(self, source: str, partition: int, raws: Sequence[RawRecord]) -> None:
         """Process records and watermark markers read from an internal topic."""
         op = self.internal[source]

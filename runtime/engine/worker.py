@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +33,8 @@ from runtime.api.errors import CheckpointAborted
 from runtime.api.graph import KeyByNode
 from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
+from runtime.engine.calls import CallQueue
+from runtime.engine.queryable import MAX_ENTRIES, StateLookup, lookup_state
 from runtime.engine.repartition import (
     encode_marker,
     encode_record,
@@ -203,9 +204,7 @@ class Worker:
         self.last_progress = time.monotonic()
         # Live taps (step -> callback) and calls from other threads run between batches.
         self.taps: dict[str, Callable[[str, list[Any]], None]] = {}
-        self._calls: queue.SimpleQueue[tuple[Callable[[Worker], Any], Future[Any]]] = (
-            queue.SimpleQueue()
-        )
+        self.calls: CallQueue[Worker] = CallQueue()
         self.stats: dict[str, float] = {
             "checkpoint_seconds": 0.0,
             "checkpoint_records": 0.0,
@@ -361,42 +360,32 @@ class Worker:
                     del self.tasks[tid]
 
     # -- loop -----------------------------------------------------------------------
-    def call(self, fn: Callable[[Worker], Any]) -> Future[Any]:
+    def call(self, fn: Callable[[Worker], Any], deadline: float | None = None) -> Future[Any]:
         """Run ``fn(worker)`` on the worker's thread between two batches (thread-safe).
 
         State stores belong to the worker thread; the HTTP service reads state and
-        metrics through this.
+        metrics through this. The queue is bounded and served a few calls per loop
+        iteration (see :mod:`runtime.engine.calls`).
+
+        Args:
+            fn: the call.
+            deadline: ``time.monotonic()`` after which the call is dropped unrun.
+
+        Raises:
+            WorkerBusy: too many calls are pending.
         """
-        fut: Future[Any] = Future()
-        self._calls.put((fn, fut))
-        return fut
+        return self.calls.submit(fn, deadline)
 
     def _serve_calls(self) -> None:
-        while True:
-            try:
-                fn, fut = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                fut.set_result(fn(self))
-            except Exception as exc:
-                fut.set_exception(exc)
+        self.calls.serve(self)
 
-    def query_state(self, step: str, key: Any) -> list[tuple[int, Any, Any]]:
-        """Entries of a stateful step for ``key``: ``(task, state key, value)``.
+    def query_state(self, step: str, key: Any, limit: int = MAX_ENTRIES) -> StateLookup:
+        """Entries of a stateful step for ``key`` (at most ``limit``), found by key.
 
         Window state is keyed ``(key, window_start)``, process state ``(key, state)``;
-        both match ``key`` on their first element.
+        both are read as one key range (see :mod:`runtime.engine.queryable`).
         """
-        out = []
-        for tid, task in self.tasks.items():
-            for store in task.stores:
-                if store.name != step:
-                    continue
-                for k, v in store.items():
-                    if k == key or (isinstance(k, tuple) and k and k[0] == key):
-                        out.append((tid, k, v))
-        return out
+        return lookup_state(self.tasks.items(), step, key, limit)
 
     def step(self, source: SourceReader) -> int:
         """One iteration: poll, process, write; checkpoint when due. Returns records read."""

@@ -4,7 +4,8 @@
 >>> service = start_service(runner, "127.0.0.1", 0)   # doctest: +SKIP
 >>> service.url, service.stop()                        # doctest: +SKIP
 
-Modules: ``app`` (Starlette routes and the bearer check), ``server`` (uvicorn on a
+Modules: ``app`` (Starlette routes), ``guard`` (the bearer check, the loopback
+``Host`` allow-list, cookies read by hand), ``server`` (uvicorn on a
 background thread), ``handle`` (snapshots and state reads through ``worker.call``),
 ``metrics`` (Prometheus collector), ``taps`` and ``sse`` (live taps), ``filters``
 and ``sampling`` (what a tap keeps), ``topology`` (the page's map of the job),

@@ -6,33 +6,50 @@ Endpoints (``{job}`` must be the worker's job; unknown names answer 404 with a J
 ==================================  ==================================================
 ``GET /``                           the live page (static HTML, JS and CSS of this package)
 ``GET /metrics``                    Prometheus text exposition of the injected registry
-``GET /health``                     JSON; 200 when healthy, 503 otherwise (never needs a token)
+``GET /health``                     JSON; 200 when healthy, 503 otherwise (never needs a
+                                    token; with one set, only an authorised caller sees
+                                    more than ``{"status": ...}``)
 ``GET /topology``                   JSON: steps, edges, counters, panels the page can show
 ``GET /streams/{job}/{step}``       Server-Sent Events of the step's output;
-                                    ``filter=`` (see ``runtime.service.filters``),
+                                    ``filter=`` (see ``runtime.service.filters``; its
+                                    cost limits are checked first: 400 naming the limit),
                                     ``sample=`` (0.1 or 1/10), ``limit=`` (records),
                                     ``recent=`` (first replay up to N kept records of the
-                                    step, for the steps that keep some: see HISTORY)
-``GET /state/{job}/{step}/{key}``   JSON: the key's state in a stateful step; 404 if none
+                                    step, for the steps that keep some: see HISTORY);
+                                    503 when 64 taps are open, 429 when this client
+                                    address holds 8; a reader that takes nothing for
+                                    the idle timeout (30 s) is disconnected
+``GET /state/{job}/{step}/{key}``   JSON: the key's state in a stateful step, looked up
+                                    by key (no scan), at most 1,000 entries
+                                    (``truncated`` says when there are more); 404 if
+                                    none, 400 for a key that is not UTF-8, 414 for one
+                                    over 1 KB, 503 at once when the worker has too many
+                                    calls pending or did not answer in time
 ``GET /filters?filter=&sample=``    JSON: whether a tap's parameters parse (400 and the
                                     reason if not): ``EventSource`` cannot read a 400 body
 ==================================  ==================================================
 
+Errors are JSON ``{"error": ...}``, never a traceback. Calls into the worker thread
+are bounded (see ``runtime.engine.calls``): a flood of requests gets 503s, the job
+keeps its pace.
+
 With a token, every endpoint but ``/health`` needs ``Authorization: Bearer <token>``.
 A browser cannot send that header from a page (nor from ``EventSource``), so
 ``GET /?token=<token>`` answers with a cookie holding a digest of the token
-(HttpOnly, SameSite=Strict) and a redirect to ``/``; the cookie then stands for
-the header. Every endpoint only reads, so the cookie cannot be used to change anything.
+(HttpOnly, SameSite=Strict, 12 h Max-Age, and Secure when served over TLS, directly
+or behind a proxy that sends ``X-Forwarded-Proto: https``) and a redirect to ``/``;
+the cookie then stands for the header. Every endpoint only reads, so the cookie
+cannot be used to change anything. Without a token (loopback only), a request whose
+``Host`` is not a loopback name gets 403: a page of another site cannot reach the
+service by rebinding its own name to 127.0.0.1. See ``runtime.service.guard``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-from http.cookies import SimpleCookie
+import logging
 from importlib import resources
-from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -40,28 +57,28 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from runtime.api.errors import ConfigError
+from runtime.api.errors import ConfigError, WorkerBusy
 from runtime.service.filters import compile_filter
-from runtime.service.handle import WorkerHandle
+from runtime.service.guard import AUTHORIZED, COOKIE, BearerAuth, LoopbackHosts, error_response
+from runtime.service.handle import MAX_ENTRIES, MAX_KEY_BYTES, WorkerHandle
 from runtime.service.jsonable import to_jsonable
 from runtime.service.metrics import CONTENT_TYPE, CollectorRegistry, WorkerCollector, render
 from runtime.service.sampling import Sampler, parse_sample
-from runtime.service.sse import SSEResponse, stream
-from runtime.service.taps import TooManySubscribers
+from runtime.service.sse import IDLE_TIMEOUT_S, SSEResponse, stream
+from runtime.service.taps import TooManyFromClient, TooManySubscribers
 from runtime.service.topology import find_panels, topology
 
-__all__ = ["COOKIE", "make_app"]
+__all__ = ["COOKIE", "BearerAuth", "make_app"]
 
-#: Cookie that stands for the bearer token in a browser.
-COOKIE = "shoal_session"
+log = logging.getLogger("shoal.service")
+
 _STATIC = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "index.html": "text/html; charset=utf-8",
 }
-_OPEN_PATHS = frozenset({"/health"})
 #: Page panels whose step keeps its last records: how many, and which. A page opened
 #: now shows the alerts, sessions and per-CDN QoE of the last minutes, not an empty panel.
 HISTORY: dict[str, tuple[int, str | None]] = {
@@ -72,85 +89,23 @@ HISTORY: dict[str, tuple[int, str | None]] = {
 _MAX_LIMIT = 10**9
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
-def _cookie_value(token: str) -> str:
-    return hmac.new(token.encode(), b"shoal-page-session", hashlib.sha256).hexdigest()
-
-
-class BearerAuth:
-    """ASGI middleware: the token check of every endpoint but ``/health``.
-
-    Args:
-        app: the wrapped app.
-        token: the bearer token clients must send.
-    """
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._token = token.encode()
-        self._cookie = _cookie_value(token).encode()
-
-    def _authorized(self, scope: Scope) -> bool:
-        headers = dict(scope.get("headers") or [])
-        auth = headers.get(b"authorization", b"")
-        scheme, _, given = auth.partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token):
-            return True
-        raw = headers.get(b"cookie")
-        if raw:
-            cookie: SimpleCookie = SimpleCookie()
-            try:
-                cookie.load(raw.decode("latin-1"))
-            except Exception:
-                return False
-            morsel = cookie.get(COOKIE)
-            if morsel is not None:
-                return hmac.compare_digest(morsel.value.encode(), self._cookie)
-        return False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or scope["path"] in _OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        if scope["path"] == "/" and scope.get("query_string"):
-            request = Request(scope)
-            given = request.query_params.get("token")
-            if given is not None:
-                if hmac.compare_digest(given.encode(), self._token):
-                    response: Response = Response(status_code=303, headers={"location": "/"})
-                    response.set_cookie(
-                        COOKIE,
-                        self._cookie.decode(),
-                        httponly=True,
-                        samesite="strict",
-                        path="/",
-                    )
-                else:
-                    response = _error(401, "wrong token")
-                await response(scope, receive, send)
-                return
-        if not self._authorized(scope):
-            response = _error(
-                401,
-                "this service needs a bearer token: send 'Authorization: Bearer <token>' "
-                "(a browser: open /?token=<token> once)",
-            )
-            response.headers["www-authenticate"] = 'Bearer realm="shoal"'
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+_error = error_response
 
 
 class _Endpoints:
     """Request handlers over one worker handle."""
 
-    def __init__(self, handle: WorkerHandle, registry: CollectorRegistry, keepalive_s: float):
+    def __init__(
+        self,
+        handle: WorkerHandle,
+        registry: CollectorRegistry,
+        keepalive_s: float,
+        idle_timeout_s: float,
+    ) -> None:
         self.handle = handle
         self.registry = registry
         self.keepalive_s = keepalive_s
+        self.idle_timeout_s = idle_timeout_s
         package = resources.files("runtime.service") / "static"
         self.static = {name: (package / name).read_bytes() for name in _STATIC}
 
@@ -191,6 +146,8 @@ class _Endpoints:
 
     async def health(self, request: Request) -> Response:
         ok, body = await run_in_threadpool(self.handle.health)
+        if not request.scope.get(AUTHORIZED, True):
+            body = {"status": body["status"]}  # the details are for those with the token
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def topology(self, request: Request) -> Response:
@@ -211,14 +168,30 @@ class _Endpoints:
                 f"step {step!r} keeps no state (it is a {info.kind} step)",
                 stateful_steps=[s.name for s in self.handle.steps if s.stateful],
             )
-        entries = await run_in_threadpool(self.handle.query_state, step, key)
-        if entries is None:
+        bad = _check_key(request, key)
+        if bad is not None:
+            return bad
+        try:
+            answer = await self.handle.query_state(step, key)
+        except ConfigError as exc:
+            return _error(400, str(exc))
+        except WorkerBusy as exc:
+            return _error(503, str(exc))
+        if answer is None:
             return _error(503, "the worker did not answer in time; try again")
-        if not entries:
+        if not answer.entries:
             return _error(404, f"no state for key {key!r} in step {step!r}", key=key)
         return JSONResponse(
             to_jsonable(
-                {"job": job, "step": step, "kind": info.kind, "key": key, "entries": entries}
+                {
+                    "job": job,
+                    "step": step,
+                    "kind": info.kind,
+                    "key": key,
+                    "entries": answer.entries,
+                    "limit": MAX_ENTRIES,
+                    "truncated": answer.truncated,
+                }
             )
         )
 
@@ -255,10 +228,19 @@ class _Endpoints:
             recent = _parse_count("recent", params.get("recent"), 100_000) or 0
         except ConfigError as exc:
             return _bad_request(exc)
+        client = request.client.host if request.client is not None else None
         try:
             sub = self.handle.taps.subscribe(
-                step, predicate, Sampler(sample), limit, asyncio.get_running_loop(), recent
+                step,
+                predicate,
+                Sampler(sample),
+                limit,
+                asyncio.get_running_loop(),
+                recent,
+                client=client,
             )
+        except TooManyFromClient as exc:
+            return _error(429, str(exc))
         except TooManySubscribers as exc:
             return _error(503, str(exc))
         opening = {
@@ -270,7 +252,24 @@ class _Endpoints:
             "replayed": sub.replayed,
         }
         body = stream(self.handle.taps, sub, opening, limit, self.keepalive_s)
-        return SSEResponse(body, sub)
+        return SSEResponse(body, sub, self.handle.taps, self.idle_timeout_s)
+
+
+def _check_key(request: Request, key: str) -> JSONResponse | None:
+    """400 for a key that is not UTF-8, 414 for one too long to look up (else ``None``)."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes):
+        try:
+            unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(400, "the key is not valid UTF-8 (percent-encode UTF-8 bytes)")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return _error(400, "the key is not valid UTF-8 (percent-encode UTF-8 bytes)")
+    if size > MAX_KEY_BYTES:
+        return _error(414, f"the key is {size} bytes; at most {MAX_KEY_BYTES} are looked up")
+    return None
 
 
 def _bad_request(exc: ConfigError) -> JSONResponse:
@@ -315,12 +314,19 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return _error(status, str(detail))
 
 
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Logged with its traceback here; the client sees one line, never the traceback.
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _error(500, "internal error")
+
+
 def make_app(
     worker_handle: WorkerHandle,
     registry: CollectorRegistry,
     token: str | None = None,
     *,
     keepalive_s: float = 15.0,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> ASGIApp:
     """The ASGI app of a worker's service.
 
@@ -328,15 +334,17 @@ def make_app(
         worker_handle: the worker to serve.
         registry: where the worker's collector is registered and ``/metrics`` reads
             from (inject one per worker; the global registry is never used).
-        token: when set, every endpoint but ``/health`` needs it as a bearer token.
+        token: when set, every endpoint but ``/health`` needs it as a bearer token;
+            when not, only requests whose ``Host`` names loopback are answered.
         keepalive_s: quiet time after which an SSE stream sends a keepalive comment.
+        idle_timeout_s: a tap whose reader takes nothing this long is disconnected.
     """
     registry.register(WorkerCollector(worker_handle))
     for panel, feed in find_panels(worker_handle.steps).items():
         if feed is not None and panel in HISTORY and feed["step"] is not None:
             size, keep = HISTORY[panel]
             worker_handle.taps.keep_history(feed["step"], size, compile_filter(keep))
-    ep = _Endpoints(worker_handle, registry, keepalive_s)
+    ep = _Endpoints(worker_handle, registry, keepalive_s, idle_timeout_s)
     routes = [
         Route("/", ep.index),
         Route("/static/{name}", ep.static_file),
@@ -347,7 +355,8 @@ def make_app(
         Route("/streams/{job}/{step}", ep.streams),
         Route("/state/{job}/{step}/{key:path}", ep.state),
     ]
-    app: ASGIApp = Starlette(routes=routes, exception_handlers={HTTPException: _not_found})
-    if token:
-        app = BearerAuth(app, token)
-    return app
+    app: ASGIApp = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _not_found, Exception: _internal_error},
+    )
+    return BearerAuth(app, token) if token else LoopbackHosts(app)

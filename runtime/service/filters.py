@@ -34,8 +34,13 @@ How values are found and compared:
 * A bare operand is a test of truth: ``is_live`` holds when the field is present
   and neither ``false``, ``null``, ``0``, ``""`` nor empty.
 
-Limits keep a hostile expression cheap: at most :data:`MAX_LENGTH` characters and
-:data:`MAX_DEPTH` levels of nesting.
+Limits keep a hostile expression cheap to parse and to run on every record, and
+are checked when the filter compiles (a 400 naming the limit): at most
+:data:`MAX_LENGTH` characters, :data:`MAX_DEPTH` levels of nesting,
+:data:`MAX_NODES` terms (fields, values, operators), :data:`MAX_LIST_ITEMS` items
+per ``in`` list, :data:`MAX_STRING` characters per string and
+:data:`MAX_PATH_SEGMENTS` segments per field path. An ``in`` test is one set
+look-up, whatever the list's size.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ from runtime.api.errors import ConfigError
 __all__ = [
     "MAX_DEPTH",
     "MAX_LENGTH",
+    "MAX_LIST_ITEMS",
+    "MAX_NODES",
+    "MAX_PATH_SEGMENTS",
+    "MAX_STRING",
     "FilterSyntaxError",
     "Predicate",
     "compile_filter",
@@ -60,6 +69,14 @@ __all__ = [
 MAX_LENGTH = 2000
 #: Deepest accepted nesting of parentheses and ``not``.
 MAX_DEPTH = 32
+#: Most terms (fields, values, lists, comparisons, ``and``/``or``/``not``) in one filter.
+MAX_NODES = 100
+#: Most items of one ``in [...]`` list.
+MAX_LIST_ITEMS = 100
+#: Longest string literal, in characters.
+MAX_STRING = 200
+#: Most segments of one field path (``a.b.0.c`` has 4).
+MAX_PATH_SEGMENTS = 8
 
 #: A compiled filter: ``predicate(key, value, event_time_ms) -> bool``.
 Predicate = Callable[[Any, Any, int], bool]
@@ -148,6 +165,10 @@ def _path_token(word: str, column: int) -> Token:
         )
     if parts[0] in _KEYWORDS:
         raise FilterSyntaxError(f"keyword {parts[0]!r} cannot start a field path", column)
+    if len(parts) > MAX_PATH_SEGMENTS:
+        raise FilterSyntaxError(
+            f"field path of {len(parts)} segments (the limit is {MAX_PATH_SEGMENTS})", column
+        )
     segments = tuple(int(p) if p.isdigit() else p for p in parts)
     return Token("path", segments, column)
 
@@ -159,6 +180,10 @@ def _read_string(text: str, start: int) -> tuple[str, int]:
     while i < len(text):
         ch = text[i]
         if ch == quote:
+            if len(out) > MAX_STRING:
+                raise FilterSyntaxError(
+                    f"string of {len(out)} characters (the limit is {MAX_STRING})", start + 1
+                )
             return "".join(out), i + 1
         if ch == "\\":
             if i + 1 >= len(text):
@@ -255,6 +280,7 @@ class _Parser:
         self.tokens = tokens
         self.i = 0
         self.depth = 0
+        self.nodes = 0
 
     # -- token helpers --
     def peek(self) -> Token:
@@ -279,6 +305,12 @@ class _Parser:
         found = "the end" if tok.kind == "end" else repr(_show(tok))
         raise FilterSyntaxError(f"{message}, found {found}", tok.column)
 
+    def count(self, column: int) -> None:
+        """One more term; refuse a filter beyond :data:`MAX_NODES` of them."""
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise FilterSyntaxError(f"more than {MAX_NODES} terms (the limit)", column)
+
     def nest(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
@@ -296,7 +328,7 @@ class _Parser:
     def expr(self) -> Predicate:
         parts = [self.and_expr()]
         while self.at("keyword", "or"):
-            self.take()
+            self.count(self.take().column)
             parts.append(self.and_expr())
         if len(parts) == 1:
             return parts[0]
@@ -305,7 +337,7 @@ class _Parser:
     def and_expr(self) -> Predicate:
         parts = [self.not_expr()]
         while self.at("keyword", "and"):
-            self.take()
+            self.count(self.take().column)
             parts.append(self.not_expr())
         if len(parts) == 1:
             return parts[0]
@@ -313,7 +345,7 @@ class _Parser:
 
     def not_expr(self) -> Predicate:
         if self.at("keyword", "not"):
-            self.take()
+            self.count(self.take().column)
             self.nest()
             inner = self.not_expr()
             self.depth -= 1
@@ -324,7 +356,7 @@ class _Parser:
         left, is_pred = self.operand()
         tok = self.peek()
         if tok.kind == "op" and tok.value in _COMPARE:
-            self.take()
+            self.count(self.take().column)
             right, _ = self.operand()
             cmp = _COMPARE[tok.value]
             return lambda k, v, t: cmp(left(k, v, t), right(k, v, t))
@@ -335,11 +367,11 @@ class _Parser:
                 self.fail("expected 'in' after 'not'")
             negate = True
         if self.at("keyword", "in"):
-            self.take()
-            items = self.literal_list()
+            self.count(self.take().column)
+            members = _members(self.literal_list())
             if negate:
-                return lambda k, v, t: not _member(left(k, v, t), items)
-            return lambda k, v, t: _member(left(k, v, t), items)
+                return lambda k, v, t: _tag(left(k, v, t)) not in members
+            return lambda k, v, t: _tag(left(k, v, t)) in members
         if is_pred:
             return left  # a parenthesised expression is already a predicate
         return lambda k, v, t: _truthy(left(k, v, t))
@@ -347,6 +379,7 @@ class _Parser:
     def operand(self) -> tuple[_Getter, bool]:
         """A value getter, and whether it is a parenthesised predicate."""
         tok = self.peek()
+        self.count(tok.column)
         if tok.kind == "op" and tok.value == "(":
             self.take()
             self.nest()
@@ -375,19 +408,40 @@ class _Parser:
         raise AssertionError("unreachable")
 
     def literal_list(self) -> tuple[Any, ...]:
-        self.expect("op", "[", "'[' to start a list")
+        start = self.expect("op", "[", "'[' to start a list")
         items: list[Any] = []
         if not self.at("op", "]"):
             items.append(self.literal())
             while self.at("op", ","):
                 self.take()
                 items.append(self.literal())
+                if len(items) > MAX_LIST_ITEMS:
+                    raise FilterSyntaxError(
+                        f"list of more than {MAX_LIST_ITEMS} items (the limit)", start.column
+                    )
         self.expect("op", "]", "',' or ']'")
         return tuple(items)
 
 
-def _member(value: Any, items: tuple[Any, ...]) -> bool:
-    return any(_equal(value, item) for item in items)
+def _tag(value: Any) -> tuple[str, Any]:
+    """A hashable stand-in of a value that is equal exactly when ``==`` holds in a filter.
+
+    Numbers are equal by value (``1 == 1.0``, whose hashes agree), anything else by
+    type and value; a list, dict or tuple never equals a list item (items are literals).
+    """
+    if value is None:
+        return ("null", None)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    return ("other", id(value))
+
+
+def _members(items: tuple[Any, ...]) -> frozenset[tuple[str, Any]]:
+    return frozenset(_tag(item) for item in items)
 
 
 def _show(tok: Token) -> str:

@@ -1,7 +1,11 @@
 """The service's view of a running worker: consistent snapshots, state reads and taps.
 
 State stores and the worker's bookkeeping belong to the worker thread, so every
-read goes through ``worker.call`` and runs between two batches. A snapshot is
+read goes through ``worker.call`` and runs between two batches; that queue is
+bounded (a full one answers 503 at once) and a call nobody waits for any more is
+dropped unrun (see :mod:`runtime.engine.calls`). State reads are also bounded here:
+at most :attr:`WorkerHandle.max_state_queries` wait at once, each key is at most
+:data:`MAX_KEY_BYTES` and each answer at most :data:`MAX_ENTRIES` entries. A snapshot is
 shared by the requests that arrive within :attr:`WorkerHandle.max_age_s` (a scrape,
 the page's topology poll and a health check cost one call together). When the
 worker does not answer within the timeout, the last snapshot is served marked
@@ -10,12 +14,16 @@ worker does not answer within the timeout, the last snapshot is served marked
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from runtime.api.errors import ConfigError, WorkerBusy
+from runtime.engine.queryable import MAX_ENTRIES, StateLookup
 from runtime.engine.watermarks import NO_WATERMARK
 from runtime.service.jsonable import to_jsonable
 from runtime.service.taps import TapHub
@@ -23,7 +31,21 @@ from runtime.service.taps import TapHub
 if TYPE_CHECKING:
     from runtime.engine.worker import Worker
 
-__all__ = ["NO_WATERMARK", "Snapshot", "StepInfo", "WorkerHandle", "key_candidates"]
+__all__ = [
+    "MAX_ENTRIES",
+    "MAX_KEY_BYTES",
+    "NO_WATERMARK",
+    "Snapshot",
+    "StateAnswer",
+    "StepInfo",
+    "WorkerHandle",
+    "key_candidates",
+]
+
+#: Longest key ``/state`` looks up, in UTF-8 bytes (longer: 414).
+MAX_KEY_BYTES = 1024
+# Decimal integers that fit a state key (at most 255 bytes): ASCII digits only.
+_INT_KEY = re.compile(r"-?[0-9]{1,600}")
 
 #: Node kinds that keep keyed state (queryable through ``/state``).
 STATEFUL_KINDS = frozenset({"window", "process"})
@@ -106,16 +128,34 @@ def take_snapshot(worker: Worker) -> Snapshot:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StateAnswer:
+    """The JSON-safe entries of one key, and whether more than :data:`MAX_ENTRIES` exist."""
+
+    entries: list[dict[str, Any]]
+    truncated: bool = False
+
+
 def key_candidates(text: str) -> list[Any]:
     """The state keys a key in a URL may stand for.
 
     ``u-17`` is the string; ``title|tv|DE|cdn-a`` is also the tuple of its parts (how
-    tuple keys are written as message keys); ``42`` is also the int.
+    tuple keys are written as message keys); ``42`` is also the int (ASCII digits only:
+    ``²`` is a digit to Python but no number).
+
+    Raises:
+        ConfigError: the key is longer than :data:`MAX_KEY_BYTES` or not valid text.
     """
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ConfigError("the key is not valid UTF-8") from None
+    if size > MAX_KEY_BYTES:
+        raise ConfigError(f"the key is {size} bytes; at most {MAX_KEY_BYTES} are looked up")
     out: list[Any] = [text]
     if "|" in text:
         out.append(tuple(text.split("|")))
-    if text.lstrip("-").isdigit():
+    if _INT_KEY.fullmatch(text):
         out.append(int(text))
     return out
 
@@ -153,6 +193,9 @@ class WorkerHandle:
         timeout_s: how long a request waits for the worker thread.
         max_age_s: snapshots younger than this are shared between requests.
         max_checkpoint_age_s: ``/health`` fails when the last checkpoint pass is older.
+        max_state_queries: state reads waiting for the worker at once; more are
+            refused (503), which keeps room in the worker's call queue for snapshots.
+        taps: the hub of live taps (default: one over the worker's taps).
     """
 
     def __init__(
@@ -162,6 +205,8 @@ class WorkerHandle:
         timeout_s: float = 3.0,
         max_age_s: float = 0.25,
         max_checkpoint_age_s: float = 60.0,
+        max_state_queries: int = 16,
+        taps: TapHub | None = None,
     ) -> None:
         self.worker = worker
         self.job_name: str = worker.job.name
@@ -178,7 +223,9 @@ class WorkerHandle:
             for n in worker.job.nodes
         ]
         self._by_name = {s.name: s for s in self.steps}
-        self.taps = TapHub(worker.taps, [s.name for s in self.steps])
+        self.taps = taps if taps is not None else TapHub(worker.taps, [s.name for s in self.steps])
+        self.max_state_queries = max_state_queries
+        self._state_queries = 0
         self._lock = threading.Lock()
         self._last: Snapshot | None = None
         self._last_at = 0.0
@@ -196,10 +243,15 @@ class WorkerHandle:
                 return self._last
             pending = self._pending
             if pending is None or pending.done():
-                pending = self._pending = self.worker.call(take_snapshot)
+                try:
+                    pending = self._pending = self.worker.call(
+                        take_snapshot, time.monotonic() + self.timeout_s
+                    )
+                except WorkerBusy:
+                    return self._stale()
         try:
             snap = pending.result(timeout=self.timeout_s)
-        except concurrent.futures.TimeoutError:
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             return self._stale()
         with self._lock:
             if self._last is None or snap.time_ms >= self._last.time_ms:
@@ -212,29 +264,63 @@ class WorkerHandle:
             return Snapshot(time_ms=_wall_ms(), responsive=False, failed=bool(self.worker.failed))
         return replace(last, responsive=False, failed=bool(self.worker.failed))
 
-    def query_state(self, step: str, key: str) -> list[dict[str, Any]] | None:
-        """The state entries of ``step`` for ``key``, as JSON-safe dicts.
+    async def query_state(self, step: str, key: str) -> StateAnswer | None:
+        """The state entries of ``step`` for ``key``, as JSON-safe dicts (event loop side).
 
-        Returns ``None`` when the worker did not answer in time.
+        The request waits without holding a thread; a request that gives up cancels
+        its call, which the worker then drops unrun.
+
+        Returns:
+            ``None`` when the worker did not answer in time.
+
+        Raises:
+            ConfigError: the key cannot be looked up (see :func:`key_candidates`).
+            WorkerBusy: too many state reads or calls are pending.
         """
         info = self._by_name[step]
         candidates = key_candidates(key)
 
-        def read(worker: Worker) -> list[dict[str, Any]]:
+        def read(worker: Worker) -> StateAnswer:
             # Runs on the worker thread: values are copied to JSON before they leave it.
-            out: list[dict[str, Any]] = []
+            found = StateLookup()
             for candidate in candidates:
-                for tid, state_key, value in worker.query_state(step, candidate):
-                    out.append(_entry(info.kind, tid, state_key, value))
-                if out:
+                found = worker.query_state(step, candidate)
+                if found.entries:
                     break
-            return out
+            return StateAnswer(
+                [_entry(info.kind, tid, k, v) for tid, k, v in found.entries], found.truncated
+            )
 
+        with self._lock:
+            if self._state_queries >= self.max_state_queries:
+                raise WorkerBusy(
+                    f"{self.max_state_queries} state reads are already waiting; try again"
+                )
+            self._state_queries += 1
         try:
-            result: list[dict[str, Any]] = self.worker.call(read).result(timeout=self.timeout_s)
-        except concurrent.futures.TimeoutError:
+            future = self.worker.call(read, time.monotonic() + self.timeout_s)
+        except BaseException:
+            self._release_state_query(None)
+            raise
+        future.add_done_callback(self._release_state_query)
+        try:
+            answer: StateAnswer = await asyncio.wait_for(
+                asyncio.wrap_future(future), self.timeout_s
+            )
+        except TimeoutError:
+            future.cancel()
             return None
-        return result
+        except asyncio.CancelledError:
+            future.cancel()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the request itself is going away
+            return None  # the worker dropped the call: its deadline had passed
+        return answer
+
+    def _release_state_query(self, _: object) -> None:
+        with self._lock:
+            self._state_queries -= 1
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Whether the worker is healthy, and the details ``/health`` shows."""

@@ -22,16 +22,26 @@ from runtime.api.errors import ConfigError
 from runtime.service.app import make_app
 from runtime.service.handle import WorkerHandle
 from runtime.service.metrics import CollectorRegistry
+from runtime.service.sse import IDLE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from runtime.engine.worker import Worker
 
-__all__ = ["ServiceConfig", "ServiceHandle", "is_loopback", "parse_address", "start_service"]
+__all__ = [
+    "MIN_TOKEN_BYTES",
+    "ServiceConfig",
+    "ServiceHandle",
+    "is_loopback",
+    "parse_address",
+    "start_service",
+]
 
 log = logging.getLogger("shoal.service")
 
 #: Where ``shoal run --http`` listens when given only a port.
 DEFAULT_HOST = "127.0.0.1"
+#: Shortest bearer token accepted for a bind beyond loopback, in bytes.
+MIN_TOKEN_BYTES = 32
 
 
 def is_loopback(host: str) -> bool:
@@ -67,18 +77,33 @@ def parse_address(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
-    """Where and how the service listens (the token never shows in ``repr``)."""
+    """Where and how the service listens (the token never shows in ``repr``).
+
+    Raises:
+        ConfigError: a bind beyond loopback without a token, or with one shorter
+            than :data:`MIN_TOKEN_BYTES` bytes (the message never shows the token).
+    """
 
     host: str = DEFAULT_HOST
     port: int = 0
     token: str | None = field(default=None, repr=False)
     keepalive_s: float = 15.0
+    idle_timeout_s: float = IDLE_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        if not is_loopback(self.host) and not self.token:
+        if is_loopback(self.host):
+            return
+        if not self.token:
             raise ConfigError(
                 f"refusing to serve on {self.host}: binding beyond loopback needs a bearer "
                 "token (--http-token, or SHOAL_HTTP_TOKEN)"
+            )
+        size = len(self.token.encode())
+        if size < MIN_TOKEN_BYTES:
+            raise ConfigError(
+                f"refusing to serve on {self.host}: the bearer token is {size} bytes, at "
+                f"least {MIN_TOKEN_BYTES} are needed beyond loopback (e.g. the output of "
+                "'openssl rand -hex 32')"
             )
 
 
@@ -139,6 +164,7 @@ def start_service(
     *,
     registry: CollectorRegistry | None = None,
     keepalive_s: float = 15.0,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
     start_timeout_s: float = 10.0,
 ) -> ServiceHandle:
     """Start the HTTP service of a worker (or of a ``KafkaRunner``'s worker).
@@ -151,18 +177,23 @@ def start_service(
         token: bearer token every endpoint but ``/health`` requires.
         registry: the Prometheus registry to use (default: a new one).
         keepalive_s: quiet time after which SSE streams send a keepalive comment.
+        idle_timeout_s: a tap whose reader takes nothing this long is disconnected.
         start_timeout_s: how long to wait for the server to start.
 
     Raises:
-        ConfigError: a non-loopback host without a token, or the address is taken.
+        ConfigError: a non-loopback host without a token (or with one shorter than
+            :data:`MIN_TOKEN_BYTES`), or the address is taken.
     """
-    config = ServiceConfig(host=host, port=port, token=token, keepalive_s=keepalive_s)
+    config = ServiceConfig(
+        host=host, port=port, token=token, keepalive_s=keepalive_s, idle_timeout_s=idle_timeout_s
+    )
     handle = WorkerHandle(_worker_of(runner_or_worker))
     app = make_app(
         handle,
         registry if registry is not None else CollectorRegistry(auto_describe=False),
         token=config.token,
         keepalive_s=config.keepalive_s,
+        idle_timeout_s=config.idle_timeout_s,
     )
     sock = _bind(config.host, config.port)
     bound_host, bound_port = sock.getsockname()[:2]

@@ -10,21 +10,28 @@ Each kept record is one ``message`` event whose data is
 
 A comment line (``: keepalive``) goes out when nothing happened for
 ``keepalive_s``, so proxies keep the connection and a gone client is noticed.
+A client that accepts nothing for ``idle_timeout_s`` (a write stays blocked because
+it never reads) is disconnected: its tap ends and its slot is free again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from runtime.service.jsonable import dumps
 from runtime.service.taps import Subscription, TapHub
 
-__all__ = ["event", "record_event", "stream"]
+__all__ = ["IDLE_TIMEOUT_S", "SSEResponse", "event", "record_event", "stream"]
+
+log = logging.getLogger("shoal.service.sse")
 
 _BATCH = 500
+#: Default time a tap's reader may accept nothing before it is disconnected.
+IDLE_TIMEOUT_S = 30.0
 
 
 def event(name: str | None, data: Any) -> str:
@@ -79,11 +86,30 @@ class SSEResponse:
 
     A task waits for ``http.disconnect`` and closes the subscription, which wakes the
     stream so it ends and unsubscribes at once, whatever the server's ASGI version.
+    A write that the client does not take within ``idle_timeout_s`` ends the
+    response unfinished (the server then closes the connection).
+
+    Args:
+        body: the stream's text (see :func:`stream`).
+        sub: the subscription it reads.
+        hub: the hub that counts idle disconnects.
+        idle_timeout_s: how long one write may wait for the client.
     """
 
-    def __init__(self, body: AsyncIterator[str], sub: Subscription) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[str],
+        sub: Subscription,
+        hub: TapHub | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> None:
         self.body = body
         self.sub = sub
+        self.hub = hub
+        self.idle_timeout_s = idle_timeout_s
+
+    async def _send(self, send: Any, message: dict[str, Any]) -> None:
+        await asyncio.wait_for(send(message), self.idle_timeout_s)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         async def watch() -> None:
@@ -95,7 +121,8 @@ class SSEResponse:
 
         watcher = asyncio.create_task(watch())
         try:
-            await send(
+            await self._send(
+                send,
                 {
                     "type": "http.response.start",
                     "status": 200,
@@ -104,13 +131,23 @@ class SSEResponse:
                         (b"cache-control", b"no-cache"),
                         (b"x-accel-buffering", b"no"),
                     ],
-                }
+                },
             )
             async for chunk in self.body:
-                await send(
-                    {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
+                await self._send(
+                    send, {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
                 )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            # The client took nothing for the idle timeout: end its tap now.
+            self.sub.close()
+            if self.hub is not None:
+                self.hub.idle_disconnects += 1
+            log.info(
+                "tap of step %r: the client read nothing for %gs; disconnected",
+                self.sub.step,
+                self.idle_timeout_s,
+            )
         except OSError:
             pass  # the client went away mid-write
         finally:
@@ -120,3 +157,5 @@ class SSEResponse:
             aclose = getattr(self.body, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if self.hub is not None:
+                self.hub.unsubscribe(self.sub)  # also when the body never started

@@ -37,6 +37,9 @@ class MemoryStore:
         self._dirty: dict[Hashable, bool] = {}
         self._meta: dict[str, bytes] = {}
         self._pending_meta: dict[str, bytes] = {}
+        # Tuple keys by their first element, so a prefix read touches only the keys
+        # it returns (queryable state asks for ``(key, ...)`` of one key at a time).
+        self._heads: dict[Hashable, dict[tuple[Any, ...], None]] = {}
         self._closed = False
 
     @property
@@ -55,8 +58,14 @@ class MemoryStore:
         if self._closed:
             self._raise_closed()
         data = self._data
-        if key not in self._dirty:
-            self._dirty[key] = key in data
+        dirty = self._dirty
+        if key not in dirty:
+            existed = key in data
+            dirty[key] = existed
+            if not existed and type(key) is tuple and key:
+                self._index(key)
+        elif type(key) is tuple and key and key not in data:  # deleted, now put again
+            self._index(key)
         data[key] = value
 
     def delete(self, key: Hashable) -> None:
@@ -65,7 +74,8 @@ class MemoryStore:
             self._raise_closed()
         if key not in self._dirty:
             self._dirty[key] = key in self._data
-        self._data.pop(key, None)
+        if self._data.pop(key, _MISSING) is not _MISSING and type(key) is tuple and key:
+            self._unindex(key)
 
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key`` has a value."""
@@ -84,13 +94,21 @@ class MemoryStore:
         if self._closed:
             self._raise_closed()
         n = len(prefix)
-        return iter(
-            [
-                (k, v)
-                for k, v in self._data.items()
-                if type(k) is tuple and len(k) >= n and k[:n] == prefix
-            ]
-        )
+        data = self._data
+        if n == 0:
+            return iter([(k, v) for k, v in data.items() if type(k) is tuple])
+        keys = self._heads.get(prefix[0], {})
+        return iter([(k, data[k]) for k in list(keys) if len(k) >= n and k[:n] == prefix])
+
+    def _index(self, key: tuple[Any, ...]) -> None:
+        self._heads.setdefault(key[0], {})[key] = None
+
+    def _unindex(self, key: tuple[Any, ...]) -> None:
+        keys = self._heads.get(key[0])
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._heads[key[0]]
 
     def __len__(self) -> int:
         """The exact number of entries."""
@@ -152,8 +170,11 @@ class MemoryStore:
             for raw_key, raw_value in changes:
                 key = decode_key(raw_key)
                 if raw_value is None:
-                    data.pop(key, None)
+                    if data.pop(key, _MISSING) is not _MISSING and type(key) is tuple and key:
+                        self._unindex(key)
                 else:
+                    if type(key) is tuple and key and key not in data:
+                        self._index(key)
                     data[key] = decode_value(raw_value)
         except StateError as exc:
             raise StateError(f"restore of {self.store_id} failed: {exc}") from exc
@@ -164,6 +185,7 @@ class MemoryStore:
             self._raise_closed()
         self._data = {}
         self._dirty = {}
+        self._heads = {}
         self._meta = {}
         self._pending_meta = {}
 
@@ -174,6 +196,7 @@ class MemoryStore:
         self._closed = True
         self._data = {}
         self._dirty = {}
+        self._heads = {}
         self._meta = {}
         self._pending_meta = {}
 

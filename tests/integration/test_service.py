@@ -51,9 +51,12 @@ class ServedJob:
         job: the job.
         binds: ``NAME=TOPIC`` bindings (unique topics per test).
         tmp: folder for state.
+        idle_timeout_s: a tap whose reader takes nothing this long is disconnected.
     """
 
-    def __init__(self, kafka: str, job: Job, binds: list[str], tmp: Path) -> None:
+    def __init__(
+        self, kafka: str, job: Job, binds: list[str], tmp: Path, idle_timeout_s: float = 30.0
+    ) -> None:
         self.job = job
         config = RunConfig(
             bootstrap=kafka,
@@ -66,7 +69,9 @@ class ServedJob:
         self.runner = KafkaRunner(job, Bindings.for_job(job, binds), config)
         assert self.runner.worker is not None
         self.worker: Worker = self.runner.worker
-        self.service: ServiceHandle = start_service(self.runner, "127.0.0.1", 0, keepalive_s=1.0)
+        self.service: ServiceHandle = start_service(
+            self.runner, "127.0.0.1", 0, keepalive_s=1.0, idle_timeout_s=idle_timeout_s
+        )
         self.url = self.service.url
         self._stop = threading.Event()
         self.error: BaseException | None = None

@@ -25,6 +25,8 @@ from runtime.engine.worker import Worker, WorkerOptions
 from runtime.state.memory import MemoryBackend
 
 T0 = 1_700_000_000_000
+#: Base URL of test clients: without a token the service answers loopback names only.
+LOOPBACK = "http://127.0.0.1"
 TOTAL = ValueState("total")
 
 

@@ -18,7 +18,7 @@ from runtime.service import (
 from runtime.service.app import COOKIE
 from tests.unit.service.conftest import LiveWorker
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-forty-bytes-0123456789ab"
 
 
 @pytest.fixture

@@ -19,13 +19,15 @@ from runtime.service.handle import StepInfo, key_candidates
 from runtime.service.jsonable import dumps, to_jsonable
 from runtime.service.metrics import METRIC_NAMES
 from runtime.service.topology import find_panels
-from tests.unit.service.conftest import LiveWorker, event
+from tests.unit.service.conftest import LOOPBACK, LiveWorker, event
 
 
 @pytest.fixture
 def client(live: LiveWorker) -> Iterator[TestClient]:
     handle = WorkerHandle(live.worker)
-    with TestClient(make_app(handle, CollectorRegistry(auto_describe=False))) as c:
+    with TestClient(
+        make_app(handle, CollectorRegistry(auto_describe=False)), base_url=LOOPBACK
+    ) as c:
         yield c
     handle.close()
 
@@ -94,7 +96,7 @@ def test_metrics_are_the_worker_counters_on_an_injected_registry(
 
 def test_health_turns_503_when_the_worker_stops_answering(live: LiveWorker) -> None:
     handle = WorkerHandle(live.worker, timeout_s=0.3)
-    client = TestClient(make_app(handle, CollectorRegistry(auto_describe=False)))
+    client = TestClient(make_app(handle, CollectorRegistry(auto_describe=False)), base_url=LOOPBACK)
     r = client.get("/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
     assert r.json()["tasks"] == [{"task": 0, "watermark_ms": None, "partitions": ["events[0]"]}]

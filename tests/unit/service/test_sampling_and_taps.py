@@ -113,7 +113,7 @@ def test_a_failing_predicate_never_reaches_the_engine() -> None:
 def test_the_hub_installs_a_tap_only_while_someone_listens() -> None:
     loop = asyncio.new_event_loop()
     taps: dict[str, Any] = {}
-    hub = TapHub(taps, ["a", "b"], max_subscribers=2)
+    hub = TapHub(taps, ["a", "b"], max_subscribers=2, background=False)
     try:
         s1 = hub.subscribe("a", None, Sampler(SampleSpec()), None, loop)
         s2 = hub.subscribe("a", compile_filter("even"), Sampler(SampleSpec()), None, loop)
@@ -123,6 +123,8 @@ def test_the_hub_installs_a_tap_only_while_someone_listens() -> None:
         with pytest.raises(KeyError):
             hub.subscribe("nope", None, Sampler(SampleSpec()), None, loop)
         taps["a"]("a", _batch(4))  # what the engine does on the worker thread
+        assert s1.accepted == 0  # nothing is filtered there: the pump does it
+        assert hub.pump() == 1
         assert len(s1.drain(10)) == 4 and len(s2.drain(10)) == 2
         hub.unsubscribe(s1)
         assert set(taps) == {"a"}
@@ -137,16 +139,18 @@ def test_the_hub_installs_a_tap_only_while_someone_listens() -> None:
 def test_history_is_replayed_once_then_records_go_live() -> None:
     loop = asyncio.new_event_loop()
     taps: dict[str, Any] = {}
-    hub = TapHub(taps, ["a"])
+    hub = TapHub(taps, ["a"], background=False)
     try:
         hub.keep_history("a", 5)
         assert "a" in taps and hub.history_size("a") == 5
         taps["a"]("a", _batch(8))  # nobody listens: only the last 5 are kept
+        hub.pump()
         sub = hub.subscribe(
             "a", compile_filter("even"), Sampler(SampleSpec()), None, loop, recent=2
         )
         assert sub.replayed == 2
         taps["a"]("a", _batch(2, 8))
+        hub.pump()
         assert [v["i"] for _, v, _ in sub.drain(10)] == [4, 6, 8]
         hub.unsubscribe(sub)
         assert "a" in taps  # history keeps its tap
@@ -172,10 +176,11 @@ def test_wait_wakes_on_records_from_another_thread() -> None:
 def test_history_keeps_only_what_its_filter_keeps() -> None:
     loop = asyncio.new_event_loop()
     taps: dict[str, Any] = {}
-    hub = TapHub(taps, ["a"])
+    hub = TapHub(taps, ["a"], background=False)
     try:
         hub.keep_history("a", 3, compile_filter("even"))
         taps["a"]("a", _batch(10))
+        hub.pump()
         sub = hub.subscribe("a", None, Sampler(SampleSpec()), None, loop, recent=10)
         assert [v["i"] for _, v, _ in sub.drain(10)] == [4, 6, 8]
         hub.close()
