@@ -8,14 +8,16 @@ folder; the empty name means JSON. ``any_decoder`` decodes whatever a topic hold
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from connectors.avro import SINGLE_OBJECT_MAGIC, AvroSerde, SchemaRepository, Serde
-from runtime.api.errors import DecodeError, RecordError, RecordOrigin
+from runtime.api.errors import ConfigError, DecodeError, RecordError, RecordOrigin
 
 
 def _origin_of(raw: Any) -> RecordOrigin:
@@ -93,6 +95,16 @@ class CodecFactory:
             codec = self._codecs[schema] = AvroCodec(AvroSerde(schema, self.repository))
         return codec
 
+    def knows(self, schema: str) -> bool:
+        """Whether ``schema`` names a record of the repository (or is ``""``, JSON)."""
+        if schema in self._codecs:
+            return True
+        try:
+            self.repository.current(schema)
+        except ConfigError:
+            return False
+        return True
+
     def any_decoder(self, schema: str | None) -> Callable[[bytes | None], Any]:
         """A forgiving decoder: the named schema, else Avro by fingerprint, JSON, or hex."""
 
@@ -113,12 +125,22 @@ class CodecFactory:
         return decode
 
 
-@lru_cache(maxsize=1)
-def codec_factory() -> CodecFactory:
-    """The process-wide codec factory over ``schemas/``."""
-    return CodecFactory(SchemaRepository.from_directory())
+def codec_factory(schema_dirs: Iterable[str | PathLike[str]] = ()) -> CodecFactory:
+    """The codec factory over ``schemas/`` and a job author's own schema folders.
+
+    Factories are shared per set of folders (codecs cache their compiled schemas).
+
+    Raises:
+        ConfigError: a folder is missing, or a record name has two different schemas.
+    """
+    return _factory(tuple(str(Path(d).resolve()) for d in schema_dirs))
 
 
-def codec_for_schema(schema: str) -> Any:
+@lru_cache(maxsize=16)
+def _factory(schema_dirs: tuple[str, ...]) -> CodecFactory:
+    return CodecFactory(SchemaRepository.from_directories(Path(d) for d in schema_dirs))
+
+
+def codec_for_schema(schema: str, schema_dirs: Iterable[str | PathLike[str]] = ()) -> Any:
     """The codec of one schema name (``""``: JSON)."""
-    return codec_factory()(schema)
+    return codec_factory(schema_dirs)(schema)

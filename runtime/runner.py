@@ -43,6 +43,8 @@ class RunConfig:
         worker_id: stable name of this worker slot: names its transactional id, so a
             restarted worker fences and aborts its predecessor's transaction at once.
         output_partitions: partitions of sink topics created here.
+        schema_dirs: folders of the job author's own schemas (beside the built-in ones
+            and the job's ``Job(..., schemas=)``).
         replication_factor: replication of the topics created here (-1: the broker's
             ``default.replication.factor``).
         options: worker loop tuning.
@@ -57,6 +59,7 @@ class RunConfig:
     output_partitions: int = 4
     replication_factor: int = -1
     options: WorkerOptions = field(default_factory=WorkerOptions)
+    schema_dirs: tuple[Path, ...] = ()
     source_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -238,7 +241,7 @@ class KafkaRunner:
             job,
             bindings,
             self.transport,
-            codec_factory(),
+            codec_factory((*config.schema_dirs, *job.schema_dirs)),
             self.backend,
             offsets=self.source,
             changelog=ChangelogReader(client).read,

@@ -8,6 +8,8 @@ override them:
 * ``SHOAL_BOOTSTRAP``: Kafka bootstrap servers; default: the local broker's address.
 * ``SHOAL_KAFKA_<NAME>``: a Kafka client setting (``SHOAL_KAFKA_SASL_PASSWORD`` is
   ``sasl.password``); see ``connectors.kafka.config`` for the order settings merge in.
+* ``SHOAL_SCHEMA_PATH``: folders of the job author's own ``*.avsc`` schemas, separated
+  like ``PATH`` (``:``), beside the built-in ``schemas/``.
 * ``SHOAL_REPLICATION_FACTOR``: replication of the topics Shoal creates (-1: the
   broker's default).
 """
@@ -33,6 +35,7 @@ class Settings:
     bootstrap: str | None = None
     kafka_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     replication_factor: int = -1
+    schema_path: tuple[Path, ...] = ()
 
     @property
     def kafka_pom(self) -> Path:
@@ -60,6 +63,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         bootstrap=env.get("SHOAL_BOOTSTRAP") or None,
         kafka_env={k: v for k, v in env.items() if k.startswith("SHOAL_KAFKA_")},
         replication_factor=_int(env, "SHOAL_REPLICATION_FACTOR", base.replication_factor),
+        schema_path=tuple(Path(p) for p in env.get("SHOAL_SCHEMA_PATH", "").split(os.pathsep) if p),
     )
 
 

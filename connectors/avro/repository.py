@@ -122,20 +122,44 @@ class SchemaRepository:
         Raises:
             ConfigError: a file is not valid JSON or not a valid record schema.
         """
-        folder = directory or schemas.schema_dir()
+        return cls.from_directories((), built_in=directory)
+
+    @classmethod
+    def from_directories(
+        cls, directories: Iterable[Path], *, built_in: Path | None = None
+    ) -> SchemaRepository:
+        """The built-in ``schemas/`` folder plus a job author's own folders.
+
+        A record in a user folder that is also built in must be the same schema; records
+        of the same name in two user folders must agree too.
+
+        Raises:
+            ConfigError: a folder does not exist, a file is invalid, or a record name is
+                given two different schemas.
+        """
         repository = cls()
+        repository._load_folder(built_in or schemas.schema_dir())
+        for folder in directories:
+            if not folder.is_dir():
+                raise ConfigError(f"schema folder {folder} does not exist")
+            repository._load_folder(folder)
+        return repository
+
+    def _load_folder(self, folder: Path) -> None:
         for path in sorted(folder.glob("*.avsc")):
             try:
                 schema = json.loads(path.read_text(encoding="utf-8"))
-                entry = repository._add_current(schema)
+                same = self._current.get(SchemaEntry.of(schema).name)
+                if same is not None and same.fingerprint == SchemaEntry.of(schema).fingerprint:
+                    continue  # the same record again (a user folder repeating a built-in)
+                entry = self._add_current(schema)
             except (OSError, json.JSONDecodeError, ConfigError) as exc:
-                raise ConfigError(f"schema file {path.name}: {exc}") from exc
+                raise ConfigError(f"schema file {path}: {exc}") from exc
             if short_name(entry.name) != path.stem:
                 raise ConfigError(
                     f"schema file {path.name} holds record {entry.name}; "
                     f"the file must be named after its record ({short_name(entry.name)}.avsc)"
                 )
-        return repository
 
     @property
     def names(self) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from os import PathLike, fspath
 from typing import Any
 
 from runtime.api.errors import JobDefinitionError
@@ -61,9 +62,13 @@ class Job:
         *,
         on_error: ErrorPolicy | str = ErrorPolicy.DEAD_LETTER,
         dead_letter_topic: str | None = None,
+        schemas: str | PathLike[str] | None = None,
     ) -> None:
         _check_name(name, "job")
         self.name = name
+        # The job author's own *.avsc folder, beside the built-in schemas (e.g.
+        # ``Path(__file__).parent / "schemas"``); ``shoal run --schemas`` adds more.
+        self.schema_dirs: tuple[str, ...] = (fspath(schemas),) if schemas is not None else ()
         self.on_error = ErrorPolicy(on_error)
         self.dead_letter_topic = dead_letter_topic or f"{name}.dead-letters"
         self._nodes: list[Node] = []
@@ -111,7 +116,8 @@ class Job:
 
         Args:
             name: the source's name; config binds it to a topic (default: the name).
-            schema: the Avro record name in ``schemas/`` its records are read as.
+            schema: the Avro record name its records are read as: a built-in schema
+                (``schemas/``) or one of the job's own (``Job(..., schemas=FOLDER)``).
             timestamp: event time in epoch ms of a record; default: the Kafka timestamp.
             watermarks: the watermark strategy; default: no allowed disorder.
         """

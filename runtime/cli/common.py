@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,9 +95,9 @@ def resolve_client(bootstrap: str | None) -> KafkaClientConfig:
     )
 
 
-@lru_cache(maxsize=1)
-def codecs() -> Any:
-    """The codec factory over ``schemas/`` (single-object Avro; ``""`` means JSON)."""
+def codecs(extra_dirs: tuple[Path, ...] = ()) -> Any:
+    """The codec factory over ``schemas/``, ``SHOAL_SCHEMA_PATH`` and ``extra_dirs``
+    (single-object Avro; ``""`` means JSON)."""
     from connectors.codecs import codec_factory
 
-    return codec_factory()
+    return codec_factory((*settings().schema_path, *extra_dirs))

@@ -189,6 +189,14 @@ class LiveView:
     help="Replication of the topics the job creates (changelogs, repartition, dead letters, "
     "sinks); default: SHOAL_REPLICATION_FACTOR, else the broker's default (-1).",
 )
+@click.option(
+    "--schemas",
+    "schema_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A folder of the job's own *.avsc record schemas (repeatable; also "
+    "SHOAL_SCHEMA_PATH), beside the built-in ones.",
+)
 @kafka_options
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
 def run(
@@ -211,6 +219,7 @@ def run(
     stall_timeout: float,
     tick: float,
     replication_factor: int | None,
+    schema_dirs: tuple[Path, ...],
     quiet: bool,
 ) -> None:
     """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
@@ -264,6 +273,7 @@ def run(
         group=group,
         worker_id=worker_id or "w0",
         output_partitions=partitions,
+        schema_dirs=(*settings().schema_path, *schema_dirs),
         replication_factor=(
             replication_factor if replication_factor is not None else settings().replication_factor
         ),

@@ -96,7 +96,8 @@ class TestDriver:
         self._now = start_ms
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.backend = self._backend(state, state_dir)
-        self.task = Task(job, 0, _codecs, self.backend, clock=lambda: self._now)
+        self.codecs = _codecs(job)
+        self.task = Task(job, 0, self.codecs, self.backend, clock=lambda: self._now)
         self._outputs: dict[str, list[tuple[Any, Any, int]]] = defaultdict(list)
         self._late: dict[str, list[Any]] = defaultdict(list)
         self._dead: list[DeadLetter] = []
@@ -137,13 +138,31 @@ class TestDriver:
         timestamps: Iterable[int | None] | None = None,
         partition: int = 0,
     ) -> None:
-        """Send records as one batch, then let event time advance."""
+        """Send records as one batch, then let event time advance.
+
+        Each value goes through the source's real codec (encoded, then decoded as a
+        worker would), so a record that does not match the source's schema fails here,
+        in the test, and the job sees exactly what it would see in production.
+
+        Raises:
+            RecordError: a value does not match the source's schema.
+        """
         self._check_source(source)
-        vals = list(values)
+        vals = self._through_codec(source, list(values))
         stamps = list(timestamps) if timestamps is not None else None
         origins = [self._origin(source, partition, None, None) for _ in vals]
         self.task.ingest_values(source, partition, vals, stamps, origins)
         self._collect(self.task.advance())
+
+    def _through_codec(self, source: str, values: list[Any]) -> list[Any]:
+        schema = next(n.schema for n in self.job.sources if n.name == source)
+        if not schema or not self.codecs.knows(schema):
+            return values  # a schema-less source, or one named only for the test
+        codec = self.codecs(schema)
+        out, failures = codec.decode_batch([codec.encode(v) for v in values])
+        if failures:
+            raise failures[0][1]
+        return list(out)
 
     def send_raw(
         self, source: str, value: bytes | None, *, key: bytes | None = None, partition: int = 0
@@ -229,7 +248,7 @@ class TestDriver:
             self._tmp.cleanup()
 
 
-def _codecs(schema: str) -> Any:
-    from connectors.codecs import codec_for_schema
+def _codecs(job: Job) -> Any:
+    from connectors.codecs import codec_factory
 
-    return codec_for_schema(schema)
+    return codec_factory(job.schema_dirs)
