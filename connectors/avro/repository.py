@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import schemas
 from connectors.avro import _fastavro
 from connectors.avro.schema_tree import SchemaTree, normalize, short_name
 from runtime.api.errors import ConfigError
+
+#: Shoal's own ``schemas/`` package folder, found by path beside ``connectors/``: a job
+#: author's project often has a ``schemas/`` folder of its own, which would shadow the
+#: package of that name when the project's folder is on ``sys.path``.
+BUILT_IN = Path(__file__).resolve().parents[2] / "schemas"
 
 __all__ = ["SchemaEntry", "SchemaRepository"]
 
@@ -138,7 +142,7 @@ class SchemaRepository:
                 given two different schemas.
         """
         repository = cls()
-        repository._load_folder(built_in or schemas.schema_dir())
+        repository._load_folder(built_in or BUILT_IN)
         for folder in directories:
             if not folder.is_dir():
                 raise ConfigError(f"schema folder {folder} does not exist")

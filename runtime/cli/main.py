@@ -12,6 +12,7 @@ import click
 
 from runtime.api.errors import ShoalError
 from runtime.api.redact import redact_text
+from runtime.cli import _own_packages  # noqa: F401 - first: see its docstring
 from runtime.cli.broker_cmd import broker
 from runtime.cli.demo_cmd import demo
 from runtime.cli.generate_cmd import generate
