@@ -6,7 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaError, KafkaException, NewTopic
+from connectors.kafka.client import (
+    CLIENT_LOGGER,
+    AdminClient,
+    ConfigResource,
+    KafkaError,
+    KafkaException,
+    NewTopic,
+    ResourceType,
+)
+from connectors.kafka.limits import TopicLimits, limits_from_configs
 from runtime.api.errors import ConnectorError
 
 
@@ -79,6 +88,59 @@ class KafkaAdmin:
                 return
             time.sleep(0.1)
         raise ConnectorError(f"topics {names} did not appear within {self.timeout_s}s")
+
+    def topic_limits(self, names: list[str]) -> dict[str, TopicLimits]:
+        """The timestamps and sizes each topic accepts (see ``connectors.kafka.limits``).
+
+        Reads each topic's effective configs (its overrides and the broker's
+        ``log.message.timestamp.*`` defaults); a topic that does not exist (yet) gets
+        the limits of the broker's configs.
+
+        Raises:
+            ConnectorError: the configs could not be read.
+        """
+        existing = self.topics()
+        present = [n for n in dict.fromkeys(names) if n in existing]
+        out: dict[str, TopicLimits] = {}
+        if present:
+            resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
+            for res, fut in self._admin.describe_configs(resources).items():
+                out[res.name] = limits_from_configs(self._entries(fut, res.name))
+        missing = [n for n in names if n not in out]
+        if missing:
+            broker = self._broker_limits()
+            out.update(dict.fromkeys(missing, broker))
+        return out
+
+    def _broker_limits(self) -> TopicLimits:
+        """Limits new topics get from the broker's ``log.*`` settings."""
+        try:
+            md = self._admin.list_topics(timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot read the brokers of {self.bootstrap}: {exc}") from exc
+        if not md.brokers:
+            return TopicLimits()
+        broker_id = str(min(md.brokers))
+        res = ConfigResource(ResourceType.BROKER, broker_id)
+        fut = self._admin.describe_configs([res])[res]
+        entries = self._entries(fut, f"broker {broker_id}")
+        topic_names = {
+            "log.message.timestamp.after.max.ms": "message.timestamp.after.max.ms",
+            "log.message.timestamp.before.max.ms": "message.timestamp.before.max.ms",
+            "log.message.timestamp.difference.max.ms": "message.timestamp.difference.max.ms",
+            "log.message.timestamp.type": "message.timestamp.type",
+            "message.max.bytes": "max.message.bytes",
+        }
+        return limits_from_configs(
+            {topic: entries[name] for name, topic in topic_names.items() if name in entries}
+        )
+
+    def _entries(self, fut: Any, what: str) -> dict[str, str | None]:
+        try:
+            entries = fut.result(timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot read the configs of {what}: {exc}") from exc
+        return {name: entry.value for name, entry in entries.items()}
 
     def delete_topics(self, names: list[str]) -> None:
         """Delete topics (missing ones are ignored)."""

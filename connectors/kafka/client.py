@@ -19,7 +19,12 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 # librdkafka's own log lines go through Python logging instead of stderr.
 CLIENT_LOGGER = logging.getLogger("shoal.kafka.client")
@@ -29,12 +34,14 @@ __all__ = [
     "OFFSET_BEGINNING",
     "OFFSET_END",
     "AdminClient",
+    "ConfigResource",
     "Consumer",
     "KafkaError",
     "KafkaException",
     "Message",
     "NewTopic",
     "Producer",
+    "ResourceType",
     "registry_client",
     "registry_schema",
     "TopicPartition",

@@ -76,9 +76,7 @@ class KafkaSink:
             except KafkaException as exc:
                 raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
 
-    def write_many(
-        self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]
-    ) -> None:
+    def write_many(self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]) -> None:
         """Queue many ``(key, value, timestamp_ms)`` records to one topic (the hot path)."""
         produce = self._producer.produce
         poll = self._producer.poll

@@ -8,6 +8,7 @@ source hands its messages to the engine without copying them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.api.errors import RecordError
@@ -57,6 +58,25 @@ class Codec(Protocol):
 
 CodecFactory = Callable[[str], Codec]
 """Gives the codec of a schema name (``""`` means JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedWrite:
+    """An output record a transport did not write because the topic would refuse it.
+
+    Attributes:
+        topic: where it was to go.
+        key: its message key.
+        value: its bytes (``None`` when they are what made it unacceptable: too large).
+        timestamp_ms: its timestamp.
+        reason: why, in one line.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+    reason: str
 
 
 class SourceReader(Protocol):
