@@ -142,6 +142,32 @@ class KafkaAdmin:
             raise ConnectorError(f"cannot read the configs of {what}: {exc}") from exc
         return {name: entry.value for name, entry in entries.items()}
 
+    def groups(self) -> list[str]:
+        """Ids of the cluster's consumer groups."""
+        try:
+            listing = self._admin.list_consumer_groups(request_timeout=self.timeout_s).result()
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot list consumer groups on {self.bootstrap}: {exc}") from exc
+        return sorted(g.group_id for g in listing.valid)
+
+    def delete_groups(self, names: list[str]) -> None:
+        """Delete consumer groups and their committed offsets (they must have no members).
+
+        Raises:
+            ConnectorError: a group could not be deleted (other than not existing).
+        """
+        if not names:
+            return
+        futures = self._admin.delete_consumer_groups(names, request_timeout=self.timeout_s)
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=self.timeout_s)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                    continue
+                raise ConnectorError(f"cannot delete consumer group {name!r}: {exc}") from exc
+
     def delete_topics(self, names: list[str]) -> None:
         """Delete topics (missing ones are ignored)."""
         existing = self.topics()
