@@ -143,12 +143,25 @@ class KafkaAdmin:
         return {name: entry.value for name, entry in entries.items()}
 
     def groups(self) -> list[str]:
-        """Ids of the cluster's consumer groups."""
-        try:
-            listing = self._admin.list_consumer_groups(request_timeout=self.timeout_s).result()
-        except KafkaException as exc:
-            raise ConnectorError(f"cannot list consumer groups on {self.bootstrap}: {exc}") from exc
-        return sorted(g.group_id for g in listing.valid)
+        """Ids of the cluster's consumer groups.
+
+        Right after a broker starts its group coordinator may still be loading: the
+        listing is asked again for a few seconds while it reports errors.
+        """
+        import time
+
+        deadline = time.monotonic() + min(self.timeout_s, 10.0)
+        while True:
+            try:
+                fut = self._admin.list_consumer_groups(request_timeout=self.timeout_s)
+                listing = fut.result()
+            except KafkaException as exc:
+                raise ConnectorError(
+                    f"cannot list consumer groups on {self.bootstrap}: {exc}"
+                ) from exc
+            if not listing.errors or time.monotonic() >= deadline:
+                return sorted(g.group_id for g in listing.valid)
+            time.sleep(0.5)
 
     def delete_groups(self, names: list[str]) -> None:
         """Delete consumer groups and their committed offsets (they must have no members).

@@ -167,7 +167,7 @@ def _view(
 
     source = KafkaSource(
         bootstrap,
-        f"shoal-demo-view-{time.time_ns()}",
+        f"{prefix}view",
         topics,
         read_committed=True,
         extra={"auto.offset.reset": "latest"},
