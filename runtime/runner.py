@@ -231,6 +231,12 @@ class KafkaRunner:
             exactly_once=config.guarantee == "exactly_once",
             transactional_id=f"{config.group or job.name}-{worker_id}",
         )
+        # What each written topic accepts (timestamps, sizes), read once at the start.
+        self.transport.load_limits(
+            [t for t in bindings.sinks.values() if not is_external(t)]
+            + [bindings.dead_letters]
+            + internal_topics(job, app)
+        )
         sinks = dict(external or {})
         for node in job.sinks:
             target = bindings.sinks[node.name]

@@ -5,16 +5,28 @@ transactional producer (EOS v2, KIP-447): sink records, state changes and the
 input offsets (with checkpoint metadata) of one checkpoint commit in one
 transaction, fenced by the consumer group's generation. In at-least-once mode the
 same calls flush an idempotent producer and then commit the offsets.
+
+Every record is checked against what its topic accepts before it is produced (see
+``connectors.kafka.limits``; the limits are read once per topic): a timestamp outside
+the broker's window is clamped into it (a sink record then carries its event time in
+the ``shoal.event_time_ms`` header), a record larger than the topic takes is not
+produced but handed back as a ``RefusedWrite`` (``take_refused``) for the worker to
+dead-letter. Should the broker refuse a record anyway (a delivery report such as
+INVALID_TIMESTAMP or RECORD_TOO_LARGE), the checkpoint aborts once, the record is
+remembered, and the replay dead-letters it instead of writing it again: one bad
+record never aborts checkpoints forever. Other delivery errors abort and retry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from connectors.kafka.admin import KafkaAdmin
 from connectors.kafka.client import (
     CLIENT_LOGGER,
     OFFSET_BEGINNING,
@@ -24,9 +36,11 @@ from connectors.kafka.client import (
     TopicPartition,
 )
 from connectors.kafka.config import KafkaClientConfig, as_client_config
+from connectors.kafka.limits import TopicLimits
 from connectors.kafka.sink import KafkaSink
 from connectors.kafka.source import KafkaSource
 from runtime.api.errors import CheckpointAborted, ConnectorError, StateError
+from runtime.api.io import RefusedWrite
 
 Offsets = Mapping[tuple[str, int], tuple[int, str]]
 
@@ -34,6 +48,13 @@ Offsets = Mapping[tuple[str, int], tuple[int, str]]
 # supervisor restarts it from the last committed checkpoint: a worker blocked longer
 # would also hold up the group's rebalances.
 COMMIT_TIMEOUT_S = 30.0
+
+#: Header of a record whose timestamp was clamped into the broker's window: its own
+#: event time (decimal epoch ms).
+EVENT_TIME_HEADER = "shoal.event_time_ms"
+# Values up to this size skip the exact size check (key and headers counted) on the
+# hot path; bigger ones take the slow path.
+_KEY_ROOM = 512
 
 
 class KafkaTransport(KafkaSink):
@@ -66,12 +87,50 @@ class KafkaTransport(KafkaSink):
         self.source = source
         self.exactly_once = exactly_once
         self._in_txn = False
+        self._admin: KafkaAdmin | None = None
+        self._limits: dict[str, TopicLimits] = {}
+        self._refused: list[RefusedWrite] = []
+        # Digests of records the broker refused (delivery reports): refused again
+        # before producing on the replay. Bounded: a few per bad record.
+        self._poison: dict[bytes, str] = {}
+        self._broker_refusals = 0
+        #: Records written with a clamped timestamp, and records refused, so far.
+        self.clamped = 0
+        self.refused = 0
         if exactly_once:
             try:
                 self._producer.init_transactions(60)
             except KafkaException as exc:
                 raise ConnectorError(f"cannot start the worker's transactions: {exc}") from exc
 
+    # -- what topics accept ------------------------------------------------------------
+    def load_limits(self, topics: list[str]) -> None:
+        """Read the timestamp and size limits of ``topics`` now (one admin request)
+        instead of at each topic's first write."""
+        wanted = [t for t in topics if t not in self._limits]
+        if wanted:
+            self._limits.update(self._admin_client().topic_limits(wanted))
+
+    def limits(self, topic: str) -> TopicLimits:
+        """What ``topic`` accepts (read from the broker at its first use)."""
+        lim = self._limits.get(topic)
+        if lim is None:
+            self.load_limits([topic])
+            lim = self._limits[topic]
+        return lim
+
+    def _admin_client(self) -> KafkaAdmin:
+        if self._admin is None:
+            self._admin = KafkaAdmin(self.bootstrap)
+        return self._admin
+
+    def take_refused(self) -> list[RefusedWrite]:
+        """The records not written since the last call because their topic would
+        refuse them (the worker dead-letters them)."""
+        out, self._refused = self._refused, []
+        return out
+
+    # -- writing --------------------------------------------------------------------------
     def write(
         self,
         topic: str,
@@ -81,16 +140,112 @@ class KafkaTransport(KafkaSink):
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
-        """Queue one record (inside the open transaction in exactly-once mode)."""
+        """Queue one record (inside the open transaction in exactly-once mode), its
+        timestamp clamped into what the topic accepts; a record the topic cannot take
+        is handed back through ``take_refused`` instead."""
         if self.exactly_once and not self._in_txn:
             self._begin()
-        super().write(topic, key, value, timestamp_ms, headers, partition)
+        lim = self.limits(topic)
+        lo, hi = lim.window(time.time_ns() // 1_000_000)
+        self._write_checked(
+            topic, key, value, timestamp_ms, headers, partition, lo, hi, lim.max_record_bytes
+        )
 
     def write_many(self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]) -> None:
-        """Queue many records to one topic (inside the open transaction, if any)."""
+        """Queue many ``(key, value, timestamp_ms)`` records to one topic (the hot path),
+        checked as ``write`` checks one: the bounds are computed once per call."""
         if self.exactly_once and not self._in_txn:
             self._begin()
-        super().write_many(topic, records)
+        lim = self.limits(topic)
+        lo, hi = lim.window(time.time_ns() // 1_000_000)
+        max_bytes = lim.max_record_bytes
+        quick = max_bytes - _KEY_ROOM
+        poisoned = bool(self._poison)
+        produce = self._producer.produce
+        poll = self._producer.poll
+        for key, value, ts in records:
+            if poisoned or len(value) > quick or (ts is not None and not lo <= ts <= hi):
+                self._write_checked(topic, key, value, ts, None, None, lo, hi, max_bytes)
+                continue
+            while True:
+                try:
+                    produce(topic, value, key, timestamp=ts or 0)
+                    break
+                except BufferError:
+                    poll(0.05)
+                except KafkaException as exc:
+                    if self._refuse_on(exc, topic, key, value, ts):
+                        break
+                    raise ConnectorError(f"cannot produce to {topic!r}: {exc}") from exc
+
+    def _write_checked(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        ts: int | None,
+        headers: list[tuple[str, bytes]] | None,
+        partition: int | None,
+        lo: int,
+        hi: int,
+        max_bytes: int,
+    ) -> None:
+        """The slow path: size, clamping and remembered refusals, then produce."""
+        size = len(value or b"") + len(key or b"")
+        if headers:
+            size += sum(len(k) + len(v) for k, v in headers)
+        if size > max_bytes:
+            self._refuse(
+                topic,
+                key,
+                None,
+                ts,
+                f"record of {size} bytes is larger than topic {topic!r} accepts "
+                f"({max_bytes} bytes; max.message.bytes)",
+            )
+            return
+        if self._poison:
+            reason = self._poison.get(_digest(topic, key, value))
+            if reason is not None:
+                self._refuse(topic, key, value, ts, reason)
+                return
+        if ts is not None and not lo <= ts <= hi:
+            # The broker would refuse this timestamp: write one it takes and keep the
+            # event time in a header (repartition records carry it in their value too).
+            headers = [*(headers or []), (EVENT_TIME_HEADER, str(ts).encode())]
+            ts = min(max(ts, lo), hi)
+            self.clamped += 1
+        try:
+            KafkaSink.write(self, topic, key, value, ts, headers, partition)
+        except ConnectorError as exc:
+            if not self._refuse_on(exc.__cause__, topic, key, value, ts):
+                raise
+
+    def _refuse_on(
+        self,
+        exc: BaseException | None,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        ts: int | None,
+    ) -> bool:
+        """Hand back a record the client refused locally as too large; else False."""
+        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self._refuse(topic, key, None, ts, f"topic {topic!r} refuses the record: {err.str()}")
+            return True
+        return False
+
+    def _refuse(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        ts: int | None,
+        reason: str,
+    ) -> None:
+        self.refused += 1
+        self._refused.append(RefusedWrite(topic, key, value, ts, reason))
 
     def _begin(self) -> None:
         try:
@@ -108,7 +263,20 @@ class KafkaTransport(KafkaSink):
         """
         tps = [TopicPartition(t, p, o, metadata=m) for (t, p), (o, m) in offsets.items()]
         if not self.exactly_once:
-            self.flush()
+            try:
+                self.flush()
+            except ConnectorError as exc:
+                if self._broker_refusals and len(self._errors) == 0:
+                    n, self._broker_refusals = self._broker_refusals, 0
+                    raise CheckpointAborted(
+                        f"the broker refused {n} records; replaying to dead-letter them"
+                    ) from exc
+                raise
+            if self._broker_refusals:
+                n, self._broker_refusals = self._broker_refusals, 0
+                raise CheckpointAborted(
+                    f"the broker refused {n} records; replaying to dead-letter them"
+                )
             if tps:
                 try:
                     self.source.commit_partitions(tps)
@@ -128,12 +296,26 @@ class KafkaTransport(KafkaSink):
                 )
             self._producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
+            refusals = self._broker_refusals
             self._abort_quietly()
+            if refusals:
+                raise CheckpointAborted(
+                    f"the broker refused {refusals} records of the checkpoint; the replay "
+                    f"dead-letters them ({exc})"
+                ) from exc
             if _group_moved(exc):
                 raise CheckpointAborted(f"checkpoint lost to a rebalance: {exc}") from exc
             raise StateError(f"checkpoint transaction failed: {exc}") from exc
         finally:
             self._in_txn = False
+        if self._broker_refusals:
+            # Committed without them: rewinding replays the checkpoint's input and the
+            # replay dead-letters them.
+            n, self._broker_refusals = self._broker_refusals, 0
+            self._errors.clear()
+            raise CheckpointAborted(
+                f"the broker refused {n} records; replaying to dead-letter them"
+            )
         if self._errors:
             first, n = self._errors[0], len(self._errors)
             self._errors.clear()
@@ -144,6 +326,14 @@ class KafkaTransport(KafkaSink):
         # visible: they are replayed from the last checkpoint, not lost.
         if err is not None and err.code() in _PURGED:
             return
+        if err is not None and err.code() in _REFUSED:
+            # This record can never be written as it is: remember it so the replay of
+            # this checkpoint dead-letters it (see _write_checked).
+            self._poison[_digest(msg.topic(), msg.key(), msg.value())] = (
+                f"the broker refused the record for topic {msg.topic()!r}: {err.str()}"
+            )
+            self._broker_refusals += 1
+            return
         super()._on_delivery(err, msg)
 
     def _abort_quietly(self) -> None:
@@ -153,6 +343,7 @@ class KafkaTransport(KafkaSink):
         # they are not taken for failures of the next (committed) transaction.
         self._producer.poll(0)
         self._errors.clear()
+        self._broker_refusals = 0
 
     def abort(self) -> None:
         """Abandon the open transaction (exactly-once only)."""
@@ -167,6 +358,25 @@ class KafkaTransport(KafkaSink):
 
 
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+
+# Delivery errors that refuse one record for what it is (not for the broker's state).
+_REFUSED = {
+    KafkaError.INVALID_TIMESTAMP,
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+}
+
+
+def _digest(topic: str | None, key: bytes | None, value: bytes | None) -> bytes:
+    """Identifies a record's content (the same on a replay)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in ((topic or "").encode(), key or b"", value or b""):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()
+
 
 _GROUP_MOVED = {
     KafkaError.ILLEGAL_GENERATION,

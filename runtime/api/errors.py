@@ -9,7 +9,9 @@ happen next::
     ├── RecordError            bad input: the record goes to the dead-letter topic
     │   ├── DecodeError        bytes that are not valid for any known schema
     │   ├── SchemaError        a decoded value that violates its schema
-    │   └── TimestampError     missing or absurd event time
+    │   ├── TimestampError     missing or absurd event time
+    │   └── OutputRefused      an output record the broker would refuse (too large,
+    │                          or refused once already): dead-lettered, not written
     ├── UserFunctionError      a job's own function raised; the error policy decides
     ├── ConnectorError         an external system failed (broker, database, ...)
     │   └── BrokerError        the local broker could not be started or reached
@@ -89,6 +91,12 @@ class SchemaError(RecordError):
 
 class TimestampError(RecordError):
     """The record has no event time, or an absurd one."""
+
+
+class OutputRefused(RecordError):
+    """An output record the destination topic does not accept (larger than its
+    ``max.message.bytes``, or refused by the broker once already); it is
+    dead-lettered instead of failing every checkpoint."""
 
 
 class UserFunctionError(ShoalError):

@@ -60,6 +60,25 @@ CodecFactory = Callable[[str], Codec]
 """Gives the codec of a schema name (``""`` means JSON)."""
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedWrite:
+    """An output record a transport did not write because the topic would refuse it.
+
+    Attributes:
+        topic: where it was to go.
+        key: its message key.
+        value: its bytes (``None`` when they are what made it unacceptable: too large).
+        timestamp_ms: its timestamp.
+        reason: why, in one line.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+    reason: str
+
+
 class SourceReader(Protocol):
     """Batched reads from the job's source topics."""
 

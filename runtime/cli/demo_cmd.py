@@ -3,6 +3,14 @@
 Starts the local broker (unless one runs), a traffic generator and one ``shoal run``
 process per reference job, relays their live counters and shows a sample of each
 output topic, until Ctrl-C or ``--seconds``. Everything it started is stopped.
+
+Every run starts fresh: its topics and consumer groups carry a prefix of their own
+(``demo-YYYYMMDD-HHMMSS.``, printed at the start), and the topics and groups of
+earlier runs are deleted first, so a second run neither resumes the first one's state
+and offsets nor sees its traffic as late. The generator runs ``--live``: event time
+starts ``--lookback`` seconds in the past at the simulated pace (so windows, sessions
+and the scripted cdn-b incident show at once) and, once it reaches the wall clock,
+follows it: it never runs ahead of the clock, so the demo runs until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -120,13 +128,46 @@ class DemoView:
         return out
 
 
-def _view(bootstrap: str, topics: list[str], stop: threading.Event, lock: threading.Lock) -> None:
+#: Topics and consumer groups of demo runs start with this.
+RUN_PREFIX = "demo-"
+
+
+def run_prefix() -> str:
+    """The prefix of this run's topics and groups (one per second at most)."""
+    return f"{RUN_PREFIX}{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}."
+
+
+def clean_earlier_runs(admin: Any, prefix: str) -> tuple[int, int]:
+    """Delete the topics and consumer groups of earlier demo runs; returns their counts."""
+    topics = [t for t in admin.topics() if t.startswith(RUN_PREFIX) and not t.startswith(prefix)]
+    groups = [g for g in admin.groups() if g.startswith(RUN_PREFIX) and not g.startswith(prefix)]
+    admin.delete_groups(groups)
+    admin.delete_topics(topics)
+    return len(topics), len(groups)
+
+
+def job_bindings(job: Any, prefix: str) -> list[str]:
+    """``--bind`` arguments that put every source, sink and dead letter of ``job`` under
+    ``prefix`` (jobs that read others' outputs then read this run's)."""
+    binds = [f"{s.name}={prefix}{s.name}" for s in job.sources]
+    binds += [f"{s.name}={prefix}{s.name}" for s in job.sinks]
+    binds.append(f"dead-letters={prefix}{job.dead_letter_topic}")
+    return binds
+
+
+def _view(
+    bootstrap: str,
+    topics: list[str],
+    stop: threading.Event,
+    lock: threading.Lock,
+    prefix: str = "",
+) -> None:
     """Print what the jobs produce: alerts at once, a summary every five seconds."""
     from connectors.kafka.source import KafkaSource
 
     source = KafkaSource(
         bootstrap,
-        f"shoal-demo-view-{time.time_ns()}",
+        f"{prefix}view",
         topics,
         read_committed=True,
         extra={"auto.offset.reset": "latest"},
@@ -137,7 +178,7 @@ def _view(bootstrap: str, topics: list[str], stop: threading.Event, lock: thread
     try:
         while not stop.is_set():
             for m in source.poll(5000, 0.2):
-                view.add(m.topic() or "", decode(m.value()))
+                view.add((m.topic() or "").removeprefix(prefix), decode(m.value()))
             if view.alerts:
                 with lock:
                     for line in view.alerts:
@@ -164,8 +205,19 @@ def _view(bootstrap: str, topics: list[str], stop: threading.Event, lock: thread
     "--rate", type=float, default=3000, show_default=True, help="Generated records per second."
 )
 @click.option("--users", type=int, default=2000, show_default=True)
-def demo(seconds: float, rate: float, users: int) -> None:
-    """Run the reference jobs on generated traffic with live output."""
+@click.option(
+    "--lookback",
+    type=click.FloatRange(min=0),
+    default=7200,
+    show_default=True,
+    help="Seconds of simulated past the generator plays first, then it follows the clock.",
+)
+def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
+    """Run the reference jobs on generated traffic with live output.
+
+    Each run starts fresh (its own topics and groups; earlier runs' are deleted) and
+    runs until Ctrl-C or ``--seconds``.
+    """
     import importlib
 
     from connectors.kafka.admin import KafkaAdmin, TopicSpec
@@ -195,9 +247,19 @@ def demo(seconds: float, rate: float, users: int) -> None:
     lock = threading.Lock()
     procs: list[subprocess.Popen[bytes]] = []
     viewer: threading.Thread | None = None
+    prefix = run_prefix()
     try:
-        KafkaAdmin(bootstrap).ensure_topics(
-            [TopicSpec("playback", 4), TopicSpec("interactions", 4)]
+        admin = KafkaAdmin(bootstrap)
+        topics_gone, groups_gone = clean_earlier_runs(admin, prefix)
+        if topics_gone or groups_gone:
+            click.echo(
+                f"demo: deleted {topics_gone} topics and {groups_gone} consumer groups "
+                "of earlier runs",
+                err=True,
+            )
+        click.echo(f"demo: this run's topics and groups start with {prefix}", err=True)
+        admin.ensure_topics(
+            [TopicSpec(f"{prefix}playback", 4), TopicSpec(f"{prefix}interactions", 4)]
         )
         env_boot = ["--bootstrap", bootstrap]
         procs.append(
@@ -212,6 +274,13 @@ def demo(seconds: float, rate: float, users: int) -> None:
                     str(users),
                     "--degrade",
                     "cdn-b:300:1200",
+                    "--live",
+                    "--lookback",
+                    str(lookback),
+                    "--playback-topic",
+                    f"{prefix}playback",
+                    "--interactions-topic",
+                    f"{prefix}interactions",
                     "-q",
                     *env_boot,
                 ],
@@ -220,16 +289,24 @@ def demo(seconds: float, rate: float, users: int) -> None:
             )
         )
         jobs = [load_job(spec) for spec in demo_jobs]
-        sink_topics = [t for job in jobs for t in Bindings.for_job(job).sinks.values()]
+        binds = [job_bindings(job, prefix) for job in jobs]
+        sink_topics = [
+            t
+            for job, b in zip(jobs, binds, strict=True)
+            for t in Bindings.for_job(job, b).sinks.values()
+        ]
         # Every output exists before any job starts: some jobs read others' outputs.
-        KafkaAdmin(bootstrap).ensure_topics([TopicSpec(t, 4) for t in sink_topics])
-        for spec in demo_jobs:
+        admin.ensure_topics([TopicSpec(t, 4) for t in sink_topics])
+        for spec, job, b in zip(demo_jobs, jobs, binds, strict=True):
             procs.append(
                 _spawn(
                     [
                         "run",
                         spec,
                         *env_boot,
+                        "--group",
+                        f"{prefix}{job.name}",
+                        *[arg for bind in b for arg in ("--bind", bind)],
                         "--http",
                         "127.0.0.1:0",
                         "--tick",
@@ -242,7 +319,7 @@ def demo(seconds: float, rate: float, users: int) -> None:
                 )
             )
         viewer = threading.Thread(
-            target=_view, args=(bootstrap, sink_topics, stop, lock), daemon=True
+            target=_view, args=(bootstrap, sink_topics, stop, lock, prefix), daemon=True
         )
         viewer.start()
         deadline = time.monotonic() + seconds if seconds > 0 else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 import click
 
@@ -45,6 +46,19 @@ def parse_degradation(text: str) -> tuple[str, int, int]:
     "--start-ms", type=int, default=None, help="Event-time origin (epoch ms); default: now."
 )
 @click.option(
+    "--live",
+    is_flag=True,
+    help="Start event time --lookback seconds before now, run at the simulated pace "
+    "until it reaches the wall clock, then follow the wall clock (never ahead of it).",
+)
+@click.option(
+    "--lookback",
+    type=click.FloatRange(min=0),
+    default=7200,
+    show_default=True,
+    help="With --live: seconds of simulated past before event time reaches now.",
+)
+@click.option(
     "--partitions",
     type=click.IntRange(min=1),
     default=4,
@@ -74,6 +88,8 @@ def generate(
     users: int,
     titles: int,
     start_ms: int | None,
+    live: bool,
+    lookback: float,
     partitions: int,
     playback_topic: str,
     interactions_topic: str,
@@ -91,6 +107,11 @@ def generate(
     Viewers with devices browse rows, start plays with startup delay, switch bitrate
     with their bandwidth, rebuffer, seek, pause, fail and stop. Out-of-order, late,
     duplicated, malformed and badly-timestamped records are mixed in at the given rates.
+
+    Simulated time runs much faster than the wall clock (tens of times at a few
+    thousand records per second), so by default it soon runs hours ahead of now. With
+    ``--live`` it starts in the past and, once it has caught up, follows the wall clock
+    forever: what ``shoal demo`` runs.
     """
     from tqdm import tqdm
 
@@ -99,7 +120,10 @@ def generate(
     from runtime.generator import Degradation, Generator, GeneratorConfig, corrupt_bytes
 
     server = resolve_client(bootstrap)
-    origin = start_ms if start_ms is not None else time.time_ns() // 1_000_000
+    if live and start_ms is not None:
+        raise ConfigError("--live starts event time itself: leave out --start-ms")
+    now_ms = time.time_ns() // 1_000_000
+    origin = start_ms if start_ms is not None else now_ms - int(lookback * 1000) * live
     try:
         config = GeneratorConfig(
             seed=seed,
@@ -127,6 +151,7 @@ def generate(
     rng = random.Random(seed ^ 0x5EED)
     counts: dict[str, int] = {}
     t0 = time.monotonic()
+    caught_up = False
     bar = tqdm(
         total=events,
         unit="ev",
@@ -141,6 +166,8 @@ def generate(
             data = encoders[rec.stream](rec.value)
             if rec.corrupt is not None:
                 data = corrupt_bytes(data, rec.corrupt, rng)
+            if live and rec.label != "bad_timestamp":
+                caught_up = _follow_clock(rec.value.get("event_time_ms"), caught_up, sink.poll)
             sink.write(topic[rec.stream], rec.key, data, None)
             counts[rec.label] = counts.get(rec.label, 0) + 1
             if i % 1000 == 999:
@@ -163,3 +190,25 @@ def generate(
         f"({sum(counts.values()) / max(took, 1e-9):,.0f}/s): {summary}",
         err=True,
     )
+
+
+def _follow_clock(event_time_ms: object, caught_up: bool, poll: Callable[[], None]) -> bool:
+    """Wait until ``event_time_ms`` is not ahead of the wall clock; True once it was.
+
+    Announces, once, that simulated time reached the wall clock (``--live``).
+    """
+    if not isinstance(event_time_ms, int):
+        return caught_up
+    ahead_ms = event_time_ms - time.time_ns() // 1_000_000
+    if ahead_ms <= 0:
+        return caught_up
+    if not caught_up:
+        click.echo(
+            "generator: event time caught up with the wall clock; following it from now on",
+            err=True,
+        )
+    while ahead_ms > 0:
+        poll()  # serve delivery reports while waiting
+        time.sleep(min(ahead_ms / 1000, 0.5))
+        ahead_ms = event_time_ms - time.time_ns() // 1_000_000
+    return True

@@ -347,7 +347,11 @@ class Task:
         now = self.now_ms()
         strategy = node.watermarks
         lo = strategy.min_valid_ms
+        bounded = strategy.max_future_ms is not None
         hi = now + strategy.max_future_ms if strategy.max_future_ms is not None else 2**62
+        # Clamping: a time beyond the bound is processed at the bound (checked below
+        # only when it is out of range, so the common case costs nothing more).
+        clamp = bounded and strategy.future == "clamp"
         ts_fn = node.timestamp
         batch: list[Rec] = []
         append = batch.append
@@ -356,9 +360,19 @@ class Task:
             try:
                 t = stamps[i] if stamps is not None and stamps[i] is not None else ts_fn(v)  # type: ignore[misc]
                 if type(t) is not int or not lo <= t <= hi:
-                    raise TimestampError(
-                        f"absurd or missing event time {t!r} (valid: {lo}..{hi})", step=node.name
-                    )
+                    if type(t) is int and t > hi and clamp:
+                        t = hi
+                    elif type(t) is int and t > hi:
+                        raise TimestampError(
+                            f"event time {t} is {t - now} ms ahead of the processing clock "
+                            f"(bound: {strategy.max_future_ms} ms ahead, {hi})",
+                            step=node.name,
+                        )
+                    else:
+                        raise TimestampError(
+                            f"absurd or missing event time {t!r} (valid: {lo}..{hi})",
+                            step=node.name,
+                        )
             except Exception as exc:
                 self._reject(op, exc, origins[i], v)
                 continue

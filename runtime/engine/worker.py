@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.api.bindings import Bindings
-from runtime.api.errors import CheckpointAborted
+from runtime.api.errors import CheckpointAborted, OutputRefused
 from runtime.api.graph import KeyByNode
-from runtime.api.io import CodecFactory, ExternalSink, SourceReader
+from runtime.api.io import CodecFactory, ExternalSink, RefusedWrite, SourceReader
 from runtime.api.job import Job
 from runtime.engine.calls import CallQueue
 from runtime.engine.queryable import MAX_ENTRIES, StateLookup, lookup_state
@@ -70,6 +70,10 @@ class Transport(Protocol):
     ) -> None: ...
 
     def commit(self, offsets: Mapping[tuple[str, int], tuple[int, str]]) -> None: ...
+
+    def take_refused(self) -> list[RefusedWrite]:
+        """Records not written because their topic would refuse them (to dead-letter)."""
+        ...
 
 
 class Offsets(Protocol):
@@ -491,11 +495,48 @@ class Worker:
                 topic, codec = self._sink_codecs[name]
                 encode = codec.encode
                 write_many(topic, [(_key(k), encode(v), t) for k, v, t in records])
+            if self.internal_topics:
+                self._write_internal(task)
+            self._dead_letter_refused(task)
             for dl in task.drain_dead_letters():
                 self._dirty = True
                 self._write_dead_letter(dl)
-            if self.internal_topics:
-                self._write_internal(task)
+
+    def _dead_letter_refused(self, task: Task) -> None:
+        """Output records their topic would refuse become dead letters of the step that
+        wrote them (a sink, or a repartitioning ``key_by``'s ``.out``), counted there."""
+        refused = self.transport.take_refused()
+        if not refused:
+            return
+        steps = {topic: name for name, (topic, _) in self._sink_codecs.items()}
+        writers = {repartition_topic(self.app, step): step for step in task.writers}
+        now = self.clock()
+        for r in refused:
+            if r.topic in steps:
+                op: Any = task.sinks[steps[r.topic]]
+            elif r.topic in writers:
+                op = task.writers[writers[r.topic]]
+            else:
+                # A dead letter or a state change the topic refuses cannot be dead-lettered
+                # in turn; changelog and dead-letter records are small, so this is a
+                # misconfigured topic.
+                raise OutputRefused(r.reason)
+            op.counters.dead_lettered += 1
+            op.counters.records_out -= 1
+            task.dead_letters.append(
+                DeadLetter(
+                    job=self.job.name,
+                    step=op.name,
+                    error_class=OutputRefused.__name__,
+                    error_message=r.reason[:1000],
+                    topic=None,
+                    partition=None,
+                    offset=None,
+                    key=r.key,
+                    value=r.value,
+                    failed_ms=now,
+                )
+            )
 
     def _write_internal(self, task: Task) -> None:
         """Records of repartitioning steps, and watermark markers, to internal topics."""

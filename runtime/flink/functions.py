@@ -75,6 +75,8 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
         self.timestamp = timestamp
         self.min_valid_ms = strategy.min_valid_ms
         self.max_future_ms = strategy.max_future_ms
+        # With "clamp", times ahead of the bound pass here; EventTime lowers them.
+        self.clamp = strategy.future == "clamp"
         self.failures = failures
         self.codec: Any = None
 
@@ -94,6 +96,8 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
             if self.max_future_ms is None
             else time.time_ns() // 1_000_000 + self.max_future_ms
         )
+        if type(t) is int and t > hi and self.clamp:
+            return
         if type(t) is not int or not lo <= t <= hi:
             raise TimestampError(
                 f"absurd or missing event time {t!r} (valid: {lo}..{hi})", step=self.failures.step
@@ -115,13 +119,21 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
 
 
 class EventTime(pf.TimestampAssigner):  # type: ignore[misc]
-    """The job's timestamp function on the value of a ``(key, value)`` pair."""
+    """The job's timestamp function on the value of a ``(key, value)`` pair.
 
-    def __init__(self, timestamp: Callable[[Any], int]) -> None:
+    With ``clamp_ahead_ms``, a time further than that ahead of the wall clock is
+    lowered to the bound (``WatermarkStrategy(future="clamp")``).
+    """
+
+    def __init__(self, timestamp: Callable[[Any], int], clamp_ahead_ms: int | None = None) -> None:
         self.timestamp = timestamp
+        self.clamp_ahead_ms = clamp_ahead_ms
 
     def extract_timestamp(self, value: Pair, record_timestamp: int) -> int:
-        return self.timestamp(value[1])
+        t = self.timestamp(value[1])
+        if self.clamp_ahead_ms is not None:
+            t = min(t, time.time_ns() // 1_000_000 + self.clamp_ahead_ms)
+        return t
 
 
 # -- stateless steps -------------------------------------------------------------------

@@ -39,6 +39,10 @@ Where Flink differs from the native engine (the same results otherwise):
 * Windows with ``early_updates`` are refused (no Flink trigger is wired for them).
 * The ``skip`` and ``dead_letter`` policies behave alike; ``fail`` fails the task and
   Flink restarts it from the last checkpoint until its restart attempts run out.
+* The skew bound (``WatermarkStrategy.max_future_ms``) is checked against each
+  subtask's wall clock when the record is decoded, and a clamped time is computed
+  again when Flink assigns timestamps; sink timestamps are Flink's Kafka producer's
+  (not clamped into the broker's limits as the native transport does).
 """
 
 from __future__ import annotations
@@ -235,7 +239,8 @@ def _source(
     if strategy.idle_timeout_ms is not None:
         watermarks = watermarks.with_idleness(pf.Duration.of_millis(strategy.idle_timeout_ms))
     if node.timestamp is not None:
-        watermarks = watermarks.with_timestamp_assigner(EventTime(node.timestamp))
+        clamp = strategy.max_future_ms if strategy.future == "clamp" else None
+        watermarks = watermarks.with_timestamp_assigner(EventTime(node.timestamp, clamp))
     stamped = decoded.assign_timestamps_and_watermarks(watermarks)
     return (
         stamped.name(f"{node.name}.watermarks")

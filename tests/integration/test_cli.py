@@ -71,15 +71,62 @@ def test_broker_start_status_stop_leaves_nothing(tmp_path: Path) -> None:
     assert not processes_mentioning(str(home))
 
 
-def test_demo_shows_live_counts_and_cleans_up(tmp_path: Path) -> None:
-    home = tmp_path / "demo-home"
-    out = shoal("demo", "--seconds", "45", "--rate", "1500", home=home, timeout=300)
+def _demo(home: Path) -> str:
+    """One demo run: a fast simulated pace (1,000 users), ten minutes of simulated past.
+
+    1,000 users at 3,000 records/s simulate more than a minute per second: unthrottled,
+    75 s of demo would put event time more than an hour ahead of where it started and
+    past the wall clock by more than the hour the broker accepts by default.
+    """
+    out = shoal(
+        "demo", "--seconds", "75", "--rate", "3000", "--users", "1000", "--lookback", "600",
+        home=home, timeout=300,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    text = out.stderr
-    assert "live page http://127.0.0.1:" in text
-    rates = [int(m.replace(",", "")) for m in re.findall(r"in: playback ([\d,]+)/s", text)]
-    assert rates and max(rates) > 0, text[-3000:]
-    assert "demo: stopped everything it started" in text
-    # the broker (home in its command line) and every job and generator (home in their
-    # environment) are gone
-    assert not processes_mentioning(str(home)), "the demo left processes behind"
+    return out.stderr
+
+
+def _totals(text: str, pattern: str) -> list[int]:
+    return [int(m.replace(",", "")) for m in re.findall(pattern, text)]
+
+
+def test_demo_runs_live_past_the_brokers_limit_and_a_second_run_starts_fresh(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "demo-home"
+    for run in (1, 2):
+        text = _demo(home)
+        assert "live page http://127.0.0.1:" in text
+        rates = [int(m.replace(",", "")) for m in re.findall(r"in: playback ([\d,]+)/s", text)]
+        assert rates and max(rates) > 0, text[-3000:]
+        # no worker failed: no error from the broker, no stack, nobody exited early
+        for bad in ("Traceback", "INVALID_TIMESTAMP", "KafkaError", "Erroneous state",
+                    "checkpoint transaction failed", "a process exited"):  # fmt: skip
+            assert bad not in text, (run, bad, text[-3000:])
+        # simulated time reached the wall clock and then followed it: outputs kept coming
+        caught = "generator: event time caught up with the wall clock"
+        assert caught in text, text[-3000:]
+        after = text[text.index(caught) :]
+        read = _totals(after, r"\[playback_health +\d+s\] in: playback [\d,]+/s \(([\d,]+)\)")
+        scores = _totals(after, r"personalization-scores [\d,]+/s \(([\d,]+)\)")
+        assert len(read) >= 3 and read[-1] > read[0], after[-3000:]
+        assert len(scores) >= 3 and scores[-1] > scores[0], after[-3000:]
+        assert "ALERT FIRED: demo_cdn_rebuffering [cdn=cdn-b]" in text, text[-3000:]
+        assert "sessions closed:" in text or "playback errors seen:" in text
+        assert "demo: stopped everything it started" in text
+        # the broker (home in its command line) and every job and generator (home in
+        # their environment) are gone
+        assert not processes_mentioning(str(home)), "the demo left processes behind"
+        if run == 2:
+            # the second run removed the first one's topics and groups and started over
+            assert re.search(r"demo: deleted [1-9]\d* topics and \d+ consumer groups", text), text[
+                :2000
+            ]
+        # the traffic is not late for the jobs (a run that resumed an earlier run's state
+        # saw most of it as late)
+        stopped = re.search(
+            r"stopped sessionization: read ([\d,]+) records, .* late ([\d,]+)", text
+        )
+        assert stopped, text[-3000:]
+        read_total, late = (int(g.replace(",", "")) for g in stopped.groups())
+        assert read_total > 0 and late * 100 < read_total, (run, read_total, late)

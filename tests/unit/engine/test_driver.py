@@ -131,13 +131,13 @@ def test_every_step_kind_dead_letters_its_failures(build: Callable[[Any], Any]) 
         reconcile(c)
 
 
-def stamp_job(**job_kwargs: Any) -> Job:
+def stamp_job(future: str = "dead_letter", **job_kwargs: Any) -> Job:
     job = Job("stamps", **job_kwargs)
     job.source(
         "events",
         schema="Event",
         timestamp=lambda e: e.get("ts"),
-        watermarks=WatermarkStrategy.bounded(timedelta(seconds=1)),
+        watermarks=WatermarkStrategy.bounded(timedelta(seconds=1), future=future),  # type: ignore[arg-type]
     ).sink("out", schema=None)
     return job
 
@@ -145,14 +145,14 @@ def stamp_job(**job_kwargs: Any) -> Job:
 @pytest.mark.parametrize("state", STATES)
 def test_absurd_and_missing_timestamps_are_dead_lettered_at_the_source(state: str) -> None:
     now = T0  # the driver's processing clock starts at T0
-    day = 24 * 3600 * 1000
+    bound = 10 * 60 * 1000  # the default skew bound: ten minutes ahead
     values = [
         {"id": 0, "ts": T0},
         {"id": 1, "ts": 5},  # 1970: absurd
         {"id": 2},  # missing
         {"id": 3, "ts": float(T0)},  # not an int
-        {"id": 4, "ts": now + day + 1},  # more than a day in the future
-        {"id": 5, "ts": now + day},  # exactly a day ahead: still valid
+        {"id": 4, "ts": now + bound + 1},  # beyond the bound ahead of the clock
+        {"id": 5, "ts": now + bound},  # exactly at the bound: still valid
         {"id": 6, "ts": T0 + 2000},
     ]
     with driving(stamp_job(), state) as driver:
@@ -169,10 +169,35 @@ def test_absurd_and_missing_timestamps_are_dead_lettered_at_the_source(state: st
             ("events", "TimestampError", 7),
         ]
         # Rejected times do not move event time: only the valid maximum does.
-        assert driver.watermark_ms == now + day - 1000
+        assert driver.watermark_ms == now + bound - 1000
+        assert "ahead of the processing clock" in dead[3].error_message
         c = driver.counters()["events"]
         assert (c["in"], c["dead_lettered"], c["out"]) == (8, 5, 3)
         reconcile(driver.counters())
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_event_times_ahead_of_the_bound_are_clamped_when_the_job_says_so(state: str) -> None:
+    bound = 10 * 60 * 1000
+    two_hours = 2 * 3600 * 1000
+    values = [
+        {"id": 0, "ts": T0},
+        {"id": 1, "ts": T0 + two_hours},  # a device clock two hours ahead: clamped
+        {"id": 2, "ts": 5},  # absurd in the past: still dead-lettered
+    ]
+    with driving(stamp_job(future="clamp"), state) as driver:
+        driver.send_many("events", values)
+        records = driver.records("out")
+        assert [(v["id"], t) for _, v, t in records] == [(0, T0), (1, T0 + bound)]
+        assert records[1][1]["ts"] == T0 + two_hours  # the value itself is unchanged
+        assert [d.offset for d in driver.dead_letters()] == [2]
+        assert driver.watermark_ms == T0 + bound - 1000  # not two hours ahead
+        reconcile(driver.counters())
+
+
+def test_an_unknown_future_policy_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="future must be one of"):
+        WatermarkStrategy.bounded(timedelta(0), future="drop")  # type: ignore[arg-type]
 
 
 def test_a_failing_timestamp_function_is_dead_lettered_at_the_source() -> None:

@@ -116,6 +116,9 @@ class Sink:
     def commit(self, offsets: Any) -> None:
         pass
 
+    def take_refused(self) -> list[Any]:
+        return []
+
 
 def counts_job() -> Job:
     job = Job("idle_counts")

@@ -26,7 +26,10 @@ from tests.unit.jobs import BACKENDS, Batches, DiskDriver, arrival_batches, run_
 FLOAT_TOLERANCE = 1e-9
 SKETCH_ACCURACY = 0.01
 MIN_VALID_MS = 1_000_000_000_000
-MAX_FUTURE_MS = 24 * 3_600_000
+MAX_FUTURE_MS = 10 * 60_000  # the default skew bound ahead of the processing clock
+# The processing clock of the generated run: a day after the traffic starts, so the
+# simulated stretch lies behind it.
+CLOCK_AFTER_MS = 24 * 3_600_000
 MINUTE = 60_000
 HOUR = 3_600_000
 TIMEOUT_MS = 10 * MINUTE  # the job's default playback timeout
@@ -290,9 +293,9 @@ def test_qoe_matches_the_reference(state: str) -> None:
     records = Generator(config).take(28_000)
     batches = arrival_batches(records, 50, ("playback",))
     job = build(max_out_of_order=timedelta(milliseconds=BOUND_MS))
-    driver = run_batches(job, batches, state, config.start_ms)
+    driver = run_batches(job, batches, state, config.start_ms + CLOCK_AFTER_MS)
 
-    counted, excluded, bad = counted_events(batches, config.start_ms)
+    counted, excluded, bad = counted_events(batches, config.start_ms + CLOCK_AFTER_MS)
     want = reference_metrics(facts(counted))
     got = driver.output("qoe-metrics")
     assert len(want) > 2_000
@@ -319,6 +322,7 @@ def test_qoe_matches_the_reference(state: str) -> None:
 # --- one playback by hand -----------------------------------------------------------
 
 T0 = 1_735_689_600_000  # a minute boundary
+CLOCK = T0 + 24 * 3_600_000  # the processing clock: every event time lies behind it
 S = 1_000
 
 
@@ -357,7 +361,7 @@ def event(
 
 @pytest.mark.parametrize("state", BACKENDS)
 def test_one_minute_of_two_playbacks(state: str) -> None:
-    driver = DiskDriver(build(max_out_of_order=timedelta(0)), state=state, start_ms=T0)
+    driver = DiskDriver(build(max_out_of_order=timedelta(0)), state=state, start_ms=CLOCK)
     driver.send_many(
         "playback",
         [
@@ -431,7 +435,7 @@ def test_one_minute_of_two_playbacks(state: str) -> None:
 
 @pytest.mark.parametrize("state", BACKENDS)
 def test_a_playback_quiet_past_the_timeout_starts_over(state: str) -> None:
-    driver = DiskDriver(build(max_out_of_order=timedelta(0)), state=state, start_ms=T0)
+    driver = DiskDriver(build(max_out_of_order=timedelta(0)), state=state, start_ms=CLOCK)
     driver.send_many(
         "playback",
         [

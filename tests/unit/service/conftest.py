@@ -112,6 +112,9 @@ class NullTransport:
     def commit(self, offsets: Any) -> None:
         self.commits += 1
 
+    def take_refused(self) -> list[Any]:
+        return []
+
 
 class Totals:
     """Keyed process function: each user's running total of ``amount``."""
