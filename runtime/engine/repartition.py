@@ -86,7 +86,7 @@ def decode(data: bytes | None, upstream_tasks: int | None = None) -> tuple[Any, 
     if tag != _RECORD_BYTE and tag != _MARK_BYTE:
         raise DecodeError(f"internal record with an unknown tag byte {tag:#04x}")
     try:
-        body = unpack(memoryview(data)[1:])
+        body = unpack(data[1:])
     except StateError as exc:
         raise DecodeError(f"internal record does not decode: {exc}") from exc
     if tag == _RECORD_BYTE:

@@ -95,7 +95,11 @@ SUPPORTED = (
 class _Marker:
     """What a marker decodes to before its array turns it into a tuple, set or object.
 
-    A marker anywhere else (only crafted bytes put one there) fails the decode.
+    Only crafted or corrupt bytes put a marker anywhere else. Finding those would cost
+    every decode a walk or a counter; instead such a stray marker stays in the value
+    as an inert object that encodes back to the same marker, so it can neither run
+    anything nor make a later checkpoint fail (a stray marker at the top level fails
+    the decode). A job function that meets one treats it as any unexpected value.
     """
 
     __slots__ = ("code",)
@@ -161,6 +165,8 @@ def _default(obj: Any) -> Any:
         return [_MARK_SET, *obj]
     if kind is frozenset:
         return [_MARK_FROZENSET, *obj]
+    if kind is _Marker:  # a stray one, from crafted bytes (see _Marker)
+        return msgpack.ExtType(obj.code, b"")
     if kind is int:  # only ints beyond 64 bits reach here
         size = (obj.bit_length() + 8) // 8
         if size > _BIGINT_MAX_BYTES:
@@ -288,9 +294,9 @@ def decode_value(data: bytes) -> Any:
         StateFormatError: the bytes are in the old format (the message says
             how to migrate), in an unknown format, or corrupt.
     """
-    if data[:1] != _FORMAT_BYTE:
+    if not data or data[0] != FORMAT:
         raise StateFormatError(_format_problem(data))
-    return unpack(memoryview(data)[1:])
+    return unpack(data[1:])  # a copy, but cheaper than a memoryview slice
 
 
 def _format_problem(data: bytes) -> str:

@@ -134,7 +134,7 @@ def _code_from_data(path: Path) -> list[str]:
             names = [node.module]
         elif isinstance(node, ast.Call):
             fn = node.func
-            name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+            name = fn.id if isinstance(fn, ast.Name) else getattr(fn, "attr", "")
             if name in FORBIDDEN_CALLS:
                 found.append(f"{name}() at line {node.lineno}")
         found += [

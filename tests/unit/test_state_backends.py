@@ -223,8 +223,9 @@ def assert_same_state(store: StateStore, model: dict[Any, Any]) -> None:
         assert store.get(key) == value
     prefixes = {k[:i] for k in model if isinstance(k, tuple) for i in range(1, len(k) + 1)}
     for prefix in sorted(prefixes, key=repr)[:6]:
-        want = {k: v for k, v in model.items()
-                if isinstance(k, tuple) and k[: len(prefix)] == prefix}
+        want = {
+            k: v for k, v in model.items() if isinstance(k, tuple) and k[: len(prefix)] == prefix
+        }
         got = list(store.items_with_prefix(prefix))
         assert len(got) == len(want) and dict(got) == want, prefix
 
