@@ -406,8 +406,8 @@ class ChangelogReader:
 
     def read(
         self, topic: str, partition: int, timeout_s: float = 300.0
-    ) -> Iterator[tuple[bytes, bytes | None]]:
-        """Every committed ``(key, value)`` of the partition, oldest first."""
+    ) -> Iterator[tuple[bytes, bytes | None, int]]:
+        """Every committed ``(key, value, offset)`` of the partition, oldest first."""
         consumer = Consumer(
             self.client.client(
                 {"enable.partition.eof": True, "fetch.queue.backoff.ms": 10},
@@ -432,7 +432,8 @@ class ChangelogReader:
                         raise ConnectorError(f"reading changelog {topic}[{partition}]: {err}")
                     key = msg.key()
                     if key is not None:  # state changes always have a key
-                        yield key, msg.value()
+                        offset = msg.offset()
+                        yield key, msg.value(), -1 if offset is None else offset
             raise StateError(f"restoring {topic}[{partition}] took longer than {timeout_s}s")
         except KafkaException as exc:
             raise ConnectorError(f"reading changelog {topic}[{partition}]: {exc}") from exc

@@ -13,11 +13,18 @@ without it the record itself is the number.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ddsketch import DDSketch
+from ddsketch.store import DenseStore
+
 __all__ = ["Count", "Max", "Mean", "Min", "Quantiles", "Sum"]
+
+Sketch = DDSketch
+"""The accumulator class of :class:`Quantiles` (state backends register its encoding)."""
 
 Extract = Callable[[Any], float] | None
 
@@ -163,8 +170,6 @@ class Quantiles:
 
     def create(self) -> Any:
         """An empty sketch."""
-        from ddsketch import DDSketch
-
         return DDSketch(relative_accuracy=self.relative_accuracy)
 
     def add(self, acc: Any, value: Any) -> Any:
@@ -182,3 +187,91 @@ class Quantiles:
         if acc.count == 0:
             return {q: None for q in self.quantiles}
         return {q: acc.get_quantile_value(q) for q in self.quantiles}
+
+
+# -- the sketch as plain fields, for state encodings -----------------------------------
+# ddsketch has no public API for its full state (its protobuf form drops count, sum,
+# min and max), so these read and set the attributes its own ``copy`` and ``merge``
+# use. tests/unit/test_codec.py checks that a round trip keeps quantiles and merges.
+
+
+def sketch_fields(sketch: DDSketch) -> list[Any]:
+    """A sketch's exact state as plain values.
+
+    Returns:
+        ``[relative accuracy, count, zero count, sum, min, max, positive store,
+        negative store]``, each store ``[offset, min key, max key, count, bins]`` with
+        the keys ``None`` while the store is empty and the bins as little-endian doubles.
+    """
+    return [
+        float(sketch._mapping.relative_accuracy),
+        sketch._count,
+        sketch._zero_count,
+        sketch._sum,
+        sketch._min,
+        sketch._max,
+        _store_fields(sketch._store),
+        _store_fields(sketch._negative_store),
+    ]
+
+
+def sketch_from_fields(fields: list[Any]) -> DDSketch:
+    """Rebuild a sketch from :func:`sketch_fields`.
+
+    Raises:
+        ValueError: the fields do not describe a valid sketch.
+    """
+    if len(fields) != 8:
+        raise ValueError(f"a sketch has 8 fields, not {len(fields)}")
+    accuracy, count, zero_count, total, low, high, positive, negative = fields
+    if type(accuracy) is not float:
+        raise ValueError("sketch relative accuracy is not a float")
+    for number in (count, zero_count, total, low, high):
+        if type(number) not in (int, float):
+            raise ValueError(f"sketch field {number!r} is not a number")
+    sketch = DDSketch(relative_accuracy=accuracy)  # checks 0 < accuracy < 1
+    _set_store(sketch._store, positive)
+    _set_store(sketch._negative_store, negative)
+    sketch._count = count
+    sketch._zero_count = zero_count
+    sketch._sum = total
+    sketch._min = low
+    sketch._max = high
+    return sketch
+
+
+def _store_fields(store: DenseStore) -> list[Any]:
+    """One dense store's state (see :func:`sketch_fields`)."""
+    bins = store.bins
+    empty = not bins
+    return [
+        store.offset,
+        None if empty else store.min_key,
+        None if empty else store.max_key,
+        store.count,
+        struct.pack(f"<{len(bins)}d", *bins),
+    ]
+
+
+def _set_store(store: DenseStore, fields: Any) -> None:
+    """Give an empty dense store the state of :func:`_store_fields`, checked."""
+    if type(fields) is not list or len(fields) != 5:
+        raise ValueError("a sketch store has 5 fields")
+    offset, min_key, max_key, count, raw = fields
+    if type(offset) is not int or type(raw) is not bytes or len(raw) % 8:
+        raise ValueError("malformed sketch store")
+    if type(count) not in (int, float):
+        raise ValueError("sketch store count is not a number")
+    bins = list(struct.unpack(f"<{len(raw) // 8}d", raw))
+    if bins:
+        if type(min_key) is not int or type(max_key) is not int:
+            raise ValueError("sketch store keys are not integers")
+        if not offset <= min_key <= max_key < offset + len(bins):
+            raise ValueError("sketch store keys lie outside its bins")
+        store.min_key = min_key
+        store.max_key = max_key
+    elif min_key is not None or max_key is not None or offset != 0:
+        raise ValueError("an empty sketch store has keys")
+    store.offset = offset
+    store.bins = bins
+    store.count = count

@@ -18,8 +18,10 @@ happen next::
     ├── WorkerBusy             a call into the worker thread was refused: too many are
     │                          pending (the HTTP service answers 503; try again)
     └── StateError             state or checkpoint failure: fatal for the task
-        └── CheckpointAborted  a checkpoint lost a race with a rebalance: rewind to the
-                               last committed checkpoint and go on
+        ├── CheckpointAborted  a checkpoint lost a race with a rebalance: rewind to the
+        │                      last committed checkpoint and go on
+        └── StateFormatError   stored state bytes that do not decode (corrupt, or an
+                               old format): migrate or fix the state, then restart
 
 Messages name the job, the step and the record's topic/partition/offset when
 they are known.
@@ -124,4 +126,12 @@ class CheckpointAborted(StateError):
 
     Nothing of it is visible: the worker rewinds its tasks to the last committed
     checkpoint and its consumer to the committed offsets, then continues.
+    """
+
+
+class StateFormatError(StateError):
+    """Stored state (a changelog record, a local store's entry) does not decode.
+
+    The bytes are corrupt, in an unknown format, or in the old format that this
+    version never loads; the message says which, where, and how to migrate.
     """

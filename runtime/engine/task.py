@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.api.errors import RecordError, ShoalError, TimestampError, UserFunctionError
+from runtime.api.errors import (
+    DecodeError,
+    RecordError,
+    RecordOrigin,
+    ShoalError,
+    TimestampError,
+    UserFunctionError,
+)
 from runtime.api.graph import (
     ErrorPolicy,
     FilterNode,
@@ -266,15 +273,24 @@ class Task:
         return self.watermark
 
     def ingest_internal(self, source: str, partition: int, raws: Sequence[RawRecord]) -> None:
-        """Process records and watermark markers read from an internal topic."""
+        """Process records and watermark markers read from an internal topic.
+
+        Anything else found there (junk, a record of another format, a malformed
+        marker) is counted in and dead-lettered with its topic, partition and offset.
+        """
         op = self.internal[source]
         tracker = self.tracker_of(source)
+        upstream = self.repartition_partitions
         batch: list[Rec] = []
         for raw in raws:
             data = raw.value()
-            if data is None:
+            try:
+                item = decode_internal(data, upstream)
+            except DecodeError as exc:
+                op.counters.records_in += 1
+                where = RecordOrigin(raw.topic(), raw.partition(), raw.offset())
+                self._reject(op, DecodeError(exc.reason, origin=where, step=op.name), raw, data)
                 continue
-            item = decode_internal(data)
             if item[0] == RECORD:
                 batch.append((item[1], item[2], item[3], raw))
             else:

@@ -35,6 +35,7 @@ from runtime.api.io import CodecFactory, ExternalSink, RefusedWrite, SourceReade
 from runtime.api.job import Job
 from runtime.engine.calls import CallQueue
 from runtime.engine.queryable import MAX_ENTRIES, StateLookup, lookup_state
+from runtime.engine.recovery import apply_changes, check_local_state
 from runtime.engine.repartition import (
     encode_marker,
     encode_record,
@@ -86,7 +87,8 @@ class Offsets(Protocol):
     def beginning(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]: ...
 
 
-ChangelogRead = Callable[[str, int], Iterator[tuple[bytes, bytes | None]]]
+# Reads a changelog partition from the start: (key, value, offset) records, oldest first.
+ChangelogRead = Callable[[str, int], Iterator[tuple[bytes, bytes | None, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +309,7 @@ class Worker:
                 ckpt,
             )
             if local_ckpt == ckpt and seq > 0:
+                check_local_state(store)
                 continue  # local state is exactly the committed checkpoint
             if local_ckpt is not None or len(store):
                 store.clear()
@@ -314,12 +317,14 @@ class Worker:
                 continue
             topic = changelog_topic(self.app, store.name)
             batch: list[tuple[bytes, bytes | None]] = []
-            for change in self.changelog(topic, tid):
-                batch.append(change)
+            offsets: list[int] = []
+            for key, value, offset in self.changelog(topic, tid):
+                batch.append((key, value))
+                offsets.append(offset)
                 if len(batch) >= 50_000:
-                    store.restore(batch)
+                    apply_changes(store, batch, offsets, topic, tid)
                     restored += len(batch)
-                    batch = []
+                    batch, offsets = [], []
                     if restored % 250_000 == 0:
                         log.warning(
                             "task %s of %s: restoring %s, %d records so far (%.1fs)",
@@ -330,7 +335,7 @@ class Worker:
                             time.monotonic() - t0,
                         )
             if batch:
-                store.restore(batch)
+                apply_changes(store, batch, offsets, topic, tid)
                 restored += len(batch)
             store.put_meta(_META, json.dumps(_local_meta(last)).encode())
             store.checkpoint()

@@ -1,7 +1,7 @@
 """Flink functions that run a job's steps: decode, stateless steps, windows, encode.
 
 Elements between Flink operators are ``(key, value)`` pairs (``key`` is ``None``
-until a ``key_by`` step sets it), pickled by PyFlink, so a key set upstream reaches
+until a ``key_by`` step sets it), serialized by PyFlink itself, so a key set upstream reaches
 the windows and process steps downstream as on the native engine. Every function
 wraps the job's own objects (timestamp functions, ``AggregateFunction``s, output
 functions) and sends failures to the dead-letter side output (see ``failures``).

@@ -10,7 +10,8 @@ a changelog to a store.
 Contract for callers:
 
 - Keys are ``str``, ``int``, ``bytes``, ``None`` or tuples of them (see
-  :mod:`runtime.state.serde`); values are anything picklable.
+  :mod:`runtime.state.serde`); values are plain data
+  (see :mod:`runtime.state.codec` for what is supported).
 - A value read with ``get`` and then mutated in place must be written back with
   ``put``: only ``put`` and ``delete`` mark a key as changed.
 - ``close`` discards changes made since the last checkpoint; checkpoint first.

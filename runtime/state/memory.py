@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, NoReturn
 
-from runtime.api.errors import StateError
+from runtime.api.errors import StateError, StateFormatError
 from runtime.state.base import Change, StoreId
 from runtime.state.serde import decode_key, decode_value, encode_key, encode_value
 
@@ -158,8 +158,8 @@ class MemoryStore:
         """Apply a changelog to the store as already-checkpointed state.
 
         Raises:
-            StateError: the store has uncheckpointed changes, or an entry of the
-                changelog cannot be decoded.
+            StateError: the store has uncheckpointed changes.
+            StateFormatError: a key or value of the changelog does not decode.
         """
         if self._closed:
             self._raise_closed()
@@ -176,8 +176,8 @@ class MemoryStore:
                     if type(key) is tuple and key and key not in data:
                         self._index(key)
                     data[key] = decode_value(raw_value)
-        except StateError as exc:
-            raise StateError(f"restore of {self.store_id} failed: {exc}") from exc
+        except StateError as exc:  # malformed keys and values alike
+            raise StateFormatError(f"restore of {self.store_id} failed: {exc}") from exc
 
     def clear(self) -> None:
         """Drop all entries, pending changes and metadata."""

@@ -57,7 +57,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from runtime.api.errors import ConfigError, StateError
+from runtime.api.errors import ConfigError, StateError, StateFormatError
 from runtime.api.files import private_dir
 from runtime.state.base import Change, StoreId
 from runtime.state.serde import decode_key, decode_value, encode_key, encode_value
@@ -373,6 +373,7 @@ class RocksDBStore:
         Raises:
             StateError: the store has uncheckpointed changes, an entry is not a
                 valid change, or the write failed.
+            StateFormatError: a value does not decode (corrupt, or an old format).
         """
         if self._closed:
             self._raise_closed()
@@ -387,6 +388,14 @@ class RocksDBStore:
                 raise StateError(
                     f"restore of {self.store_id}: changelog value of {raw_key!r} is not bytes"
                 )
+            try:
+                # Entries are decoded lazily later: check them now, so that bytes this
+                # version cannot read fail the restore, not some later read.
+                decode_key(raw_key)
+                if raw_value is not None:
+                    decode_value(raw_value)
+            except StateError as exc:
+                raise StateFormatError(f"restore of {self.store_id}: {exc}") from exc
             chunk[raw_key] = raw_value
             if len(chunk) >= _RESTORE_CHUNK:
                 self._restore_chunk(chunk)
@@ -461,6 +470,8 @@ class RocksDBStore:
         try:
             raw_value = self._db.get(encode_key(key))
             value = _ABSENT if raw_value is None else decode_value(raw_value)
+        except StateFormatError as exc:
+            raise StateFormatError(f"{self.store_id} at {self.path}: {exc}") from exc
         except StateError as exc:
             raise StateError(f"reading key {key!r} of {self.store_id} failed: {exc}") from exc
         except Exception as exc:
@@ -560,6 +571,8 @@ class RocksDBStore:
                 key = decode_key(raw_key)
                 if key not in dirty:
                     yield key, decode_value(raw_value)
+        except StateFormatError as exc:
+            raise StateFormatError(f"{self.store_id} at {self.path}: {exc}") from exc
         except StateError as exc:
             raise StateError(f"iterating {self.store_id} failed: {exc}") from exc
         except Exception as exc:

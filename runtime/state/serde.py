@@ -3,7 +3,8 @@
 Keys get a deterministic, self-describing encoding: the same key gives the same
 bytes in every process (Python's ``hash`` is salted per process and is never
 used), and decoding gives back an equal key, tuples included. Values are
-pickled with protocol 5.
+encoded by :mod:`runtime.state.codec` (msgpack behind a format byte; decoding
+never runs code).
 
 Key format, one tag byte per element:
 
@@ -34,15 +35,13 @@ equals ``1`` but NaN equals nothing, which would make keys ambiguous.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Hashable
 from typing import Any
 
 from runtime.api.errors import StateError
+from runtime.state.codec import decode_value, encode_value
 
 __all__ = ["decode_key", "decode_value", "encode_key", "encode_value"]
-
-PICKLE_PROTOCOL = 5
 
 _NONE = 0x01
 _BYTES = 0x02
@@ -122,31 +121,6 @@ def decode_key(data: bytes) -> Any:
     if pos != len(data):
         raise StateError(f"malformed state key {data!r}: trailing bytes")
     return key
-
-
-def encode_value(value: Any) -> bytes:
-    """Pickle a state value with protocol 5.
-
-    Raises:
-        StateError: the value cannot be pickled.
-    """
-    try:
-        return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
-    except Exception as exc:  # pickle raises several unrelated types
-        raise StateError(f"state value of type {type(value).__name__} cannot be pickled") from exc
-
-
-def decode_value(data: bytes) -> Any:
-    """Unpickle a state value made by :func:`encode_value`.
-
-    Raises:
-        StateError: the bytes cannot be unpickled (corrupt, or a class that no
-            longer exists).
-    """
-    try:
-        return pickle.loads(data)
-    except Exception as exc:  # unpickling runs arbitrary constructors
-        raise StateError(f"state value cannot be unpickled: {exc}") from exc
 
 
 def _encode_into(key: object, out: bytearray) -> None:

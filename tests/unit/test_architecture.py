@@ -32,7 +32,15 @@ SINGLE_IMPORT = {
     "redis": "connectors/redis/sink.py",
     "standardwebhooks": "connectors/webhook/signing.py",
     "httpcore2": "connectors/webhook/http.py",
+    "msgpack": "runtime/state/codec.py",
+    "ddsketch": "runtime/api/aggregates.py",
 }
+
+# Modules that turn bytes into code, and builtins that run strings: never in the
+# platform, whose inputs (Kafka records, changelogs, local state) anyone may have written.
+FORBIDDEN_MODULES = ("pickle", "marshal", "cloudpickle", "dill", "shelve")
+FORBIDDEN_CALLS = ("eval", "exec")
+NO_CODE_FROM_DATA = ("runtime", "connectors")
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -114,3 +122,52 @@ def test_checker_catches_a_violation(tmp_path: Path) -> None:
     names = _imports(bad)
     assert not _within(names[0], ALLOWED["runtime.api"])
     assert "fastavro" in names
+
+
+def _code_from_data(path: Path) -> list[str]:
+    """Imports of FORBIDDEN_MODULES and calls of FORBIDDEN_CALLS in one file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.id if isinstance(fn, ast.Name) else getattr(fn, "attr", "")
+            if name in FORBIDDEN_CALLS:
+                found.append(f"{name}() at line {node.lineno}")
+        found += [
+            f"import {n} at line {node.lineno}"
+            for n in names
+            if n.split(".")[0] in FORBIDDEN_MODULES
+        ]
+    return found
+
+
+@pytest.mark.parametrize(
+    "module,path",
+    [(m, p) for m, p in _modules() if m.split(".")[0] in NO_CODE_FROM_DATA],
+    ids=lambda v: str(v),
+)
+def test_no_code_from_data(module: str, path: Path) -> None:
+    found = _code_from_data(path)
+    assert not found, f"{module} may turn data into code: {found}"
+
+
+def test_code_from_data_checker_catches_each_form(tmp_path: Path) -> None:
+    bad = tmp_path / "x.py"
+    bad.write_text(
+        "import pickle\nfrom marshal import loads\nimport dill.source\n"
+        "eval('1')\nbuiltins.exec('x = 1')\n"
+    )
+    found = _code_from_data(bad)
+    assert found == [
+        "import pickle at line 1",
+        "import marshal at line 2",
+        "import dill.source at line 3",
+        "eval() at line 4",
+        "exec() at line 5",
+    ], found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import pickle
+import pickle  # only to write old-format bytes that must be refused
 import subprocess
 import sys
 import tempfile
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.api.errors import ConfigError, StateError
+from runtime.api.errors import ConfigError, StateError, StateFormatError
 from runtime.state import (
     Change,
     MemoryBackend,
@@ -78,7 +78,7 @@ def apply_changes(state: dict[Any, Any], changes: list[Change]) -> None:
         if raw_value is None:
             state.pop(key, None)
         else:
-            state[key] = pickle.loads(raw_value)
+            state[key] = decode_value(raw_value)
 
 
 # ---------------------------------------------------------------- key encoding
@@ -175,15 +175,15 @@ def test_malformed_keys_are_rejected(data: bytes) -> None:
         decode_key(data)
 
 
-def test_values_use_pickle_protocol_5() -> None:
+def test_values_use_format_1() -> None:
     value = {"sum": 3, "items": [1, 2], "window": ("u", 5)}
     data = encode_value(value)
-    assert data[:2] == b"\x80\x05"
+    assert data[0] == 0x01
     assert decode_value(data) == value
-    with pytest.raises(StateError, match="cannot be pickled"):
+    with pytest.raises(StateError, match="unsupported state value type builtins.function"):
         encode_value(lambda: None)
-    with pytest.raises(StateError, match="cannot be unpickled"):
-        decode_value(b"not a pickle")
+    with pytest.raises(StateFormatError, match="unknown format"):
+        decode_value(b"not a value")
 
 
 # ---------------------------------------------------------------- model-based
@@ -223,8 +223,9 @@ def assert_same_state(store: StateStore, model: dict[Any, Any]) -> None:
         assert store.get(key) == value
     prefixes = {k[:i] for k in model if isinstance(k, tuple) for i in range(1, len(k) + 1)}
     for prefix in sorted(prefixes, key=repr)[:6]:
-        want = {k: v for k, v in model.items()
-                if isinstance(k, tuple) and k[: len(prefix)] == prefix}
+        want = {
+            k: v for k, v in model.items() if isinstance(k, tuple) and k[: len(prefix)] == prefix
+        }
         got = list(store.items_with_prefix(prefix))
         assert len(got) == len(want) and dict(got) == want, prefix
 
@@ -443,6 +444,62 @@ def test_restore_refuses_a_store_with_pending_changes(store: StateStore) -> None
     store.put("k", 1)
     with pytest.raises(StateError, match="uncheckpointed changes"):
         store.restore([(encode_key("k"), encode_value(2))])
+
+
+class Boom:
+    """Writes a file when unpickled: what a hostile old-format value could do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.path, "ran"))
+
+
+def test_restore_refuses_old_format_values(store: StateStore, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    changelog: list[Change] = [
+        (encode_key("ok"), encode_value(1)),
+        (encode_key("old"), pickle.dumps(Boom(marker), protocol=5)),
+    ]
+    with pytest.raises(StateFormatError, match=r"old format \(first byte 0x80\).*new --group"):
+        store.restore(changelog)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "raw_key,raw_value",
+    [
+        (encode_key("k"), b"\x01\xc1"),
+        (encode_key("k"), b"\x01\x92\x01"),
+        (encode_key("k"), b""),
+        (b"\x99junk", encode_value(1)),
+    ],
+)
+def test_restore_refuses_undecodable_records(
+    store: StateStore, raw_key: bytes, raw_value: bytes
+) -> None:
+    with pytest.raises(StateFormatError, match="restore of job 'job' step 'step' partition 0"):
+        store.restore([(raw_key, raw_value)])
+
+
+def test_old_format_on_disk_fails_on_first_read(tmp_path: Path) -> None:
+    """A local store written by the old format fails reads with one line naming it."""
+    backend = RocksDBBackend(tmp_path)
+    store = backend.open_store("job", "step", 0)
+    store.put("k", 1)
+    store.checkpoint()
+    store.close()
+    from rocksdict import Options, Rdict  # the disk as the old version left it
+
+    db = Rdict(str(tmp_path / "job" / "step" / "0"), Options(raw_mode=True))
+    db[encode_key("k")] = pickle.dumps({"n": 1}, protocol=5)
+    db.close()
+    store = backend.open_store("job", "step", 0)
+    for read in (lambda: store.get("k"), lambda: next(iter(store.items()))):
+        with pytest.raises(StateFormatError, match="job 'job' step 'step' partition 0 at .*old"):
+            read()
+    backend.close()
 
 
 def test_restore_rejects_reserved_keys(tmp_path: Path) -> None:
