@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 0
 
-.PHONY: venv venv-test system-deps system-deps-demo demo test unit integration bench lint typecheck clean
+.PHONY: venv venv-test system-deps system-deps-demo demo test check unit integration bench lint typecheck clean
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ integration: system-deps venv-test
 bench: venv
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m bench
+
+# Lint, strict types, the public API's doctests and the import rules: before the tests in CI.
+check: venv
+	$(BIN)/ruff check runtime connectors jobs tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules runtime/api connectors/kafka/config.py tests/unit/test_architecture.py
 
 lint: venv
 	$(BIN)/ruff check runtime connectors jobs tests bench
