@@ -177,6 +177,44 @@ def internal_topics(job: Job, app: str) -> list[str]:
     ]
 
 
+def check_identity(admin: KafkaAdmin, group: str, instance: str, worker_id: str) -> None:
+    """Refuse to start a worker whose id is already live in the group.
+
+    Two workers with one id share a static membership and a transactional id: they
+    would fence each other over and over. A member with our ``group.instance.id`` is
+    live unless it is this host's predecessor in the slot whose process is gone (a
+    restart after a crash takes its place at once, as static membership intends).
+
+    Raises:
+        ConfigError: one line naming the id, the group and where the other one runs.
+    """
+    here = socket.gethostname()
+    for member in admin.group_members(group):
+        if member.instance_id != instance:
+            continue
+        rest, _, pid = member.client_id.rpartition(":")
+        host = rest.rpartition("@")[2] or "?"
+        if host == here and (not pid.isdigit() or not _alive(int(pid))):
+            continue  # our slot's earlier process, dead: taking over is what we want
+        raise ConfigError(
+            f"worker id {worker_id!r} is already live in group {group!r} (host {host}, "
+            f"pid {pid or '?'}, address {member.host.strip('/')}): give this worker another "
+            "--worker-id (or SHOAL_WORKER_ID)"
+        )
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class KafkaRunner:
     """One worker of ``job`` on Kafka: consumer, transport, state and loop.
 
@@ -204,6 +242,9 @@ class KafkaRunner:
         )
         worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.worker_id = worker_id
+        instance = f"{app}-{worker_id}"
+        if config.worker_id:
+            check_identity(admin, app, instance, worker_id)
         self.backend = make_backend(config, worker_id)
         self.worker: Worker | None = None
         topics = list(bindings.sources.values()) + internal_topics(job, app)
@@ -211,7 +252,10 @@ class KafkaRunner:
         if config.worker_id:
             # Static membership: a worker restarted in its slot takes its partitions
             # back at once instead of waiting for the session timeout and a rebalance.
-            source_conf.setdefault("group.instance.id", f"{config.group or job.name}-{worker_id}")
+            source_conf.setdefault("group.instance.id", instance)
+            # Names this process, so a second worker with the same id can tell whether
+            # the member holding it is alive (see check_identity).
+            source_conf["client.id"] = f"shoal:{worker_id}@{socket.gethostname()}:{os.getpid()}"
         if len(topics) > 1:
             # Keyed state of co-partitioned inputs must see partition p of every input
             # in the same task: the range assignor co-locates equal partition numbers.

@@ -8,6 +8,8 @@ override them:
 * ``SHOAL_BOOTSTRAP``: Kafka bootstrap servers; default: the local broker's address.
 * ``SHOAL_KAFKA_<NAME>``: a Kafka client setting (``SHOAL_KAFKA_SASL_PASSWORD`` is
   ``sasl.password``); see ``connectors.kafka.config`` for the order settings merge in.
+* ``SHOAL_WORKER_ID``, ``POD_NAME``, ``KUBERNETES_SERVICE_HOST``: where a worker's id
+  comes from (see ``runtime.cli.identity``).
 * ``SHOAL_SCHEMA_PATH``: folders of the job author's own ``*.avsc`` schemas, separated
   like ``PATH`` (``:``), beside the built-in ``schemas/``.
 * ``SHOAL_REPLICATION_FACTOR``: replication of the topics Shoal creates (-1: the
@@ -36,6 +38,9 @@ class Settings:
     kafka_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     replication_factor: int = -1
     schema_path: tuple[Path, ...] = ()
+    worker_id: str | None = None
+    pod_name: str | None = None
+    kubernetes: bool = False
 
     @property
     def kafka_pom(self) -> Path:
@@ -63,6 +68,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         bootstrap=env.get("SHOAL_BOOTSTRAP") or None,
         kafka_env={k: v for k, v in env.items() if k.startswith("SHOAL_KAFKA_")},
         replication_factor=_int(env, "SHOAL_REPLICATION_FACTOR", base.replication_factor),
+        worker_id=env.get("SHOAL_WORKER_ID") or None,
+        pod_name=env.get("POD_NAME") or None,
+        kubernetes=bool(env.get("KUBERNETES_SERVICE_HOST")),
         schema_path=tuple(Path(p) for p in env.get("SHOAL_SCHEMA_PATH", "").split(os.pathsep) if p),
     )
 

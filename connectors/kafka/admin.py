@@ -39,6 +39,22 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
 
 
+_COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """One live member of a consumer group: its static id, client id and address."""
+
+    instance_id: str | None
+    client_id: str
+    host: str
+
+
 class KafkaAdmin:
     """Creates, lists and deletes topics.
 
@@ -144,6 +160,33 @@ class KafkaAdmin:
         except KafkaException as exc:
             raise ConnectorError(f"cannot read the configuration of {names}: {exc}") from exc
         return out
+
+    def group_members(self, group: str) -> list[GroupMember]:
+        """The live members of a consumer group (empty for an unknown or empty group).
+
+        Raises:
+            ConnectorError: the group could not be described (e.g. no DESCRIBE ACL).
+        """
+        import time
+
+        deadline = time.monotonic() + min(self.timeout_s, 15.0)
+        while True:
+            fut = self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)
+            try:
+                desc = fut[group].result(timeout=self.timeout_s)
+                break
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                if code == KafkaError.GROUP_ID_NOT_FOUND:
+                    return []
+                if code in _COORDINATOR_MOVING and time.monotonic() < deadline:
+                    time.sleep(0.3)  # the group's coordinator is loading or moving
+                    continue
+                raise ConnectorError(f"cannot describe consumer group {group!r}: {exc}") from exc
+        return [
+            GroupMember(m.group_instance_id, m.client_id, m.host) for m in desc.members or []
+        ]
 
     def grant(
         self,

@@ -119,8 +119,10 @@ class LiveView:
 @click.option(
     "--worker-id",
     default=None,
-    hidden=True,
-    help="Stable name of this worker slot (set by --workers).",
+    help="Stable, unique name of this worker: its static group membership, transactional "
+    "id, state folder and HTTP port offset follow it. Default: SHOAL_WORKER_ID, else the "
+    "Kubernetes pod name, else HOST-w0 (HOST-wI for slot I of --workers). A second live "
+    "worker with the same id in the group is refused.",
 )
 @click.option("--group", default=None, help="Consumer group; default: the job's name.")
 @click.option("--seconds", type=float, default=None, help="Stop after this many seconds.")
@@ -226,10 +228,14 @@ def run(
 
     On SIGTERM/SIGINT a worker finishes its batch, checkpoints and leaves the group.
     """
+    from runtime.cli.identity import worker_base
+    from runtime.cli.identity import worker_id as identify
     from runtime.engine.worker import WorkerOptions
     from runtime.runner import KafkaRunner, RunConfig
 
     job = load_job(job_spec)
+    explicit = worker_id
+    worker_id = identify(settings(), explicit)
     service_config = _service_config(http, http_token, worker_id)
     client = resolve_client(bootstrap)
     server = client.bootstrap
@@ -263,6 +269,7 @@ def run(
             _strip_workers(argv[at + 1 :]),
             quiet,
             global_args=argv[:at],
+            base=explicit or worker_base(settings())[0],
         )
         return
     config = RunConfig(
@@ -271,7 +278,7 @@ def run(
         state=state,
         state_dir=settings().state_dir,
         group=group,
-        worker_id=worker_id or "w0",
+        worker_id=worker_id,
         output_partitions=partitions,
         schema_dirs=(*settings().schema_path, *schema_dirs),
         replication_factor=(
@@ -343,16 +350,18 @@ def run(
 def _service_config(http: str | None, token: str | None, worker_id: str | None) -> Any:
     """The HTTP service's address and token, checked before anything starts (or ``None``).
 
-    Worker slot ``wI`` of ``--workers`` serves on PORT+I so the workers of one machine
-    do not collide (port 0 stays 0: each picks its own free port).
+    Worker slot ``I`` of ``--workers`` (id ``...-wI``) serves on PORT+I so the workers
+    of one machine do not collide (port 0 stays 0: each picks its own free port).
     """
     if http is None:
         return None
+    from runtime.cli.identity import slot_of
     from runtime.service import ServiceConfig, parse_address
 
     host, port = parse_address(http)
-    if port and worker_id and worker_id[1:].isdigit():
-        port += int(worker_id[1:])
+    slot = slot_of(worker_id)
+    if port and slot is not None:
+        port += slot
     if port > 65535:
         raise ConfigError(f"--http: worker {worker_id} would serve on port {port}")
     return ServiceConfig(host=host, port=port, token=token or None)

@@ -1,7 +1,8 @@
 """``shoal run --workers N``: N worker processes in one consumer group.
 
-Each worker gets a stable slot name (``w0`` .. ``wN-1``) that names its
-transactional id and its local state folder; a worker that dies is restarted in
+Each worker gets a stable slot id (``BASE-w0`` .. ``BASE-wN-1``, ``BASE`` from
+``runtime.cli.identity``: the host name unless an id or pod name is given) that names
+its transactional id and its local state folder; a worker that dies is restarted in
 the same slot, which fences and aborts the dead one's open transaction at once.
 """
 
@@ -17,7 +18,12 @@ import click
 
 
 def _spawn(
-    slot: int, job_spec: str, server: str, args: list[str], global_args: list[str]
+    base: str,
+    slot: int,
+    job_spec: str,
+    server: str,
+    args: list[str],
+    global_args: list[str],
 ) -> subprocess.Popen[bytes]:
     rest = [a for a in args if a != job_spec]
     return subprocess.Popen(
@@ -31,7 +37,7 @@ def _spawn(
             "--bootstrap",
             server,
             "--worker-id",
-            f"w{slot}",
+            f"{base}-w{slot}",
             *[a for a in rest if not a.startswith("--bootstrap")],
         ],
         start_new_session=True,
@@ -46,10 +52,12 @@ def supervise(
     args: list[str],
     quiet: bool,
     global_args: list[str] | None = None,
+    base: str = "w",
 ) -> None:
     """Run and watch the workers until Ctrl-C/SIGTERM; restart any that die.
 
-    ``args`` are ``run``'s own options, ``global_args`` the program's (before ``run``).
+    ``args`` are ``run``'s own options, ``global_args`` the program's (before ``run``);
+    slot ``I`` runs as worker ``BASE-wI``.
     """
     top = list(global_args or [])
     clean: list[str] = []
@@ -62,7 +70,7 @@ def supervise(
             skip = True
             continue
         clean.append(a)
-    procs = {i: _spawn(i, job_spec, server, clean, top) for i in range(workers)}
+    procs = {i: _spawn(base, i, job_spec, server, clean, top) for i in range(workers)}
     stop = {"now": False}
 
     def _stop(*_: object) -> None:
@@ -70,18 +78,21 @@ def supervise(
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    click.echo(f"supervising {workers} workers of {job_name}", err=True)
+    click.echo(
+        f"supervising {workers} workers of {job_name}: {base}-w0..{base}-w{workers - 1}",
+        err=True,
+    )
     try:
         while not stop["now"]:
             for slot, proc in list(procs.items()):
                 code = proc.poll()
                 if code is not None:
                     if code == 0:
-                        click.echo(f"worker w{slot} finished", err=True)
+                        click.echo(f"worker {base}-w{slot} finished", err=True)
                         del procs[slot]
                         continue
-                    click.echo(f"worker w{slot} exited with {code}; restarting", err=True)
-                    procs[slot] = _spawn(slot, job_spec, server, clean, top)
+                    click.echo(f"worker {base}-w{slot} exited with {code}; restarting", err=True)
+                    procs[slot] = _spawn(base, slot, job_spec, server, clean, top)
             if not procs:
                 return
             time.sleep(0.5)
