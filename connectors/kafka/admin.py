@@ -13,9 +13,12 @@ from connectors.kafka.client import (
     AclPermissionType,
     AdminClient,
     ConfigResource,
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     NewTopic,
+    OffsetSpec,
     ResourcePatternType,
     ResourceType,
 )
@@ -184,9 +187,47 @@ class KafkaAdmin:
                     time.sleep(0.3)  # the group's coordinator is loading or moving
                     continue
                 raise ConnectorError(f"cannot describe consumer group {group!r}: {exc}") from exc
-        return [
-            GroupMember(m.group_instance_id, m.client_id, m.host) for m in desc.members or []
-        ]
+        return [GroupMember(m.group_instance_id, m.client_id, m.host) for m in desc.members or []]
+
+    def group_lag(self, group: str, topics: list[str]) -> int:
+        """Records of ``topics`` the group has not committed yet (read_committed ends).
+
+        A partition the group never committed counts from its start.
+
+        Raises:
+            ConnectorError: offsets could not be read.
+        """
+        from connectors.kafka.client import TopicPartition
+
+        counts = self.topics()
+        tps = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
+        if not tps:
+            return 0
+        try:
+            request = [ConsumerGroupTopicPartitions(group, tps)]
+            fut = self._admin.list_consumer_group_offsets(request)[group]
+            committed = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in fut.result(timeout=self.timeout_s).topic_partitions
+            }
+            ends = self._admin.list_offsets(
+                {tp: OffsetSpec.latest() for tp in tps},  # type: ignore[no-untyped-call]
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=self.timeout_s,
+            )
+            starts = self._admin.list_offsets(
+                {tp: OffsetSpec.earliest() for tp in tps},  # type: ignore[no-untyped-call]
+                request_timeout=self.timeout_s,
+            )
+            lag = 0
+            for tp in tps:
+                end = ends[tp].result(timeout=self.timeout_s).offset
+                start = starts[tp].result(timeout=self.timeout_s).offset
+                done = committed.get((tp.topic, tp.partition), -1)
+                lag += max(0, end - (done if done >= 0 else start))
+            return lag
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot read the lag of group {group!r}: {exc}") from exc
 
     def grant(
         self,

@@ -121,7 +121,7 @@ class KafkaTransport(KafkaSink):
 
     def _admin_client(self) -> KafkaAdmin:
         if self._admin is None:
-            self._admin = KafkaAdmin(self.bootstrap)
+            self._admin = KafkaAdmin(self.client)
         return self._admin
 
     def take_refused(self) -> list[RefusedWrite]:

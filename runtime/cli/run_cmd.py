@@ -117,6 +117,19 @@ class LiveView:
     help="Worker processes in the job's consumer group.",
 )
 @click.option(
+    "--min-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Autoscale: the fewest workers (with --max-workers).",
+)
+@click.option(
+    "--max-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Autoscale between --min-workers (default 1) and this many workers on the "
+    "group's lag (never more than input partitions; the rule: runtime/cli/scaling.py).",
+)
+@click.option(
     "--worker-id",
     default=None,
     help="Stable, unique name of this worker: its static group membership, transactional "
@@ -208,6 +221,8 @@ def run(
     guarantee: str,
     state: str,
     workers: int,
+    min_workers: int | None,
+    max_workers: int | None,
     worker_id: str | None,
     group: str | None,
     seconds: float | None,
@@ -255,7 +270,10 @@ def run(
             partitions=partitions,
         )
         return
-    if workers > 1:
+    autoscale = _autoscale(client, job, bindings, group, workers, min_workers, max_workers)
+    if autoscale is not None:
+        workers = max(workers, autoscale.rule.min_workers)
+    if workers > 1 or autoscale is not None:
         from runtime.cli.supervisor import supervise
 
         # Options before ``run`` (e.g. -v) are the program's; the rest are run's own.
@@ -270,6 +288,7 @@ def run(
             quiet,
             global_args=argv[:at],
             base=explicit or worker_base(settings())[0],
+            autoscale=autoscale,
         )
         return
     config = RunConfig(
@@ -347,6 +366,36 @@ def run(
     )
 
 
+def _autoscale(
+    client: Any,
+    job: Job,
+    bindings: Bindings,
+    group: str | None,
+    workers: int,
+    min_workers: int | None,
+    max_workers: int | None,
+) -> Any:
+    """The supervisor's autoscaling (``None`` without ``--max-workers``)."""
+    if max_workers is None:
+        if min_workers is not None:
+            raise ConfigError("--min-workers needs --max-workers (autoscaling)")
+        return None
+    from connectors.kafka.admin import KafkaAdmin
+    from runtime.cli.scaling import LagRule
+    from runtime.cli.supervisor import Autoscale
+
+    low = min_workers or 1
+    if low > max_workers:
+        raise ConfigError(f"--min-workers {low} is above --max-workers {max_workers}")
+    admin = KafkaAdmin(client)
+    topics = list(bindings.sources.values())
+    counts = admin.topics()
+    partitions = max((counts.get(t, 0) for t in topics), default=0) or 1
+    rule = LagRule(min_workers=low, max_workers=max_workers, partitions=partitions)
+    app = group or job.name
+    return Autoscale(rule, lambda: admin.group_lag(app, topics))
+
+
 def _service_config(http: str | None, token: str | None, worker_id: str | None) -> Any:
     """The HTTP service's address and token, checked before anything starts (or ``None``).
 
@@ -389,16 +438,20 @@ def _watchdog(worker: Any, stall_timeout: float, name: str) -> None:
     threading.Thread(target=watch, name="shoal-watchdog", daemon=True).start()
 
 
+_SUPERVISOR_OPTIONS = ("--workers", "--min-workers", "--max-workers")
+
+
 def _strip_workers(args: list[str]) -> list[str]:
+    """``run``'s options for one worker: without the supervisor's own."""
     out, skip = [], False
     for a in args:
         if skip:
             skip = False
             continue
-        if a == "--workers":
+        if a in _SUPERVISOR_OPTIONS:
             skip = True
             continue
-        if a.startswith("--workers="):
+        if a.startswith(tuple(f"{o}=" for o in _SUPERVISOR_OPTIONS)):
             continue
         out.append(a)
     return out

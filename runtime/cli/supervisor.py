@@ -13,8 +13,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import click
+
+from runtime.cli.scaling import LagRule
+
+
+@dataclass(frozen=True)
+class Autoscale:
+    """Scale between the rule's bounds: sample the group's lag every ``interval_s``."""
+
+    rule: LagRule
+    lag: Callable[[], int]
+    interval_s: float = 5.0
 
 
 def _spawn(
@@ -53,11 +66,14 @@ def supervise(
     quiet: bool,
     global_args: list[str] | None = None,
     base: str = "w",
+    autoscale: Autoscale | None = None,
 ) -> None:
     """Run and watch the workers until Ctrl-C/SIGTERM; restart any that die.
 
     ``args`` are ``run``'s own options, ``global_args`` the program's (before ``run``);
-    slot ``I`` runs as worker ``BASE-wI``.
+    slot ``I`` runs as worker ``BASE-wI``. With ``autoscale`` the worker count moves
+    between the rule's bounds (see ``runtime.cli.scaling``), starting at ``workers``;
+    a worker taken away gets SIGTERM (it checkpoints and leaves the group).
     """
     top = list(global_args or [])
     clean: list[str] = []
@@ -82,14 +98,26 @@ def supervise(
         f"supervising {workers} workers of {job_name}: {base}-w0..{base}-w{workers - 1}",
         err=True,
     )
+    retiring: set[int] = set()
+    next_sample = time.monotonic() + (autoscale.interval_s if autoscale else 0)
     try:
         while not stop["now"]:
+            if autoscale is not None and time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + autoscale.interval_s
+                _scale(
+                    autoscale,
+                    procs,
+                    retiring,
+                    lambda s: _spawn(base, s, job_spec, server, clean, top),
+                    base,
+                )
             for slot, proc in list(procs.items()):
                 code = proc.poll()
                 if code is not None:
-                    if code == 0:
+                    if code == 0 or slot in retiring:
                         click.echo(f"worker {base}-w{slot} finished", err=True)
                         del procs[slot]
+                        retiring.discard(slot)
                         continue
                     click.echo(f"worker {base}-w{slot} exited with {code}; restarting", err=True)
                     procs[slot] = _spawn(base, slot, job_spec, server, clean, top)
@@ -106,3 +134,37 @@ def supervise(
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _scale(
+    autoscale: Autoscale,
+    procs: dict[int, subprocess.Popen[bytes]],
+    retiring: set[int],
+    spawn: Callable[[int], subprocess.Popen[bytes]],
+    base: str,
+) -> None:
+    """One sample of the lag and, if the rule says so, one worker more or fewer."""
+    try:
+        lag = autoscale.lag()
+    except Exception as exc:  # a failed sample must never stop the supervisor
+        click.echo(f"scaling: cannot read the group's lag ({exc}); keeping the workers", err=True)
+        return
+    running = sorted(s for s in procs if s not in retiring)
+    decision = autoscale.rule.decide(lag, len(running), time.monotonic())
+    if decision.change > 0:
+        slot = next(i for i in range(len(procs) + 1) if i not in procs)
+        procs[slot] = spawn(slot)
+        click.echo(
+            f"scaling: {len(running)} -> {len(running) + 1} workers ({decision.reason}); "
+            f"started {base}-w{slot}",
+            err=True,
+        )
+    elif decision.change < 0 and running:
+        slot = running[-1]
+        retiring.add(slot)
+        os.killpg(procs[slot].pid, signal.SIGTERM)
+        click.echo(
+            f"scaling: {len(running)} -> {len(running) - 1} workers ({decision.reason}); "
+            f"stopping {base}-w{slot}",
+            err=True,
+        )
