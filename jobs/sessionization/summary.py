@@ -4,7 +4,8 @@ The accumulator holds every distinct event of the session (by ``event_id``), so
 merging two sessions is a union and the summary does not depend on the order in
 which events arrived or sessions merged. Duplicate deliveries fold in once.
 
-Accumulator (plain dicts and tuples, so it pickles and survives code changes)::
+Accumulator (plain dicts and tuples, which the state codec stores and which survive
+code changes)::
 
     {"p": {playback_id: {event_id: (ts, rank, position, bitrate, seek_from, title_id, type)}},
      "i": {event_id: ts}}

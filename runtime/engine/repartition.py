@@ -29,7 +29,7 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from runtime.api.errors import DecodeError, StateError
+from runtime.api.errors import DecodeError, RecordError, StateError
 from runtime.engine.operators import Batch, Operator
 from runtime.state.codec import pack, unpack
 from runtime.state.serde import encode_key
@@ -112,20 +112,33 @@ def _is_int64(value: Any) -> bool:
 
 
 class RepartitionWriter(Operator):
-    """Collects a keyed step's output for the internal topic."""
+    """Encodes a keyed step's output for the internal topic.
+
+    A record whose value the codec cannot encode (a type that is not plain data) is
+    dead-lettered here, with where it came from, instead of failing the write.
+    """
 
     def __init__(self, name: str, task: Task, step: str) -> None:
         super().__init__(name, task)
         self.step = step
-        self.pending: list[tuple[Any, Any, int]] = []
+        self.pending: list[tuple[Any, bytes, int]] = []
 
     def process(self, batch: Batch) -> None:
-        """Queue records for the internal topic."""
+        """Encode and queue records for the internal topic."""
         self.counters.records_in += len(batch)
-        self.counters.records_out += len(batch)
-        self.pending.extend([(k, v, t) for k, v, t, _ in batch])
+        append = self.pending.append
+        written = 0
+        for rec in batch:
+            k, v, t, _ = rec
+            try:
+                append((k, encode_record(k, v, t), t))
+            except StateError as exc:
+                self.fail(RecordError(f"cannot go through the internal topic: {exc}"), rec)
+                continue
+            written += 1
+        self.counters.records_out += written
 
-    def drain(self) -> list[tuple[Any, Any, int]]:
-        """Take the queued records."""
+    def drain(self) -> list[tuple[Any, bytes, int]]:
+        """Take the queued ``(key, encoded record, event time)`` triples."""
         out, self.pending = self.pending, []
         return out

@@ -298,7 +298,7 @@ class Task:
         op.counters.records_in += len(batch)
         op.process(batch)
 
-    def drain_internal(self) -> dict[str, list[tuple[Any, Any, int]]]:
+    def drain_internal(self) -> dict[str, list[tuple[Any, bytes, int]]]:
         """Take the records each repartition step queued for its internal topic."""
         return {step: w.drain() for step, w in self.writers.items()}
 

@@ -38,7 +38,6 @@ from runtime.engine.queryable import MAX_ENTRIES, StateLookup, lookup_state
 from runtime.engine.recovery import apply_changes, check_local_state
 from runtime.engine.repartition import (
     encode_marker,
-    encode_record,
     internal_source,
     partition_for,
 )
@@ -553,9 +552,9 @@ class Worker:
                 continue
             self._dirty = True
             topic = repartition_topic(self.app, step)
-            for k, v, t in records:
+            for k, data, t in records:
                 kb = key_bytes(k)
-                write(topic, kb, encode_record(k, v, t), t, None, partition_for(kb, n))
+                write(topic, kb, data, t, None, partition_for(kb, n))
         for step, wm in task.markers_due().items():
             self._dirty = True
             marker = encode_marker(task.task_id, wm)

@@ -193,3 +193,22 @@ def test_task_dead_letters_junk_and_goes_on(tmp_path: Path) -> None:
         Counter(d.error_message.split(" (")[0] for d in letters)["internal record without a value"]
         == 1
     )
+
+
+def test_a_value_the_codec_cannot_encode_is_dead_lettered_upstream() -> None:
+    task = make_task()
+    task.add_partition("events", 0)
+    good = {"cdn": "cdn-a", "t": T0, "tags": ("a", 1)}
+    bad = {"cdn": "cdn-b", "t": T0 + 1, "when": object()}
+    task.ingest_values("events", 0, [good, bad, good])
+    drained = task.drain_internal()["by_cdn"]
+    assert [(k, decode(data), t) for k, data, t in drained] == [
+        ("cdn-a", (RECORD, "cdn-a", good, T0), T0),
+        ("cdn-a", (RECORD, "cdn-a", good, T0), T0),
+    ]
+    counts = task.counters()["by_cdn.out"]
+    assert (counts["in"], counts["out"], counts["dead_lettered"]) == (3, 2, 1)
+    assert counts["in"] == counts["processed"] + counts["late"] + counts["dead_lettered"]
+    (letter,) = task.drain_dead_letters()
+    assert letter.step == "by_cdn.out" and letter.error_class == "RecordError"
+    assert "builtins.object" in letter.error_message and letter.value is bad
