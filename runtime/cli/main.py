@@ -16,6 +16,7 @@ from runtime.cli import _own_packages  # noqa: F401 - first: see its docstring
 from runtime.cli.broker_cmd import broker
 from runtime.cli.demo_cmd import demo
 from runtime.cli.generate_cmd import generate
+from runtime.cli.logs import LEVELS, configure
 from runtime.cli.run_cmd import run
 from runtime.cli.topics_cmd import tail, topics
 
@@ -52,8 +53,21 @@ class ShoalGroup(click.Group):
 
 @click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log more (client and engine details).")
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS),
+    default=None,
+    help="Log level (default: warning; info with -v).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line with job, worker and task (for log shippers).",
+)
 @click.version_option(package_name="shoal", prog_name="shoal")
-def cli(verbose: bool) -> None:
+def cli(verbose: bool, log_level: str | None, log_format: str) -> None:
     """Shoal: real-time stream processing on Kafka with event time and state.
 
     \b
@@ -63,10 +77,7 @@ def cli(verbose: bool) -> None:
       shoal run jobs.playback_health:job  # run a job, live counters
       shoal tail playback-errors          # decode and print an output topic
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(log_level or ("info" if verbose else "warning"), log_format)
     if not verbose:
         logging.getLogger("shoal.kafka.client").setLevel(logging.CRITICAL)
 

@@ -245,12 +245,14 @@ def run(
     """
     from runtime.cli.identity import worker_base
     from runtime.cli.identity import worker_id as identify
+    from runtime.cli.logs import set_context
     from runtime.engine.worker import WorkerOptions
     from runtime.runner import KafkaRunner, RunConfig
 
     job = load_job(job_spec)
     explicit = worker_id
     worker_id = identify(settings(), explicit)
+    set_context(job.name, worker_id)
     service_config = _service_config(http, http_token, worker_id)
     client = resolve_client(bootstrap)
     server = client.bootstrap

@@ -41,6 +41,7 @@ from runtime.engine.repartition import (
     internal_source,
     partition_for,
 )
+from runtime.engine.stats import CHECKPOINT_BOUNDS_S, LATENCY_BOUNDS_S, Histogram
 from runtime.engine.task import DeadLetter, Task, wall_clock_ms
 from runtime.state.base import StateBackend
 
@@ -220,6 +221,9 @@ class Worker:
         self.last_watermarks: dict[int, int] = {}
         self._retired: dict[str, dict[str, int]] = {}
         self._last_checkpoint = clock()
+        # Checkpoint durations and event-to-sink latency, for /metrics (plain counts).
+        self.checkpoint_durations = Histogram(CHECKPOINT_BOUNDS_S)
+        self.sink_latency = Histogram(LATENCY_BOUNDS_S)
         self._next_unread_check = clock()
         self._sink_codecs = {
             s.name: (bindings.sinks[s.name], codecs(s.schema))
@@ -487,11 +491,13 @@ class Worker:
     def write_outputs(self) -> None:
         """Encode and queue what the sinks and the dead-letter output collected."""
         write_many = self.transport.write_many
+        now_s = self.clock() / 1000
         for task in self.tasks.values():
             for name, records in task.drain_sinks().items():
                 if not records:
                     continue
                 self._dirty = True
+                self.sink_latency.observe_many(now_s - t / 1000 for _, _, t in records)
                 external = self.external.get(name)
                 if external is not None:
                     external.write(records)
@@ -666,6 +672,7 @@ class Worker:
         self.checkpoints += 1
         self._dirty = False
         self.stats["checkpoint_seconds"] = time.monotonic() - t0
+        self.checkpoint_durations.observe(self.stats["checkpoint_seconds"])
         self.stats["checkpoint_records"] = float(changed)
         lag = getattr(self.offsets, "lag", None)
         if lag is not None:

@@ -88,6 +88,8 @@ class Snapshot:
     restored_records: int = 0
     records_read: int = 0
     rewinds: int = 0
+    checkpoint_histogram: tuple[tuple[float, ...], list[int], float] | None = None
+    latency_histogram: tuple[tuple[float, ...], list[int], float] | None = None
 
 
 def _wall_ms() -> int:
@@ -125,6 +127,8 @@ def take_snapshot(worker: Worker) -> Snapshot:
         restored_records=int(worker.restored_records),
         records_read=int(worker.records_read),
         rewinds=int(worker.rewinds),
+        checkpoint_histogram=worker.checkpoint_durations.snapshot(),
+        latency_histogram=worker.sink_latency.snapshot(),
     )
 
 
@@ -192,6 +196,7 @@ class WorkerHandle:
         worker: the running worker.
         timeout_s: how long a request waits for the worker thread.
         max_age_s: snapshots younger than this are shared between requests.
+        worker_id: the worker's id (the ``worker`` label of its metrics).
         max_checkpoint_age_s: ``/health`` fails when the last checkpoint pass is older.
         max_state_queries: state reads waiting for the worker at once; more are
             refused (503), which keeps room in the worker's call queue for snapshots.
@@ -202,6 +207,7 @@ class WorkerHandle:
         self,
         worker: Worker,
         *,
+        worker_id: str = "",
         timeout_s: float = 3.0,
         max_age_s: float = 0.25,
         max_checkpoint_age_s: float = 60.0,
@@ -210,6 +216,7 @@ class WorkerHandle:
     ) -> None:
         self.worker = worker
         self.job_name: str = worker.job.name
+        self.worker_id = worker_id
         self.timeout_s = timeout_s
         self.max_age_s = max_age_s
         self.max_checkpoint_age_s = max_checkpoint_age_s

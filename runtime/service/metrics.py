@@ -3,8 +3,12 @@
 A custom collector on an injected ``CollectorRegistry`` (never the global one, so
 several workers, or tests, live in one process) turns a snapshot of the worker
 into metric families. The engine keeps plain per-batch counters; nothing here adds
-work to the hot path. Every family has the label ``job``; per-step families add
-``step``, lag adds ``topic`` and ``partition``, watermarks add ``task``.
+work to the hot path. Every family has the labels ``shoal_job`` (the Shoal job's name:
+not ``job``, which Prometheus sets to the scrape job itself, so no ``honor_labels`` is
+needed) and ``worker`` (the worker's id); per-step families add ``step``, lag adds
+``topic`` and ``partition``, watermarks add ``task``. The process, platform and garbage
+collector families of the Prometheus client are registered beside them
+(:func:`register_standard`).
 
 Metric names are a contract: ``deploy/grafana`` and ``deploy/prometheus`` use them,
 and a test checks that every name they use is exported (:data:`METRIC_NAMES`).
@@ -14,8 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from runtime.service.handle import NO_WATERMARK, WorkerHandle
@@ -26,8 +41,11 @@ __all__ = [
     "METRIC_NAMES",
     "CollectorRegistry",
     "WorkerCollector",
+    "register_standard",
     "render",
 ]
+
+_BASE = ("shoal_job", "worker")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -52,6 +70,12 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "shoal_task_watermark_timestamp_seconds",
         "shoal_task_watermark_lag_seconds",
         "shoal_checkpoint_duration_seconds",
+        "shoal_checkpoint_seconds_bucket",
+        "shoal_checkpoint_seconds_sum",
+        "shoal_checkpoint_seconds_count",
+        "shoal_event_to_sink_seconds_bucket",
+        "shoal_event_to_sink_seconds_sum",
+        "shoal_event_to_sink_seconds_count",
         "shoal_checkpoint_size_records",
         "shoal_checkpoints_total",
         "shoal_checkpoint_failures_total",
@@ -83,51 +107,51 @@ class WorkerCollector(Collector):
         """The metric families of the current snapshot."""
         handle = self.handle
         snap = handle.snapshot()
-        job = handle.job_name
+        job = base = (handle.job_name, handle.worker_id)
         step_families = {
-            key: CounterMetricFamily(name, doc, labels=["job", "step"])
+            key: CounterMetricFamily(name, doc, labels=[*_BASE, "step"])
             for key, (name, doc) in _STEP_COUNTERS.items()
         }
         for step in handle.steps:
             counts = snap.counters.get(step.name, {})
             for key, family in step_families.items():
-                family.add_metric([job, step.name], counts.get(key, 0))
+                family.add_metric([*base, step.name], counts.get(key, 0))
         yield from step_families.values()
 
         entries = GaugeMetricFamily(
             "shoal_step_state_entries",
             "Keyed state entries of a stateful step (values, windows and timers).",
-            labels=["job", "step"],
+            labels=[*_BASE, "step"],
         )
         for step in handle.steps:
             if step.stateful:
-                entries.add_metric([job, step.name], snap.state_entries.get(step.name, 0))
+                entries.add_metric([*base, step.name], snap.state_entries.get(step.name, 0))
         yield entries
 
         lag = GaugeMetricFamily(
             "shoal_consumer_lag_records",
             "Records behind the end of an input partition (as of the last checkpoint).",
-            labels=["job", "topic", "partition"],
+            labels=[*_BASE, "topic", "partition"],
         )
         for (topic, partition), behind in sorted(snap.lag.items()):
-            lag.add_metric([job, topic, str(partition)], behind)
+            lag.add_metric([*base, topic, str(partition)], behind)
         yield lag
 
         mark = GaugeMetricFamily(
             "shoal_task_watermark_timestamp_seconds",
             "Event-time watermark of a task (UTC epoch seconds).",
-            labels=["job", "task"],
+            labels=[*_BASE, "task"],
         )
         mark_lag = GaugeMetricFamily(
             "shoal_task_watermark_lag_seconds",
             "Wall clock minus the task's watermark.",
-            labels=["job", "task"],
+            labels=[*_BASE, "task"],
         )
         for tid, wm in sorted(snap.watermarks.items()):
             if wm == NO_WATERMARK:
                 continue
-            mark.add_metric([job, str(tid)], wm / 1000)
-            mark_lag.add_metric([job, str(tid)], (snap.time_ms - wm) / 1000)
+            mark.add_metric([*base, str(tid)], wm / 1000)
+            mark_lag.add_metric([*base, str(tid)], (snap.time_ms - wm) / 1000)
         yield mark
         yield mark_lag
 
@@ -137,6 +161,20 @@ class WorkerCollector(Collector):
             job,
             snap.checkpoint_seconds,
         )
+        if snap.checkpoint_histogram is not None:
+            yield _histogram(
+                "shoal_checkpoint_seconds",
+                "Durations of committed checkpoints.",
+                job,
+                snap.checkpoint_histogram,
+            )
+        if snap.latency_histogram is not None:
+            yield _histogram(
+                "shoal_event_to_sink_seconds",
+                "Wall clock at the sink write minus the output record's event time.",
+                job,
+                snap.latency_histogram,
+            )
         yield _gauge(
             "shoal_checkpoint_size_records",
             "State changes (changelog records) written by the last committed checkpoint.",
@@ -184,37 +222,57 @@ class WorkerCollector(Collector):
         )
         yield from self._taps(job)
 
-    def _taps(self, job: str) -> Iterator[Metric]:
+    def _taps(self, job: tuple[str, str]) -> Iterator[Metric]:
         subscribers = GaugeMetricFamily(
-            "shoal_tap_subscribers", "Live SSE subscribers of a step.", labels=["job", "step"]
+            "shoal_tap_subscribers", "Live SSE subscribers of a step.", labels=[*_BASE, "step"]
         )
         sent = CounterMetricFamily(
-            "shoal_tap_records", "Records queued to live tap subscribers.", labels=["job", "step"]
+            "shoal_tap_records", "Records queued to live tap subscribers.", labels=[*_BASE, "step"]
         )
         dropped = CounterMetricFamily(
             "shoal_tap_dropped_records",
             "Records dropped because a tap subscriber read too slowly.",
-            labels=["job", "step"],
+            labels=[*_BASE, "step"],
         )
         for step, (n, queued, lost) in sorted(self.handle.taps.stats().items()):
-            subscribers.add_metric([job, step], n)
-            sent.add_metric([job, step], queued)
-            dropped.add_metric([job, step], lost)
+            subscribers.add_metric([*job, step], n)
+            sent.add_metric([*job, step], queued)
+            dropped.add_metric([*job, step], lost)
         yield subscribers
         yield sent
         yield dropped
 
 
-def _gauge(name: str, doc: str, job: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc, labels=["job"])
-    family.add_metric([job], value)
+def _gauge(name: str, doc: str, job: tuple[str, str], value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=list(_BASE))
+    family.add_metric(list(job), value)
     return family
 
 
-def _counter(name: str, doc: str, job: str, value: float) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=["job"])
-    family.add_metric([job], value)
+def _counter(name: str, doc: str, job: tuple[str, str], value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=list(_BASE))
+    family.add_metric(list(job), value)
     return family
+
+
+def _histogram(
+    name: str, doc: str, job: tuple[str, str], hist: tuple[tuple[float, ...], list[int], float]
+) -> HistogramMetricFamily:
+    bounds, counts, total = hist
+    family = HistogramMetricFamily(name, doc, labels=list(_BASE))
+    cumulative, running = [], 0
+    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+        running += n
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    family.add_metric(list(job), cumulative, total)
+    return family
+
+
+def register_standard(registry: CollectorRegistry) -> None:
+    """Add the process (CPU, memory, file descriptors), platform and GC families."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 def render(registry: CollectorRegistry) -> bytes:

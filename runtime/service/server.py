@@ -21,7 +21,7 @@ import uvicorn
 from runtime.api.errors import ConfigError
 from runtime.service.app import make_app
 from runtime.service.handle import WorkerHandle
-from runtime.service.metrics import CollectorRegistry
+from runtime.service.metrics import CollectorRegistry, register_standard
 from runtime.service.sse import IDLE_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -187,10 +187,15 @@ def start_service(
     config = ServiceConfig(
         host=host, port=port, token=token, keepalive_s=keepalive_s, idle_timeout_s=idle_timeout_s
     )
-    handle = WorkerHandle(_worker_of(runner_or_worker))
+    handle = WorkerHandle(
+        _worker_of(runner_or_worker), worker_id=str(getattr(runner_or_worker, "worker_id", ""))
+    )
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        register_standard(registry)  # process, platform and GC families
     app = make_app(
         handle,
-        registry if registry is not None else CollectorRegistry(auto_describe=False),
+        registry,
         token=config.token,
         keepalive_s=config.keepalive_s,
         idle_timeout_s=config.idle_timeout_s,

@@ -51,6 +51,11 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+def labels_of(**more: str) -> tuple[tuple[str, str], ...]:
+    """A worker's base labels plus ``more``, in the order ``samples`` keys them."""
+    return tuple(sorted({"shoal_job": "clicks", "worker": "", **more}.items()))
+
+
 def sse_events(text: str) -> list[tuple[str, Any]]:
     out = []
     for block in text.strip().split("\n\n"):
@@ -76,22 +81,24 @@ def test_metrics_are_the_worker_counters_on_an_injected_registry(
     got = samples(r.text)
     counters = live.worker.counters()
     for step, c in counters.items():
-        labels = (("job", "clicks"), ("step", step))
+        labels = labels_of(step=step)
         assert got[("shoal_step_records_in_total", labels)] == c["in"]
         assert got[("shoal_step_records_out_total", labels)] == c["out"]
         assert got[("shoal_step_records_dead_lettered_total", labels)] == c["dead_lettered"]
     assert counters["events"]["dead_lettered"] == 1
-    assert got[("shoal_step_records_in_total", (("job", "clicks"), ("step", "big")))] == 2
-    assert got[("shoal_step_state_entries", (("job", "clicks"), ("step", "totals")))] == 2
-    assert (
-        got[("shoal_task_watermark_timestamp_seconds", (("job", "clicks"), ("task", "0")))]
-        == 1_700_000_012.0
-    )
-    assert got[("shoal_checkpoints_total", (("job", "clicks"),))] >= 1
-    assert got[("shoal_worker_responsive", (("job", "clicks"),))] == 1.0
+    assert got[("shoal_step_records_in_total", labels_of(step="big"))] == 2
+    assert got[("shoal_step_state_entries", labels_of(step="totals"))] == 2
+    assert got[("shoal_task_watermark_timestamp_seconds", labels_of(task="0"))] == 1_700_000_012.0
+    assert got[("shoal_checkpoints_total", labels_of())] >= 1
+    assert got[("shoal_worker_responsive", labels_of())] == 1.0
+    assert got[("shoal_checkpoint_seconds_count", labels_of())] == live.worker.checkpoints
+    assert got[("shoal_event_to_sink_seconds_count", labels_of())] >= 1
     assert {name for name, _ in got} <= METRIC_NAMES
     # the global registry knows nothing of this worker
-    assert REGISTRY.get_sample_value("shoal_records_read_total", {"job": "clicks"}) is None
+    assert (
+        REGISTRY.get_sample_value("shoal_records_read_total", {"shoal_job": "clicks", "worker": ""})
+        is None
+    )
 
 
 def test_health_turns_503_when_the_worker_stops_answering(live: LiveWorker) -> None:
@@ -106,7 +113,7 @@ def test_health_turns_503_when_the_worker_stops_answering(live: LiveWorker) -> N
     assert r.status_code == 503
     assert r.json()["problems"] == ["the worker did not answer within 0.3s"]
     metrics = samples(client.get("/metrics").text)
-    assert metrics[("shoal_worker_responsive", (("job", "clicks"),))] == 0.0
+    assert metrics[("shoal_worker_responsive", labels_of())] == 0.0
 
 
 def test_state_of_process_and_window_steps(live: LiveWorker, client: TestClient) -> None:
