@@ -56,6 +56,7 @@ class GroupMember:
     instance_id: str | None
     client_id: str
     host: str
+    partitions: tuple[tuple[str, int], ...] = ()
 
 
 class KafkaAdmin:
@@ -187,7 +188,20 @@ class KafkaAdmin:
                     time.sleep(0.3)  # the group's coordinator is loading or moving
                     continue
                 raise ConnectorError(f"cannot describe consumer group {group!r}: {exc}") from exc
-        return [GroupMember(m.group_instance_id, m.client_id, m.host) for m in desc.members or []]
+        return [
+            GroupMember(
+                m.group_instance_id,
+                m.client_id,
+                m.host,
+                tuple(
+                    sorted(
+                        (tp.topic, tp.partition)
+                        for tp in (m.assignment.topic_partitions if m.assignment else [])
+                    )
+                ),
+            )
+            for m in desc.members or []
+        ]
 
     def group_lag(self, group: str, topics: list[str]) -> int:
         """Records of ``topics`` the group has not committed yet (read_committed ends).
@@ -320,6 +334,49 @@ class KafkaAdmin:
         except KafkaException as exc:
             raise ConnectorError(f"cannot read the configs of {what}: {exc}") from exc
         return {name: entry.value for name, entry in entries.items()}
+
+    def group_offsets(self, group: str) -> dict[tuple[str, int], tuple[int, str]]:
+        """Every committed ``(topic, partition) -> (offset, metadata)`` of a group.
+
+        Raises:
+            ConnectorError: the offsets could not be read.
+        """
+        try:
+            fut = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+            result = fut[group].result(timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot read the offsets of group {group!r}: {exc}") from exc
+        return {
+            (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+            for tp in result.topic_partitions or []
+            if tp.offset >= 0
+        }
+
+    def end_offsets(
+        self, pairs: list[tuple[str, int]], *, earliest: bool = False
+    ) -> dict[tuple[str, int], int]:
+        """The read_committed end (or the start) offset of each partition.
+
+        Raises:
+            ConnectorError: the offsets could not be read.
+        """
+        from connectors.kafka.client import TopicPartition
+
+        if not pairs:
+            return {}
+        spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        try:
+            futures = self._admin.list_offsets(
+                {TopicPartition(t, p): spec for t, p in pairs},
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=self.timeout_s,
+            )
+            return {
+                (tp.topic, tp.partition): fut.result(timeout=self.timeout_s).offset
+                for tp, fut in futures.items()
+            }
+        except KafkaException as exc:
+            raise ConnectorError(f"cannot read offsets of {pairs[:3]}...: {exc}") from exc
 
     def groups(self) -> list[str]:
         """Ids of the cluster's consumer groups.

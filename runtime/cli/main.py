@@ -18,6 +18,7 @@ from runtime.cli.demo_cmd import demo
 from runtime.cli.generate_cmd import generate
 from runtime.cli.logs import LEVELS, configure
 from runtime.cli.run_cmd import run
+from runtime.cli.status_cmd import jobs, status
 from runtime.cli.topics_cmd import tail, topics
 
 
@@ -86,6 +87,8 @@ cli.add_command(broker)
 cli.add_command(demo)
 cli.add_command(generate)
 cli.add_command(run)
+cli.add_command(jobs)
+cli.add_command(status)
 cli.add_command(topics)
 cli.add_command(tail)
 

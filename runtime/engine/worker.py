@@ -642,6 +642,7 @@ class Worker:
         for name, sink in self.external.items():
             sink.flush()
             self._dead_letter_undelivered(name, sink)
+        now_ms = self.clock()
         offsets: dict[tuple[str, int], tuple[int, str]] = {}
         next_seq: dict[int, int] = {}
         ckpt_id = secrets.token_hex(6)  # names this commit: see _restore
@@ -652,7 +653,9 @@ class Worker:
             task = self.tasks[tid]
             seq = next_seq.setdefault(tid, self.task_seq.get(tid, 0) + 1)
             max_ts, wm = task.partition_progress(self.topic_source[topic], partition)
-            meta = {"seq": seq, "id": ckpt_id, "max_ts": max_ts, "wm": wm}
+            # "at": when it committed (wall clock), so `shoal status` can tell its age
+            # from Kafka alone.
+            meta = {"seq": seq, "id": ckpt_id, "max_ts": max_ts, "wm": wm, "at": now_ms}
             offsets[(topic, partition)] = (pos, json.dumps(meta, separators=(",", ":")))
         try:
             self.transport.commit(offsets)
