@@ -5,16 +5,17 @@ from __future__ import annotations
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime.api.errors import ConfigError
 from runtime.api.job import Job
 from runtime.engine.operators import Batch, Operator
+from runtime.engine.queryable import lookup_state
 from runtime.engine.task import DeadLetter, Task
 from runtime.engine.windows import WindowOperator
-from runtime.state.base import StateBackend
+from runtime.state.base import Change, StateBackend
 
 # The test driver's entry time: a fixed, valid epoch ms so runs are reproducible.
 DEFAULT_START_MS = 1_700_000_000_000
@@ -58,6 +59,17 @@ class TestRecord:
         return (1, self.ts)
 
 
+@dataclass
+class _Committed:
+    """What the last checkpoint committed (see ``TestDriver.checkpoint``)."""
+
+    outputs: dict[str, int] = field(default_factory=dict)
+    dead: int = 0
+    late: dict[str, int] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    progress: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+
 class _Capture(Operator):
     """Collects a late side output for the driver."""
 
@@ -95,19 +107,124 @@ class TestDriver:
         self.job = job
         self._now = start_ms
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._state, self._state_dir, self._partitions = state, state_dir, partitions
         self.backend = self._backend(state, state_dir)
         self.codecs = _codecs(job)
-        self.task = Task(job, 0, self.codecs, self.backend, clock=lambda: self._now)
         self._outputs: dict[str, list[tuple[Any, Any, int]]] = defaultdict(list)
         self._late: dict[str, list[Any]] = defaultdict(list)
         self._dead: list[DeadLetter] = []
         self._offsets: dict[tuple[str, int], int] = defaultdict(int)
-        for name, op in self.task.ops.items():
+        # The broker-less stand-in for a checkpoint's Kafka transaction (a fake, named
+        # so): committed changelog records per stateful step, and what had been emitted,
+        # read and reached in event time when the last checkpoint committed.
+        self._changelog: dict[str, list[Change]] = defaultdict(list)
+        self._committed: _Committed | None = None
+        self._crashed = False
+        self.checkpoints = 0
+        self.task = self._open_task()
+
+    def _open_task(self) -> Task:
+        task = Task(self.job, 0, self.codecs, self.backend, clock=lambda: self._now)
+        for name, op in task.ops.items():
             if isinstance(op, WindowOperator):
-                op.late_children.append(_Capture(f"{name}.capture", self.task, self._late[name]))
-        for source in self.task.sources:
-            for p in range(partitions):
-                self.task.add_partition(source, p)
+                op.late_children.append(_Capture(f"{name}.capture", task, self._late[name]))
+        for source in task.sources:
+            for p in range(self._partitions):
+                task.add_partition(source, p)
+        return task
+
+    # -- checkpoints, crashes and restores (no broker) --------------------------------
+    def checkpoint(self) -> int:
+        """Commit like a worker's checkpoint: state changes, outputs and read positions.
+
+        Returns:
+            The number of checkpoints committed so far.
+        """
+        self._check_alive()
+        for store in self.task.stores:
+            self._changelog[store.name].extend(store.prepare_checkpoint())
+            store.commit_checkpoint()
+        self._committed = _Committed(
+            outputs={name: len(records) for name, records in self._outputs.items()},
+            dead=len(self._dead),
+            late={name: len(values) for name, values in self._late.items()},
+            offsets=dict(self._offsets),
+            progress={
+                (source, p): self.task.partition_progress(source, p)
+                for source in self.task.sources
+                for p in range(self._partitions)
+            },
+        )
+        self.checkpoints += 1
+        return self.checkpoints
+
+    def crash(self) -> None:
+        """Die like a killed worker: everything after the last checkpoint is gone.
+
+        Outputs and dead letters since then are dropped (their transaction never
+        committed), local state is lost, and the records sent since then count as
+        unread: send them again after :meth:`restore`, as Kafka would deliver them again.
+        """
+        self._check_alive()
+        self.task.close()
+        self.backend.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        done = self._committed or _Committed()
+        for name in list(self._outputs):
+            del self._outputs[name][done.outputs.get(name, 0) :]
+        del self._dead[done.dead :]
+        for name in self._late:
+            del self._late[name][done.late.get(name, 0) :]
+        self._offsets = defaultdict(int, done.offsets)
+        self._crashed = True
+
+    def restore(self) -> None:
+        """Start again from the last checkpoint: state from the changelog, event time
+        from the checkpoint's progress, on a fresh backend (no local state reused)."""
+        if not self._crashed:
+            raise ConfigError("restore() follows crash(): the driver is running")
+        self.backend = self._backend(
+            self._state, None if self._state_dir is None else self._fresh_dir(self._state_dir)
+        )
+        self.task = self._open_task()
+        for store in self.task.stores:
+            changes = self._changelog.get(store.name, [])
+            if changes:
+                store.restore(list(changes))
+                store.checkpoint()
+        self.task.reindex()
+        done = self._committed or _Committed()
+        for (source, p), (max_ts, wm) in done.progress.items():
+            self.task.restore_progress(source, p, max_ts, wm)
+        self._crashed = False
+
+    def state(self, step: str, key: Any) -> list[tuple[Any, Any]]:
+        """The entries of ``step``'s state for ``key``: ``(state key, value)`` pairs.
+
+        Entries are as the step stores them: window state keyed ``(key, window_start)``,
+        process state ``(key, state name)`` with ``(value, last write ms)`` values.
+
+        Raises:
+            ConfigError: ``step`` keeps no state, or ``key`` cannot be a state key.
+        """
+        if step not in {s.name for s in self.task.stores}:
+            stateful = sorted(s.name for s in self.task.stores)
+            raise ConfigError(f"step {step!r} keeps no state; stateful steps: {stateful}")
+        found = lookup_state([(0, self.task)], step, key)
+        return [(k, v) for _, k, v in found.entries]
+
+    def _check_alive(self) -> None:
+        if self._crashed:
+            raise ConfigError("the driver has crashed: call restore() first")
+
+    @staticmethod
+    def _fresh_dir(base: Path) -> Path:
+        n = 1
+        while (base / f"restored-{n}").exists():
+            n += 1
+        return base / f"restored-{n}"
 
     def _backend(self, state: str, state_dir: Path | None) -> StateBackend:
         if state == "memory":
@@ -148,6 +265,7 @@ class TestDriver:
             RecordError: a value does not match the source's schema.
         """
         self._check_source(source)
+        self._check_alive()
         vals = self._through_codec(source, list(values))
         stamps = list(timestamps) if timestamps is not None else None
         origins = [self._origin(source, partition, None, None) for _ in vals]
@@ -169,6 +287,7 @@ class TestDriver:
     ) -> None:
         """Send encoded bytes, decoded with the source's codec (to exercise bad input)."""
         self._check_source(source)
+        self._check_alive()
         rec = self._origin(source, partition, key, value)
         self.task.ingest(source, partition, [rec])
         self._collect(self.task.advance())
@@ -242,8 +361,9 @@ class TestDriver:
 
     def close(self) -> None:
         """Release state."""
-        self.task.close()
-        self.backend.close()
+        if not self._crashed:
+            self.task.close()
+            self.backend.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 
