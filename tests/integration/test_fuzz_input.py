@@ -35,7 +35,8 @@ kind                        records  what it is, and what must happen to it
                                      large for the dead-letter topic as it is, so the
                                      dead letter leaves the original out)
 ``oversized``                    20  900 KB - 1 MB of junk, under the broker's limit:
-                                     dead letter
+                                     dead letter (without the original when that
+                                     would make it too large to write)
 ``too_large``                     4  1.2 MB of junk: the broker refuses it at produce
                                      time, so it is not an input (counted only if acked)
 ``internal``                  3,000  on the repartition topic: junk, crafted pickles
@@ -46,8 +47,13 @@ kind                        records  what it is, and what must happen to it
 ==========================  =======  ====================================================
 
 Only what the broker acknowledged counts (delivery reports give each record's
-partition and offset). Counts come from the workers' ``/metrics``; the test prints
-``fuzz: good=G bad=B processed=P late=L dead_lettered=D crashed=C`` and asserts: no
+partition and offset). The test prints ``fuzz: good=G bad=B processed=P late=L
+dead_lettered=D crashed=C``: G good records and B hostile ones acknowledged (the
+internal ones included); P, L and D summed over the two workers' ``/metrics``
+(``shoal_step_records_*_total``): P processed by the source step, L late and D
+dead-lettered at the entry steps; C workers that exited before they were stopped or
+not with 0 when stopped (none is ever restarted, and a rewind, which would count its
+replay twice, fails the test too). It asserts: no
 worker exited on its own or uncleanly (``C == 0``); at the entry steps (the source
 ``playback`` and the internal source ``by_title``) every input is processed, late or
 dead-lettered (``P + L + D == G + B``), exactly the valid ones processed; every record
@@ -347,18 +353,17 @@ def build_inputs(rng: random.Random, tmp: Path) -> tuple[list[Item], list[Item],
 
 
 def worker_urls(pool: WorkerPool, slots: int, timeout_s: float = 120.0) -> list[str]:
-    """The HTTP address each worker printed as it started."""
+    """The HTTP address each worker printed, once every worker has been assigned
+    partitions (so the group does not rebalance while records flow)."""
     deadline = time.monotonic() + timeout_s
     urls: dict[int, str] = {}
     while len(urls) < slots:
         assert time.monotonic() < deadline, "workers did not start\n" + pool.log_tail()
         assert not pool.crashed(), pool.log_tail()
         for slot in range(slots):
-            found = re.search(
-                r"live page (http://127\.0\.0\.1:\d+)/",
-                (pool.logs / f"w{slot}.log").read_text(errors="replace"),
-            )
-            if found:
+            log = (pool.logs / f"w{slot}.log").read_text(errors="replace")
+            found = re.search(r"live page (http://127\.0\.0\.1:\d+)/", log)
+            if found and "shoal.worker: assigned [(" in log:
                 urls[slot] = found.group(1)
         time.sleep(0.3)
     return [urls[s] for s in range(slots)]
