@@ -25,7 +25,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from runtime.api.bindings import Bindings
@@ -220,6 +220,8 @@ class Worker:
         self._expect: dict[tuple[str, int], list[int]] = {}
         self.last_watermarks: dict[int, int] = {}
         self._retired: dict[str, dict[str, int]] = {}
+        # Refusals taken while writing dead letters that belong to other outputs.
+        self._refused_later: list[RefusedWrite] = []
         self._last_checkpoint = clock()
         # Checkpoint durations and event-to-sink latency, for /metrics (plain counts).
         self.checkpoint_durations = Histogram(CHECKPOINT_BOUNDS_S)
@@ -515,7 +517,8 @@ class Worker:
     def _dead_letter_refused(self, task: Task) -> None:
         """Output records their topic would refuse become dead letters of the step that
         wrote them (a sink, or a repartitioning ``key_by``'s ``.out``), counted there."""
-        refused = self.transport.take_refused()
+        refused = self._refused_later + self.transport.take_refused()
+        self._refused_later = []
         if not refused:
             return
         steps = {topic: name for name, (topic, _) in self._sink_codecs.items()}
@@ -527,9 +530,9 @@ class Worker:
             elif r.topic in writers:
                 op = task.writers[writers[r.topic]]
             else:
-                # A dead letter or a state change the topic refuses cannot be dead-lettered
-                # in turn; changelog and dead-letter records are small, so this is a
-                # misconfigured topic.
+                # A state change the topic refuses cannot be dead-lettered; changelog
+                # records are small, so this is a misconfigured topic. (Dead letters
+                # are handled as they are written: see _write_dead_letter.)
                 raise OutputRefused(r.reason)
             op.counters.dead_lettered += 1
             op.counters.records_out -= 1
@@ -569,6 +572,41 @@ class Worker:
                 write(topic, None, marker, None, None, q)
 
     def _write_dead_letter(self, dl: DeadLetter) -> None:
+        """Write one dead letter.
+
+        A dead letter holds the original key and value, so a record near the broker's
+        size limit (or with a huge key, which the dead letter's own key repeats) makes
+        one its topic refuses. Failing the worker would fail it again on every restart,
+        at the same record. Such a dead letter is written again without the original
+        key and value: it still names the source topic, partition and offset they can
+        be read back from, and its message says what was left out and why.
+
+        Raises:
+            OutputRefused: the dead-letter topic refuses even that (it is misconfigured).
+        """
+        self._write_dead_record(dl)
+        refused = self._take_dead_refused()
+        if not refused:
+            return
+        if dl.key is None and dl.value is None:
+            raise OutputRefused(refused[0].reason)
+        note = f" [original key and value left out: {refused[0].reason}]"
+        self._write_dead_record(
+            replace(dl, key=None, value=None, error_message=dl.error_message + note)
+        )
+        refused = self._take_dead_refused()
+        if refused:
+            raise OutputRefused(refused[0].reason)
+
+    def _take_dead_refused(self) -> list[RefusedWrite]:
+        """Refusals of the dead-letter topic since the last call; others (a state change
+        written by the checkpoint) wait for ``_dead_letter_refused``."""
+        topic = self.bindings.dead_letters
+        refused = self.transport.take_refused()
+        self._refused_later.extend(r for r in refused if r.topic != topic)
+        return [r for r in refused if r.topic == topic]
+
+    def _write_dead_record(self, dl: DeadLetter) -> None:
         value = dl.value
         if value is not None and not isinstance(value, bytes):
             value = json.dumps(value, default=repr, sort_keys=True).encode()
