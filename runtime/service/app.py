@@ -22,8 +22,8 @@ Endpoints (``{job}`` must be the worker's job; unknown names answer 404 with a J
 ``GET /state/{job}/{step}/{key}``   JSON: the key's state in a stateful step, looked up
                                     by key (no scan), at most 1,000 entries
                                     (``truncated`` says when there are more); 404 if
-                                    none, 400 for a key that is not UTF-8, 414 for one
-                                    over 1 KB, 503 at once when the worker has too many
+                                    none, 400 for a key that is not UTF-8 or is over
+                                    1 KB, 503 at once when the worker has too many
                                     calls pending or did not answer in time
 ``GET /filters?filter=&sample=``    JSON: whether a tap's parameters parse (400 and the
                                     reason if not): ``EventSource`` cannot read a 400 body
@@ -256,7 +256,7 @@ class _Endpoints:
 
 
 def _check_key(request: Request, key: str) -> JSONResponse | None:
-    """400 for a key that is not UTF-8, 414 for one too long to look up (else ``None``)."""
+    """400 for a key that is not UTF-8 or too long to look up (else ``None``)."""
     raw = request.scope.get("raw_path")
     if isinstance(raw, bytes):
         try:
@@ -268,7 +268,7 @@ def _check_key(request: Request, key: str) -> JSONResponse | None:
     except UnicodeEncodeError:
         return _error(400, "the key is not valid UTF-8 (percent-encode UTF-8 bytes)")
     if size > MAX_KEY_BYTES:
-        return _error(414, f"the key is {size} bytes; at most {MAX_KEY_BYTES} are looked up")
+        return _error(400, f"the key is {size} bytes; at most {MAX_KEY_BYTES} are looked up")
     return None
 
 

@@ -42,7 +42,7 @@ __all__ = [
     "key_candidates",
 ]
 
-#: Longest key ``/state`` looks up, in UTF-8 bytes (longer: 414).
+#: Longest key ``/state`` looks up, in UTF-8 bytes (longer: 400).
 MAX_KEY_BYTES = 1024
 # Decimal integers that fit a state key (at most 255 bytes): ASCII digits only.
 _INT_KEY = re.compile(r"-?[0-9]{1,600}")
