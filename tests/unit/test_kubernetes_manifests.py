@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
 import tomllib
 import xml.etree.ElementTree as ET
@@ -219,8 +220,6 @@ def validate_pod_spec(spec: dict[str, Any], version: str) -> None:
 @pytest.fixture(autouse=True)
 def _no_shoal_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only what the manifests set reaches the code under test."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("SHOAL_") or name in ("POD_NAME", "KUBERNETES_SERVICE_HOST"):
             monkeypatch.delenv(name)
@@ -240,7 +239,8 @@ def pod_spec(statefulset: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def worker(pod_spec: dict[str, Any]) -> dict[str, Any]:
     (container,) = pod_spec["containers"]
-    return container  # type: ignore[no-any-return]
+    assert isinstance(container, dict)
+    return container
 
 
 @pytest.fixture
