@@ -1,44 +1,51 @@
 """Entry point for a Flink cluster that runs the Python program itself (application mode).
 
-``flink run -py``/``PythonDriver -pym runtime.flink.main --job MODULE:ATTR --bootstrap
-KAFKA [--bind NAME=TOPIC ...] [--group GROUP]`` translates the job and runs it with the
-cluster's configuration (see ``deploy/flink/flinkdeployment.yaml``).
+``flink run -py``/``PythonDriver -pym runtime.flink.main --job MODULE:ATTR [--bootstrap
+KAFKA] [--bind NAME=TOPIC ...] [--group GROUP] [--kafka-config FILE]`` translates the job
+and runs it with the cluster's configuration (see ``deploy/flink/flinkdeployment.yaml``).
+Without ``--bootstrap`` the address comes from ``SHOAL_BOOTSTRAP`` (or ``bootstrap.servers``
+in the settings file), as for ``shoal run``.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
-from runtime.api.bindings import Bindings
-from runtime.flink.options import FlinkOptions
-from runtime.flink.submit import run_on_flink
+__all__ = ["main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    """The launcher's arguments (no Flink needed to parse them)."""
+    p = argparse.ArgumentParser(prog="runtime.flink.main", description=__doc__)
+    p.add_argument("--job", required=True, help="MODULE:ATTR of the Shoal job")
+    p.add_argument(
+        "--bootstrap", default=None, help="Kafka bootstrap servers; default: SHOAL_BOOTSTRAP"
+    )
+    p.add_argument("--bind", action="append", default=[], metavar="NAME=TOPIC")
+    p.add_argument("--group", default=None, help="consumer group (default: job name)")
+    p.add_argument("--kafka-config", default=None, help="Kafka client settings (.properties file)")
+    return p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments and run the job until the cluster stops it."""
-    from runtime.cli.run_cmd import load_job
-
-    parser = argparse.ArgumentParser(prog="runtime.flink.main", description=__doc__)
-    parser.add_argument("--job", required=True, help="MODULE:ATTR of the Shoal job")
-    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
-    parser.add_argument("--bind", action="append", default=[], metavar="NAME=TOPIC")
-    parser.add_argument("--group", default=None, help="consumer group (default: job name)")
-    parser.add_argument(
-        "--kafka-config", default=None, help="Kafka client settings (.properties file)"
-    )
-    args = parser.parse_args(argv)
-    job = load_job(args.job)
-    bindings = Bindings.for_job(job, args.bind)
-    from pathlib import Path
-
     from connectors.kafka.config import load_client_config
+    from runtime.api.bindings import Bindings
+    from runtime.cli.run_cmd import load_job
+    from runtime.flink.options import FlinkOptions
+    from runtime.flink.submit import run_on_flink
     from runtime.settings import load_settings
 
+    args = parser().parse_args(argv)
+    job = load_job(args.job)
+    bindings = Bindings.for_job(job, args.bind)
+    settings = load_settings()
     client = load_client_config(
-        args.bootstrap,
+        args.bootstrap or settings.bootstrap or "",
         config_file=Path(args.kafka_config) if args.kafka_config else None,
-        env=load_settings().kafka_env,
+        env=settings.kafka_env,
     )
     options = FlinkOptions(
         bootstrap=client.bootstrap,
