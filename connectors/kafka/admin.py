@@ -188,6 +188,11 @@ class KafkaAdmin:
                     time.sleep(0.3)  # the group's coordinator is loading or moving
                     continue
                 raise ConnectorError(f"cannot describe consumer group {group!r}: {exc}") from exc
+            except TimeoutError as exc:
+                raise ConnectorError(
+                    f"the broker did not describe consumer group {group!r} within "
+                    f"{self.timeout_s:.0f}s (overloaded or unreachable); try again"
+                ) from exc
         return [
             GroupMember(
                 m.group_instance_id,
@@ -240,7 +245,7 @@ class KafkaAdmin:
                 done = committed.get((tp.topic, tp.partition), -1)
                 lag += max(0, end - (done if done >= 0 else start))
             return lag
-        except KafkaException as exc:
+        except (KafkaException, TimeoutError) as exc:
             raise ConnectorError(f"cannot read the lag of group {group!r}: {exc}") from exc
 
     def grant(
@@ -344,7 +349,7 @@ class KafkaAdmin:
         try:
             fut = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
             result = fut[group].result(timeout=self.timeout_s)
-        except KafkaException as exc:
+        except (KafkaException, TimeoutError) as exc:
             raise ConnectorError(f"cannot read the offsets of group {group!r}: {exc}") from exc
         return {
             (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
@@ -375,7 +380,7 @@ class KafkaAdmin:
                 (tp.topic, tp.partition): fut.result(timeout=self.timeout_s).offset
                 for tp, fut in futures.items()
             }
-        except KafkaException as exc:
+        except (KafkaException, TimeoutError) as exc:
             raise ConnectorError(f"cannot read offsets of {pairs[:3]}...: {exc}") from exc
 
     def groups(self) -> list[str]:
