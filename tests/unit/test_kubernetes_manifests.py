@@ -414,7 +414,7 @@ def test_http_port_probes_scrape_and_token_agree(
     (endpoint,) = find("PodMonitor")["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == http["name"]
     assert endpoint["path"] == "/metrics"
-    assert endpoint["honorLabels"] is True  # Shoal's series carry the Shoal job as `job`
+    assert not endpoint.get("honorLabels")  # Shoal's own label is shoal_job, not job
     credentials = endpoint["authorization"]["credentials"]
     assert endpoint["authorization"]["type"] == "Bearer"
     assert (credentials["name"], credentials["key"]) == secret_ref(worker, "SHOAL_HTTP_TOKEN")
@@ -441,7 +441,7 @@ def test_probe_and_scrape_paths_answer_on_the_worker_service(
     scraped = client.get(endpoint["path"], headers={"Authorization": f"Bearer {TOKEN}"})
     assert scraped.status_code == 200
     assert scraped.headers["content-type"].startswith("text/plain")
-    assert 'shoal_records_read_total{job="clicks"}' in scraped.text
+    assert 'shoal_records_read_total{shoal_job="clicks",worker=""}' in scraped.text
 
 
 def test_kafka_settings_load_through_the_client_config_builder(
