@@ -27,6 +27,7 @@ podman runs as root on our machines only with runc, cgroupfs and explicit ulimit
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import re
@@ -83,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.relock:
             relock()
         else:
-            print(build())
+            CACHE.mkdir(parents=True, exist_ok=True)
+            # one build at a time on a machine (test sessions of several checkouts share
+            # podman's images and this cache)
+            with (CACHE / "build.lock").open("w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                print(build())
     except BuildError as exc:
         print(f"error: image: {exc}", file=sys.stderr)
         return 1

@@ -56,7 +56,7 @@ def podman(*args: str, check: bool = True,
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    """``shoal:VERSION`` built from this checkout (or reused if its inputs are current)."""
+    """The id of ``shoal:VERSION`` built from this checkout (or reused if current)."""
     for tool in ("podman", "runc", "mmdebstrap"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
             pytest.fail(f"{tool} is missing: run deploy/setup/system-deps image - tests never skip")
@@ -72,10 +72,12 @@ def image() -> str:
     assert tag == f"shoal:{version}"
     inputs = subprocess.run([sys.executable, str(BUILD), "--inputs"], capture_output=True,
                             text=True, check=True).stdout.strip()
-    labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", tag).stdout)
-    assert labels["io.shoal.inputs"] == inputs, "the image is not built from these sources"
-    assert labels["org.opencontainers.image.version"] == version
-    return tag
+    # The image's id, not its tag: another checkout's build may move the tag meanwhile.
+    image_id, labels = podman("image", "inspect", "--format", "{{.Id}} {{json .Labels}}",
+                              tag).stdout.split(" ", 1)
+    assert json.loads(labels)["io.shoal.inputs"] == inputs, "not built from these sources"
+    assert json.loads(labels)["org.opencontainers.image.version"] == version
+    return image_id
 
 
 def test_image_config_and_cli(image: str) -> None:
