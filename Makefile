@@ -1,12 +1,13 @@
 # Shoal: two commands on a fresh machine.
 #   make demo   - the reference jobs on a real local Kafka broker, live output (Ctrl-C stops)
 #   make test   - unit and integration tests (starts its own broker)
+#   make image  - the container image shoal:VERSION (podman; deploy/docker/build.py)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 0
 
-.PHONY: venv venv-test system-deps system-deps-demo demo test check unit integration bench lint typecheck clean
+.PHONY: venv venv-test system-deps system-deps-demo demo test check unit integration bench lint typecheck image clean
 
 venv: $(VENV)/.installed
 
@@ -42,18 +43,24 @@ unit: venv-test
 integration: system-deps venv-test
 	$(BIN)/python -m pytest -q tests/integration
 
+# The container image shoal:VERSION (and shoal:latest): podman, runc and mmdebstrap from
+# Debian, a cached Debian base, locked wheels, an offline podman build. Needs only Python 3.11+.
+image:
+	@deploy/setup/system-deps image
+	$(PYTHON) deploy/docker/build.py
+
 bench: venv
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m bench
 
 # Lint, strict types, the public API's doctests and the import rules: before the tests in CI.
 check: venv
-	$(BIN)/ruff check runtime connectors jobs tests bench
+	$(BIN)/ruff check runtime connectors jobs tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules runtime/api connectors/kafka/config.py tests/unit/test_architecture.py
 
 lint: venv
-	$(BIN)/ruff check runtime connectors jobs tests bench
+	$(BIN)/ruff check runtime connectors jobs tests bench deploy
 
 typecheck: venv
 	$(BIN)/mypy

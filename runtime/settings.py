@@ -14,6 +14,8 @@ override them:
   like ``PATH`` (``:``), beside the built-in ``schemas/``.
 * ``SHOAL_REPLICATION_FACTOR``: replication of the topics Shoal creates (-1: the
   broker's default).
+* ``SHOAL_HTTP``, ``SHOAL_HTTP_TOKEN``: defaults of ``shoal run --http`` and
+  ``--http-token`` (read by those options; the container image sets ``SHOAL_HTTP``).
 """
 
 from __future__ import annotations

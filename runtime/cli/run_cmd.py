@@ -157,9 +157,11 @@ class LiveView:
 @click.option(
     "--http",
     default=None,
+    envvar="SHOAL_HTTP",
     metavar="HOST:PORT",
     help="Serve the live page, /metrics, /health, /streams and /state here, e.g. "
-    "127.0.0.1:8088; port 0 picks a free one (the address is printed at start). "
+    "127.0.0.1:8088 (default: SHOAL_HTTP; the container image sets 127.0.0.1:8080); "
+    "port 0 picks a free one (the address is printed at start). "
     "With --workers, worker i serves on PORT+i. Beyond loopback needs --http-token "
     "(at least 32 bytes).",
 )
