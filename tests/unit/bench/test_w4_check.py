@@ -68,7 +68,10 @@ def traffic() -> tuple[PersonalizationReference, list[tuple[str, dict[str, Any]]
 def job_output(traffic: tuple[PersonalizationReference, list[Any]]) -> Records:
     """What the bench's Shoal job writes for the traffic, in chunks of 50 per stream."""
     _, events = traffic
-    driver = TestDriver(build_w4("w4", SEED, USERS), start_ms=START_MS)
+    # The processing clock runs after the simulated traffic: event times more than the
+    # skew bound ahead of it would be dead-lettered as from a device with a wrong clock.
+    after = max(v["event_time_ms"] for _, v in events) + 86_400_000
+    driver = TestDriver(build_w4("w4", SEED, USERS), start_ms=after)
     try:
         for i in range(0, len(events), 50):
             for stream in ("playback", "interactions"):
@@ -203,13 +206,18 @@ def test_an_abandonment_in_the_watermark_bracket_may_or_may_not_count() -> None:
         return {
             "event_id": eid, "user_id": "u1", "playback_id": "p1", "title_id": title.title_id,
             "event_type": kind, "event_time_ms": t, "position_ms": position,
+            # the rest of a PlaybackEvent (the driver sends records through its schema)
+            "profile_id": "u1-p", "device_id": "u1-d1", "device_type": "tv",
+            "app_version": "1.0", "country": "NL", "isp": "isp-1", "cdn": "cdn-a",
+            "bitrate_kbps": 3000, "buffer_ms": 5000, "error_code": None, "seek_from_ms": None,
         }  # fmt: skip
 
     events = [play("start", start, 0, "e1"), play("heartbeat", start + 10_000, 600_000, "e2")]
     deadline = start + 10_000 + ref.params.abandon_after_ms
 
     def last_record(watermark: int | None) -> Records:
-        driver = TestDriver(build_w4("w4", SEED, USERS), start_ms=START_MS)
+        # the processing clock after the traffic (see job_output)
+        driver = TestDriver(build_w4("w4", SEED, USERS), start_ms=deadline + 86_400_000)
         try:
             driver.send_many("playback", events)
             if watermark is not None:
