@@ -61,9 +61,14 @@ class AvroSerde(FramedSerde):
                 f"{len(header)} bytes is shorter than the {_HEADER_SIZE}-byte single-object header"
             )
         if header[:2] != SINGLE_OBJECT_MAGIC:
+            hint = (
+                "a first byte 00 is schema registry framing: configure --schema-registry URL"
+                if header[:1] == b"\x00"
+                else "is the topic written in another format?"
+            )
             raise FrameError(
                 f"bad magic bytes {header[:2].hex()}, expected c301 (Avro single-object "
-                "encoding); is the topic written in another format?"
+                f"encoding); {hint}"
             )
         entry = self._repository.by_fingerprint(header[2:])
         if entry is None:

@@ -223,7 +223,7 @@ class Worker:
         self._last_checkpoint = clock()
         self._next_unread_check = clock()
         self._sink_codecs = {
-            s.name: (bindings.sinks[s.name], codecs(s.schema))
+            s.name: (bindings.sinks[s.name], codecs.sink(s.name, s.schema))
             for s in job.sinks
             if s.name not in self.external
         }
