@@ -170,6 +170,7 @@ class EndpointCodecs:
         sources: topic by source name.
         sinks: topic by Kafka sink name.
         owner: what the endpoints belong to, for messages (``job 'qoe'``).
+        client: a registry client to share instead of connecting one for ``wire``.
 
     Raises:
         ConfigError: a choice names no endpoint, or the registry settings are refused.
@@ -182,6 +183,8 @@ class EndpointCodecs:
         sources: Mapping[str, str],
         sinks: Mapping[str, str],
         owner: str = "the job",
+        *,
+        client: Any = None,
     ) -> None:
         wire.check_names([*sources, *sinks], owner)
         self.base = base
@@ -189,7 +192,11 @@ class EndpointCodecs:
         self.repository: SchemaRepository = base.repository
         self._topics = {**sources, **sinks}
         self._sink_names = set(sinks)
-        self.client: Any = wire.registry.connect() if wire.registry is not None else None
+        if wire.registry is None:
+            client = None
+        elif client is None:
+            client = wire.registry.connect()
+        self.client: Any = client
         self.lookup = RegistryLookup(self.client) if self.client is not None else None
         self._codecs: dict[tuple[str, str, str], Any] = {}
         self._writers: dict[str, RegistrySerde] = {}
