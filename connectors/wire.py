@@ -192,6 +192,7 @@ class EndpointCodecs:
         self.repository: SchemaRepository = base.repository
         self._topics = {**sources, **sinks}
         self._sink_names = set(sinks)
+        self._owns_client = wire.registry is not None and client is None
         if wire.registry is None:
             client = None
         elif client is None:
@@ -200,6 +201,12 @@ class EndpointCodecs:
         self.lookup = RegistryLookup(self.client) if self.client is not None else None
         self._codecs: dict[tuple[str, str, str], Any] = {}
         self._writers: dict[str, RegistrySerde] = {}
+        self._sink_schemas: dict[str, str] = {}
+
+    def close(self) -> None:
+        """Close the registry client's connections (a client given to us stays open)."""
+        if self._owns_client and self.client is not None:
+            self.client.close()
 
     def __call__(self, schema: str) -> Any:
         """Internal records (dead letters): single-object, readable without a registry."""
@@ -261,6 +268,7 @@ class EndpointCodecs:
         """
         done = []
         for name, schema in sinks:
+            self._sink_schemas[name] = schema
             if not schema or self.wire.format_of(name) != CONFLUENT:
                 continue
             self.sink(name, schema)
@@ -269,12 +277,15 @@ class EndpointCodecs:
         return done
 
     def describe(self) -> str:
-        """The registry and each sink's framing, for start-up lines (no secrets); ``""``
-        without a registry (everything is single-object then)."""
+        """The registry and each sink's framing (``json`` for sinks without a schema, as
+        :meth:`prepare` saw them), for start-up lines, no secrets; ``""`` without a
+        registry (everything is single-object then)."""
         if self.wire.registry is None:
             return ""
         sinks = ", ".join(
-            f"{n}={self.wire.format_of(n)}" for n in self._topics if n in self._sink_names
+            f"{n}={self.wire.format_of(n) if self._sink_schemas.get(n, '?') else 'json'}"
+            for n in self._topics
+            if n in self._sink_names
         )
         return f"schema registry {redact_url(self.wire.registry.url)}; sinks: {sinks or 'none'}"
 

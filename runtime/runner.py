@@ -209,9 +209,13 @@ class KafkaRunner:
             {n: t for n, t in bindings.sinks.items() if not is_external(t)},
             owner=f"job {job.name!r}",
         )
-        self.registered = self.codecs.prepare(
-            (n.name, n.schema) for n in job.sinks if not is_external(bindings.sinks[n.name])
-        )
+        try:
+            self.registered = self.codecs.prepare(
+                (n.name, n.schema) for n in job.sinks if not is_external(bindings.sinks[n.name])
+            )
+        except BaseException:
+            self.codecs.close()
+            raise
         admin = KafkaAdmin(client)
         app = config.group or job.name
         self.input_partitions = ensure_topics(
@@ -302,6 +306,7 @@ class KafkaRunner:
     def close(self) -> None:
         """Leave the group (revocation checkpoints) and release everything."""
         if self.worker is None:
+            self.codecs.close()
             return
         try:
             self.source.close()
@@ -311,3 +316,4 @@ class KafkaRunner:
             self.backend.close()
             for sink in self.external.values():
                 sink.close()
+            self.codecs.close()

@@ -127,8 +127,11 @@ def generate(
     topic = {"playback": playback_topic, "interactions": interactions_topic}
     schemas = {"playback": "PlaybackEvent", "interactions": "InteractionEvent"}
     streams = EndpointCodecs(codecs(), resolve_wire(), {}, topic, owner="shoal generate")
-    for registered in streams.prepare(schemas.items()):
-        click.echo(f"generator: schema registered for {registered}", err=True)
+    try:
+        for registered in streams.prepare(schemas.items()):
+            click.echo(f"generator: schema registered for {registered}", err=True)
+    finally:
+        streams.close()  # encoding needs no registry once the ids are known
     if live and start_ms is not None:
         raise ConfigError("--live starts event time itself: leave out --start-ms")
     now_ms = time.time_ns() // 1_000_000

@@ -81,6 +81,10 @@ def tail(
     client = resolve_client(bootstrap)
     if topic not in KafkaAdmin(client).topics():
         raise ConfigError(f"topic {topic!r} does not exist on {client.bootstrap} (shoal topics)")
+    from connectors.wire import EndpointCodecs
+
+    decoders = EndpointCodecs(codecs(), resolve_wire(), {}, {})
+    decode = decoders.any_decoder(schema)
     source = KafkaSource(
         client,
         f"shoal-tail-{time.time_ns()}",
@@ -91,13 +95,6 @@ def tail(
             "enable.auto.commit": False,
         },
     )
-    wire = resolve_wire()
-    if wire.registry is None:
-        decode = codecs().any_decoder(schema)
-    else:
-        from connectors.wire import EndpointCodecs
-
-        decode = EndpointCodecs(codecs(), wire, {}, {}).any_decoder(schema)
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     seen, idle_since = 0, time.monotonic()
@@ -123,3 +120,4 @@ def tail(
                     return
     finally:
         source.close()
+        decoders.close()
