@@ -1,5 +1,7 @@
 """Codecs the engine uses: Avro (single-object) by schema name, JSON for schema-less sinks.
 
+With a schema registry, ``connectors.wire.EndpointCodecs`` chooses per source and sink.
+
 ``codec_factory()`` gives a callable ``schema name -> codec`` over the ``schemas/``
 folder; the empty name means JSON. ``any_decoder`` decodes whatever a topic holds
 (for ``shoal tail`` and the demo view).
@@ -83,7 +85,10 @@ class JsonCodec:
 
 
 class CodecFactory:
-    """``factory(schema_name)`` -> codec, cached per name."""
+    """``factory(schema_name)`` -> codec, cached per name: single-object Avro everywhere.
+
+    Jobs with a schema registry use ``connectors.wire.EndpointCodecs`` over this one.
+    """
 
     def __init__(self, repository: SchemaRepository) -> None:
         self.repository = repository
@@ -94,6 +99,14 @@ class CodecFactory:
         if codec is None:
             codec = self._codecs[schema] = AvroCodec(AvroSerde(schema, self.repository))
         return codec
+
+    def source(self, name: str, schema: str) -> Any:
+        """The codec of a source: the schema's, whatever the source."""
+        return self(schema)
+
+    def sink(self, name: str, schema: str) -> Any:
+        """The codec of a sink: the schema's, whatever the sink."""
+        return self(schema)
 
     def knows(self, schema: str) -> bool:
         """Whether ``schema`` names a record of the repository (or is ``""``, JSON)."""

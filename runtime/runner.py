@@ -20,6 +20,7 @@ from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.config import KafkaClientConfig, as_client_config
 from connectors.kafka.source import KafkaSource
 from connectors.kafka.transport import ChangelogReader, KafkaTransport
+from connectors.wire import EndpointCodecs, WireConfig
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError
 from runtime.api.graph import KeyByNode
@@ -45,6 +46,8 @@ class RunConfig:
         output_partitions: partitions of sink topics created here.
         schema_dirs: folders of the job author's own schemas (beside the built-in ones
             and the job's ``Job(..., schemas=)``).
+        wire: framing of each source and sink, subject naming and the schema registry
+            (default: single-object Avro, no registry; see ``connectors.wire``).
         replication_factor: replication of the topics created here (-1: the broker's
             ``default.replication.factor``).
         options: worker loop tuning.
@@ -61,6 +64,7 @@ class RunConfig:
     options: WorkerOptions = field(default_factory=WorkerOptions)
     schema_dirs: tuple[Path, ...] = ()
     source_overrides: Mapping[str, Any] = field(default_factory=dict)
+    wire: WireConfig = field(default_factory=WireConfig)
 
     def __post_init__(self) -> None:
         if self.guarantee not in ("exactly_once", "at_least_once"):
@@ -235,6 +239,21 @@ class KafkaRunner:
         self.job = job
         self.config = config
         client = as_client_config(config.bootstrap)
+        # Schemas the registry refuses stop the job here, before any topic is made.
+        self.codecs = EndpointCodecs(
+            codec_factory((*config.schema_dirs, *job.schema_dirs)),
+            config.wire,
+            bindings.sources,
+            {n: t for n, t in bindings.sinks.items() if not is_external(t)},
+            owner=f"job {job.name!r}",
+        )
+        try:
+            self.registered = self.codecs.prepare(
+                (n.name, n.schema) for n in job.sinks if not is_external(bindings.sinks[n.name])
+            )
+        except BaseException:
+            self.codecs.close()
+            raise
         admin = KafkaAdmin(client)
         app = config.group or job.name
         self.input_partitions = ensure_topics(
@@ -291,7 +310,7 @@ class KafkaRunner:
             job,
             bindings,
             self.transport,
-            codec_factory((*config.schema_dirs, *job.schema_dirs)),
+            self.codecs,
             self.backend,
             offsets=self.source,
             changelog=ChangelogReader(client).read,
@@ -331,6 +350,7 @@ class KafkaRunner:
     def close(self) -> None:
         """Leave the group (revocation checkpoints) and release everything."""
         if self.worker is None:
+            self.codecs.close()
             return
         try:
             self.source.close()
@@ -340,3 +360,4 @@ class KafkaRunner:
             self.backend.close()
             for sink in self.external.values():
                 sink.close()
+            self.codecs.close()

@@ -10,6 +10,10 @@ override them:
   ``sasl.password``); see ``connectors.kafka.config`` for the order settings merge in.
 * ``SHOAL_WORKER_ID``, ``POD_NAME``, ``KUBERNETES_SERVICE_HOST``: where a worker's id
   comes from (see ``runtime.cli.identity``).
+* ``SHOAL_SCHEMA_REGISTRY_URL``: a Confluent-compatible schema registry (``--schema-registry``).
+* ``SHOAL_SCHEMA_REGISTRY_<NAME>``: a schema registry client setting
+  (``SHOAL_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`` is ``basic.auth.user.info``); see
+  ``connectors.avro.registry`` for the order settings merge in.
 * ``SHOAL_SCHEMA_PATH``: folders of the job author's own ``*.avsc`` schemas, separated
   like ``PATH`` (``:``), beside the built-in ``schemas/``.
 * ``SHOAL_REPLICATION_FACTOR``: replication of the topics Shoal creates (-1: the
@@ -28,6 +32,7 @@ from pathlib import Path
 from runtime.api.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_REGISTRY = "SHOAL_SCHEMA_REGISTRY_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,8 @@ class Settings:
     cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "shoal")
     bootstrap: str | None = None
     kafka_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    schema_registry_url: str | None = field(default=None, repr=False)
+    registry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     replication_factor: int = -1
     schema_path: tuple[Path, ...] = ()
     worker_id: str | None = None
@@ -48,6 +55,11 @@ class Settings:
     def kafka_pom(self) -> Path:
         """The Maven file that lists the local broker's jars."""
         return REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+
+    @property
+    def registry_pom(self) -> Path:
+        """The Maven file that assembles the local schema registry (tests)."""
+        return REPO_ROOT / "deploy" / "registry" / "pom.xml"
 
     @property
     def broker_home(self) -> Path:
@@ -69,6 +81,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         cache=Path(env["SHOAL_CACHE"]) if env.get("SHOAL_CACHE") else base.cache,
         bootstrap=env.get("SHOAL_BOOTSTRAP") or None,
         kafka_env={k: v for k, v in env.items() if k.startswith("SHOAL_KAFKA_")},
+        schema_registry_url=env.get(f"{_REGISTRY}URL") or None,
+        registry_env={
+            k: v for k, v in env.items() if k.startswith(_REGISTRY) and k != f"{_REGISTRY}URL"
+        },
         replication_factor=_int(env, "SHOAL_REPLICATION_FACTOR", base.replication_factor),
         worker_id=env.get("SHOAL_WORKER_ID") or None,
         pod_name=env.get("POD_NAME") or None,

@@ -1,4 +1,9 @@
-"""Real PostgreSQL and Redis servers for tests, started from Debian's packages.
+"""Real PostgreSQL, Redis and schema registry servers for tests.
+
+PostgreSQL and Redis come from Debian's packages; the schema registry is Apicurio
+Registry (in-memory storage, Confluent-compatible API), assembled once from Maven
+Central by ``deploy/registry/pom.xml`` into ``~/.cache/shoal/registry`` (``SHOAL_CACHE``)
+and run with Java.
 
 Session-scoped fixtures ``postgres`` and ``redis_server`` start one server each on a
 free loopback port with its data in a fresh temporary folder, and stop it when the
@@ -6,7 +11,11 @@ session ends. Fault tests call ``stop()``, ``start()`` and ``restart()`` on them
 server keeps its port and data across a restart.
 
 Nothing is skipped: a missing binary fails the test and names the Debian package
-(``postgresql``, ``redis-server``; ``.ci/run`` installs both).
+(``postgresql``, ``redis-server``, ``maven``, ``openjdk-17-jre-headless``; ``.ci/run``
+installs them).
+
+The ``schema_registry`` fixture serves plain HTTP and, for the TLS settings, HTTPS with a
+throwaway CA (``ca_file``) on a second port.
 
 PostgreSQL refuses to run as root, so under root the cluster belongs to the system
 user ``postgres`` (created by Debian's package; ``shoal-postgres`` is created when it
@@ -38,7 +47,15 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["PostgresServer", "RedisServer", "free_port", "postgres", "redis_server"]
+__all__ = [
+    "PostgresServer",
+    "RedisServer",
+    "RegistryServer",
+    "free_port",
+    "postgres",
+    "redis_server",
+    "schema_registry",
+]
 
 _PG_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
@@ -274,6 +291,143 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(binary, free_port(), tmp_path_factory.mktemp("redis"))
     try:
         server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+class RegistryServer:
+    """Apicurio Registry on loopback: ``url`` (HTTP) and ``tls_url`` (HTTPS, ``ca_file``).
+
+    Both URLs name the Confluent-compatible API (``/apis/ccompat/v7``), as a Shoal user
+    passes it to ``--schema-registry``. Storage is in memory: a restart starts empty.
+
+    Args:
+        jar: the assembled registry's runner jar.
+        home: its log and TLS files.
+    """
+
+    api = "/apis/ccompat/v7"
+
+    def __init__(self, jar: Path, home: Path) -> None:
+        self.jar = jar
+        self.home = home
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.ca_file = home / "ca.pem"
+        self.log = home / "registry.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The Confluent-compatible API over plain HTTP."""
+        return f"http://127.0.0.1:{self.port}{self.api}"
+
+    @property
+    def tls_url(self) -> str:
+        """The same API over HTTPS (a certificate for 127.0.0.1 and localhost)."""
+        return f"https://localhost:{self.tls_port}{self.api}"
+
+    def _tls_files(self) -> tuple[Path, Path]:
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        chain, key = self.home / "server.pem", self.home / "server.key"
+        chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        key.write_bytes(cert.private_key_pem.bytes())
+        self.ca_file.write_bytes(ca.cert_pem.bytes())
+        return chain, key
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        """Start the server and wait until its API answers."""
+        chain, key = self._tls_files()
+        cmd = [
+            "java", "-Xmx384m", "-XX:+UseSerialGC",
+            "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={self.port}",
+            f"-Dquarkus.http.ssl-port={self.tls_port}",
+            f"-Dquarkus.http.ssl.certificate.files={chain}",
+            f"-Dquarkus.http.ssl.certificate.key-files={key}",
+            "-Dquarkus.log.level=WARN",
+            "-jar", str(self.jar),
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home
+            )
+        deadline = time.monotonic() + timeout_s
+        while not self._answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the schema registry did not start; its log ends:\n{tail}")
+            time.sleep(0.5)
+
+    def _answers(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.url}/subjects", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 30 s)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def build_registry(cache: Path, pom: Path) -> Path:
+    """Assemble the registry once with Maven (cached by the pom's text); its runner jar.
+
+    Raises:
+        RuntimeError: Maven failed (the message ends with its output).
+    """
+    build = cache / "build"
+    marker = cache / ".complete"
+    jar = build / "shoal-local-registry-1-runner.jar"
+    pom_text = pom.read_text()
+    if marker.exists() and marker.read_text() == pom_text and jar.is_file():
+        return jar
+    if build.exists():
+        shutil.rmtree(build)
+    cache.mkdir(parents=True, exist_ok=True)
+    cmd = ["mvn", "-B", "-q", "-f", str(pom), "package", f"-Dregistry.build.dir={build}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not jar.is_file():
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+        raise RuntimeError(f"Maven could not assemble the schema registry:\n{tail}")
+    marker.write_text(pom_text)
+    return jar
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A running Apicurio Registry (in-memory), fresh for this session."""
+    from runtime.settings import load_settings
+
+    for tool, package in (("java", "openjdk-17-jre-headless"), ("mvn", "maven")):
+        if shutil.which(tool) is None:
+            pytest.fail(_missing(tool, package) + " (the schema registry needs it)")
+    settings = load_settings()
+    try:
+        jar = build_registry(settings.cache / "registry", settings.registry_pom)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    server = RegistryServer(jar, tmp_path_factory.mktemp("registry"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         yield server
     finally:
         server.stop()

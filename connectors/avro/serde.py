@@ -33,7 +33,7 @@ from runtime.api.errors import (
     SchemaError,
 )
 
-__all__ = ["FrameError", "FramedSerde", "Origins", "Serde"]
+__all__ = ["FrameError", "FramedSerde", "Origins", "Serde", "origin_at"]
 
 #: Where failed records of a batch came from: one origin per record, or a
 #: function from a record's index to its origin (called only on failure).
@@ -255,7 +255,7 @@ class FramedSerde:
             except ConnectorError:
                 raise
             except Exception as exc:
-                failures.append((index, self._decode_error(exc, data, _origin(origins, index))))
+                failures.append((index, self._decode_error(exc, data, origin_at(origins, index))))
                 continue
             keep(value)
         return values, failures
@@ -294,7 +294,8 @@ class FramedSerde:
         return error
 
 
-def _origin(origins: Origins, index: int) -> RecordOrigin:
+def origin_at(origins: Origins, index: int) -> RecordOrigin:
+    """Where the record at ``index`` of a batch came from (see :data:`Origins`)."""
     if origins is None:
         return RecordOrigin()
     if callable(origins):

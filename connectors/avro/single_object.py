@@ -56,6 +56,12 @@ class AvroSerde(FramedSerde):
         return self._header
 
     def _writer_for(self, header: bytes) -> Any:
+        if header[:1] == b"\x00":
+            raise FrameError(
+                f"bad magic bytes {header[:2].hex()}, expected c301 (Avro single-object "
+                "encoding); a first byte 00 is schema registry framing: configure "
+                "--schema-registry URL"
+            )
         if len(header) < _HEADER_SIZE:
             raise FrameError(
                 f"{len(header)} bytes is shorter than the {_HEADER_SIZE}-byte single-object header"

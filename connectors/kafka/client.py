@@ -57,6 +57,7 @@ __all__ = [
     "ResourcePatternType",
     "ResourceType",
     "registry_client",
+    "registry_error_status",
     "registry_schema",
     "TopicPartition",
 ]
@@ -79,3 +80,15 @@ def registry_schema(schema_str: str) -> Any:
     from confluent_kafka.schema_registry import Schema
 
     return Schema(schema_str, schema_type="AVRO")
+
+
+def registry_error_status(exc: BaseException) -> int | None:
+    """The HTTP status a schema registry answered with, if ``exc`` is such an answer.
+
+    ``None`` for everything else (no answer at all: connection refused, timeouts, TLS).
+    """
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    if isinstance(exc, SchemaRegistryError):
+        return int(exc.http_status_code)
+    return None

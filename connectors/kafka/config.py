@@ -20,6 +20,12 @@ becomes ``ssl.ca.location``. :meth:`KafkaClientConfig.java_properties` goes the 
 way for the JVM clients of the Flink engine. Settings only one side knows are dropped
 on the other side (listed in ``_JAVA_ONLY`` / ``_LIBRDKAFKA_ONLY``).
 
+Schema registry client settings travel the same way, spelled ``schema.registry.<name>``
+in the file and in ``-X`` (as Confluent's Java serializers take them); they are not Kafka
+settings, so :func:`load_client_config` leaves them out and
+``connectors.avro.registry.load_registry_config`` takes them (:func:`read_properties`
+reads the sources once for both).
+
 The ``repr`` of a config never shows a secret (``runtime.api.redact``).
 """
 
@@ -36,14 +42,18 @@ from runtime.api.redact import redact_settings
 
 __all__ = [
     "ENV_PREFIX",
+    "REGISTRY_PREFIX",
     "RESERVED",
     "KafkaClientConfig",
     "as_client_config",
     "parse_properties",
     "parse_overrides",
+    "read_properties",
 ]
 
 ENV_PREFIX = "SHOAL_KAFKA_"
+#: Settings of the schema registry client, not of Kafka's (see the module docstring).
+REGISTRY_PREFIX = "schema.registry."
 
 #: Settings Shoal owns per client: the user may not set them (see the module docstring).
 RESERVED = frozenset(
@@ -148,7 +158,11 @@ class KafkaClientConfig:
 
     def java_properties(self) -> dict[str, str]:
         """The same settings for a Java client (the Flink engine's Kafka connector)."""
-        props = {k: v for k, v in self.properties.items() if k not in _LIBRDKAFKA_ONLY}
+        props = {
+            k: v
+            for k, v in self.properties.items()
+            if k not in _LIBRDKAFKA_ONLY and not k.startswith(REGISTRY_PREFIX)
+        }
         props["bootstrap.servers"] = self.bootstrap
         user, password = self.properties.get("sasl.username"), self.properties.get("sasl.password")
         if "sasl.jaas.config" not in props and user is not None and password is not None:
@@ -180,7 +194,11 @@ def as_client_config(target: str | KafkaClientConfig) -> KafkaClientConfig:
 
 def librdkafka_properties(properties: Mapping[str, str]) -> dict[str, str]:
     """The user's settings as librdkafka takes them (Java-only names translated)."""
-    out = {k: v for k, v in properties.items() if k not in _JAVA_ONLY}
+    out = {
+        k: v
+        for k, v in properties.items()
+        if k not in _JAVA_ONLY and not k.startswith(REGISTRY_PREFIX)
+    }
     jaas = properties.get("sasl.jaas.config")
     if jaas is not None:
         found = {
@@ -256,18 +274,16 @@ def env_properties(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def load_client_config(
-    bootstrap: str,
+def read_properties(
     *,
     config_file: Path | None = None,
     overrides: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
-) -> KafkaClientConfig:
-    """Merge the settings sources in the documented order.
+) -> dict[str, str]:
+    """The user's settings from the file, ``-X`` and ``SHOAL_KAFKA_*``, merged in that order.
 
     Raises:
-        ConfigError: the file cannot be read or parsed, an override is malformed, or a
-            setting Shoal owns is given.
+        ConfigError: the file cannot be read or parsed, or an override is malformed.
     """
     props: dict[str, str] = {}
     if config_file is not None:
@@ -278,6 +294,27 @@ def load_client_config(
         props.update(parse_properties(text, str(config_file)))
     props.update(parse_overrides(overrides))
     props.update(env_properties(env or {}))
+    return props
+
+
+def load_client_config(
+    bootstrap: str,
+    *,
+    config_file: Path | None = None,
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> KafkaClientConfig:
+    """Merge the settings sources in the documented order (``schema.registry.*`` left out).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, an override is malformed, or a
+            setting Shoal owns is given.
+    """
+    props = {
+        k: v
+        for k, v in read_properties(config_file=config_file, overrides=overrides, env=env).items()
+        if not k.startswith(REGISTRY_PREFIX)
+    }
     from_file = props.pop("bootstrap.servers", "")
     if not (bootstrap or from_file):
         raise ConfigError("no Kafka address: pass --bootstrap or set bootstrap.servers")

@@ -7,7 +7,7 @@ source hands its messages to the engine without copying them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,8 +56,25 @@ class Codec(Protocol):
         ...
 
 
-CodecFactory = Callable[[str], Codec]
-"""Gives the codec of a schema name (``""`` means JSON)."""
+class CodecFactory(Protocol):
+    """Gives the codecs of a job: per source, per sink, and for internal records.
+
+    A source's or sink's codec depends on its endpoint (its wire format, and with a
+    schema registry its subject, which is named after its topic), so the engine asks by
+    step name; ``""`` as a schema means JSON.
+    """
+
+    def __call__(self, schema: str) -> Codec:
+        """The codec of internal records of ``schema`` (dead letters)."""
+        ...
+
+    def source(self, name: str, schema: str) -> Codec:
+        """The codec the source ``name`` decodes with."""
+        ...
+
+    def sink(self, name: str, schema: str) -> Codec:
+        """The codec the sink ``name`` encodes with."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

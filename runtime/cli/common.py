@@ -1,10 +1,11 @@
-"""Helpers shared by the CLI commands: settings, the Kafka client settings, codecs."""
+"""Helpers shared by the CLI commands: settings, the Kafka and schema registry client
+settings, wire formats, codecs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -12,6 +13,9 @@ from connectors.kafka.broker import LocalBroker
 from connectors.kafka.config import KafkaClientConfig, load_client_config
 from runtime.api.errors import ConfigError
 from runtime.settings import Settings, broker_settings, load_settings
+
+if TYPE_CHECKING:
+    from connectors.avro.registry import RegistryConfig
 
 
 def settings() -> Settings:
@@ -76,17 +80,103 @@ def kafka_options(command: F) -> F:
     return command
 
 
+def registry_option(command: F) -> F:
+    """Add ``--schema-registry URL`` to a command (see ``resolve_registry``)."""
+    return click.option(
+        "--schema-registry",
+        "schema_registry",
+        default=None,
+        metavar="URL",
+        expose_value=False,
+        callback=_remember,
+        help="A Confluent-compatible schema registry (also SHOAL_SCHEMA_REGISTRY_URL); its "
+        "client settings as -X schema.registry.NAME=VALUE, in --kafka-config, or as "
+        "SHOAL_SCHEMA_REGISTRY_<NAME> variables.",
+    )(command)
+
+
+def wire_options(command: F) -> F:
+    """Add ``--schema-registry``, ``--wire-format`` and ``--subject-strategy`` (see
+    ``resolve_wire``)."""
+    command = click.option(
+        "--subject-strategy",
+        "subject_strategies",
+        multiple=True,
+        metavar="[NAME=]STRATEGY",
+        expose_value=False,
+        callback=_remember,
+        help="Registry subject naming: topic (TOPIC-value, the default), record (the "
+        "record's full name) or topic-record (TOPIC-RECORD); NAME= for one source or sink.",
+    )(command)
+    command = click.option(
+        "--wire-format",
+        "wire_formats",
+        multiple=True,
+        metavar="[NAME=]FORMAT",
+        expose_value=False,
+        callback=_remember,
+        help="How sinks frame Avro: single-object or confluent (schema registry framing). "
+        "Default: confluent with --schema-registry, else single-object; NAME= for one "
+        "source or sink (repeatable). Sources read both.",
+    )(command)
+    return registry_option(command)
+
+
+def _given() -> dict[str, Any]:
+    ctx = click.get_current_context(silent=True)
+    given: dict[str, Any] = {}
+    while ctx is not None:  # options of a group reach its subcommands
+        given = {**ctx.meta.get(_KAFKA_META, {}), **given}
+        ctx = ctx.parent
+    return given
+
+
+def resolve_registry() -> RegistryConfig | None:
+    """The schema registry: ``--schema-registry``, ``SHOAL_SCHEMA_REGISTRY_URL`` or
+    ``schema.registry.url``, with its client settings (``connectors.avro.registry``).
+
+    Raises:
+        ConfigError: an unreadable settings file or a malformed or unknown setting.
+    """
+    from connectors.avro.registry import load_registry_config
+
+    given = _given()
+    env = settings()
+    return load_registry_config(
+        given.get("schema_registry"),
+        env_url=env.schema_registry_url,
+        config_file=given.get("kafka_config"),
+        overrides=given.get("kafka_set") or (),
+        env=env.registry_env,
+    )
+
+
+def resolve_wire() -> Any:
+    """The wire formats of ``--wire-format`` and ``--subject-strategy``, and the registry.
+
+    Returns:
+        A ``connectors.wire.WireConfig``.
+
+    Raises:
+        ConfigError: see ``resolve_registry``; an unknown format or strategy.
+    """
+    from connectors.wire import WireConfig
+
+    given = _given()
+    return WireConfig.from_options(
+        resolve_registry(),
+        given.get("wire_formats") or (),
+        given.get("subject_strategies") or (),
+    )
+
+
 def resolve_client(bootstrap: str | None) -> KafkaClientConfig:
     """The Kafka address (see ``resolve_bootstrap``) with the user's client settings.
 
     Raises:
         ConfigError: no address, an unreadable settings file or a malformed setting.
     """
-    ctx = click.get_current_context(silent=True)
-    given: dict[str, Any] = {}
-    while ctx is not None:  # options of a group reach its subcommands
-        given = {**ctx.meta.get(_KAFKA_META, {}), **given}
-        ctx = ctx.parent
+    given = _given()
     return load_client_config(
         resolve_bootstrap(bootstrap),
         config_file=given.get("kafka_config"),

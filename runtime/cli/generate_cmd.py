@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 
 from runtime.api.errors import ConfigError
-from runtime.cli.common import codecs, kafka_options, resolve_client
+from runtime.cli.common import codecs, kafka_options, resolve_client, resolve_wire, wire_options
 
 
 def parse_degradation(text: str) -> tuple[str, int, int]:
@@ -80,6 +80,7 @@ def parse_degradation(text: str) -> tuple[str, int, int]:
 )
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
 @kafka_options
+@wire_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(
     events: int,
@@ -102,7 +103,9 @@ def generate(
     bootstrap: str | None,
     quiet: bool,
 ) -> None:
-    """Produce simulated playback and interaction events (Avro, single-object encoding).
+    """Produce simulated playback and interaction events (Avro: single-object encoding, or
+    schema registry framing with --schema-registry; the streams are named playback and
+    interactions for --wire-format and --subject-strategy).
 
     Viewers with devices browse rows, start plays with startup delay, switch bitrate
     with their bandwidth, rebuffer, seek, pause, fail and stop. Out-of-order, late,
@@ -117,9 +120,18 @@ def generate(
 
     from connectors.kafka.admin import KafkaAdmin, TopicSpec
     from connectors.kafka.sink import KafkaSink
+    from connectors.wire import EndpointCodecs
     from runtime.generator import Degradation, Generator, GeneratorConfig, corrupt_bytes
 
     server = resolve_client(bootstrap)
+    topic = {"playback": playback_topic, "interactions": interactions_topic}
+    schemas = {"playback": "PlaybackEvent", "interactions": "InteractionEvent"}
+    streams = EndpointCodecs(codecs(), resolve_wire(), {}, topic, owner="shoal generate")
+    try:
+        for registered in streams.prepare(schemas.items()):
+            click.echo(f"generator: schema registered for {registered}", err=True)
+    finally:
+        streams.close()  # encoding needs no registry once the ids are known
     if live and start_ms is not None:
         raise ConfigError("--live starts event time itself: leave out --start-ms")
     now_ms = time.time_ns() // 1_000_000
@@ -142,11 +154,7 @@ def generate(
     KafkaAdmin(server).ensure_topics(
         [TopicSpec(playback_topic, partitions), TopicSpec(interactions_topic, partitions)]
     )
-    topic = {"playback": playback_topic, "interactions": interactions_topic}
-    encoders = {
-        "playback": codecs()("PlaybackEvent").encode,
-        "interactions": codecs()("InteractionEvent").encode,
-    }
+    encoders = {name: streams.sink(name, schema).encode for name, schema in schemas.items()}
     sink = KafkaSink(server, linger_ms=50)
     rng = random.Random(seed ^ 0x5EED)
     counts: dict[str, int] = {}

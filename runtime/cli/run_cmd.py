@@ -16,7 +16,7 @@ from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
 from runtime.api.redact import redact_text, redact_url
-from runtime.cli.common import kafka_options, resolve_client, settings
+from runtime.cli.common import kafka_options, resolve_client, resolve_wire, settings, wire_options
 
 
 def load_job(spec: str) -> Job:
@@ -41,12 +41,18 @@ def load_job(spec: str) -> Job:
     return obj
 
 
-def startup_line(job: Job, guarantee: str, state: str, server: str, bindings: Bindings) -> str:
-    """What ``shoal run`` prints as it starts; binding URLs never show their secrets."""
-    return (
+def startup_line(
+    job: Job, guarantee: str, state: str, server: str, bindings: Bindings, wire: str = ""
+) -> str:
+    """What ``shoal run`` prints as it starts; binding URLs never show their secrets.
+
+    ``wire`` describes the wire formats (``connectors.wire.EndpointCodecs.describe``).
+    """
+    line = (
         f"running {job.name} ({guarantee}, {state} state) on {redact_url(server)}: "
         + bindings.describe()
     )
+    return f"{line} | {wire}" if wire else line
 
 
 class LiveView:
@@ -215,6 +221,7 @@ class LiveView:
     "SHOAL_SCHEMA_PATH), beside the built-in ones.",
 )
 @kafka_options
+@wire_options
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
 def run(
     job_spec: str,
@@ -259,7 +266,13 @@ def run(
     client = resolve_client(bootstrap)
     server = client.bootstrap
     bindings = Bindings.for_job(job, binds)
+    wire = resolve_wire()
     if engine == "flink" or jobmanager:
+        if wire.registry is not None:
+            raise ConfigError(
+                "the Flink engine writes single-object Avro only: leave out --schema-registry "
+                "(and SHOAL_SCHEMA_REGISTRY_URL) with --engine flink"
+            )
         from runtime.flink.cli import run_flink
 
         run_flink(
@@ -304,6 +317,7 @@ def run(
         worker_id=worker_id,
         output_partitions=partitions,
         schema_dirs=(*settings().schema_path, *schema_dirs),
+        wire=wire,
         replication_factor=(
             replication_factor if replication_factor is not None else settings().replication_factor
         ),
@@ -318,7 +332,11 @@ def run(
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    click.echo(startup_line(job, guarantee, state, server, bindings), err=True)
+    click.echo(
+        startup_line(job, guarantee, state, server, bindings, runner.codecs.describe()), err=True
+    )
+    for registered in runner.registered:
+        click.echo(f"{job.name}: schema registered for sink {registered}", err=True)
     view = LiveView(job, quiet)
     worker = runner.worker
     assert worker is not None

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from runtime.cli.common import codecs, kafka_options, resolve_client
+from runtime.cli.common import codecs, kafka_options, registry_option, resolve_client, resolve_wire
 
 
 @click.group(invoke_without_command=True)
@@ -53,8 +53,9 @@ def _printable(value: Any) -> Any:
 @click.option(
     "--schema",
     default=None,
-    help="Avro record name to decode with; default: found from the bytes "
-    "(single-object encoding), else JSON, else hex.",
+    help="Avro record name to decode with; default: found from the bytes (single-object "
+    "encoding by fingerprint, schema registry framing by id with --schema-registry), else "
+    "JSON, else hex.",
 )
 @click.option(
     "--count", "-n", type=click.IntRange(min=1), default=None, help="Stop after this many records."
@@ -63,6 +64,7 @@ def _printable(value: Any) -> Any:
 @click.option("--timeout", type=float, default=None, help="Stop after this many idle seconds.")
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
 @kafka_options
+@registry_option
 def tail(
     topic: str,
     schema: str | None,
@@ -79,6 +81,10 @@ def tail(
     client = resolve_client(bootstrap)
     if topic not in KafkaAdmin(client).topics():
         raise ConfigError(f"topic {topic!r} does not exist on {client.bootstrap} (shoal topics)")
+    from connectors.wire import EndpointCodecs
+
+    decoders = EndpointCodecs(codecs(), resolve_wire(), {}, {})
+    decode = decoders.any_decoder(schema)
     source = KafkaSource(
         client,
         f"shoal-tail-{time.time_ns()}",
@@ -89,7 +95,6 @@ def tail(
             "enable.auto.commit": False,
         },
     )
-    decode = codecs().any_decoder(schema)
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     seen, idle_since = 0, time.monotonic()
@@ -115,3 +120,4 @@ def tail(
                     return
     finally:
         source.close()
+        decoders.close()

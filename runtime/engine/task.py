@@ -321,7 +321,7 @@ class Task:
         """Decode and process a batch of raw records from one source partition."""
         node, op = self.sources[source]
         op.counters.records_in += len(raws)
-        codec = self.codecs(node.schema)
+        codec = self.codecs.source(source, node.schema)
         values, failures = codec.decode_batch([r.value() for r in raws], raws)
         if failures:
             bad = set()

@@ -228,7 +228,7 @@ class Worker:
         self.sink_latency = Histogram(LATENCY_BOUNDS_S)
         self._next_unread_check = clock()
         self._sink_codecs = {
-            s.name: (bindings.sinks[s.name], codecs(s.schema))
+            s.name: (bindings.sinks[s.name], codecs.sink(s.name, s.schema))
             for s in job.sinks
             if s.name not in self.external
         }

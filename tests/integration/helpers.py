@@ -13,6 +13,7 @@ from typing import Any
 from connectors.codecs import codec_factory
 from connectors.kafka.sink import KafkaSink
 from connectors.kafka.source import KafkaSource
+from connectors.wire import WireConfig
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
 from runtime.engine.worker import Worker, WorkerOptions
@@ -72,8 +73,12 @@ def run_job_until_idle(
     state: str = "memory",
     state_dir: Path | None = None,
     group: str | None = None,
+    wire: WireConfig | None = None,
 ) -> Worker:
-    """Run ``job`` in one worker until its input has been quiet for ``idle_s``."""
+    """Run ``job`` in one worker until its input has been quiet for ``idle_s``.
+
+    ``wire``: wire formats and the schema registry (default: single-object Avro).
+    """
     config = RunConfig(
         bootstrap=bootstrap,
         guarantee=guarantee,
@@ -82,6 +87,7 @@ def run_job_until_idle(
         group=group or f"{job.name}-{uuid.uuid4().hex[:6]}",
         worker_id="w0",
         options=WorkerOptions(batch_size=2000, checkpoint_interval_ms=500),
+        wire=wire or WireConfig(),
     )
     runner = KafkaRunner(job, bindings, config)
     worker = runner.worker

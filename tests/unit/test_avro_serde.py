@@ -15,6 +15,7 @@ from connectors.avro import (
     FORMATS,
     SINGLE_OBJECT_MAGIC,
     AvroSerde,
+    RegistryLookup,
     RegistrySerde,
     SchemaRepository,
     make_serde,
@@ -24,7 +25,6 @@ from connectors.avro import (
 from connectors.kafka.client import registry_client
 from runtime.api.errors import (
     ConfigError,
-    ConnectorError,
     DecodeError,
     RecordOrigin,
     SchemaError,
@@ -96,18 +96,12 @@ def serde() -> AvroSerde:
 
 
 def in_process_fake_registry(name: str) -> Any:
-    """The registry client library's in-process fake registry.
+    """The registry client library's in-process fake registry (``mock://``).
 
-    A real schema registry server cannot run on this machine, so the registry
-    framing is tested against the fake the client library ships (``mock://``).
+    Unit tests need no server; tests/integration/test_schema_registry.py runs the same
+    framing against a real registry server.
     """
-    conf = {"url": f"mock://{name}"}
-    client = registry_client(conf)
-    if type(client).__name__ != "MockSchemaRegistryClient":
-        # registry_client() builds the HTTP client even for mock:// URLs; the
-        # client class's own factory returns the fake for them.
-        client = type(client).new_client(conf)
-    return client
+    return registry_client({"url": f"mock://{name}"})
 
 
 class CountingRegistry:
@@ -446,23 +440,39 @@ def test_registry_failures_are_decode_errors_naming_the_origin() -> None:
         assert "plays[3]@1234" in str(info.value)
 
 
-def test_registry_outage_is_a_connector_error_not_a_bad_record() -> None:
+def test_registry_outage_dead_letters_the_record_and_is_remembered_a_while() -> None:
     class DownRegistry(CountingRegistry):
         def get_schema(self, schema_id: int) -> Any:
+            self.calls.append("get_schema")
             raise OSError("connection refused")
 
-    serde = RegistrySerde("Play", SchemaRepository([PLAY_V1]), DownRegistry(None), "plays-value")
-    with pytest.raises(ConnectorError, match="cannot fetch schema id 1"):
-        serde.decode_batch([b"\x00\x00\x00\x00\x01\x00"])
+    now = [0.0]
+    registry = DownRegistry(None)
+    lookup = RegistryLookup(registry, retry_after_s=30, clock=lambda: now[0])
+    serde = RegistrySerde(
+        "Play", SchemaRepository([PLAY_V1]), registry, "plays-value", lookup=lookup
+    )
+    record = b"\x00\x00\x00\x00\x01\x00"
+    values, failures = serde.decode_batch([record, record], [ORIGIN, ORIGIN])
+    assert values == [] and [i for i, _ in failures] == [0, 1]
+    assert "lookup of schema id 1 failed: connection refused" in str(failures[0][1])
+    assert "plays[3]@1234" in str(failures[0][1])
+    assert registry.calls == ["get_schema"]  # the second record did not ask again
+    now[0] = 29.0
+    serde.decode_batch([record])
+    assert registry.calls == ["get_schema"]
+    now[0] = 31.0
+    serde.decode_batch([record])
+    assert registry.calls == ["get_schema", "get_schema"]
 
 
 def test_registry_without_auto_register_needs_a_registered_schema() -> None:
     registry = in_process_fake_registry("no-auto")
     repository = SchemaRepository([PLAY_V1])
     serde = RegistrySerde("Play", repository, registry, "plays-value", auto_register=False)
-    with pytest.raises(ConnectorError, match="cannot look up test.events.Play"):
-        serde.encode(play())
-    RegistrySerde("Play", repository, registry, "plays-value").encode(play())
+    with pytest.raises(ConfigError, match="not registered .* auto.register.schemas is false"):
+        serde.register()
+    RegistrySerde("Play", repository, registry, "plays-value").register()
     assert serde.decode(serde.encode(play())) == play()
 
 
@@ -471,8 +481,8 @@ def test_registry_without_auto_register_needs_a_registered_schema() -> None:
 
 def test_make_serde_picks_the_format() -> None:
     repository = SchemaRepository([PLAY_V1])
-    assert FORMATS == ("avro", "confluent")
-    assert isinstance(make_serde("avro", "Play", repository), AvroSerde)
+    assert FORMATS == ("single-object", "confluent")
+    assert isinstance(make_serde("single-object", "Play", repository), AvroSerde)
     registry = in_process_fake_registry("select")
     serde = make_serde("confluent", "Play", repository, topic="plays", registry=registry)
     assert isinstance(serde, RegistrySerde) and serde.subject == "plays-value"
@@ -484,11 +494,11 @@ def test_make_serde_picks_the_format() -> None:
     [
         (
             lambda r: make_serde("json", "Play", r),
-            "unknown serialization format 'json'; valid formats: avro, confluent",
+            "unknown serialization format 'json'; valid formats: single-object, confluent",
         ),
         (lambda r: make_serde("confluent", "Play", r, {"url": "http://x"}), "needs the topic"),
         (lambda r: make_serde("confluent", "Play", r, topic="t"), "needs a schema registry"),
-        (lambda r: make_serde("avro", "Nope", r), "schema 'Nope' is unknown"),
+        (lambda r: make_serde("single-object", "Nope", r), "schema 'Nope' is unknown"),
     ],
 )
 def test_make_serde_config_errors(call: Callable[[SchemaRepository], Any], message: str) -> None:
