@@ -165,7 +165,6 @@ def build_environment(
     from connectors.kafka.config import KafkaClientConfig
 
     java = KafkaClientConfig(options.bootstrap, options.kafka_properties).java_properties()
-    java.pop("bootstrap.servers", None)
     kafka = KafkaSettings(
         properties=java,
         bootstrap=options.bootstrap,

@@ -108,7 +108,8 @@ class KafkaSettings:
         partitions: partitions of every source topic (one reader each).
         bounded: stop at the offsets that are the latest when the job starts.
         transaction_timeout_ms: the sinks' Kafka transaction timeout.
-        properties: the user's Kafka client settings for Java clients (TLS, SASL ...).
+        properties: the Java clients' settings from ``connectors.kafka.config`` (the one
+            place that builds client settings): the address, TLS, SASL ...
     """
 
     bootstrap: str
@@ -319,7 +320,6 @@ def _kafka_table(kafka: KafkaSettings, topic: str, name: str) -> Any:
     )
     options = {
         "topic": topic,
-        "properties.bootstrap.servers": kafka.bootstrap,
         "key.format": "raw",
         "key.fields": "k",
         "value.format": "raw",
