@@ -5,7 +5,9 @@ The registry's client settings travel the same path as the Kafka client's
 
 1. Shoal's defaults (``timeout``: 10 seconds per request);
 2. ``schema.registry.<name>`` lines of ``--kafka-config FILE``;
-3. ``-X schema.registry.<name>=value`` options;
+3. ``-X schema.registry.<name>=value`` options (in 2 and 3, the Java serializers'
+   ``basic.auth.user.info``, ``basic.auth.credentials.source`` and
+   ``auto.register.schemas`` count without the prefix too; the prefixed name wins);
 4. ``SHOAL_SCHEMA_REGISTRY_<NAME>`` variables (``SHOAL_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO``
    is ``basic.auth.user.info``);
 5. the URL: ``--schema-registry URL``, else ``SHOAL_SCHEMA_REGISTRY_URL``, else
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from connectors.kafka.client import registry_client
-from connectors.kafka.config import REGISTRY_PREFIX, read_properties
+from connectors.kafka.config import REGISTRY_NAMES, REGISTRY_PREFIX, read_properties
 from runtime.api.errors import ConfigError
 from runtime.api.redact import redact_settings, redact_text, redact_url
 
@@ -214,9 +216,10 @@ def load_registry_config(
             unknown or malformed.
     """
     given = read_properties(config_file=config_file, overrides=overrides)
-    props = {
-        k[len(REGISTRY_PREFIX) :]: v for k, v in given.items() if k.startswith(REGISTRY_PREFIX)
-    }
+    props = {k: v for k, v in given.items() if k in REGISTRY_NAMES}  # Java serializer names
+    props.update(
+        (k[len(REGISTRY_PREFIX) :], v) for k, v in given.items() if k.startswith(REGISTRY_PREFIX)
+    )
     props.update(env_properties(env or {}))
     from_props = props.pop("url", None)
     chosen = url or env_url or from_props

@@ -21,10 +21,12 @@ way for the JVM clients of the Flink engine. Settings only one side knows are dr
 on the other side (listed in ``_JAVA_ONLY`` / ``_LIBRDKAFKA_ONLY``).
 
 Schema registry client settings travel the same way, spelled ``schema.registry.<name>``
-in the file and in ``-X`` (as Confluent's Java serializers take them); they are not Kafka
-settings, so :func:`load_client_config` leaves them out and
+in the file and in ``-X`` (as Confluent's Java serializers take them; the serializers'
+``basic.auth.user.info``, ``basic.auth.credentials.source`` and ``auto.register.schemas``
+count too, without the prefix); they are not Kafka settings, so
+:func:`load_client_config` leaves them out and
 ``connectors.avro.registry.load_registry_config`` takes them (:func:`read_properties`
-reads the sources once for both).
+reads the sources for both).
 
 The ``repr`` of a config never shows a secret (``runtime.api.redact``).
 """
@@ -42,10 +44,12 @@ from runtime.api.redact import redact_settings
 
 __all__ = [
     "ENV_PREFIX",
+    "REGISTRY_NAMES",
     "REGISTRY_PREFIX",
     "RESERVED",
     "KafkaClientConfig",
     "as_client_config",
+    "is_registry_setting",
     "parse_properties",
     "parse_overrides",
     "read_properties",
@@ -54,6 +58,16 @@ __all__ = [
 ENV_PREFIX = "SHOAL_KAFKA_"
 #: Settings of the schema registry client, not of Kafka's (see the module docstring).
 REGISTRY_PREFIX = "schema.registry."
+#: Confluent serializer settings that belong to the registry without the prefix.
+REGISTRY_NAMES = frozenset(
+    {"basic.auth.user.info", "basic.auth.credentials.source", "auto.register.schemas"}
+)
+
+
+def is_registry_setting(name: str) -> bool:
+    """Whether a setting belongs to the schema registry client, not to Kafka's."""
+    return name.startswith(REGISTRY_PREFIX) or name in REGISTRY_NAMES
+
 
 #: Settings Shoal owns per client: the user may not set them (see the module docstring).
 RESERVED = frozenset(
@@ -161,7 +175,7 @@ class KafkaClientConfig:
         props = {
             k: v
             for k, v in self.properties.items()
-            if k not in _LIBRDKAFKA_ONLY and not k.startswith(REGISTRY_PREFIX)
+            if k not in _LIBRDKAFKA_ONLY and not is_registry_setting(k)
         }
         props["bootstrap.servers"] = self.bootstrap
         user, password = self.properties.get("sasl.username"), self.properties.get("sasl.password")
@@ -195,9 +209,7 @@ def as_client_config(target: str | KafkaClientConfig) -> KafkaClientConfig:
 def librdkafka_properties(properties: Mapping[str, str]) -> dict[str, str]:
     """The user's settings as librdkafka takes them (Java-only names translated)."""
     out = {
-        k: v
-        for k, v in properties.items()
-        if k not in _JAVA_ONLY and not k.startswith(REGISTRY_PREFIX)
+        k: v for k, v in properties.items() if k not in _JAVA_ONLY and not is_registry_setting(k)
     }
     jaas = properties.get("sasl.jaas.config")
     if jaas is not None:
@@ -304,7 +316,7 @@ def load_client_config(
     overrides: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> KafkaClientConfig:
-    """Merge the settings sources in the documented order (``schema.registry.*`` left out).
+    """Merge the settings sources in the documented order (registry settings left out).
 
     Raises:
         ConfigError: the file cannot be read or parsed, an override is malformed, or a
@@ -313,7 +325,7 @@ def load_client_config(
     props = {
         k: v
         for k, v in read_properties(config_file=config_file, overrides=overrides, env=env).items()
-        if not k.startswith(REGISTRY_PREFIX)
+        if not is_registry_setting(k)
     }
     from_file = props.pop("bootstrap.servers", "")
     if not (bootstrap or from_file):

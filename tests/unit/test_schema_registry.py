@@ -113,12 +113,21 @@ def test_registry_settings_merge_in_order(tmp_path: Path) -> None:
 
 def test_registry_settings_are_not_kafka_settings(tmp_path: Path) -> None:
     path = tmp_path / "client.properties"
-    path.write_text("schema.registry.url=http://r:8081\nlinger.ms=5\n")
-    kafka = load_client_config(
-        "b:9092", config_file=path, overrides=["schema.registry.basic.auth.user.info=u:p"]
+    # A Java client's file: Confluent's serializers take basic.auth.* without the prefix.
+    path.write_text(
+        "schema.registry.url=http://r:8081\nlinger.ms=5\n"
+        "basic.auth.credentials.source=USER_INFO\nbasic.auth.user.info=java:style\n"
     )
+    kafka = load_client_config("b:9092", config_file=path, overrides=["schema.registry.timeout=3"])
     assert dict(kafka.properties) == {"linger.ms": "5"}
     assert "schema.registry.url" not in librdkafka_properties({"schema.registry.url": "x"})
+    registry = load_registry_config(None, config_file=path)
+    assert registry is not None
+    assert registry.client_conf()["basic.auth.user.info"] == "java:style"
+    prefixed = load_registry_config(
+        None, config_file=path, overrides=["schema.registry.basic.auth.user.info=u:p"]
+    )
+    assert prefixed is not None and prefixed.client_conf()["basic.auth.user.info"] == "u:p"
 
 
 def test_the_environment_names_the_registry() -> None:

@@ -124,3 +124,33 @@ def test_shoal_run_error_lines_hide_secrets() -> None:
         assert out.returncode == 1 and out.stderr.startswith("error: binding "), out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
         _assert_hidden(out.stderr + out.stdout)
+
+
+def test_schema_registry_credentials_never_show() -> None:
+    from connectors.avro import RegistryConfig
+    from connectors.codecs import codec_factory
+    from connectors.wire import EndpointCodecs, WireConfig
+
+    url = f"https://shoal:{PASSWORD}@registry.example:8081"
+    config = RegistryConfig(url)
+    codecs = EndpointCodecs(codec_factory(), WireConfig(config), {}, {"qoe-alerts": "alerts"})
+    bindings = Bindings.for_job(alerts_job)
+    line = startup_line(
+        alerts_job, "exactly_once", "memory", "127.0.0.1:9092", bindings, codecs.describe()
+    )
+    other = RegistryConfig("https://registry:8081", {"basic.auth.user.info": f"shoal:{TOKEN}"})
+    _assert_hidden(line + repr(config) + repr(other) + str(other.shown()))
+    assert "schema registry https://shoal:***@registry.example:8081" in line
+    # a refused setting, and the CLI's one line when the registry cannot be reached
+    with pytest.raises(ConfigError) as info:
+        RegistryConfig(url, {"basic.auth.password": PASSWORD})
+    _assert_hidden(str(info.value))
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime.cli.main", "generate", "-n", "1", "--bootstrap",
+         "127.0.0.1:1", "--schema-registry", f"http://shoal:{PASSWORD}@127.0.0.1:{_closed_port()}",
+         "-X", "schema.registry.max.retries=0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "cannot register" in out.stderr
+    _assert_hidden(out.stderr + out.stdout)
