@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ class TopicSpec:
     replication: int = -1
     config: Mapping[str, str] = field(default_factory=dict)
 
+
+log = logging.getLogger("shoal.kafka.admin")
 
 _COORDINATOR_MOVING = {
     KafkaError.NOT_COORDINATOR,
@@ -303,10 +306,24 @@ class KafkaAdmin:
         if present:
             resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
             for res, fut in self._admin.describe_configs(resources).items():
-                out[res.name] = limits_from_configs(self._entries(fut, res.name))
+                try:
+                    out[res.name] = limits_from_configs(self._entries(fut, res.name))
+                except ConnectorError as exc:
+                    if "AUTHORIZATION" not in str(exc):
+                        raise
+                    # A principal may write a topic without DescribeConfigs on it: assume
+                    # Kafka's defaults, which are what an unconfigured topic has.
+                    log.warning("%s; assuming Kafka's default limits for it", exc)
+                    out[res.name] = TopicLimits()
         missing = [n for n in names if n not in out]
         if missing:
-            broker = self._broker_limits()
+            try:
+                broker = self._broker_limits()
+            except ConnectorError as exc:
+                if "AUTHORIZATION" not in str(exc):
+                    raise
+                log.warning("%s; assuming Kafka's default limits", exc)
+                broker = TopicLimits()
             out.update(dict.fromkeys(missing, broker))
         return out
 
