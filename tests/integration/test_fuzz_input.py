@@ -363,7 +363,7 @@ def worker_urls(pool: WorkerPool, slots: int, timeout_s: float = 120.0) -> list[
         for slot in range(slots):
             log = (pool.logs / f"w{slot}.log").read_text(errors="replace")
             found = re.search(r"live page (http://127\.0\.0\.1:\d+)/", log)
-            if found and "shoal.worker: assigned [(" in log:
+            if found and re.search(r"shoal\.worker \[[^]]*\]: assigned \[\(", log):
                 urls[slot] = found.group(1)
         time.sleep(0.3)
     return [urls[s] for s in range(slots)]
