@@ -148,7 +148,9 @@ class RedisSink:
         for w in chunk:
             pipe.delete(w.key)
             if w.fields:
-                pipe.hset(w.key, mapping=w.fields)
+                # the client's stubs want a Mapping of its own key type (invariant in keys)
+                fields: dict[Any, Any] = dict(w.fields)
+                pipe.hset(w.key, mapping=fields)
                 if ttl:
                     pipe.expire(w.key, ttl)
             if w.members is not None:
