@@ -26,7 +26,8 @@ from runtime.api.errors import ConfigError
 from runtime.api.graph import KeyByNode
 from runtime.api.io import ExternalSink
 from runtime.api.job import Job
-from runtime.engine.worker import Worker, WorkerOptions, changelog_topic, repartition_topic
+from runtime.engine.topics import changelog_topic, repartition_topic
+from runtime.engine.worker import Worker, WorkerOptions
 from runtime.state.base import StateBackend
 
 
@@ -265,7 +266,6 @@ class KafkaRunner:
         if config.worker_id:
             check_identity(admin, app, instance, worker_id)
         self.backend = make_backend(config, worker_id)
-        self.worker: Worker | None = None
         topics = list(bindings.sources.values()) + internal_topics(job, app)
         source_conf = dict(config.source_overrides)
         if config.worker_id:
@@ -320,17 +320,15 @@ class KafkaRunner:
             app=app,
         )
 
+    # The consumer calls these from inside ``poll``, so only once the worker exists.
     def _on_assign(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        assert self.worker is not None
         return self.worker.on_assign(pairs)
 
     def _on_revoke(self, pairs: list[tuple[str, int]]) -> None:
-        if self.worker is not None:
-            self.worker.on_revoke(pairs)
+        self.worker.on_revoke(pairs)
 
     def step(self) -> int:
         """One loop iteration; returns the records read."""
-        assert self.worker is not None
         return self.worker.step(self.source)
 
     def run(
@@ -340,7 +338,6 @@ class KafkaRunner:
         tick_s: float = 1.0,
     ) -> None:
         """Run until ``should_stop()``, then checkpoint and leave the group."""
-        assert self.worker is not None
         # On failure nothing is closed gracefully: closing would commit or flush
         # state of a half-done batch. The caller exits; the restart replays from the
         # last committed checkpoint.
@@ -349,9 +346,6 @@ class KafkaRunner:
 
     def close(self) -> None:
         """Leave the group (revocation checkpoints) and release everything."""
-        if self.worker is None:
-            self.codecs.close()
-            return
         try:
             self.source.close()
         finally:

@@ -339,7 +339,6 @@ def run(
         click.echo(f"{job.name}: schema registered for sink {registered}", err=True)
     view = LiveView(job, quiet)
     worker = runner.worker
-    assert worker is not None
     service = None
     if service_config is not None:
         from runtime.service import start_service

@@ -28,7 +28,7 @@ from runtime.api.errors import TimestampError
 from runtime.api.functions import AggregateFunction as ShoalAggregate
 from runtime.api.functions import Window
 from runtime.api.watermarks import WatermarkStrategy as ShoalWatermarks
-from runtime.engine.worker import key_bytes
+from runtime.engine.topics import key_bytes
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import DEAD_LETTER_TAG, Failures
 

@@ -27,7 +27,8 @@ from connectors.kafka.sink import KafkaSink
 from jobs.playback_health import job
 from jobs.playback_health.job import error_record
 from runtime.api.bindings import Bindings
-from runtime.engine.worker import WorkerOptions, repartition_topic
+from runtime.engine.topics import repartition_topic
+from runtime.engine.worker import WorkerOptions
 from runtime.generator import GeneratorConfig
 from runtime.runner import KafkaRunner, RunConfig
 from tests.integration.helpers import (
