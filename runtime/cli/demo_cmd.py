@@ -233,7 +233,7 @@ def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
 
     from connectors.kafka.admin import KafkaAdmin, TopicSpec
     from runtime.api.bindings import Bindings
-    from runtime.cli.run_cmd import load_job
+    from runtime.loader import load_job
 
     # The demo's job list lives with the jobs; the runtime loads it by name, never imports it.
     demo_jobs: tuple[str, ...] = importlib.import_module("jobs").DEMO_JOBS
