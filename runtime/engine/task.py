@@ -37,7 +37,6 @@ from runtime.api.graph import (
 )
 from runtime.api.io import CodecFactory, RawRecord
 from runtime.api.job import Job
-from runtime.api.windows import Session
 from runtime.engine.operators import (
     FilterOperator,
     FlatMapOperator,
@@ -52,7 +51,7 @@ from runtime.engine.process import ProcessOperator
 from runtime.engine.repartition import RECORD, RepartitionWriter, internal_source
 from runtime.engine.repartition import decode as decode_internal
 from runtime.engine.watermarks import NO_WATERMARK, WatermarkTracker
-from runtime.engine.windows import FixedWindowOperator, SessionWindowOperator, WindowOperator
+from runtime.engine.windows import WindowOperator
 from runtime.state.base import StateBackend, StateStore
 
 
@@ -193,8 +192,7 @@ class Task:
             assert node.spec is not None and node.aggregate is not None and node.output
             store = backend.open_store(self.job.name, name, self.task_id)
             self.stores.append(store)
-            cls = SessionWindowOperator if isinstance(node.spec, Session) else FixedWindowOperator
-            win = cls(name, self, node.spec, node.aggregate, node.output, store)
+            win = WindowOperator(name, self, node.spec, node.aggregate, node.output, store)
             win.restore_index()
             return win
         if isinstance(node, ProcessNode):
