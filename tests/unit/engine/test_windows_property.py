@@ -249,6 +249,99 @@ def check_against_reference(sc: Scenario, state: str) -> None:
             assert min(c.values()) >= 0, step
 
 
+@st.composite
+def crash_points(draw: st.DrawFn, kind: str) -> tuple[Scenario, list[bool]]:
+    """A scenario (without early updates) and, per batch, whether the driver crashes
+    after it (and before its checkpoint, if it has one)."""
+    sc = draw(scenarios(kind))
+    sc = Scenario(sc.spec, sc.bound, None, sc.batches, [0] * len(sc.batches), sc.checkpoints)
+    return sc, [draw(st.booleans()) for _ in sc.batches]
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_windows_survive_crash_and_restore(kind: str, state: str) -> None:
+    """Crash anywhere, restore from the last checkpoint and send what was sent since
+    again (as Kafka would): the final view and the late output are the reference's."""
+
+    @settings(max_examples=EXAMPLES[state] // 2, deadline=None)
+    @given(case=crash_points(kind))
+    def check(case: tuple[Scenario, list[bool]]) -> None:
+        sc, crashes = case
+        with driving(window_job(api_spec(sc.spec), sc.bound), state) as driver:
+            since: list[list[Event]] = []  # batches sent since the last checkpoint
+            for batch, cp, crash in zip(sc.batches, sc.checkpoints, crashes, strict=True):
+                send_batch(driver, batch)
+                since.append(batch)
+                if crash:
+                    driver.crash()
+                    driver.restore()
+                    # The restored watermark reaches the steps at the next advance;
+                    # replayed records must be judged against it, as before the crash.
+                    driver.advance_time(0)
+                    for again in since:
+                        send_batch(driver, again)
+                if cp:
+                    driver.checkpoint()
+                    since = []
+            driver.advance_watermark(FAR)
+            expected_late = ref.late_events(sc.batches, sc.spec, sc.bound)
+            for step, sink, aggregate in STEPS:
+                expected = ref.final_view(sc.batches, sc.spec, sc.bound, aggregate)
+                assert engine_view(driver.output(sink)) == expected, step
+                assert Counter(v["id"] for v in driver.late(step)) == Counter(
+                    e.id for e in expected_late
+                ), step
+
+    check()
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_windows_stored_under_start_only_are_read_and_rewritten(state: str) -> None:
+    spec = windows.hopping(ms(2000), ms(1000), allowed_lateness=ms(1000))
+    with driving(count_job(spec), state) as driver:
+        store = driver.task.stores[0]
+        # The older layout: (key, window start) -> accumulator.
+        store.put(("a", BASE), 2)
+        store.put(("a", BASE + 1000), 5)
+        driver.task.reindex()
+        assert sorted(k for k, _ in store.items()) == [
+            ("a", BASE, BASE + 2000),
+            ("a", BASE + 1000, BASE + 3000),
+        ]
+        driver.send("events", rec("a", 1500))  # joins both windows
+        driver.advance_watermark(FAR)
+        assert engine_view(driver.output("out")) == {
+            ("a", BASE): (BASE + 2000, 3),
+            ("a", BASE + 1000): (BASE + 3000, 6),
+        }
+        assert list(store.items()) == []
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_sessions_stored_as_lists_are_read_and_rewritten(state: str) -> None:
+    from runtime.state.records import WindowState
+
+    spec = windows.session(ms(1000), allowed_lateness=ms(5000))
+    with driving(count_job(spec), state) as driver:
+        store = driver.task.stores[0]
+        # The older layout: key -> [[start, end, acc, status]]; status 1: emitted as is,
+        # 2: emitted, then changed (its result must go out again).
+        store.put("a", [[BASE, BASE + 1000, 1, 1]])
+        store.put("b", [[BASE, BASE + 1500, 2, 2]])
+        driver.task.reindex()
+        assert store.get("a") == [WindowState(BASE, BASE + 1000, 1, emitted=True, pending=False)]
+        driver.send("events", rec("c", 3000))  # watermark 3000: both sessions are complete
+        assert summary(driver.output("out")) == [("b", 0, 1500, 2)]
+        driver.send("events", rec("a", 900))  # on time: extends a's emitted session
+        driver.advance_watermark(FAR)
+        assert engine_view(driver.output("out")) == {
+            ("a", BASE): (BASE + 1900, 2),
+            ("b", BASE): (BASE + 1500, 2),
+            ("c", BASE + 3000): (BASE + 4000, 1),
+        }
+
+
 # -- deterministic examples ----------------------------------------------------------
 
 
