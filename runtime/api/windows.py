@@ -1,4 +1,4 @@
-"""Window specifications: tumbling, hopping and session windows.
+"""Window specifications: tumbling, hopping, session and cumulative windows.
 
 A spec only describes windows; the engines cut event time with the window assigner
 registered for the spec's type (``runtime.engine.windowing``), so both engines, the
@@ -18,6 +18,9 @@ hopping     the ``size / slide`` windows of ``size`` that      once per window
             start every ``slide`` and contain ``ts``
 session     ``[ts, ts + gap)``, merged with the key's          once per session; a merge
             sessions it overlaps                               retracts absorbed starts
+cumulative  ``[s, s + k * step)`` for each ``k`` whose end     the running aggregate of
+            lies beyond ``ts``, ``s`` a multiple of ``size``   ``[s, s + size)`` at every
+                                                               ``step``
 ==========  ================================================  =========================
 
 >>> from datetime import timedelta
@@ -25,6 +28,9 @@ session     ``[ts, ts + gap)``, merged with the key's          once per session;
 Tumbling(size_ms=10000, allowed_lateness_ms=0, early_every_ms=None)
 >>> session(timedelta(minutes=30)).gap_ms
 1800000
+>>> c = cumulative(timedelta(hours=1), timedelta(minutes=10))
+>>> (c.size_ms, c.step_ms)
+(3600000, 600000)
 """
 
 from __future__ import annotations
@@ -37,10 +43,12 @@ from runtime.api.errors import ConfigError
 from runtime.api.watermarks import to_ms
 
 __all__ = [
+    "Cumulative",
     "Hopping",
     "Session",
     "Tumbling",
     "WindowSpec",
+    "cumulative",
     "hopping",
     "session",
     "tumbling",
@@ -93,6 +101,22 @@ class Session:
     """
 
     gap_ms: int
+    allowed_lateness_ms: int = 0
+    early_every_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cumulative:
+    """Windows that grow by ``step_ms`` from the start of every ``size_ms`` period.
+
+    Each period ``[s, s + size)`` (``s`` a multiple of ``size``) has the windows
+    ``[s, s + step)``, ``[s, s + 2 * step)`` ... ``[s, s + size)``; a record at ``ts``
+    is in those of them that end after ``ts``. So the period's running aggregate is
+    emitted at every step (Flink SQL's ``CUMULATE``); all of them share the start ``s``.
+    """
+
+    size_ms: int
+    step_ms: int
     allowed_lateness_ms: int = 0
     early_every_ms: int | None = None
 
@@ -174,4 +198,37 @@ def session(
     """
     return Session(
         _positive(gap, "gap"), to_ms(allowed_lateness, "allowed_lateness"), _early(early_updates)
+    )
+
+
+def cumulative(
+    size: timedelta,
+    step: timedelta,
+    *,
+    allowed_lateness: timedelta = timedelta(0),
+    early_updates: timedelta | None = None,
+) -> Cumulative:
+    """Cumulative windows: the running aggregate of each ``size`` period, every ``step``.
+
+    ``cumulative(timedelta(hours=1), timedelta(minutes=10))`` emits, per key and hour,
+    the aggregate of the hour so far at 10, 20, ... 60 minutes past it: the windows
+    ``[h, h + 10 min)``, ``[h, h + 20 min)`` ... ``[h, h + 1 h)``. Each fires when the
+    watermark reaches its end, with the records of ``[h, end)``; a late record within
+    ``allowed_lateness`` updates the windows of its period that end after it and
+    have not been forgotten yet.
+
+    Args:
+        size: the period; windows start at its multiples (epoch-aligned).
+        step: how much each window of a period is longer than the one before.
+        allowed_lateness: how long after a window fires late records still update it.
+        early_updates: as for :func:`tumbling`.
+
+    Raises:
+        ConfigError: ``step`` is larger than ``size`` or does not divide it.
+    """
+    size_ms, step_ms = _positive(size, "size"), _positive(step, "step")
+    if step_ms > size_ms or size_ms % step_ms:
+        raise ConfigError(f"step ({step}) must divide size ({size}) and not exceed it")
+    return Cumulative(
+        size_ms, step_ms, to_ms(allowed_lateness, "allowed_lateness"), _early(early_updates)
     )

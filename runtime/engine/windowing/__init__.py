@@ -3,7 +3,8 @@
 * :mod:`~runtime.engine.windowing.assigner`: the assigner interface and the registry
   of window kinds (spec type -> assigner);
 * one module per kind: :mod:`~runtime.engine.windowing.tumbling`,
-  :mod:`~runtime.engine.windowing.hopping`, :mod:`~runtime.engine.windowing.session`;
+  :mod:`~runtime.engine.windowing.hopping`, :mod:`~runtime.engine.windowing.session`,
+  :mod:`~runtime.engine.windowing.cumulative`;
 * :mod:`~runtime.engine.windowing.logic`: the window operator's rules over any
   assigner and any ``AggregateFunction``, on a key-value view of state and a
   scheduler of firing times. The native engine runs it in
@@ -14,7 +15,12 @@ A new window kind is a spec in ``runtime.api.windows``, one assigner module here
 its import below (the registration).
 """
 
-from runtime.engine.windowing import hopping, session, tumbling  # noqa: F401  (registrations)
+from runtime.engine.windowing import (  # noqa: F401  (registrations)
+    cumulative,
+    hopping,
+    session,
+    tumbling,
+)
 from runtime.engine.windowing.assigner import ASSIGNERS, WindowAssigner, assigner_for, register
 from runtime.engine.windowing.logic import MISSING, Changes, Emission, WindowLogic
 
