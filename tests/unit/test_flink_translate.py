@@ -162,7 +162,7 @@ def window_operator(spec: WindowSpec, policy: ErrorPolicy = ErrorPolicy.DEAD_LET
     return FakeKeyedOperator(WindowStep("w", spec, SumOf(), row, failures(policy)))
 
 
-def results(outputs: list[Output]) -> list[tuple[int, int, Any, int]]:
+def results(outputs: list[Output]) -> list[tuple[int, int, Any, int | None]]:
     """(start, end, sum, Flink timestamp) of the main outputs."""
     return [
         (o.value[1]["start"], o.value[1]["end"], o.value[1]["sum"], o.timestamp)

@@ -76,7 +76,7 @@ def test_flink_window_step_matches_reference(kind: str) -> None:
         for name, aggregate, reference in AGGREGATES:
             op = run_on_fake_flink(sc, spec, aggregate)
             results = [o for o in op.outputs if o.tag is None]
-            view = engine_view([o.value[1] for o in results])
+            view = engine_view([o.value[1] for o in results], sc.spec)
             assert view == ref.final_view(sc.batches, sc.spec, sc.bound, reference), name
             for o in results:
                 if o.value[1]["value"] is not None:  # (a retraction carries the record's time)

@@ -1,11 +1,13 @@
 """Window steps against the brute-force reference (``reference.py``), on both backends.
 
-Random out-of-order streams of a few keys arrive in random batches; at the end the
-watermark is forced far ahead so that every window fires and is purged. The
-engine's *final view* (the last emission per ``(key, window start)``; a session
-result of ``None`` retracts that start) must equal the reference's exactly, the
-late side output must hold exactly the reference's late records, and the step
-counters must reconcile.
+Every window kind (tumbling, hopping, session, cumulative): random out-of-order
+streams of a few keys arrive in random batches; at the end the watermark is forced
+far ahead so that every window fires and is purged. The engine's *final view* (the
+last emission per ``(key, window start)``, per ``(key, start, end)`` for cumulative
+windows, which share starts; a session result of ``None`` retracts that start) must
+equal the reference's exactly, the late side output must hold exactly the
+reference's late records, and the step counters must reconcile. The same holds when
+the driver crashes anywhere and restores from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tests.unit.engine.reference import Event
 STATES = ("memory", "rocksdb")
 # Opening RocksDB stores costs far more than a scenario: fewer examples there.
 EXAMPLES = {"memory": 150, "rocksdb": 25}
-KINDS = ("tumbling", "hopping", "session")
+KINDS = ("tumbling", "hopping", "session", "cumulative")
 KEYS = ("a", "b", "c")
 BASE = 1_700_000_000_000
 FAR = BASE + 10 * 24 * 3600 * 1000  # beyond every window end, lateness and gap
@@ -74,6 +76,10 @@ def api_spec(spec: ref.RefSpec, early_ms: int | None = None) -> WindowSpec:
         return windows.hopping(
             ms(spec.size), ms(spec.slide), allowed_lateness=late, early_updates=early
         )
+    if isinstance(spec, ref.RefCumulative):
+        return windows.cumulative(
+            ms(spec.size), ms(spec.step), allowed_lateness=late, early_updates=early
+        )
     return windows.session(ms(spec.gap), allowed_lateness=late, early_updates=early)
 
 
@@ -101,11 +107,22 @@ def driving(job: Job, state: str) -> Iterator[TestDriver]:
         driver.close()
 
 
-def engine_view(outputs: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, Any]]:
-    """The final view of a window sink: last emission per (key, start) wins; None retracts."""
-    view: dict[tuple[str, int], tuple[int, Any]] = {}
+def window_key(rec: dict[str, Any], spec: ref.RefSpec | None = None) -> ref.WindowKey:
+    """How the final view names a result's window: ``(key, start)``; cumulative windows,
+    which share starts, ``(key, start, end)``."""
+    if isinstance(spec, ref.RefCumulative):
+        return (rec["key"], rec["window_start_ms"], rec["window_end_ms"])
+    return (rec["key"], rec["window_start_ms"])
+
+
+def engine_view(
+    outputs: list[dict[str, Any]], spec: ref.RefSpec | None = None
+) -> dict[ref.WindowKey, tuple[int, Any]]:
+    """The final view of a window sink: last emission per window wins (windows named by
+    ``(key, start)``, cumulative ones of ``spec`` by ``(key, start, end)``); None retracts."""
+    view: dict[ref.WindowKey, tuple[int, Any]] = {}
     for rec in outputs:
-        wk = (rec["key"], rec["window_start_ms"])
+        wk = window_key(rec, spec)
         if rec["value"] is None:
             assert wk in view, f"retraction of {wk}, which is not in the view"
             del view[wk]
@@ -175,6 +192,11 @@ def scenarios(draw: st.DrawFn, kind: str) -> Scenario:
             st.sampled_from([(2000, 1000), (3000, 1000), (4000, 2000), (5000, 2500), (2000, 2000)])
         )
         spec = ref.RefHopping(size, slide, lateness)
+    elif kind == "cumulative":
+        size, step = draw(
+            st.sampled_from([(4000, 1000), (3000, 1000), (6000, 2000), (5000, 2500), (2000, 2000)])
+        )
+        spec = ref.RefCumulative(size, step, lateness)
     else:
         spec = ref.RefSession(draw(st.sampled_from([500, 1000, 2000, 5000])), lateness)
     bound = draw(st.sampled_from([0, 500, 1000, 3000, 10000]))
@@ -216,7 +238,7 @@ def check_against_reference(sc: Scenario, state: str) -> None:
         for step, sink, aggregate in STEPS:
             outputs = driver.output(sink)
             expected = ref.final_view(sc.batches, sc.spec, sc.bound, aggregate)
-            assert engine_view(outputs) == expected, step
+            assert engine_view(outputs, sc.spec) == expected, step
             assert Counter(v["id"] for v in driver.late(step)) == Counter(
                 e.id for e in expected_late
             ), step
@@ -234,13 +256,13 @@ def check_against_reference(sc: Scenario, state: str) -> None:
                 # Every window is emitted exactly once. (A session can legitimately be
                 # emitted again: a record on time by its own proto-session may still
                 # extend a session that already fired.)
-                emissions = Counter((v["key"], v["window_start_ms"]) for v in outputs)
+                emissions = Counter(window_key(v, sc.spec) for v in outputs)
                 assert set(emissions.values()) <= {1}, step
             if step == "w_ids":
                 # A window is re-emitted only when it changed (then its ids changed).
-                last: dict[tuple[str, int], Any] = {}
+                last: dict[ref.WindowKey, Any] = {}
                 for v in outputs:
-                    wk = (v["key"], v["window_start_ms"])
+                    wk = window_key(v, sc.spec)
                     assert last.get(wk) != (v["window_end_ms"], v["value"]), (step, wk)
                     last[wk] = (v["window_end_ms"], v["value"])
         assert counters["events"]["in"] == counters["by_key"]["in"] == n
@@ -288,7 +310,7 @@ def test_windows_survive_crash_and_restore(kind: str, state: str) -> None:
             expected_late = ref.late_events(sc.batches, sc.spec, sc.bound)
             for step, sink, aggregate in STEPS:
                 expected = ref.final_view(sc.batches, sc.spec, sc.bound, aggregate)
-                assert engine_view(driver.output(sink)) == expected, step
+                assert engine_view(driver.output(sink), sc.spec) == expected, step
                 assert Counter(v["id"] for v in driver.late(step)) == Counter(
                     e.id for e in expected_late
                 ), step
@@ -478,7 +500,7 @@ def test_hopping_record_late_for_some_windows_only(state: str) -> None:
         driver.send("events", rec("a", 4200))
         driver.advance_watermark(FAR)
         view = engine_view(driver.output("out"))
-        a = {start - BASE: value for (key, start), (_, value) in view.items() if key == "a"}
+        a = {wk[1] - BASE: value for wk, (_, value) in view.items() if wk[0] == "a"}
         assert a == {-3000: 1, -2000: 1, -1000: 1, 0: 1, 2000: 1, 3000: 1, 4000: 1}
         assert driver.late("w") == []
         assert driver.counters()["w"]["late"] == 0
@@ -545,6 +567,44 @@ def test_early_update_of_a_session_then_merged_into_an_earlier_start_is_retracte
         driver.send("events", rec("a", 9500))  # on time; merges into [9500, 11100)
         driver.advance_watermark(FAR)
         assert engine_view(driver.output("out")) == {("a", BASE + 9500): (BASE + 11_100, 3)}
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_cumulative_windows_emit_the_hour_so_far_every_ten_minutes(state: str) -> None:
+    minute = 60_000
+    hour = BASE - BASE % 3_600_000 + 3_600_000  # an hour boundary
+
+    def at(key: str, minutes: float) -> dict[str, Any]:
+        return {"k": key, "ts": hour + int(minutes * minute), "v": 1, "id": 0}
+
+    def since_hour(outputs: list[dict[str, Any]]) -> list[tuple[int, int, Any]]:
+        return [
+            (
+                (v["window_start_ms"] - hour) // minute,
+                (v["window_end_ms"] - hour) // minute,
+                v["value"],
+            )
+            for v in outputs
+            if v["key"] == "a"
+        ]
+
+    spec = windows.cumulative(
+        timedelta(hours=1), timedelta(minutes=10), allowed_lateness=timedelta(minutes=15)
+    )
+    with driving(count_job(spec), state) as driver:
+        driver.advance_time(2 * 3_600_000)  # event times within the processing clock's bound
+        driver.send_many("events", [at("a", 5), at("a", 25)])
+        driver.send("events", at("b", 30))  # watermark 30 min: [0, 10) .. [0, 30) fire
+        assert since_hour(driver.output("out")) == [(0, 10, 1), (0, 20, 1), (0, 30, 2)]
+        driver.send("events", at("b", 61))  # watermark 61 min: the rest of the hour
+        assert since_hour(driver.output("out"))[3:] == [(0, 40, 2), (0, 50, 2), (0, 60, 2)]
+        # Late, within lateness: only the windows that contain 48 min and are not gone.
+        driver.send("events", at("a", 48))
+        assert since_hour(driver.output("out"))[6:] == [(0, 50, 3), (0, 60, 3)]
+        driver.send("events", at("b", 76))  # watermark 76 min: [0, 60) gone at 75
+        driver.send("events", at("a", 59))
+        assert driver.late("w") == [at("a", 59)]
+        assert len(since_hour(driver.output("out"))) == 8
 
 
 # -- the other built-in aggregates -----------------------------------------------------
