@@ -209,6 +209,11 @@ def total(events: list[Event]) -> int:
     return sum(e.value for e in events)
 
 
+def maximum(events: list[Event]) -> int:
+    """The largest value."""
+    return max(e.value for e in events)
+
+
 def ids(events: list[Event]) -> tuple[int, ...]:
     """The records' ids, sorted."""
     return tuple(sorted(e.id for e in events))

@@ -23,8 +23,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import Job, WatermarkStrategy, windows
+from runtime import Job, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count, Max, Mean, Min, Quantiles, Sum
+from runtime.api.graph import default_window_output
 from runtime.api.windows import WindowSpec
 from runtime.testing import TestDriver
 from tests.unit.engine import reference as ref
@@ -42,6 +43,8 @@ STEPS = (
     ("w_count", "counts", ref.count),
     ("w_sum", "sums", ref.total),
     ("w_ids", "ids", ref.ids),
+    ("w_max", "maxes", ref.maximum),
+    ("w_collect", "collected", ref.ids),
 )
 
 
@@ -84,7 +87,8 @@ def api_spec(spec: ref.RefSpec, early_ms: int | None = None) -> WindowSpec:
 
 
 def window_job(spec: WindowSpec, bound: int) -> Job:
-    """Count, Sum and CollectIds over the same keyed stream, each to its own sink."""
+    """Count, Sum, CollectIds, ``reduce(max)`` and ``collect()`` over the same keyed
+    stream, each to its own sink."""
     job = Job("windows-property")
     keyed = job.source(
         "events",
@@ -95,7 +99,16 @@ def window_job(spec: WindowSpec, bound: int) -> Job:
     keyed.window("w_count", spec).aggregate(Count()).sink("counts", schema=None)
     keyed.window("w_sum", spec).aggregate(Sum(of=lambda e: e["v"])).sink("sums", schema=None)
     keyed.window("w_ids", spec).aggregate(CollectIds()).sink("ids", schema=None)
+    keyed.window("w_max", spec).reduce(max, of=lambda e: e["v"]).sink("maxes", schema=None)
+    keyed.window("w_collect", spec).collect(of=lambda e: e["id"], output=sorted_ids).sink(
+        "collected", schema=None
+    )
     return job
+
+
+def sorted_ids(key: Any, window: Window, ids: list[int] | None) -> dict[str, Any]:
+    """A ``collect()`` result with its ids sorted (they come in arrival order)."""
+    return default_window_output(key, window, None if ids is None else tuple(sorted(ids)))
 
 
 @contextmanager
