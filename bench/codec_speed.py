@@ -17,6 +17,7 @@ from typing import Any
 from runtime.api.aggregates import Quantiles
 from runtime.engine.repartition import decode, encode_record
 from runtime.state.codec import decode_value, encode_value
+from runtime.state.records import WindowState
 
 T0 = 1_700_000_000_000
 
@@ -35,7 +36,7 @@ def session_state(events: int, rng: random.Random) -> list[Any]:
             f"title-{rng.randrange(500)}",
             rng.choice(["play", "pause", "seek", "heartbeat"]),
         )
-    return [[T0, T0 + events * 10_000 + 1_800_000, {"p": plays, "i": {"i-1": T0}}, 0]]
+    return [WindowState(T0, T0 + events * 10_000 + 1_800_000, {"p": plays, "i": {"i-1": T0}})]
 
 
 def qoe_state(startups: int, rng: random.Random) -> list[Any]:

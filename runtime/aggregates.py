@@ -1,5 +1,5 @@
 """Built-in aggregate functions (re-exported from ``runtime.api.aggregates``)."""
 
-from runtime.api.aggregates import Count, Max, Mean, Min, Quantiles, Sum
+from runtime.api.aggregates import Collect, Count, Max, Mean, Min, Quantiles, Reduce, Sum
 
-__all__ = ["Count", "Max", "Mean", "Min", "Quantiles", "Sum"]
+__all__ = ["Collect", "Count", "Max", "Mean", "Min", "Quantiles", "Reduce", "Sum"]

@@ -1,4 +1,4 @@
-"""Built-in aggregate functions: count, sum, min, max, mean and mergeable quantiles.
+"""Built-in aggregates: count, sum, min, max, mean, quantile sketches, reduce, collect.
 
 Each takes an optional ``of`` function that picks the number out of a record;
 without it the record itself is the number.
@@ -21,7 +21,7 @@ from typing import Any
 from ddsketch import DDSketch
 from ddsketch.store import DenseStore
 
-__all__ = ["Count", "Max", "Mean", "Min", "Quantiles", "Sum"]
+__all__ = ["Collect", "Count", "Max", "Mean", "Min", "Quantiles", "Reduce", "Sum"]
 
 Sketch = DDSketch
 """The accumulator class of :class:`Quantiles` (state backends register its encoding)."""
@@ -187,6 +187,75 @@ class Quantiles:
         if acc.count == 0:
             return {q: None for q in self.quantiles}
         return {q: acc.get_quantile_value(q) for q in self.quantiles}
+
+
+@dataclass(frozen=True, slots=True)
+class Reduce:
+    """``fn`` folded over ``of(record)``: ``fn(fn(a, b), c)``...; ``None`` for no records.
+
+    ``fn`` must be associative and commutative (like ``max`` or ``operator.add``):
+    records reach a window out of order, and merging sessions combine partial results.
+    Its values must be storable in state (plain data).
+
+    >>> r = Reduce(max, of=lambda e: e["v"])
+    >>> acc = r.create()
+    >>> for e in ({"v": 3}, {"v": 9}, {"v": 4}):
+    ...     acc = r.add(acc, e)
+    >>> r.result(acc)
+    9
+    """
+
+    fn: Callable[[Any, Any], Any]
+    of: Callable[[Any], Any] | None = None
+
+    def create(self) -> tuple[Any, ...]:
+        """No value yet: ``()``; then ``(value,)``."""
+        return ()
+
+    def add(self, acc: tuple[Any, ...], value: Any) -> tuple[Any, ...]:
+        """Fold one record in."""
+        v = _get(self.of, value)
+        return (self.fn(acc[0], v),) if acc else (v,)
+
+    def merge(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Fold two partial results."""
+        if not a:
+            return b
+        return (self.fn(a[0], b[0]),) if b else a
+
+    def result(self, acc: tuple[Any, ...]) -> Any:
+        """The folded value."""
+        return acc[0] if acc else None
+
+
+@dataclass(frozen=True, slots=True)
+class Collect:
+    """Every ``of(record)`` of the window, in the order the records arrived (a merge
+    puts the earlier session's first). Its values must be storable in state.
+
+    >>> c = Collect(of=lambda e: e["id"])
+    >>> c.result(c.add(c.add(c.create(), {"id": 7}), {"id": 2}))
+    [7, 2]
+    """
+
+    of: Callable[[Any], Any] | None = None
+
+    def create(self) -> list[Any]:
+        """An empty list."""
+        return []
+
+    def add(self, acc: list[Any], value: Any) -> list[Any]:
+        """Append one record's value."""
+        acc.append(_get(self.of, value))
+        return acc
+
+    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        """Both lists, one after the other."""
+        return a + b
+
+    def result(self, acc: list[Any]) -> list[Any]:
+        """A copy of the values."""
+        return list(acc)
 
 
 # -- the sketch as plain fields, for state encodings -----------------------------------

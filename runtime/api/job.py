@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from os import PathLike, fspath
 from typing import Any
 
+from runtime.api.aggregates import Collect, Reduce
 from runtime.api.errors import JobDefinitionError
 from runtime.api.functions import AggregateFunction, KeyedProcessFunction, Window
 from runtime.api.graph import (
@@ -240,7 +241,12 @@ class KeyedStream(Stream):
 
 
 class WindowedStream:
-    """A keyed stream cut into windows; ``aggregate`` turns it back into a stream."""
+    """A keyed stream cut into windows; ``aggregate`` turns it back into a stream.
+
+    ``reduce`` and ``collect`` are ``aggregate`` with a built-in function
+    (``aggregates.Reduce``, ``aggregates.Collect``): a window step only ever runs an
+    ``AggregateFunction``, whatever its kind of window.
+    """
 
     __slots__ = ("_keyed", "_name", "_spec")
 
@@ -273,6 +279,36 @@ class WindowedStream:
             )
         )
         return AggregatedStream(job, node)
+
+    def reduce(
+        self,
+        fn: Callable[[Any, Any], Any],
+        *,
+        of: Callable[[Any], Any] | None = None,
+        output: Callable[[Any, Window, Any], Any] | None = None,
+    ) -> AggregatedStream:
+        """Fold each window's records with ``fn`` (associative and commutative).
+
+        Args:
+            fn: combines two values into one, e.g. ``max``.
+            of: picks the value out of a record; default: the record itself.
+            output: as for :meth:`aggregate`.
+        """
+        return self.aggregate(Reduce(fn, of), output=output)
+
+    def collect(
+        self,
+        *,
+        of: Callable[[Any], Any] | None = None,
+        output: Callable[[Any, Window, Any], Any] | None = None,
+    ) -> AggregatedStream:
+        """Each window's records (or ``of(record)``) as a list, in arrival order.
+
+        Args:
+            of: picks the value out of a record; default: the record itself.
+            output: as for :meth:`aggregate`.
+        """
+        return self.aggregate(Collect(of), output=output)
 
 
 class AggregatedStream(KeyedStream):

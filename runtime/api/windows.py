@@ -1,27 +1,76 @@
-"""Window specifications: tumbling, hopping and session windows.
+"""Window specifications: tumbling, hopping, session and cumulative windows.
+
+A spec only describes windows; the engines cut event time with the window assigner
+registered for the spec's type (``runtime.engine.windowing``), so both engines, the
+native one and Flink, run every kind the same way.
 
 Windows are half-open ``[start, end)`` intervals of event time in epoch milliseconds.
-A window fires when the watermark reaches its end. ``allowed_lateness`` keeps a
-fired window's state so that a late record inside it re-emits an updated result;
-records later than that go to the late output. The default allowed lateness is zero.
+A window fires when the watermark reaches its end, and its result carries event time
+``end - 1``. ``allowed_lateness`` keeps a fired window's state so that a late record
+inside it re-emits an updated result; records later than that go to the late output.
+The default allowed lateness is zero.
+
+==========  ================================================  =========================
+kind        windows of a record at ``ts``                      emits
+==========  ================================================  =========================
+tumbling    ``[s, s + size)``, ``s`` a multiple of ``size``   once per window
+hopping     the ``size / slide`` windows of ``size`` that      once per window
+            start every ``slide`` and contain ``ts``
+session     ``[ts, ts + gap)``, merged with the key's          once per session; a merge
+            sessions it overlaps                               retracts absorbed starts
+cumulative  ``[s, s + k * step)`` for each ``k`` whose end     the running aggregate of
+            lies beyond ``ts``, ``s`` a multiple of ``size``   ``[s, s + size)`` at every
+                                                               ``step``
+==========  ================================================  =========================
 
 >>> from datetime import timedelta
->>> w = tumbling(timedelta(seconds=10))
->>> w.assign(12_345)
-[(10000, 20000)]
->>> hopping(timedelta(seconds=10), timedelta(seconds=5)).assign(12_345)
-[(5000, 15000), (10000, 20000)]
+>>> tumbling(timedelta(seconds=10))
+Tumbling(size_ms=10000, allowed_lateness_ms=0, early_every_ms=None)
+>>> session(timedelta(minutes=30)).gap_ms
+1800000
+>>> c = cumulative(timedelta(hours=1), timedelta(minutes=10))
+>>> (c.size_ms, c.step_ms)
+(3600000, 600000)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from runtime.api.errors import ConfigError
 from runtime.api.watermarks import to_ms
 
-__all__ = ["Hopping", "Session", "Tumbling", "WindowSpec", "hopping", "session", "tumbling"]
+__all__ = [
+    "Cumulative",
+    "Hopping",
+    "Session",
+    "Tumbling",
+    "WindowSpec",
+    "cumulative",
+    "hopping",
+    "session",
+    "tumbling",
+]
+
+
+class WindowSpec(Protocol):
+    """What every window spec has; each kind adds its own sizes.
+
+    A new kind is a frozen dataclass with these two fields plus an assigner
+    registered for it in ``runtime.engine.windowing``.
+    """
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        """How long after a window fires late records still update it (ms)."""
+        ...
+
+    @property
+    def early_every_ms(self) -> int | None:
+        """Processing time between early (running) results of open windows, if any."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +81,6 @@ class Tumbling:
     allowed_lateness_ms: int = 0
     early_every_ms: int | None = None
 
-    def assign(self, ts: int) -> list[tuple[int, int]]:
-        """The windows that contain event time ``ts``."""
-        start = ts - ts % self.size_ms
-        return [(start, start + self.size_ms)]
-
-    def last_end(self, ts: int) -> int:
-        """The end of the last window that contains ``ts`` (decides lateness)."""
-        return ts - ts % self.size_ms + self.size_ms
-
 
 @dataclass(frozen=True, slots=True)
 class Hopping:
@@ -50,20 +90,6 @@ class Hopping:
     slide_ms: int
     allowed_lateness_ms: int = 0
     early_every_ms: int | None = None
-
-    def assign(self, ts: int) -> list[tuple[int, int]]:
-        """The windows that contain event time ``ts``, oldest first."""
-        last_start = ts - ts % self.slide_ms
-        first_start = last_start - self.size_ms + self.slide_ms
-        return [
-            (start, start + self.size_ms)
-            for start in range(first_start, last_start + 1, self.slide_ms)
-            if start <= ts < start + self.size_ms
-        ]
-
-    def last_end(self, ts: int) -> int:
-        """The end of the last window that contains ``ts``."""
-        return ts - ts % self.slide_ms + self.size_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +104,21 @@ class Session:
     allowed_lateness_ms: int = 0
     early_every_ms: int | None = None
 
-    def assign(self, ts: int) -> list[tuple[int, int]]:
-        """The proto-session a record at ``ts`` opens on its own."""
-        return [(ts, ts + self.gap_ms)]
 
-    def last_end(self, ts: int) -> int:
-        """The end of the record's own proto-session (decides lateness)."""
-        return ts + self.gap_ms
+@dataclass(frozen=True, slots=True)
+class Cumulative:
+    """Windows that grow by ``step_ms`` from the start of every ``size_ms`` period.
 
+    Each period ``[s, s + size)`` (``s`` a multiple of ``size``) has the windows
+    ``[s, s + step)``, ``[s, s + 2 * step)`` ... ``[s, s + size)``; a record at ``ts``
+    is in those of them that end after ``ts``. So the period's running aggregate is
+    emitted at every step (Flink SQL's ``CUMULATE``); all of them share the start ``s``.
+    """
 
-WindowSpec = Tumbling | Hopping | Session
+    size_ms: int
+    step_ms: int
+    allowed_lateness_ms: int = 0
+    early_every_ms: int | None = None
 
 
 def _positive(value: timedelta, what: str) -> int:
@@ -114,6 +145,9 @@ def tumbling(
         allowed_lateness: how long after a window fires late records still update it.
         early_updates: if set, emit the running result of open windows every this much
             processing time, before the window's final result.
+
+    Raises:
+        ConfigError: ``size`` is not positive.
     """
     return Tumbling(
         _positive(size, "size"), to_ms(allowed_lateness, "allowed_lateness"), _early(early_updates)
@@ -128,6 +162,12 @@ def hopping(
     early_updates: timedelta | None = None,
 ) -> Hopping:
     """Hopping (sliding) windows of ``size`` that start every ``slide``.
+
+    Args:
+        size: window length.
+        slide: time between window starts; a record is in ``size / slide`` windows.
+        allowed_lateness: how long after a window fires late records still update it.
+        early_updates: as for :func:`tumbling`.
 
     Raises:
         ConfigError: ``slide`` is larger than ``size`` or does not divide it.
@@ -146,7 +186,49 @@ def session(
     allowed_lateness: timedelta = timedelta(0),
     early_updates: timedelta | None = None,
 ) -> Session:
-    """Session windows that close after ``gap`` of event-time inactivity per key."""
+    """Session windows that close after ``gap`` of event-time inactivity per key.
+
+    Args:
+        gap: records of a key less than this apart share a session.
+        allowed_lateness: how long after a session fires late records still update it.
+        early_updates: as for :func:`tumbling`.
+
+    Raises:
+        ConfigError: ``gap`` is not positive.
+    """
     return Session(
         _positive(gap, "gap"), to_ms(allowed_lateness, "allowed_lateness"), _early(early_updates)
+    )
+
+
+def cumulative(
+    size: timedelta,
+    step: timedelta,
+    *,
+    allowed_lateness: timedelta = timedelta(0),
+    early_updates: timedelta | None = None,
+) -> Cumulative:
+    """Cumulative windows: the running aggregate of each ``size`` period, every ``step``.
+
+    ``cumulative(timedelta(hours=1), timedelta(minutes=10))`` emits, per key and hour,
+    the aggregate of the hour so far at 10, 20, ... 60 minutes past it: the windows
+    ``[h, h + 10 min)``, ``[h, h + 20 min)`` ... ``[h, h + 1 h)``. Each fires when the
+    watermark reaches its end, with the records of ``[h, end)``; a late record within
+    ``allowed_lateness`` updates the windows of its period that end after it and
+    have not been forgotten yet.
+
+    Args:
+        size: the period; windows start at its multiples (epoch-aligned).
+        step: how much each window of a period is longer than the one before.
+        allowed_lateness: how long after a window fires late records still update it.
+        early_updates: as for :func:`tumbling`.
+
+    Raises:
+        ConfigError: ``step`` is larger than ``size`` or does not divide it.
+    """
+    size_ms, step_ms = _positive(size, "size"), _positive(step, "step")
+    if step_ms > size_ms or size_ms % step_ms:
+        raise ConfigError(f"step ({step}) must divide size ({size}) and not exceed it")
+    return Cumulative(
+        size_ms, step_ms, to_ms(allowed_lateness, "allowed_lateness"), _early(early_updates)
     )

@@ -1,8 +1,8 @@
 """Queryable state: the entries of one key in a stateful step, found by key, never by a scan.
 
 Stateful steps key their store entries by the record key first: window state is
-``(key, window_start)``, process state ``(key, state_name)``, session windows keep
-``key`` itself. Encoded tuple keys start with their elements' encodings (see
+``(key, window_start, window_end)``, process state ``(key, state_name)``, session
+windows keep ``key`` itself. Encoded tuple keys start with their elements' encodings (see
 :mod:`runtime.state.serde`), so the entries of one key are one key range on disk:
 a lookup is a point read of ``key`` plus a prefix read of ``(key, ...)``
 (:meth:`~runtime.state.base.StateStore.items_with_prefix`), stopped after ``limit``

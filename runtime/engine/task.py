@@ -39,7 +39,6 @@ from runtime.api.graph import (
 )
 from runtime.api.io import CodecFactory, RawRecord
 from runtime.api.job import Job
-from runtime.api.windows import Session
 from runtime.engine.operators import (
     FilterOperator,
     FlatMapOperator,
@@ -54,7 +53,7 @@ from runtime.engine.process import ProcessOperator
 from runtime.engine.repartition import RECORD, RepartitionWriter, internal_source
 from runtime.engine.repartition import decode as decode_internal
 from runtime.engine.watermarks import NO_WATERMARK, WatermarkTracker
-from runtime.engine.windows import FixedWindowOperator, SessionWindowOperator, WindowOperator
+from runtime.engine.windows import WindowOperator
 from runtime.state.base import StateBackend, StateStore
 
 
@@ -200,8 +199,7 @@ class Task:
                 raise JobDefinitionError(f"window step {name!r} has no aggregation")
             store = backend.open_store(self.job.name, name, self.task_id)
             self.stores.append(store)
-            cls = SessionWindowOperator if isinstance(node.spec, Session) else FixedWindowOperator
-            win = cls(name, self, node.spec, node.aggregate, node.output, store)
+            win = WindowOperator(name, self, node.spec, node.aggregate, node.output, store)
             win.restore_index()
             return win
         if isinstance(node, ProcessNode):

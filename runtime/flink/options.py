@@ -81,10 +81,9 @@ class FlinkOptions:
             of input moves event time to the end, so every window fires (tests,
             backfills). Default: run until cancelled.
         execution_mode: ``"thread"`` (Python in the TaskManager's JVM, 2-3x faster),
-            ``"process"`` (separate Python worker processes) or ``"auto"``: thread mode,
-            except for jobs with session windows, which PyFlink 2.2 runs on RocksDB only
-            in process mode (thread mode fails with a ``ClassCastException`` of
-            ``VoidNamespace`` to ``TimeWindow``: measured).
+            ``"process"`` (separate Python worker processes) or ``"auto"``: thread mode.
+            (Flink's merging window operators failed on RocksDB in PyFlink 2.2's thread
+            mode; window steps run as keyed process functions, which do not.)
         python_executable: the Python that runs the job's functions; it must have
             Shoal and PyFlink installed (default: this interpreter).
         restart_attempts: task failures tolerated (fixed-delay restarts from the last

@@ -2,8 +2,7 @@
 
 The local mini cluster runs inside the JVM that PyFlink's gateway starts for this
 process. Python functions run in ``thread`` mode by default (inside the
-TaskManager's JVM, 2-3x faster than ``process`` mode; jobs with session windows run
-in process mode, see ``FlinkOptions.execution_mode``), which finds Shoal and its
+TaskManager's JVM, 2-3x faster than ``process`` mode), which finds Shoal and its
 dependencies only through ``PYTHONPATH``: the launcher puts the job's folder, the
 repository and this interpreter's site-packages on it before the gateway starts.
 Checkpoints (RocksDB state, source offsets, sink transactions) go to
@@ -25,9 +24,7 @@ from typing import Any
 from runtime.api.admin import TopicSpec
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
-from runtime.api.graph import WindowNode
 from runtime.api.job import Job
-from runtime.api.windows import Session
 from runtime.flink.jars import connector_jars
 from runtime.flink.options import FlinkConnectors, FlinkOptions, parse_jobmanager, require_pyflink
 from runtime.settings import REPO_ROOT
@@ -61,23 +58,10 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def execution_mode(job: Job, options: FlinkOptions) -> str:
-    """Thread mode, unless the job has session windows (see ``FlinkOptions.execution_mode``).
-
-    Raises:
-        ConfigError: thread mode was asked for a job with session windows.
-    """
-    sessions = [
-        n.name for n in job.nodes if isinstance(n, WindowNode) and isinstance(n.spec, Session)
-    ]
-    if options.execution_mode == "auto":
-        return "process" if sessions else "thread"
-    if options.execution_mode == "thread" and sessions:
-        raise ConfigError(
-            f"session windows ({', '.join(sessions)}) need Flink's process mode: PyFlink's "
-            "thread mode fails on merging windows with RocksDB state"
-        )
-    return options.execution_mode
+def execution_mode(options: FlinkOptions) -> str:
+    """PyFlink's execution mode: thread mode unless asked otherwise (see
+    ``FlinkOptions.execution_mode``)."""
+    return "thread" if options.execution_mode == "auto" else options.execution_mode
 
 
 def flink_config(
@@ -99,7 +83,7 @@ def flink_config(
         "restart-strategy.fixed-delay.delay": f"{options.restart_delay_ms} ms",
         "python.executable": options.python_executable,
         "python.client.executable": sys.executable,
-        "python.execution-mode": execution_mode(job, options),
+        "python.execution-mode": execution_mode(options),
         "python.pythonpath": pythonpath,
     }
     if options.jobmanager is not None:

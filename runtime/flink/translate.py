@@ -12,10 +12,11 @@ map/filter/flat_map ``ProcessFunction`` around the user function (dead letters)
 merge               ``union``
 key_by              a ``ProcessFunction`` that sets the pair's key; stateful steps
                     ``key_by`` on it (Flink hashes the key)
-window              ``window()``: tumbling/hopping with the job's ``AggregateFunction``
-                    (incremental), sessions with a buffering window function,
-                    strict-overlap merging and a keyed step that retracts absorbed
-                    sessions; ``allowed_lateness``; late side output
+window              ``WindowStep``, a ``KeyedProcessFunction`` that runs the window
+                    operator both engines share with the kind's registered assigner
+                    (``runtime.engine.windowing``) on keyed state and event-time
+                    timers: every kind, merges, retractions, allowed lateness; late
+                    side output
 late                the window's late side output
 process             ``KeyedProcessFunction`` on Flink state and timers (``process``)
 sink                ``EncodeStep`` (message key and value bytes) + Flink's Kafka table
@@ -32,10 +33,11 @@ Where Flink differs from the native engine (the same results otherwise):
   librdkafka's (CRC32), so a key may land in another partition of the sink topic.
 * Dead letters of records that failed decoding name the source topic but not the
   partition and offset (the raw-bytes deserializer sees only the value).
-* A window fires again for every late record within allowed lateness (the native
-  engine re-emits once per batch). Session state is purged ``allowed_lateness``
-  after the session's end (native: ``gap`` later still), so a record later than
-  that starts a new session instead of extending the old one.
+* A window that a record changes after it was complete (within allowed lateness)
+  emits its new result with the next watermark, once per record that changed it (the
+  native engine: at the end of the batch, once per batch). A retraction carries the
+  event time of the record that merged the sessions (native: the retracted
+  session's ``end - 1``).
 * Windows with ``early_updates`` are refused (no Flink trigger is wired for them).
 * The ``skip`` and ``dead_letter`` policies behave alike; ``fail`` fails the task and
   Flink restarts it from the last checkpoint until its restart attempts run out.
@@ -69,12 +71,10 @@ from runtime.api.graph import (
 )
 from runtime.api.io import CodecFactory
 from runtime.api.job import Job
-from runtime.api.windows import Hopping, Session, Tumbling
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import Failures
 from runtime.flink.functions import (
     DEAD_LETTERS,
-    Aggregate,
     DecodeStep,
     EncodeStep,
     EventTime,
@@ -82,17 +82,12 @@ from runtime.flink.functions import (
     FlatMapStep,
     KeyStep,
     MapStep,
-    SessionEmitter,
-    SessionOutput,
-    Sessions,
-    WindowOutput,
     encode_dead_letter,
     late_tag,
     pair_key,
 )
-from runtime.flink.functions import Hopping as HoppingWindows
-from runtime.flink.functions import Tumbling as TumblingWindows
 from runtime.flink.process import ProcessStep
+from runtime.flink.windows import WindowStep
 
 BYTES = pf.Types.PRIMITIVE_ARRAY(pf.Types.BYTE())
 # What the sinks receive: the message key (or None), the value and the timestamp (ms).
@@ -260,36 +255,15 @@ def _source(
 
 def _window(job: Job, node: WindowNode, out: Translation) -> Any:
     spec, agg, output = node.spec, node.aggregate, node.output
-    assert spec is not None and agg is not None and output is not None
+    if spec is None or agg is None or output is None:
+        raise JobDefinitionError(f"window {node.name!r} has no window spec or aggregate")
     if spec.early_every_ms is not None:
         raise JobDefinitionError(
             f"window {node.name!r} asks for early updates, which the Flink engine does not run"
         )
-    failures = _failures(job, node)
-    windowed = _parent(out, node).key_by(pair_key)
-    if isinstance(spec, Tumbling):
-        assigner: Any = TumblingWindows(spec.size_ms, 0)
-    elif isinstance(spec, Hopping):
-        assigner = HoppingWindows(spec.size_ms, spec.slide_ms, 0)
-    elif isinstance(spec, Session):
-        assigner = Sessions(spec.gap_ms)
-    else:  # pragma: no cover - WindowSpec is a closed union
-        raise JobDefinitionError(f"window {node.name!r}: unknown window {spec!r}")
-    tag = late_tag(node.name)
-    stream = windowed.window(assigner)
-    if spec.allowed_lateness_ms:
-        stream = stream.allowed_lateness(spec.allowed_lateness_ms)
-    stream = stream.side_output_late_data(tag)
-    if isinstance(spec, Session):
-        result = stream.process(SessionOutput(agg, failures)).name(node.name).uid(node.name)
-        out.late[node.name] = result.get_side_output(tag)
-        _with_dead(result, out)
-        emitter = SessionEmitter(output, spec.gap_ms, spec.allowed_lateness_ms, failures)
-        emitted = result.key_by(pair_key).process(emitter)
-        return _with_dead(emitted.name(f"{node.name}.emit").uid(f"{node.name}.emit"), out)
-    result = stream.aggregate(Aggregate(agg, failures), WindowOutput(agg, output, failures))
-    result = result.name(node.name).uid(node.name)
-    out.late[node.name] = result.get_side_output(tag)
+    step = WindowStep(node.name, spec, agg, output, _failures(job, node))
+    result = _parent(out, node).key_by(pair_key).process(step).name(node.name).uid(node.name)
+    out.late[node.name] = result.get_side_output(late_tag(node.name))
     return _with_dead(result, out)
 
 

@@ -209,10 +209,16 @@ def _entry(kind: str, tid: int, state_key: Any, value: Any) -> dict[str, Any]:
     if (
         kind == "window"
         and isinstance(state_key, tuple)
-        and len(state_key) == 2
+        and len(state_key) == 3
         and isinstance(state_key[1], int)
+        and isinstance(state_key[2], int)
     ):
-        return {"task": tid, "window_start_ms": state_key[1], "value": to_jsonable(value)}
+        return {
+            "task": tid,
+            "window_start_ms": state_key[1],
+            "window_end_ms": state_key[2],
+            "value": to_jsonable(value),
+        }
     return {"task": tid, "state_key": to_jsonable(state_key), "value": to_jsonable(value)}
 
 

@@ -29,6 +29,8 @@ ext code  Python                                     body
 ``2``     ``set``                                    marker, then the elements
 ``3``     ``frozenset``                              marker, then the elements
 ``4``     a registered state type (:data:`REGISTRY`)  marker, name, then its fields
+          (``ddsketch``; ``window`` of
+          :mod:`runtime.state.records`)
 ``5``     ``int`` beyond 64 bits                     ext bytes: signed big-endian
 ========  =========================================  ============================
 
@@ -54,6 +56,7 @@ import msgpack
 
 from runtime.api.aggregates import Sketch, sketch_fields, sketch_from_fields
 from runtime.api.errors import StateError, StateFormatError
+from runtime.state.records import WindowState, window_fields, window_from_fields
 
 __all__ = [
     "FORMAT",
@@ -154,6 +157,7 @@ def register(state_type: StateType) -> None:
 
 
 register(StateType("ddsketch", Sketch, sketch_fields, sketch_from_fields))
+register(StateType("window", WindowState, window_fields, window_from_fields))
 
 
 def _default(obj: Any) -> Any:

@@ -215,8 +215,9 @@ class TestDriver:
     def state(self, step: str, key: Any) -> list[tuple[Any, Any]]:
         """The entries of ``step``'s state for ``key``: ``(state key, value)`` pairs.
 
-        Entries are as the step stores them: window state keyed ``(key, window_start)``,
-        process state ``(key, state name)`` with ``(value, last write ms)`` values.
+        Entries are as the step stores them: window state keyed ``(key, window_start,
+        window_end)`` (session windows: ``key``, a list of ``WindowState``), process
+        state ``(key, state name)`` with ``(value, last write ms)`` values.
 
         Raises:
             ConfigError: ``step`` keeps no state, or ``key`` cannot be a state key.

@@ -6,6 +6,10 @@ end of input moves event time to the end, so every window fires) and reads the
 output read_committed: the sinks write in Kafka transactions that commit with
 Flink's checkpoints. The input has no late events, so the results are exact.
 
+The cumulative-window test runs its job on the native engine too (one worker until
+its input is quiet): both engines against the brute force, the native one as far as
+its final watermark got.
+
 The failover test fails a task once mid-run, after a checkpoint completed: Flink
 restarts the job from that checkpoint (RocksDB state, source offsets) and aborts the
 transactions of the failed attempt, so the committed output is still exactly right.
@@ -176,6 +180,84 @@ def test_failover_restores_from_checkpoint_exactly_once(kafka: str, tmp_path: Pa
     got, rows = counts_of(kafka, out)
     assert rows == len(got), "a window was emitted twice"
     assert got == reference_counts(values)
+
+
+# -- cumulative windows on both engines ------------------------------------------------
+PERIOD_MS, STEP_MS = 30_000, 10_000
+
+
+def cumulative_user_counts() -> Job:
+    """Per user, the count of each 30 s period so far, every 10 s (cumulative windows)."""
+    from runtime import WatermarkStrategy, windows
+    from runtime.aggregates import Count
+
+    job = Job("user_counts_cumulative")
+    (
+        job.source(
+            "playback",
+            schema="PlaybackEvent",
+            timestamp=lambda e: e["event_time_ms"],
+            watermarks=WatermarkStrategy.bounded(timedelta(seconds=5), idle_timeout=None),
+        )
+        .key_by("by_user", lambda e: e["user_id"], repartition=False)
+        .window(
+            "counts_cumulative",
+            windows.cumulative(timedelta(milliseconds=PERIOD_MS), timedelta(milliseconds=STEP_MS)),
+        )
+        .aggregate(
+            Count(),
+            output=lambda user, w, n: {
+                "user_id": user,
+                "window_start_ms": w.start_ms,
+                "window_end_ms": w.end_ms,
+                "count": n,
+            },
+        )
+        .sink("user-counts", schema=None)
+    )
+    return job
+
+
+def reference_cumulative(values: list[dict[str, Any]]) -> dict[tuple[str, int, int], int]:
+    """Brute force: per (user, period start, window end), the events of the period that
+    came before the end."""
+    out: Counter[tuple[str, int, int]] = Counter()
+    for v in values:
+        ts = v["event_time_ms"]
+        start = ts // PERIOD_MS * PERIOD_MS
+        for end in range(start + STEP_MS, start + PERIOD_MS + 1, STEP_MS):
+            if ts < end:
+                out[(v["user_id"], start, end)] += 1
+    return dict(out)
+
+
+def test_cumulative_windows_on_both_engines_equal_reference(kafka: str, tmp_path: Path) -> None:
+    from tests.integration.test_flink_reference_jobs import key_of, run_both
+
+    playback, values = produce_playback(kafka, 12_000, seed=23)
+    worker, native, flink = run_both(
+        kafka, tmp_path, cumulative_user_counts(), {"playback": playback}, ["user-counts"]
+    )
+    want = reference_cumulative(values)
+    assert len(want) > 1_000
+    got = {}
+    for engine, out in (("native", native), ("flink", flink)):
+        messages = out["user-counts"]
+        rows = decoded(messages, "")
+        assert [key_of(m) for m in messages] == [r["user_id"] for r in rows], engine
+        got[engine] = {
+            (r["user_id"], r["window_start_ms"], r["window_end_ms"]): r["count"] for r in rows
+        }
+        assert len(rows) == len(got[engine]), f"{engine}: a window was emitted twice"
+        assert not out["dead-letters"], engine
+    # The end of Flink's bounded input fires every window; the native worker fires
+    # those that ended before its final watermark, and maybe some more.
+    assert got["flink"] == want
+    watermark = min(worker.last_watermarks.values())
+    assert got["native"] == {
+        w: n for w, n in want.items() if w[2] <= watermark or w in got["native"]
+    }
+    assert sum(1 for w in want if w[2] <= watermark) > 1_000
 
 
 # Session windows run in Flink's process mode, which runs its Python workers in this

@@ -137,7 +137,7 @@ def test_ddsketch_inside_the_qoe_accumulator_round_trips() -> None:
     back = decode_value(encode_value(acc))
     assert same(back[:8], acc[:8]) and back[9] == {"pb-1"}
     assert back[8].get_quantile_value(0.5) == acc[8].get_quantile_value(0.5)
-    assert sorted(REGISTRY) == ["ddsketch"]
+    assert sorted(REGISTRY) == ["ddsketch", "window"]
 
 
 @pytest.mark.parametrize(
@@ -264,3 +264,32 @@ def test_big_and_edge_integers() -> None:
         assert same(decode_value(encode_value(n)), n)
     assert len(encode_value(5)) == 2 and len(encode_value(True)) == 2
     assert pack(True) != pack(1) and unpack(pack(True)) is True
+
+
+def test_window_state_round_trips_as_a_named_record() -> None:
+    from runtime.state.records import WindowState
+
+    windows = [WindowState(0, 10, [1, 2], emitted=True, pending=False), WindowState(20, 35, 7)]
+    back = decode_value(encode_value(windows))
+    assert back == windows and all(type(w) is WindowState for w in back)
+    assert b"window" in encode_value(windows)  # the stored value names its type
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [[0, 10, 1, True], [0, "10", 1, True, False], [0, 10, 1, 1, False], [0.5, 10, 1, True, True]],
+    ids=["short", "end", "flag", "start"],
+)
+def test_malformed_window_states_are_refused(fields: list[Any]) -> None:
+    with pytest.raises(StateFormatError, match="malformed encoded value"):
+        decode_value(b"\x01" + pack_object("window", fields))
+
+
+def test_window_state_reads_the_older_list_form() -> None:
+    from runtime.state.records import WindowState
+
+    assert WindowState.from_legacy([0, 10, 5, 0]) == WindowState(0, 10, 5, False, True)
+    assert WindowState.from_legacy([0, 10, 5, 1]) == WindowState(0, 10, 5, True, False)
+    assert WindowState.from_legacy([0, 10, 5, 2]) == WindowState(0, 10, 5, True, True)
+    with pytest.raises(ValueError, match="status"):
+        WindowState.from_legacy([0, 10, 5, 3])

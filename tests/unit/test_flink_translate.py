@@ -18,28 +18,23 @@ from runtime.api.errors import ConfigError, JobDefinitionError, UserFunctionErro
 from runtime.api.functions import MapState, ValueState
 from runtime.api.graph import ErrorPolicy
 from runtime.api.watermarks import WatermarkStrategy
+from runtime.api.windows import WindowSpec, hopping, session, tumbling
 from runtime.flink import _pyflink as pf
 from runtime.flink import options as flink_options
 from runtime.flink.failures import Failures
 from runtime.flink.functions import (
     DEAD_LETTERS,
-    Aggregate,
     DecodeStep,
     EncodeStep,
-    Hopping,
     KeyStep,
     MapStep,
-    SessionEmitter,
-    SessionOutput,
-    Sessions,
     TimerPair,
-    Tumbling,
-    WindowOutput,
-    overlapping_groups,
     shoal_watermark,
 )
 from runtime.flink.jars import POM, check_pom_matches, installed_flink_version
 from runtime.flink.process import ProcessStep
+from runtime.flink.windows import WindowStep
+from tests.unit.flink_fakes import LONG_MAX, FakeKeyedOperator, Output
 
 pytestmark = [
     pytest.mark.filterwarnings(
@@ -71,21 +66,11 @@ def test_watermark_is_one_above_flinks() -> None:
 
 
 def test_sessions_merge_only_when_they_overlap_strictly() -> None:
-    w = pf.TimeWindow
-    groups = overlapping_groups([w(0, 10), w(5, 15), w(15, 25), w(30, 40)])
-    assert [[(x.start, x.end) for x in g] for g in groups] == [
-        [(0, 10), (5, 15)],
-        [(15, 25)],  # starts exactly where the session before ends: a new session
-        [(30, 40)],
-    ]
-    merged: list[tuple[list[tuple[int, int]], tuple[int, int]]] = []
-
-    class Callback:
-        def merge(self, to_merge: list[Any], result: Any) -> None:
-            merged.append(([(x.start, x.end) for x in to_merge], (result.start, result.end)))
-
-    Sessions(10).merge_windows([w(5, 15), w(0, 10), w(15, 25)], Callback())
-    assert merged == [([(0, 10), (5, 15)], (0, 15))]
+    op = window_operator(session(timedelta(milliseconds=10)))
+    for t in (0, 5, 15, 30):  # 15 starts exactly where [0, 15) ends: a new session
+        op.element(("u", 1), t)
+    op.advance(LONG_MAX)
+    assert results(op.outputs) == [(0, 15, 2, 14), (15, 25, 1, 24), (30, 40, 1, 39)]
 
 
 # -- decode and stateless steps --------------------------------------------------------
@@ -147,38 +132,12 @@ class FakeState:
         self.v = None
 
 
-class FakeMapState(dict[Any, Any]):
-    def put(self, k: Any, v: Any) -> None:
-        self[k] = v
-
-    def remove(self, k: Any) -> None:
-        self.pop(k, None)
-
-
 class FakeStore:
     def __init__(self) -> None:
         self.states: dict[str, Any] = {}
 
     def get_state(self, desc: Any) -> FakeState:
         return self.states.setdefault(desc.name, FakeState())  # type: ignore[no-any-return]
-
-    def get_map_state(self, desc: Any) -> FakeMapState:
-        return self.states.setdefault(desc.name, FakeMapState())  # type: ignore[no-any-return]
-
-
-class WindowContext:
-    def __init__(self, start: int, end: int, store: FakeStore) -> None:
-        self.w = pf.TimeWindow(start, end)
-        self.store = store
-
-    def window(self) -> Any:
-        return self.w
-
-    def window_state(self) -> FakeStore:
-        return self.store
-
-    def global_state(self) -> FakeStore:
-        return self.store
 
 
 class SumOf:
@@ -203,48 +162,68 @@ def row(key: Any, w: Any, result: Any) -> dict[str, Any]:
     return {"key": key, "start": w.start_ms, "end": w.end_ms, "sum": result}
 
 
-def test_fixed_window_aggregates_with_the_jobs_function_and_reports_failures_once() -> None:
-    agg = Aggregate(SumOf(), failures())
-    acc = agg.create_accumulator()
-    for v in (1, 2, "x", 4):
-        acc = agg.add(("u", v), acc)
-    output = WindowOutput(SumOf(), row, failures())
-    output.open(None)
-    ctx = WindowContext(0, 10, FakeStore())
-    first = list(output.process("u", ctx, [acc]))
-    assert main(first) == [("u", {"key": "u", "start": 0, "end": 10, "sum": 7})]
-    assert len(dead(first)) == 1
-    again = list(output.process("u", ctx, [agg.add(("u", 3), acc)]))  # a late re-fire
-    assert main(again)[0][1]["sum"] == 10 and not dead(again)
+def window_operator(spec: WindowSpec, policy: ErrorPolicy = ErrorPolicy.DEAD_LETTER) -> Any:
+    return FakeKeyedOperator(WindowStep("w", spec, SumOf(), row, failures(policy)))
+
+
+def results(outputs: list[Output]) -> list[tuple[int, int, Any, int | None]]:
+    """(start, end, sum, Flink timestamp) of the main outputs."""
+    return [
+        (o.value[1]["start"], o.value[1]["end"], o.value[1]["sum"], o.timestamp)
+        for o in outputs
+        if o.tag is None
+    ]
+
+
+def test_fixed_window_fires_at_its_end_and_dead_letters_failing_records() -> None:
+    op = window_operator(
+        tumbling(timedelta(milliseconds=10), allowed_lateness=timedelta(milliseconds=5))
+    )
+    for v, t in ((1, 1), (2, 3), ("x", 4), (4, 12)):
+        op.element(("u", v), t)
+    letters = [o.value for o in op.outputs if o.tag == "shoal.dead-letters"]
+    assert [d["error_class"] for d in letters] == ["TypeError"]
+    assert op.advance(8) == []  # Flink's watermark 8 is Shoal's 9
+    assert results(op.advance(9)) == [(0, 10, 3, 9)]  # Shoal's 10: stamped end - 1
+    # Late but within lateness: the window's new result goes out with the next
+    # watermark, stamped with its end again, not with the late record's time.
+    assert op.element(("u", 5), 2) == []
+    assert results(op.advance(11)) == [(0, 10, 8, 9)]
+    # Lateness over: a record of [0, 10) goes to the late output.
+    op.advance(15)
+    late = op.element(("u", 7), 6)
+    assert [(o.tag, o.value) for o in late] == [("w.late", ("u", 7))]
+    assert results(op.advance(LONG_MAX)) == [(10, 20, 4, 19)]
+    assert not op.state["u"]  # every window forgotten
+
+
+def test_hopping_record_goes_to_every_window_that_still_exists() -> None:
+    op = window_operator(hopping(timedelta(milliseconds=4), timedelta(milliseconds=2)))
+    op.element(("u", 1), 5)  # in [2, 6) and [4, 8)
+    op.advance(6 - 1)  # Shoal watermark 6: [2, 6) fires
+    op.element(("u", 10), 5)  # [2, 6) is gone (no lateness): only [4, 8) gets it
+    op.advance(LONG_MAX)
+    assert results(op.outputs) == [(2, 6, 1, 5), (4, 8, 11, 7)]
 
 
 def test_session_that_absorbs_an_emitted_session_retracts_it() -> None:
-    window = SessionOutput(SumOf(), failures())
-    fired = [
-        list(window.process("u", WindowContext(s, e, FakeStore()), values))
-        for s, e, values in (
-            (0, 10, [("u", 1)]),
-            (20, 30, [("u", 2)]),
-            (0, 30, [("u", 1), ("u", 5), ("u", 2)]),
-        )
-    ]
-    assert [f[0][1] for f in fired] == [(0, 10, 1), (20, 30, 2), (0, 30, 8)]
-    emitter = SessionEmitter(row, gap_ms=10, lateness_ms=0, failures=failures())
-    emitter.open(Runtime())
-    timers = FakeTimers()
-    ctx = ProcessContext(timers)
-    first = list(emitter.process_element(fired[0][0], ctx))
-    second = list(emitter.process_element(fired[1][0], ctx))
-    assert [o[1]["sum"] for o in first + second] == [1, 2]
-    # A late record at 9 bridged both: the merged session starts at 0.
-    merged = list(emitter.process_element(fired[2][0], ctx))
-    assert [o[1] for o in merged] == [
-        {"key": "u", "start": 20, "end": 30, "sum": None},
-        {"key": "u", "start": 0, "end": 30, "sum": 8},
-    ]
-    assert timers.event[-1] == 30 + 9 - 1  # kept until a record can no longer reach it
-    list(emitter.on_timer(38, ctx))
-    assert emitter.emitted.value() is None
+    op = window_operator(
+        session(timedelta(milliseconds=10), allowed_lateness=timedelta(milliseconds=30))
+    )
+    op.element(("u", 1), 0)
+    op.element(("u", 2), 15)
+    op.advance(26)  # Shoal watermark 27: [0, 10) and [15, 25) fired
+    assert results(op.outputs) == [(0, 10, 1, 9), (15, 25, 2, 24)]
+    # A late record at 8 bridges both: the later start is retracted at once, and the
+    # merged session goes out with the next watermark, stamped with its end.
+    bridged = op.element(("u", 5), 8)
+    assert [o.value[1] for o in bridged] == [{"key": "u", "start": 15, "end": 25, "sum": None}]
+    assert results(op.advance(27)) == [(0, 25, 8, 24)]
+    # Kept until no record on time can reach it: end + gap - 1 + lateness.
+    op.advance(25 + 10 - 1 + 30 - 2)
+    assert op.state["u"]
+    op.advance(25 + 10 - 1 + 30 - 1)
+    assert not op.state["u"]
 
 
 # -- process steps ---------------------------------------------------------------------
@@ -331,15 +310,14 @@ def test_timer_outputs_keep_shoal_event_time_downstream() -> None:
     mapped = list(MapStep(lambda v: v["timer"], failures()).process_element(fired[0], None))
     keyed = list(KeyStep(lambda v: "k", failures()).process_element(mapped[0], None))
     assert type(mapped[0]) is TimerPair and type(keyed[0]) is TimerPair
-    minute = Tumbling(60_000, 0)
-    assert [w.start for w in minute.assign_windows(keyed[0], 59_999, None)] == [60_000]
-    assert [w.start for w in minute.assign_windows(("k", 1), 59_999, None)] == [0]
-    hopping = Hopping(120_000, 60_000, 0)
-    assert sorted(w.start for w in hopping.assign_windows(keyed[0], 59_999, None)) == [
-        0,
-        60_000,
+    minute = window_operator(tumbling(timedelta(minutes=1)))
+    minute.element(keyed[0], 59_999)  # event time 60_000: the next minute
+    minute.element(("k", 1), 59_999)  # a plain pair: event time 59_999
+    minute.advance(LONG_MAX)
+    assert [(start, total) for start, _, total, _ in results(minute.outputs)] == [
+        (0, 1),
+        (60_000, 60_000),
     ]
-    assert [w.start for w in Sessions(10).assign_windows(keyed[0], 59_999, None)] == [60_000]
     # A process step downstream sees the record at 60_000, and its outputs stay timed.
     seen = list(step.process_element(keyed[0], ProcessContext(FakeTimers(), ts=59_999)))
     assert type(seen[0]) is TimerPair
@@ -463,13 +441,9 @@ def test_options_are_checked(tmp_path: Path) -> None:
         flink_options.FlinkOptions(bootstrap="x", execution_mode="fast")
 
 
-def test_session_windows_run_in_process_mode() -> None:
-    from jobs.sessionization import build as build_sessionization
+def test_every_window_kind_runs_in_thread_mode() -> None:
     from runtime.flink.submit import execution_mode
 
-    sessions, counts = build_sessionization(), build_user_counts_job()
-    auto = flink_options.FlinkOptions(bootstrap="x")
-    assert execution_mode(sessions, auto) == "process"
-    assert execution_mode(counts, auto) == "thread"
-    with pytest.raises(ConfigError, match="process mode"):
-        execution_mode(sessions, flink_options.FlinkOptions(bootstrap="x", execution_mode="thread"))
+    assert execution_mode(flink_options.FlinkOptions(bootstrap="x")) == "thread"
+    process = flink_options.FlinkOptions(bootstrap="x", execution_mode="process")
+    assert execution_mode(process) == "process"

@@ -12,8 +12,10 @@ The model:
 * A record is *late* iff ``last_end(ts) + lateness <= W``; ``last_end`` is the end of
   the last window the record belongs to (for sessions, of its own proto-session
   ``[ts, ts + gap)``). Late records go to the late output and nowhere else.
-* A hopping record that is not late may still miss some of its windows: a window
-  with ``end + lateness <= W`` at the record's arrival does not get it.
+* A hopping or cumulative record that is not late may still miss some of its
+  windows: a window with ``end + lateness <= W`` at the record's arrival does not
+  get it. Cumulative windows of a ``size`` period all start at the period's start
+  and end at each ``step`` after it; they are named by start and end.
 * The *final view* holds, for every key and window, the aggregate over all records
   that got into that window. Sessions are rebuilt from the key's non-late event
   times: sorted, split where consecutive times differ by ``gap`` or more; a session
@@ -70,9 +72,19 @@ class RefSession:
     lateness: int = 0
 
 
-RefSpec = RefTumbling | RefHopping | RefSession
+@dataclass(frozen=True)
+class RefCumulative:
+    """Per ``size`` period, the windows ``[s, s + k * step)`` for k = 1 .. size / step."""
+
+    size: int
+    step: int
+    lateness: int = 0
+
+
+RefSpec = RefTumbling | RefHopping | RefSession | RefCumulative
 Batches = Sequence[Sequence[Event]]
-WindowKey = tuple[str, int]  # (key, window start)
+# (key, window start); cumulative windows share starts: (key, window start, window end)
+WindowKey = tuple[str, int] | tuple[str, int, int]
 
 
 def watermarks_before(batches: Batches, bound: int) -> list[float]:
@@ -92,7 +104,25 @@ def last_end(spec: RefSpec, ts: int) -> int:
         return (ts // spec.size) * spec.size + spec.size
     if isinstance(spec, RefHopping):
         return (ts // spec.slide) * spec.slide + spec.size
+    if isinstance(spec, RefCumulative):
+        return (ts // spec.size) * spec.size + spec.size
     return ts + spec.gap
+
+
+def cumulative_windows(spec: RefCumulative, ts: int) -> list[tuple[int, int]]:
+    """Every window of ``ts``'s period that contains it, found by plain search."""
+    start = (ts // spec.size) * spec.size
+    found = []
+    for k in range(1, spec.size // spec.step + 1):
+        end = start + k * spec.step
+        if start <= ts < end:
+            found.append((start, end))
+    return found
+
+
+def window_key(spec: RefSpec, key: str, start: int, end: int) -> WindowKey:
+    """How the final view names a window: by start, except cumulative windows."""
+    return (key, start, end) if isinstance(spec, RefCumulative) else (key, start)
 
 
 def fixed_windows(spec: RefTumbling | RefHopping, ts: int) -> list[tuple[int, int]]:
@@ -135,10 +165,14 @@ def window_members(
             if isinstance(spec, RefSession):
                 kept[e.key].append(e)
                 continue
-            for start, end in fixed_windows(spec, e.ts):
+            if isinstance(spec, RefCumulative):
+                windows = cumulative_windows(spec, e.ts)
+            else:
+                windows = fixed_windows(spec, e.ts)
+            for start, end in windows:
                 if end + spec.lateness <= wm:
                     continue  # this window was already gone when the record came
-                members.setdefault((e.key, start), (end, []))[1].append(e)
+                members.setdefault(window_key(spec, e.key, start, end), (end, []))[1].append(e)
     if isinstance(spec, RefSession):
         for key, events in kept.items():
             events = sorted(events, key=lambda x: x.ts)
@@ -173,6 +207,11 @@ def count(events: list[Event]) -> int:
 def total(events: list[Event]) -> int:
     """Sum of the records' values."""
     return sum(e.value for e in events)
+
+
+def maximum(events: list[Event]) -> int:
+    """The largest value."""
+    return max(e.value for e in events)
 
 
 def ids(events: list[Event]) -> tuple[int, ...]:

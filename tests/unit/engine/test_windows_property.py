@@ -1,11 +1,13 @@
 """Window steps against the brute-force reference (``reference.py``), on both backends.
 
-Random out-of-order streams of a few keys arrive in random batches; at the end the
-watermark is forced far ahead so that every window fires and is purged. The
-engine's *final view* (the last emission per ``(key, window start)``; a session
-result of ``None`` retracts that start) must equal the reference's exactly, the
-late side output must hold exactly the reference's late records, and the step
-counters must reconcile.
+Every window kind (tumbling, hopping, session, cumulative): random out-of-order
+streams of a few keys arrive in random batches; at the end the watermark is forced
+far ahead so that every window fires and is purged. The engine's *final view* (the
+last emission per ``(key, window start)``, per ``(key, start, end)`` for cumulative
+windows, which share starts; a session result of ``None`` retracts that start) must
+equal the reference's exactly, the late side output must hold exactly the
+reference's late records, and the step counters must reconcile. The same holds when
+the driver crashes anywhere and restores from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import Job, WatermarkStrategy, windows
+from runtime import Job, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count, Max, Mean, Min, Quantiles, Sum
+from runtime.api.graph import default_window_output
 from runtime.api.windows import WindowSpec
 from runtime.testing import TestDriver
 from tests.unit.engine import reference as ref
@@ -31,7 +34,7 @@ from tests.unit.engine.reference import Event
 STATES = ("memory", "rocksdb")
 # Opening RocksDB stores costs far more than a scenario: fewer examples there.
 EXAMPLES = {"memory": 150, "rocksdb": 25}
-KINDS = ("tumbling", "hopping", "session")
+KINDS = ("tumbling", "hopping", "session", "cumulative")
 KEYS = ("a", "b", "c")
 BASE = 1_700_000_000_000
 FAR = BASE + 10 * 24 * 3600 * 1000  # beyond every window end, lateness and gap
@@ -40,6 +43,8 @@ STEPS = (
     ("w_count", "counts", ref.count),
     ("w_sum", "sums", ref.total),
     ("w_ids", "ids", ref.ids),
+    ("w_max", "maxes", ref.maximum),
+    ("w_collect", "collected", ref.ids),
 )
 
 
@@ -74,11 +79,16 @@ def api_spec(spec: ref.RefSpec, early_ms: int | None = None) -> WindowSpec:
         return windows.hopping(
             ms(spec.size), ms(spec.slide), allowed_lateness=late, early_updates=early
         )
+    if isinstance(spec, ref.RefCumulative):
+        return windows.cumulative(
+            ms(spec.size), ms(spec.step), allowed_lateness=late, early_updates=early
+        )
     return windows.session(ms(spec.gap), allowed_lateness=late, early_updates=early)
 
 
 def window_job(spec: WindowSpec, bound: int) -> Job:
-    """Count, Sum and CollectIds over the same keyed stream, each to its own sink."""
+    """Count, Sum, CollectIds, ``reduce(max)`` and ``collect()`` over the same keyed
+    stream, each to its own sink."""
     job = Job("windows-property")
     keyed = job.source(
         "events",
@@ -89,7 +99,16 @@ def window_job(spec: WindowSpec, bound: int) -> Job:
     keyed.window("w_count", spec).aggregate(Count()).sink("counts", schema=None)
     keyed.window("w_sum", spec).aggregate(Sum(of=lambda e: e["v"])).sink("sums", schema=None)
     keyed.window("w_ids", spec).aggregate(CollectIds()).sink("ids", schema=None)
+    keyed.window("w_max", spec).reduce(max, of=lambda e: e["v"]).sink("maxes", schema=None)
+    keyed.window("w_collect", spec).collect(of=lambda e: e["id"], output=sorted_ids).sink(
+        "collected", schema=None
+    )
     return job
+
+
+def sorted_ids(key: Any, window: Window, ids: list[int] | None) -> dict[str, Any]:
+    """A ``collect()`` result with its ids sorted (they come in arrival order)."""
+    return default_window_output(key, window, None if ids is None else tuple(sorted(ids)))
 
 
 @contextmanager
@@ -101,11 +120,22 @@ def driving(job: Job, state: str) -> Iterator[TestDriver]:
         driver.close()
 
 
-def engine_view(outputs: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[int, Any]]:
-    """The final view of a window sink: last emission per (key, start) wins; None retracts."""
-    view: dict[tuple[str, int], tuple[int, Any]] = {}
+def window_key(rec: dict[str, Any], spec: ref.RefSpec | None = None) -> ref.WindowKey:
+    """How the final view names a result's window: ``(key, start)``; cumulative windows,
+    which share starts, ``(key, start, end)``."""
+    if isinstance(spec, ref.RefCumulative):
+        return (rec["key"], rec["window_start_ms"], rec["window_end_ms"])
+    return (rec["key"], rec["window_start_ms"])
+
+
+def engine_view(
+    outputs: list[dict[str, Any]], spec: ref.RefSpec | None = None
+) -> dict[ref.WindowKey, tuple[int, Any]]:
+    """The final view of a window sink: last emission per window wins (windows named by
+    ``(key, start)``, cumulative ones of ``spec`` by ``(key, start, end)``); None retracts."""
+    view: dict[ref.WindowKey, tuple[int, Any]] = {}
     for rec in outputs:
-        wk = (rec["key"], rec["window_start_ms"])
+        wk = window_key(rec, spec)
         if rec["value"] is None:
             assert wk in view, f"retraction of {wk}, which is not in the view"
             del view[wk]
@@ -175,6 +205,11 @@ def scenarios(draw: st.DrawFn, kind: str) -> Scenario:
             st.sampled_from([(2000, 1000), (3000, 1000), (4000, 2000), (5000, 2500), (2000, 2000)])
         )
         spec = ref.RefHopping(size, slide, lateness)
+    elif kind == "cumulative":
+        size, step = draw(
+            st.sampled_from([(4000, 1000), (3000, 1000), (6000, 2000), (5000, 2500), (2000, 2000)])
+        )
+        spec = ref.RefCumulative(size, step, lateness)
     else:
         spec = ref.RefSession(draw(st.sampled_from([500, 1000, 2000, 5000])), lateness)
     bound = draw(st.sampled_from([0, 500, 1000, 3000, 10000]))
@@ -216,7 +251,7 @@ def check_against_reference(sc: Scenario, state: str) -> None:
         for step, sink, aggregate in STEPS:
             outputs = driver.output(sink)
             expected = ref.final_view(sc.batches, sc.spec, sc.bound, aggregate)
-            assert engine_view(outputs) == expected, step
+            assert engine_view(outputs, sc.spec) == expected, step
             assert Counter(v["id"] for v in driver.late(step)) == Counter(
                 e.id for e in expected_late
             ), step
@@ -234,19 +269,112 @@ def check_against_reference(sc: Scenario, state: str) -> None:
                 # Every window is emitted exactly once. (A session can legitimately be
                 # emitted again: a record on time by its own proto-session may still
                 # extend a session that already fired.)
-                emissions = Counter((v["key"], v["window_start_ms"]) for v in outputs)
+                emissions = Counter(window_key(v, sc.spec) for v in outputs)
                 assert set(emissions.values()) <= {1}, step
             if step == "w_ids":
                 # A window is re-emitted only when it changed (then its ids changed).
-                last: dict[tuple[str, int], Any] = {}
+                last: dict[ref.WindowKey, Any] = {}
                 for v in outputs:
-                    wk = (v["key"], v["window_start_ms"])
+                    wk = window_key(v, sc.spec)
                     assert last.get(wk) != (v["window_end_ms"], v["value"]), (step, wk)
                     last[wk] = (v["window_end_ms"], v["value"])
         assert counters["events"]["in"] == counters["by_key"]["in"] == n
         for step, c in counters.items():
             assert c["in"] == c["processed"] + c["late"] + c["dead_lettered"], step
             assert min(c.values()) >= 0, step
+
+
+@st.composite
+def crash_points(draw: st.DrawFn, kind: str) -> tuple[Scenario, list[bool]]:
+    """A scenario (without early updates) and, per batch, whether the driver crashes
+    after it (and before its checkpoint, if it has one)."""
+    sc = draw(scenarios(kind))
+    sc = Scenario(sc.spec, sc.bound, None, sc.batches, [0] * len(sc.batches), sc.checkpoints)
+    return sc, [draw(st.booleans()) for _ in sc.batches]
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_windows_survive_crash_and_restore(kind: str, state: str) -> None:
+    """Crash anywhere, restore from the last checkpoint and send what was sent since
+    again (as Kafka would): the final view and the late output are the reference's."""
+
+    @settings(max_examples=EXAMPLES[state] // 2, deadline=None)
+    @given(case=crash_points(kind))
+    def check(case: tuple[Scenario, list[bool]]) -> None:
+        sc, crashes = case
+        with driving(window_job(api_spec(sc.spec), sc.bound), state) as driver:
+            since: list[list[Event]] = []  # batches sent since the last checkpoint
+            for batch, cp, crash in zip(sc.batches, sc.checkpoints, crashes, strict=True):
+                send_batch(driver, batch)
+                since.append(batch)
+                if crash:
+                    driver.crash()
+                    driver.restore()
+                    # The restored watermark reaches the steps at the next advance;
+                    # replayed records must be judged against it, as before the crash.
+                    driver.advance_time(0)
+                    for again in since:
+                        send_batch(driver, again)
+                if cp:
+                    driver.checkpoint()
+                    since = []
+            driver.advance_watermark(FAR)
+            expected_late = ref.late_events(sc.batches, sc.spec, sc.bound)
+            for step, sink, aggregate in STEPS:
+                expected = ref.final_view(sc.batches, sc.spec, sc.bound, aggregate)
+                assert engine_view(driver.output(sink), sc.spec) == expected, step
+                assert Counter(v["id"] for v in driver.late(step)) == Counter(
+                    e.id for e in expected_late
+                ), step
+
+    check()
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_windows_stored_under_start_only_are_read_and_rewritten(state: str) -> None:
+    spec = windows.hopping(ms(2000), ms(1000), allowed_lateness=ms(1000))
+    with driving(count_job(spec), state) as driver:
+        store = driver.task.stores[0]
+        # The older layout: (key, window start) -> accumulator.
+        store.put(("a", BASE), 2)
+        store.put(("a", BASE + 1000), 5)
+        driver.task.reindex()
+        assert sorted(k for k, _ in store.items()) == [
+            ("a", BASE, BASE + 2000),
+            ("a", BASE + 1000, BASE + 3000),
+        ]
+        driver.send("events", rec("a", 1500))  # joins both windows
+        driver.advance_watermark(FAR)
+        assert engine_view(driver.output("out")) == {
+            ("a", BASE): (BASE + 2000, 3),
+            ("a", BASE + 1000): (BASE + 3000, 6),
+        }
+        assert list(store.items()) == []
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_sessions_stored_as_lists_are_read_and_rewritten(state: str) -> None:
+    from runtime.state.records import WindowState
+
+    spec = windows.session(ms(1000), allowed_lateness=ms(5000))
+    with driving(count_job(spec), state) as driver:
+        store = driver.task.stores[0]
+        # The older layout: key -> [[start, end, acc, status]]; status 1: emitted as is,
+        # 2: emitted, then changed (its result must go out again).
+        store.put("a", [[BASE, BASE + 1000, 1, 1]])
+        store.put("b", [[BASE, BASE + 1500, 2, 2]])
+        driver.task.reindex()
+        assert store.get("a") == [WindowState(BASE, BASE + 1000, 1, emitted=True, pending=False)]
+        driver.send("events", rec("c", 3000))  # watermark 3000: both sessions are complete
+        assert summary(driver.output("out")) == [("b", 0, 1500, 2)]
+        driver.send("events", rec("a", 900))  # on time: extends a's emitted session
+        driver.advance_watermark(FAR)
+        assert engine_view(driver.output("out")) == {
+            ("a", BASE): (BASE + 1900, 2),
+            ("b", BASE): (BASE + 1500, 2),
+            ("c", BASE + 3000): (BASE + 4000, 1),
+        }
 
 
 # -- deterministic examples ----------------------------------------------------------
@@ -385,7 +513,7 @@ def test_hopping_record_late_for_some_windows_only(state: str) -> None:
         driver.send("events", rec("a", 4200))
         driver.advance_watermark(FAR)
         view = engine_view(driver.output("out"))
-        a = {start - BASE: value for (key, start), (_, value) in view.items() if key == "a"}
+        a = {wk[1] - BASE: value for wk, (_, value) in view.items() if wk[0] == "a"}
         assert a == {-3000: 1, -2000: 1, -1000: 1, 0: 1, 2000: 1, 3000: 1, 4000: 1}
         assert driver.late("w") == []
         assert driver.counters()["w"]["late"] == 0
@@ -452,6 +580,44 @@ def test_early_update_of_a_session_then_merged_into_an_earlier_start_is_retracte
         driver.send("events", rec("a", 9500))  # on time; merges into [9500, 11100)
         driver.advance_watermark(FAR)
         assert engine_view(driver.output("out")) == {("a", BASE + 9500): (BASE + 11_100, 3)}
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_cumulative_windows_emit_the_hour_so_far_every_ten_minutes(state: str) -> None:
+    minute = 60_000
+    hour = BASE - BASE % 3_600_000 + 3_600_000  # an hour boundary
+
+    def at(key: str, minutes: float) -> dict[str, Any]:
+        return {"k": key, "ts": hour + int(minutes * minute), "v": 1, "id": 0}
+
+    def since_hour(outputs: list[dict[str, Any]]) -> list[tuple[int, int, Any]]:
+        return [
+            (
+                (v["window_start_ms"] - hour) // minute,
+                (v["window_end_ms"] - hour) // minute,
+                v["value"],
+            )
+            for v in outputs
+            if v["key"] == "a"
+        ]
+
+    spec = windows.cumulative(
+        timedelta(hours=1), timedelta(minutes=10), allowed_lateness=timedelta(minutes=15)
+    )
+    with driving(count_job(spec), state) as driver:
+        driver.advance_time(2 * 3_600_000)  # event times within the processing clock's bound
+        driver.send_many("events", [at("a", 5), at("a", 25)])
+        driver.send("events", at("b", 30))  # watermark 30 min: [0, 10) .. [0, 30) fire
+        assert since_hour(driver.output("out")) == [(0, 10, 1), (0, 20, 1), (0, 30, 2)]
+        driver.send("events", at("b", 61))  # watermark 61 min: the rest of the hour
+        assert since_hour(driver.output("out"))[3:] == [(0, 40, 2), (0, 50, 2), (0, 60, 2)]
+        # Late, within lateness: only the windows that contain 48 min and are not gone.
+        driver.send("events", at("a", 48))
+        assert since_hour(driver.output("out"))[6:] == [(0, 50, 3), (0, 60, 3)]
+        driver.send("events", at("b", 76))  # watermark 76 min: [0, 60) gone at 75
+        driver.send("events", at("a", 59))
+        assert driver.late("w") == [at("a", 59)]
+        assert len(since_hour(driver.output("out"))) == 8
 
 
 # -- the other built-in aggregates -----------------------------------------------------

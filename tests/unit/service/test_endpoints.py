@@ -127,7 +127,14 @@ def test_state_of_process_and_window_steps(live: LiveWorker, client: TestClient)
     [entry] = body["entries"]
     assert entry["name"] == "total" and entry["value"] == 12 and entry["task"] == 0
     r = client.get("/state/clicks/counts_10s/u1")
-    assert r.json()["entries"] == [{"task": 0, "window_start_ms": 1_700_000_000_000, "value": 2}]
+    assert r.json()["entries"] == [
+        {
+            "task": 0,
+            "window_start_ms": 1_700_000_000_000,
+            "window_end_ms": 1_700_000_010_000,
+            "value": 2,
+        }
+    ]
     assert client.get("/state/clicks/totals/u3").status_code == 404
     r = client.get("/state/clicks/big_only/u1")
     assert r.status_code == 404 and r.json()["stateful_steps"] == ["totals", "counts_10s"]

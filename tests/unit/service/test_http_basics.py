@@ -149,4 +149,6 @@ def test_state_answers_say_their_bound(live: LiveWorker, open_app: TestClient) -
     body = open_app.get(f"{LOOPBACK}/state/clicks/counts_10s/u1").json()
     assert body["limit"] == 1000 and body["truncated"] is False
     # the first window fired and went; the second is open
-    assert body["entries"] == [{"task": 0, "window_start_ms": T0 + 10_000, "value": 1}]
+    assert body["entries"] == [
+        {"task": 0, "window_start_ms": T0 + 10_000, "window_end_ms": T0 + 20_000, "value": 1}
+    ]
