@@ -12,6 +12,9 @@ import pytest
 from runtime.api.errors import BrokerError
 from runtime.settings import broker_settings, load_settings
 
+# The references' own comparisons (assert_same_sessions ...) report like the tests' asserts.
+pytest.register_assert_rewrite("tests.reference")
+
 
 def _require(tool: str, why: str) -> None:
     if shutil.which(tool) is None:

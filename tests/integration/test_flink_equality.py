@@ -14,7 +14,6 @@ transactions of the failed attempt, so the committed output is still exactly rig
 from __future__ import annotations
 
 import time
-from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from runtime.api.job import Job
 from runtime.flink import FlinkOptions, run_on_flink
 from runtime.generator import GeneratorConfig
 from tests.integration.helpers import decoded, produce_generated, read_all, unique
+from tests.reference.counts import window_counts
 
 FLINK_MARKS = [
     pytest.mark.integration,
@@ -50,15 +50,6 @@ def recent_start_ms() -> int:
     """Event times a few hours back: sinks stamp records with event time, and the
     broker's retention would delete output stamped years ago."""
     return (time.time_ns() // 1_000_000 - 3 * 3_600_000) // 3_600_000 * 3_600_000
-
-
-def reference_counts(values: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
-    """Brute force: events per (user, 10 s window)."""
-    out: Counter[tuple[str, int]] = Counter()
-    for v in values:
-        ts = v["event_time_ms"]
-        out[(v["user_id"], ts - ts % SIZE_MS)] += 1
-    return dict(out)
 
 
 def options(kafka: str, tmp_path: Path, **kw: Any) -> FlinkOptions:
@@ -107,7 +98,7 @@ def test_user_counts_on_flink_equals_reference(kafka: str, tmp_path: Path) -> No
     run = run_on_flink(job, bindings, options(kafka, tmp_path))
     assert run.status == "FINISHED"
     got, rows = counts_of(kafka, out)
-    want = reference_counts(values)
+    want = window_counts(values, SIZE_MS)
     assert rows == len(got), "a window was emitted twice"
     assert got == want
     assert not read_all(kafka, dead, first_wait_s=2)
@@ -174,7 +165,7 @@ def test_failover_restores_from_checkpoint_exactly_once(kafka: str, tmp_path: Pa
     assert flag.exists(), "the injected failure never happened"
     got, rows = counts_of(kafka, out)
     assert rows == len(got), "a window was emitted twice"
-    assert got == reference_counts(values)
+    assert got == window_counts(values, SIZE_MS)
 
 
 # Session windows run in Flink's process mode, which runs its Python workers in this
@@ -185,12 +176,8 @@ def test_failover_restores_from_checkpoint_exactly_once(kafka: str, tmp_path: Pa
 )
 def test_sessionization_on_flink_equals_reference(kafka: str, tmp_path: Path) -> None:
     from jobs.sessionization import build as build_sessionization
-    from tests.unit.jobs.test_sessionization import (
-        MAX_FUTURE_MS,
-        MIN_VALID_MS,
-        assert_same_sessions,
-        reference_sessions,
-    )
+    from tests.reference.events import MAX_FUTURE_MS, MIN_VALID_MS
+    from tests.reference.sessionization import assert_same_sessions, reference_sessions
 
     gap_ms = 60_000
     playback, interactions = unique("flink-playback"), unique("flink-interactions")

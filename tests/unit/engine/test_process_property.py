@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from runtime import Job, ListState, MapState, ValueState, WatermarkStrategy
 from runtime.testing import TestDriver
-from tests.unit.engine.reference import Event
+from tests.reference.windows import Event
 
 STATES = ("memory", "rocksdb")
 EXAMPLES = {"memory": 150, "rocksdb": 40}  # opening RocksDB stores is the slow part

@@ -1,4 +1,4 @@
-"""Window steps against the brute-force reference (``reference.py``), on both backends.
+"""Window steps against the brute-force reference (``tests.reference.windows``), on both backends.
 
 Random out-of-order streams of a few keys arrive in random batches; at the end the
 watermark is forced far ahead so that every window fires and is purged. The
@@ -25,8 +25,8 @@ from runtime import Job, WatermarkStrategy, windows
 from runtime.aggregates import Count, Max, Mean, Min, Quantiles, Sum
 from runtime.api.windows import WindowSpec
 from runtime.testing import TestDriver
-from tests.unit.engine import reference as ref
-from tests.unit.engine.reference import Event
+from tests.reference import windows as ref
+from tests.reference.windows import Event
 
 STATES = ("memory", "rocksdb")
 # Opening RocksDB stores costs far more than a scenario: fewer examples there.
