@@ -34,10 +34,11 @@ from bench.common import BOUND_MS, WINDOW_MS, Stopwatch, package_version, parse_
 from runtime import Job, ProcessContext, ValueState, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
+from runtime.api.choices import Guarantee, StateBackendName
 from runtime.engine.worker import WorkerOptions
 from runtime.runner import KafkaRunner, RunConfig
 
-VARIANTS = {
+VARIANTS: dict[str, tuple[StateBackendName, Guarantee]] = {
     "memory": ("memory", "at_least_once"),
     "rocksdb": ("rocksdb", "at_least_once"),
     "rocksdb-eos": ("rocksdb", "exactly_once"),

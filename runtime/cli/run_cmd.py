@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from runtime.api.bindings import Bindings
+from runtime.api.choices import GUARANTEES, STATE_BACKENDS, Guarantee, StateBackendName
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
 from runtime.api.redact import redact_text, redact_url
@@ -103,14 +104,14 @@ class LiveView:
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
 @click.option(
     "--guarantee",
-    type=click.Choice(["exactly_once", "at_least_once"]),
+    type=click.Choice(GUARANTEES),
     default="exactly_once",
     show_default=True,
     help="Transactions (outputs, state and offsets commit together) or flush-then-commit.",
 )
 @click.option(
     "--state",
-    type=click.Choice(["rocksdb", "memory"]),
+    type=click.Choice(STATE_BACKENDS),
     default="rocksdb",
     show_default=True,
     help="State backend.",
@@ -227,8 +228,8 @@ def run(
     job_spec: str,
     binds: tuple[str, ...],
     bootstrap: str | None,
-    guarantee: str,
-    state: str,
+    guarantee: Guarantee,
+    state: StateBackendName,
     workers: int,
     min_workers: int | None,
     max_workers: int | None,
