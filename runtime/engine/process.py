@@ -89,7 +89,9 @@ class ProcessOperator(Operator):
 
     stateful = True
 
-    def __init__(self, name: str, task: Task, fn: KeyedProcessFunction, store: StateStore) -> None:
+    def __init__(
+        self, name: str, task: Task, fn: KeyedProcessFunction[Any, Any, Any], store: StateStore
+    ) -> None:
         super().__init__(name, task)
         self.fn = fn
         self.store = store

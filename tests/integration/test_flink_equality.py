@@ -22,6 +22,7 @@ import pytest
 
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from jobs.user_counts import build as build_user_counts
+from runtime import Json
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
 from runtime.flink import FlinkOptions, run_on_flink
@@ -149,7 +150,7 @@ def failing_user_counts(flag: Path, checkpoints: Path) -> Job:
             Count(),
             output=lambda user, w, n: {"user_id": user, "window_start_ms": w.start_ms, "count": n},
         )
-        .sink("user-counts", schema=None)
+        .sink("user-counts", Json())
     )
     return job
 

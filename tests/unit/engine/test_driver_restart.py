@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from runtime import ConfigError, Job, ValueState, WatermarkStrategy, windows
+from runtime import ConfigError, Job, Json, ValueState, WatermarkStrategy, windows
 from runtime.aggregates import Count
 from runtime.testing import TestDriver
 from tests.reference.counts import window_counts
@@ -56,10 +56,10 @@ def counting_job() -> Job:
         events.key_by("by_k", lambda e: e["k"])
         .window("per_10s", windows.tumbling(timedelta(milliseconds=WINDOW_MS)))
         .aggregate(Count(), output=lambda k, w, n: {"k": k, "start": w.start_ms, "n": n})
-        .sink("counts", schema=None)
+        .sink("counts", Json())
     )
     events.key_by("by_k2", lambda e: e["k"]).process("running", RunningTotal()).sink(
-        "totals", schema=None
+        "totals", Json()
     )
     return job
 

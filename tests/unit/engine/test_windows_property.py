@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import Job, WatermarkStrategy, windows
+from runtime import Job, Json, WatermarkStrategy, windows
 from runtime.aggregates import Count, Max, Mean, Min, Quantiles, Sum
 from runtime.api.windows import WindowSpec
 from runtime.testing import TestDriver
@@ -86,9 +86,9 @@ def window_job(spec: WindowSpec, bound: int) -> Job:
         timestamp=lambda e: e["ts"],
         watermarks=WatermarkStrategy.bounded(ms(bound)),
     ).key_by("by_key", lambda e: e["k"])
-    keyed.window("w_count", spec).aggregate(Count()).sink("counts", schema=None)
-    keyed.window("w_sum", spec).aggregate(Sum(of=lambda e: e["v"])).sink("sums", schema=None)
-    keyed.window("w_ids", spec).aggregate(CollectIds()).sink("ids", schema=None)
+    keyed.window("w_count", spec).aggregate(Count()).sink("counts", Json())
+    keyed.window("w_sum", spec).aggregate(Sum(of=lambda e: e["v"])).sink("sums", Json())
+    keyed.window("w_ids", spec).aggregate(CollectIds()).sink("ids", Json())
     return job
 
 
@@ -264,7 +264,7 @@ def count_job(spec: WindowSpec, bound: int = 0) -> Job:
         .key_by("by_key", lambda e: e["k"])
         .window("w", spec)
         .aggregate(Count())
-        .sink("out", schema=None)
+        .sink("out", Json())
     )
     return job
 
@@ -469,11 +469,11 @@ def stats_job(spec: WindowSpec) -> Job:
         watermarks=WatermarkStrategy.bounded(ms(2000)),
     ).key_by("by_key", lambda e: e["k"])
     of = lambda e: e["v"]  # noqa: E731
-    keyed.window("mean", spec).aggregate(Mean(of=of)).sink("means", schema=None)
-    keyed.window("min", spec).aggregate(Min(of=of)).sink("mins", schema=None)
-    keyed.window("max", spec).aggregate(Max(of=of)).sink("maxes", schema=None)
+    keyed.window("mean", spec).aggregate(Mean(of=of)).sink("means", Json())
+    keyed.window("min", spec).aggregate(Min(of=of)).sink("mins", Json())
+    keyed.window("max", spec).aggregate(Max(of=of)).sink("maxes", Json())
     keyed.window("q", spec).aggregate(Quantiles(QUANTILES, of=of, relative_accuracy=ACCURACY)).sink(
-        "quantiles", schema=None
+        "quantiles", Json()
     )
     return job
 
