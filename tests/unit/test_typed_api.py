@@ -14,12 +14,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_type_hints
 
 import pytest
 
+from jobs.records import PlaybackEvent
 from runtime import Avro, ConfigError, Job, JobDefinitionError, Json, ValueState
 from runtime.aggregates import Count, Mean, Quantiles, Sum
 from runtime.api.choices import (
@@ -32,6 +34,7 @@ from runtime.api.functions import ListState, MapState
 from runtime.api.graph import SinkNode
 from runtime.generator import Generator, GeneratorConfig
 from runtime.testing import TestDriver
+from schemas import load_schema
 from tests.unit.typing_cases import ok_job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +205,35 @@ def test_typed_descriptors_and_aggregates_are_the_same_objects_at_run_time() -> 
     agg = Sum(of=lambda e: e["v"])
     assert agg.result(agg.add(agg.add(agg.create(), {"v": 2}), {"v": 3.5})) == 5.5
     assert Count().add(Count().create(), object()) == 1
+
+
+# --- what ships ---------------------------------------------------------------------------
+
+
+def test_the_typed_packages_ship_py_typed() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    package_data = config["tool"]["setuptools"]["package-data"]
+    for package in ("runtime", "connectors", "jobs"):
+        assert "py.typed" in package_data[package], package
+        assert (ROOT / package / "py.typed").is_file(), package
+
+
+AVRO_TYPES: dict[str, object] = {"string": str, "long": int, "int": int, "double": float}
+
+
+def _python_type(avro: Any) -> object:
+    """The type the decoder gives a field of Avro type ``avro`` (as ``jobs.records`` spells it)."""
+    if isinstance(avro, list):  # ["null", X]
+        (inner,) = [t for t in avro if t != "null"]
+        return _python_type(inner) | None  # type: ignore[operator]
+    if isinstance(avro, dict) and avro["type"] == "enum":
+        return Literal[tuple(avro["symbols"])]
+    return AVRO_TYPES[avro]
+
+
+def test_the_typed_view_of_playback_events_matches_its_schema() -> None:
+    schema = load_schema("PlaybackEvent")
+    hints = get_type_hints(PlaybackEvent)
+    assert list(hints) == [f["name"] for f in schema["fields"]]
+    for f in schema["fields"]:
+        assert hints[f["name"]] == _python_type(f["type"]), f["name"]

@@ -79,8 +79,7 @@ minutes = by_user.window("per_minute", windows.tumbling(timedelta(minutes=1))).a
 minutes.filter(lambda m: m["mean_mbps"] is not None, name="with_samples").sink(
     "user-minutes", Json(), key=lambda m: m["user"]
 )
-by_user.process("bitrate_changes", Changes()).map(lambda mbps: {"mbps": mbps}, name="as_record").sink(
-    "changes", Json()
-)
+changes = by_user.process("bitrate_changes", Changes())
+changes.map(lambda mbps: {"mbps": mbps}, name="as_record").sink("changes", Json())
 minutes.late("late_samples").map(lambda s: s["user"], name="late_users").sink("late", Json())
 plays.sink("copies", Json())
