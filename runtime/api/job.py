@@ -312,7 +312,7 @@ def _sink_format(name: str, format: object, schema: object) -> SinkFormat:
         return Avro(schema) if schema else Json()
     if not isinstance(format, Avro | Json):
         raise JobDefinitionError(
-            f"sink {name!r} needs a format: Avro(\"RecordName\") or Json(), got {format!r}"
+            f'sink {name!r} needs a format: Avro("RecordName") or Json(), got {format!r}'
         )
     return format
 

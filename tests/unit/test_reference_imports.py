@@ -35,9 +35,7 @@ REFERENCE = sorted((ROOT / "tests" / "reference").rglob("*.py"))
 
 @pytest.mark.parametrize("path", BENCH, ids=lambda p: p.name)
 def test_bench_imports_only_the_references_of_tests(path: Path) -> None:
-    wrong = [
-        n for n in _imports(path) if _under(n, "tests") and not _under(n, "tests.reference")
-    ]
+    wrong = [n for n in _imports(path) if _under(n, "tests") and not _under(n, "tests.reference")]
     assert not wrong, f"{path.relative_to(ROOT)} imports {wrong}: move it to tests/reference"
 
 
