@@ -53,10 +53,12 @@ bench: venv
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m bench
 
-# Lint, strict types, the public API's doctests and the import rules: before the tests in CI.
+# Lint, strict types (the platform, and the reference jobs as a user's jobs), the public
+# API's doctests and the import rules: before the tests in CI.
 check: venv
 	$(BIN)/ruff check runtime connectors jobs tests bench deploy
 	$(BIN)/mypy
+	$(BIN)/mypy --strict jobs
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules runtime/api connectors/kafka/config.py tests/unit/test_architecture.py
 
 lint: venv
@@ -64,6 +66,7 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+	$(BIN)/mypy --strict jobs
 
 clean:
 	rm -rf .shoal .pytest_cache .mypy_cache .ruff_cache

@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BOUND_MS, WINDOW_MS, Stopwatch, package_version, parse_args, w1_value
-from runtime import Job, ProcessContext, ValueState, WatermarkStrategy, Window, windows
+from runtime import Job, Json, ProcessContext, ValueState, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
+from runtime.api.choices import Guarantee, StateBackendName
 from runtime.composition import kafka_runner
 from runtime.engine.worker import WorkerOptions
 from runtime.runner import RunConfig
 
-VARIANTS = {
+VARIANTS: dict[str, tuple[StateBackendName, Guarantee]] = {
     "memory": ("memory", "at_least_once"),
     "rocksdb": ("rocksdb", "at_least_once"),
     "rocksdb-eos": ("rocksdb", "exactly_once"),
@@ -63,7 +64,7 @@ def build_w1(name: str) -> Job:
         plays.key_by("by_user", lambda e: e["user_id"], repartition=False)
         .window("per_user_10s", windows.tumbling(timedelta(milliseconds=WINDOW_MS)))
         .aggregate(Count(), output=per_user)
-        .sink("counts", schema=None)
+        .sink("counts", Json())
     )
     return job
 
@@ -96,7 +97,7 @@ def build_keyed(name: str) -> Job:
         )
         .key_by("by_key", lambda e: e["user_id"], repartition=False)
         .process("count_per_key", CountPerKey())
-        .sink("counts", schema=None)
+        .sink("counts", Json())
     )
     return job
 

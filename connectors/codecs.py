@@ -56,7 +56,7 @@ _FAST_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 class JsonCodec:
-    """UTF-8 JSON, for sinks declared with ``schema=None``."""
+    """UTF-8 JSON, for sinks declared with ``Json()``."""
 
     def encode(self, value: Any) -> bytes:
         """Compact JSON (fields in the record's own order); unknown types as ``str``.

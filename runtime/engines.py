@@ -19,6 +19,7 @@ from typing import Protocol
 
 from runtime.api.admin import ClientSettings
 from runtime.api.bindings import Bindings
+from runtime.api.choices import Guarantee, StateBackendName
 from runtime.api.errors import ConfigError
 from runtime.api.job import Job
 
@@ -79,8 +80,8 @@ class RunRequest:
     client: ClientSettings
     wire: object
     uses_registry: bool
-    guarantee: str = "exactly_once"
-    state: str = "rocksdb"
+    guarantee: Guarantee = "exactly_once"
+    state: StateBackendName = "rocksdb"
     state_dir: Path = Path(".shoal") / "state"
     workers: int = 1
     min_workers: int | None = None

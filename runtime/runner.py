@@ -17,6 +17,12 @@ from typing import Any, Protocol
 
 from runtime.api.admin import ClientSettings, TopicAdmin, TopicSpec
 from runtime.api.bindings import Bindings
+from runtime.api.choices import (
+    Guarantee,
+    StateBackendName,
+    check_guarantee,
+    check_state_backend,
+)
 from runtime.api.errors import ConfigError
 from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
@@ -37,7 +43,8 @@ class RunConfig:
     Attributes:
         bootstrap: Kafka address, or a client configuration (address and the user's
             client settings: TLS, SASL ...; see ``connectors.kafka.config``).
-        guarantee: ``"exactly_once"`` (transactions) or ``"at_least_once"``.
+        guarantee: ``"exactly_once"`` (transactions) or ``"at_least_once"``
+            (``runtime.api.choices``).
         state: ``"rocksdb"`` or ``"memory"``.
         state_dir: folder of RocksDB state.
         group: consumer group (default: the job's name).
@@ -55,8 +62,8 @@ class RunConfig:
     """
 
     bootstrap: Bootstrap
-    guarantee: str = "exactly_once"
-    state: str = "rocksdb"
+    guarantee: Guarantee = "exactly_once"
+    state: StateBackendName = "rocksdb"
     state_dir: Path = field(default_factory=lambda: Path(".shoal") / "state")
     group: str | None = None
     worker_id: str | None = None
@@ -68,12 +75,8 @@ class RunConfig:
     wire: object | None = None
 
     def __post_init__(self) -> None:
-        if self.guarantee not in ("exactly_once", "at_least_once"):
-            raise ConfigError(
-                f"unknown guarantee {self.guarantee!r}: use exactly_once or at_least_once"
-            )
-        if self.state not in ("rocksdb", "memory"):
-            raise ConfigError(f"unknown state backend {self.state!r}: use rocksdb or memory")
+        check_guarantee(self.guarantee)
+        check_state_backend(self.state)
 
 
 def make_backend(config: RunConfig, worker_id: str) -> StateBackend:

@@ -13,6 +13,9 @@ from runtime.api.errors import BrokerError
 from runtime.composition import broker_settings
 from runtime.settings import load_settings
 
+# The references' own comparisons (assert_same_sessions ...) report like the tests' asserts.
+pytest.register_assert_rewrite("tests.reference")
+
 
 def _require(tool: str, why: str) -> None:
     if shutil.which(tool) is None:

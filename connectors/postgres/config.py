@@ -107,7 +107,7 @@ def config_from_url(url: str, sink: str, schema: str) -> PostgresConfig:
     if not schema:
         raise ConfigError(
             f"sink {sink!r}: a PostgreSQL sink needs the sink's Avro schema "
-            "(declare it in the job: .sink(name, schema=...))"
+            "(declare it in the job: .sink(name, Avro(\"Record\")))"
         )
     try:
         avro = load_schema(schema)

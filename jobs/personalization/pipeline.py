@@ -18,7 +18,7 @@ from jobs.personalization.catalogue import Catalogue
 from jobs.personalization.model import Model, Scorer
 from jobs.personalization.scores import PersonalizationFunction, ScoreSettings
 from jobs.personalization.signals import SignalWeights
-from runtime import ConfigError, Job, WatermarkStrategy
+from runtime import Avro, ConfigError, Job, WatermarkStrategy
 
 __all__ = ["SINK", "build", "job"]
 
@@ -105,7 +105,7 @@ def build(
         playback.merge(interactions, name="events")
         .key_by("by_user", _user, repartition=False)
         .process("scores", PersonalizationFunction(settings, scorer))
-        .sink(SINK, schema="PersonalizationScore")
+        .sink(SINK, Avro("PersonalizationScore"))
     )
     return job
 

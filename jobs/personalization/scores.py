@@ -38,7 +38,7 @@ from typing import Any
 from jobs.personalization.catalogue import Catalogue
 from jobs.personalization.model import Scorer
 from jobs.personalization.signals import SignalWeights, completion_ratio
-from runtime import ListState, MapState, ProcessContext, ValueState
+from runtime import MapState, ProcessContext, StateDescriptor, ValueState
 
 __all__ = ["RELANDMARK_HALF_LIVES", "PersonalizationFunction", "ScoreSettings"]
 
@@ -48,12 +48,17 @@ RELANDMARK_HALF_LIVES = 60
 _OPEN, _ENDED, _ABANDONED = 0, 1, 2
 _TITLE, _LAST_T, _LAST_POS, _STATUS, _AMOUNT = range(5)
 
-CLOCK = ValueState("clock")
-GENRES = MapState("genres")
-TITLES = MapState("titles")
-SEEN = MapState("seen")
-PLAYS = MapState("plays")
-LAST = ValueState("last")
+#: A user's emitted scores: the top titles (id, score, genre) and the genre affinities.
+Scores = tuple[list[tuple[str, float, str]], dict[str, float]]
+#: Keyed by user id.
+UserContext = ProcessContext[str]
+
+CLOCK = ValueState[list[int] | None]("clock")  # [landmark, latest time, next prune]
+GENRES = MapState[str, float]("genres")  # genre -> engagement (scaled to the landmark)
+TITLES = MapState[str, float]("titles")  # title id -> engagement (scaled to the landmark)
+SEEN = MapState[str, int]("seen")  # contributing event id -> its event time
+PLAYS = MapState[str, list[Any]]("plays")  # playback id -> [title, last t, position, ...]
+LAST = ValueState[Scores | None]("last")  # the last emitted scores
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +82,7 @@ class PersonalizationFunction:
         scorer: the model applied to the catalogue.
     """
 
-    states: tuple[ValueState | MapState | ListState, ...] = (
+    states: tuple[StateDescriptor, ...] = (
         CLOCK, GENRES, TITLES, SEEN, PLAYS, LAST,
     )  # fmt: skip
 
@@ -87,7 +92,7 @@ class PersonalizationFunction:
         self.catalogue: Catalogue = scorer.catalogue
 
     # -- records --------------------------------------------------------------------
-    def process(self, value: dict[str, Any], ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+    def process(self, value: dict[str, Any], ctx: UserContext) -> Iterable[dict[str, Any]]:
         """Fold one event into the user's engagement; emit if the scores changed."""
         if "playback_id" in value:
             changed = self._playback(value, ctx)
@@ -95,7 +100,7 @@ class PersonalizationFunction:
             changed = self._interaction(value, ctx)
         return self._emit_if_changed(ctx) if changed else ()
 
-    def _interaction(self, e: dict[str, Any], ctx: ProcessContext) -> bool:
+    def _interaction(self, e: dict[str, Any], ctx: UserContext) -> bool:
         title_id = e["title_id"]
         amount = self.settings.weights.interaction(e["event_type"], e["rating"])
         if title_id is None or amount == 0.0 or not self._first_time(e, ctx):
@@ -107,7 +112,7 @@ class PersonalizationFunction:
         self._add(ctx, amount, e["event_time_ms"], title_id, genre)
         return True
 
-    def _playback(self, e: dict[str, Any], ctx: ProcessContext) -> bool:
+    def _playback(self, e: dict[str, Any], ctx: UserContext) -> bool:
         title = self.catalogue.get(e["title_id"])
         if title is None:
             return False  # no genre and no duration: nothing to score it by
@@ -126,7 +131,7 @@ class PersonalizationFunction:
         return changed
 
     def _track_play(
-        self, e: dict[str, Any], title_id: str, genre: str, ctx: ProcessContext
+        self, e: dict[str, Any], title_id: str, genre: str, ctx: UserContext
     ) -> bool:
         """Update the playback's abandonment entry; True if an abandonment was retracted."""
         s = self.settings
@@ -157,7 +162,7 @@ class PersonalizationFunction:
         handle.set(plays)
         return retracted
 
-    def _first_time(self, e: dict[str, Any], ctx: ProcessContext) -> bool:
+    def _first_time(self, e: dict[str, Any], ctx: UserContext) -> bool:
         """Remember a contributing event's id; False if it was seen before (a duplicate)."""
         handle = ctx.state(SEEN)
         seen = handle.get()
@@ -169,7 +174,7 @@ class PersonalizationFunction:
         return True
 
     # -- timers ---------------------------------------------------------------------
-    def on_timer(self, ts_ms: int, ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+    def on_timer(self, ts_ms: int, ctx: UserContext) -> Iterable[dict[str, Any]]:
         """Declare playbacks quiet since ``abandon_after`` abandoned; drop old entries."""
         s = self.settings
         handle = ctx.state(PLAYS)
@@ -193,7 +198,7 @@ class PersonalizationFunction:
 
     # -- decayed sums ---------------------------------------------------------------
     def _add(
-        self, ctx: ProcessContext, amount: float, t: int, title_id: str, genre: str | None
+        self, ctx: UserContext, amount: float, t: int, title_id: str, genre: str | None
     ) -> None:
         """Add ``amount`` at event time ``t`` to the title's and the genre's engagement."""
         h = self.settings.half_life_ms
@@ -224,15 +229,18 @@ class PersonalizationFunction:
             clock[2] = clock[1] + self.settings.dedup_horizon_ms
         clock_handle.set(clock)
 
-    def _prune_seen(self, ctx: ProcessContext, older_than_ms: int) -> None:
+    def _prune_seen(self, ctx: UserContext, older_than_ms: int) -> None:
         handle = ctx.state(SEEN)
         seen = handle.get()
         handle.set({k: t for k, t in seen.items() if t >= older_than_ms})
 
     # -- output ---------------------------------------------------------------------
-    def _emit_if_changed(self, ctx: ProcessContext) -> list[dict[str, Any]]:
+    def _emit_if_changed(self, ctx: UserContext) -> list[dict[str, Any]]:
         s = self.settings
-        landmark, now = ctx.state(CLOCK).get()[:2]
+        clock = ctx.state(CLOCK).get()
+        if clock is None:  # not reached: a contribution set the clock before any emission
+            return []
+        landmark, now = clock[:2]
         factor = 2.0 ** (-(now - landmark) / s.half_life_ms)
         genres = {g: v * factor for g, v in ctx.state(GENRES).get().items()}
         titles = {t: v * factor for t, v in ctx.state(TITLES).get().items()}
@@ -253,7 +261,7 @@ class PersonalizationFunction:
 
 
 def _changed(
-    last: tuple[list[tuple[str, float, str]], dict[str, float]] | None,
+    last: Scores | None,
     top: list[tuple[str, float, str]],
     genres: dict[str, float],
     eps: float,

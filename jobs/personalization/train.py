@@ -31,11 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from jobs.personalization.catalogue import CATALOGUE_PATH, Catalogue
 from jobs.personalization.model import FEATURES, MODEL_PATH, Model, Scorer, feature_row
 from jobs.personalization.signals import SignalWeights, completion_ratio
 from runtime.generator import Generator, GeneratorConfig, catalogue
+
+Matrix = npt.NDArray[np.float64]
 
 __all__ = ["CATALOGUE_SEED", "TrainConfig", "evaluate", "main", "shipped_catalogue", "train"]
 
@@ -173,7 +176,7 @@ def _rows(
     return rows
 
 
-def _fit(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+def _fit(x: Matrix, y: Matrix, l2: float) -> Matrix:
     """L2-penalised logistic regression by Newton's method (deterministic)."""
     w = np.zeros(x.shape[1])
     penalty = np.full(x.shape[1], l2)

@@ -1,5 +1,8 @@
 """The first reference job: a stateless error feed and a windowed rebuffer count per CDN.
 
+Its steps are typed end to end (``PlaybackEvent`` in, ``PlaybackError`` and
+``RebufferCount`` out), so ``mypy --strict`` checks every field each step reads.
+
 Sinks:
     ``playback-errors``: one JSON record per playback error (user, title, CDN, code).
     ``rebuffers-per-cdn``: per CDN and 10-second event-time window, rebuffer starts.
@@ -8,22 +11,46 @@ Sinks:
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TypedDict
 
-from runtime import Job, WatermarkStrategy, Window, windows
+from jobs.records import DeviceType, PlaybackEvent
+from runtime import Job, Json, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
+
+
+class PlaybackError(TypedDict):
+    """A record of ``playback-errors``."""
+
+    event_time_ms: int
+    user_id: str
+    title_id: str
+    playback_id: str
+    cdn: str
+    device_type: DeviceType
+    error_code: str | None
+
+
+class RebufferCount(TypedDict):
+    """A record of ``rebuffers-per-cdn``."""
+
+    cdn: str
+    window_start_ms: int
+    window_end_ms: int
+    rebuffers: int
+
 
 job = Job("playback_health")
 
 playback = job.source(
     "playback",
     schema="PlaybackEvent",
+    record=PlaybackEvent,
     timestamp=lambda e: e["event_time_ms"],
     watermarks=WatermarkStrategy.bounded(timedelta(seconds=5), idle_timeout=timedelta(seconds=5)),
 )
 
 
-def error_record(e: dict[str, Any]) -> dict[str, Any]:
+def error_record(e: PlaybackEvent) -> PlaybackError:
     """The published shape of a playback error."""
     return {
         "event_time_ms": e["event_time_ms"],
@@ -36,7 +63,7 @@ def error_record(e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def per_cdn(cdn: str, window: Window, count: int) -> dict[str, Any]:
+def per_cdn(cdn: str, window: Window, count: int) -> RebufferCount:
     """One row of the rebuffer table."""
     return {
         "cdn": cdn,
@@ -49,7 +76,7 @@ def per_cdn(cdn: str, window: Window, count: int) -> dict[str, Any]:
 (
     playback.filter(lambda e: e["event_type"] == "error", name="errors_only")
     .map(error_record, name="error_shape")
-    .sink("playback-errors", schema=None, key=lambda r: r["user_id"])
+    .sink("playback-errors", Json(), key=lambda r: r["user_id"])
 )
 
 (
@@ -57,5 +84,5 @@ def per_cdn(cdn: str, window: Window, count: int) -> dict[str, Any]:
     .key_by("by_cdn", lambda e: e["cdn"])
     .window("rebuffers_10s", windows.tumbling(timedelta(seconds=10)))
     .aggregate(Count(), output=per_cdn)
-    .sink("rebuffers-per-cdn", schema=None)
+    .sink("rebuffers-per-cdn", Json())
 )

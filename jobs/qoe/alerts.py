@@ -39,11 +39,12 @@ from typing import Any
 
 from jobs.qoe.alerts_rules import GRAINS, Rule, metric_values, parse_rules
 from runtime import (
+    Avro,
     ConfigError,
     Job,
-    ListState,
     MapState,
     ProcessContext,
+    StateDescriptor,
     ValueState,
     WatermarkStrategy,
 )
@@ -73,8 +74,11 @@ DEFAULT_RULES = parse_rules(
     """.replace("\n        ", " ")
 )
 
-PENDING = MapState("pending")
-STATUS = ValueState("status")
+#: Keyed by ``(rule name, *group values)``.
+GroupContext = ProcessContext[tuple[Any, ...]]
+
+PENDING = MapState[int, dict[str, Any]]("pending")  # window end -> {"start", "parts"}
+STATUS = ValueState[dict[str, Any] | None]("status")  # the group's alert state machine
 
 
 def alert_id(rule: str, group: dict[str, str], incident_started_ms: int) -> str:
@@ -116,12 +120,12 @@ class AlertFunction:
         rules: the rules; their names must be unique.
     """
 
-    states: tuple[ValueState | MapState | ListState, ...] = (PENDING, STATUS)
+    states: tuple[StateDescriptor, ...] = (PENDING, STATUS)
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = {r.name: r for r in rules}
 
-    def process(self, item: dict[str, Any], ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+    def process(self, item: dict[str, Any], ctx: GroupContext) -> Iterable[dict[str, Any]]:
         """Keep a record under its window until the watermark passes the window end."""
         status = ctx.state(STATUS).get()
         end = item["end"]
@@ -137,7 +141,7 @@ class AlertFunction:
         handle.set(pending)
         return ()
 
-    def on_timer(self, ts_ms: int, ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+    def on_timer(self, ts_ms: int, ctx: GroupContext) -> Iterable[dict[str, Any]]:
         """Evaluate every pending window that ended by ``ts_ms``, oldest first."""
         rule = self.rules.get(ctx.key[0])
         handle = ctx.state(PENDING)
@@ -168,7 +172,7 @@ class AlertFunction:
         start: int,
         end: int,
         values: dict[str, Any],
-        ctx: ProcessContext,
+        ctx: GroupContext,
     ) -> dict[str, Any] | None:
         """Advance one group's state by one window; return the alert it emits, if any."""
         value: Any = values.get(rule.metric)
@@ -199,7 +203,7 @@ class AlertFunction:
     @staticmethod
     def _alert(
         rule: Rule, s: dict[str, Any], state: str, value: Any, threshold: float, end: int,
-        ctx: ProcessContext,
+        ctx: GroupContext,
     ) -> dict[str, Any]:  # fmt: skip
         return {
             "alert_id": s["alert_id"],
@@ -249,7 +253,7 @@ def build_alerts(
         metrics.flat_map(_route(rules), name="route_to_rules")
         .key_by("by_rule_group", lambda item: item["key"])
         .process("alert_rules", AlertFunction(rules))
-        .sink(SINK, schema="QoeAlert", key=lambda a: a["alert_id"])
+        .sink(SINK, Avro("QoeAlert"), key=lambda a: a["alert_id"])
     )
     return job
 

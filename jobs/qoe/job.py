@@ -27,7 +27,7 @@ from typing import Any
 
 from jobs.qoe.metrics import QoeAggregate, metric_output
 from jobs.qoe.playbacks import PlaybackFacts
-from runtime import Job, WatermarkStrategy, windows
+from runtime import Avro, Job, Json, WatermarkStrategy, windows
 
 WINDOWS: dict[str, windows.Tumbling | windows.Hopping] = {
     "tumbling_1m": windows.tumbling(timedelta(minutes=1)),
@@ -69,7 +69,7 @@ def build(
         "by_playback", lambda e: (e["user_id"], e["playback_id"]), repartition=False
     ).process("playback_facts", PlaybackFacts(timeout_ms))
     replayed.filter(lambda r: "excluded" in r, name="excluded_only").sink(
-        "qoe-excluded-events", schema=None
+        "qoe-excluded-events", Json()
     )
     facts = replayed.filter(lambda r: "excluded" not in r, name="facts_only")
     results: list[Any] = []
@@ -81,7 +81,7 @@ def build(
                     QoeAggregate(), output=metric_output(window_kind, group_kind)
                 )
             )
-    results[0].merge(*results[1:], name="all_metrics").sink("qoe-metrics", schema="QoeMetric")
+    results[0].merge(*results[1:], name="all_metrics").sink("qoe-metrics", Avro("QoeMetric"))
     return job
 
 

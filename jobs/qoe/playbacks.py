@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from runtime import ListState, MapState, ProcessContext, ValueState
+from runtime import MapState, ProcessContext, StateDescriptor, ValueState
 
 #: Order of event types that share an event time: the player's lifecycle order.
 LIFECYCLE_RANK = {
@@ -58,8 +58,8 @@ LIFECYCLE_RANK = {
     "stop": 10,
 }
 
-PENDING = MapState("pending")  # event_id -> held event tuple
-CURSOR = ValueState("cursor")  # the playback's replay state (a dict), or None
+PENDING = MapState[str, tuple[Any, ...]]("pending")  # event_id -> held event tuple
+CURSOR = ValueState[dict[str, Any] | None]("cursor")  # the playback's replay state, or None
 
 # A held event: (ts, rank, event_id, type, position, bitrate, seek_from).
 _TS, _RANK, _ID, _TYPE, _POS, _BITRATE, _SEEK_FROM = range(7)
@@ -90,6 +90,10 @@ def new_cursor(dims: tuple[str, str, str, str]) -> dict[str, Any]:
     }
 
 
+#: A playback's context: keyed by ``(user_id, playback_id)``.
+PlaybackContext = ProcessContext[tuple[str, str]]
+
+
 class PlaybackFacts:
     """``KeyedProcessFunction`` keyed by ``(user_id, playback_id)``: events -> facts.
 
@@ -98,12 +102,12 @@ class PlaybackFacts:
             cursor is reset (and its state dropped).
     """
 
-    states: tuple[ValueState | MapState | ListState, ...] = (PENDING, CURSOR)
+    states: tuple[StateDescriptor, ...] = (PENDING, CURSOR)
 
     def __init__(self, playback_timeout_ms: int) -> None:
         self.timeout = playback_timeout_ms
 
-    def process(self, value: dict[str, Any], ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+    def process(self, value: dict[str, Any], ctx: PlaybackContext) -> Iterable[dict[str, Any]]:
         """Hold an on-time event for replay; report duplicates and late events."""
         event_id = value["event_id"]
         pending_state = ctx.state(PENDING)
@@ -131,7 +135,7 @@ class PlaybackFacts:
         ctx.timers.register_event_time(ts)
         return []
 
-    def on_timer(self, ts_ms: int, ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+    def on_timer(self, ts_ms: int, ctx: PlaybackContext) -> Iterable[dict[str, Any]]:
         """Replay the held events the watermark reached; drop a playback gone quiet."""
         pending_state, cursor_state = ctx.state(PENDING), ctx.state(CURSOR)
         pending = pending_state.get()

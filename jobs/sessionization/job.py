@@ -33,7 +33,7 @@ from typing import Any
 
 from jobs.sessionization.revisions import SessionRevisions
 from jobs.sessionization.summary import SessionAggregate
-from runtime import Job, WatermarkStrategy, Window, windows
+from runtime import Avro, Job, Json, WatermarkStrategy, Window, windows
 
 DEFAULT_GAP = timedelta(minutes=30)
 DEFAULT_ALLOWED_LATENESS = timedelta(minutes=5)
@@ -111,15 +111,15 @@ def build(
     revised = sessions.process("session_revisions", SessionRevisions(forget_after_ms))
     (
         revised.filter(lambda r: not r.get("retracted", False), name="summaries_only").sink(
-            "sessions", schema="SessionSummary", key=session_key
+            "sessions", Avro("SessionSummary"), key=session_key
         )
     )
     (
         revised.filter(lambda r: r.get("retracted", False), name="retractions_only").sink(
-            "session-retractions", schema=None, key=session_key
+            "session-retractions", Json(), key=session_key
         )
     )
-    sessions.late("sessions_late").sink("sessions-late-events", schema=None)
+    sessions.late("sessions_late").sink("sessions-late-events", Json())
     return job
 
 

@@ -26,9 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from runtime import ListState, MapState, ProcessContext, ValueState
+from runtime import MapState, ProcessContext, StateDescriptor
 
-EMITTED = MapState("emitted")
+#: Session start -> (session end, revision, last emitted summary).
+EMITTED = MapState[int, tuple[int, int, dict[str, Any]]]("emitted")
+#: Keyed like the window step: ``(user_id, device_id)``.
+SessionContext = ProcessContext[tuple[str, str]]
 
 
 class SessionRevisions:
@@ -39,15 +42,15 @@ class SessionRevisions:
             is forgotten.
     """
 
-    states: tuple[ValueState | MapState | ListState, ...] = (EMITTED,)
+    states: tuple[StateDescriptor, ...] = (EMITTED,)
 
     def __init__(self, forget_after_ms: int) -> None:
         self.forget_after_ms = forget_after_ms
 
-    def process(self, value: dict[str, Any], ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+    def process(self, value: dict[str, Any], ctx: SessionContext) -> Iterable[dict[str, Any]]:
         """Stamp a revision on a summary or a retraction."""
         handle = ctx.state(EMITTED)
-        emitted: dict[int, tuple[int, int, dict[str, Any]]] = handle.get()
+        emitted = handle.get()
         start = value["session_start_ms"]
         previous = emitted.get(start)
         revision = 0 if previous is None else previous[1] + 1
@@ -63,7 +66,7 @@ class SessionRevisions:
         ctx.timers.register_event_time(value["session_end_ms"] + self.forget_after_ms)
         return [{**value, "revision": revision}]
 
-    def on_timer(self, ts_ms: int, ctx: ProcessContext) -> Iterable[dict[str, Any]]:
+    def on_timer(self, ts_ms: int, ctx: SessionContext) -> Iterable[dict[str, Any]]:
         """Forget sessions that can no longer be emitted again."""
         handle = ctx.state(EMITTED)
         emitted = handle.get()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from runtime import Job, WatermarkStrategy, Window, windows
+from runtime import Job, Json, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 
 
@@ -41,7 +41,7 @@ def build(
         .key_by("by_user", lambda e: e["user_id"], repartition=False)
         .window("counts_10s", windows.tumbling(size))
         .aggregate(Count(), output=_row)
-        .sink("user-counts", schema=None)
+        .sink("user-counts", Json())
     )
     return job
 

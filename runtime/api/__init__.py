@@ -15,20 +15,24 @@ from runtime.api.functions import (
     ListState,
     MapState,
     ProcessContext,
+    StateDescriptor,
     ValueState,
     Window,
 )
 from runtime.api.graph import ErrorPolicy
+from runtime.api.io import Avro, Json
 from runtime.api.job import AggregatedStream, Job, KeyedStream, Stream, WindowedStream
 from runtime.api.watermarks import WatermarkStrategy
 
 __all__ = [
     "AggregateFunction",
     "AggregatedStream",
+    "Avro",
     "ConfigError",
     "ErrorPolicy",
     "Job",
     "JobDefinitionError",
+    "Json",
     "KeyedProcessFunction",
     "KeyedStream",
     "ListState",
@@ -36,6 +40,7 @@ __all__ = [
     "ProcessContext",
     "RecordError",
     "ShoalError",
+    "StateDescriptor",
     "StateError",
     "Stream",
     "UserFunctionError",

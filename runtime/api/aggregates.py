@@ -1,7 +1,9 @@
 """Built-in aggregates: count, sum, min, max, mean, quantile sketches, reduce, collect.
 
 Each takes an optional ``of`` function that picks the number out of a record;
-without it the record itself is the number.
+without it the record itself is the number. The record type ``T`` of ``Sum[T]``,
+``Mean[T]`` ... is what ``of`` reads: a type checker infers it from the stream the
+aggregate is used on (``Count`` takes records of any type).
 
 >>> agg = Mean(of=lambda e: e["bitrate_kbps"])
 >>> acc = agg.create()
@@ -16,7 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ddsketch import DDSketch
 from ddsketch.store import DenseStore
@@ -26,22 +28,23 @@ __all__ = ["Collect", "Count", "Max", "Mean", "Min", "Quantiles", "Reduce", "Sum
 Sketch = DDSketch
 """The accumulator class of :class:`Quantiles` (state backends register its encoding)."""
 
-Extract = Callable[[Any], float] | None
+T = TypeVar("T")
+DEFAULT_QUANTILES = (0.5, 0.9, 0.99)
 
 
-def _get(of: Extract, value: Any) -> Any:
+def _get(of: Callable[[Any], float] | None, value: Any) -> Any:
     return value if of is None else of(value)
 
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    """Number of records."""
+    """Number of records (of any type)."""
 
     def create(self) -> int:
         """Zero."""
         return 0
 
-    def add(self, acc: int, value: Any) -> int:
+    def add(self, acc: int, value: object) -> int:
         """One more."""
         return acc + 1
 
@@ -54,17 +57,31 @@ class Count:
         return acc
 
 
-@dataclass(frozen=True, slots=True)
-class Sum:
+# Generic and frozen, but without slots: ``Sum[float]()`` sets ``__orig_class__`` on the new
+# object; on Python 3.11 a frozen dataclass with slots turns that into a TypeError
+# (without slots it is a FrozenInstanceError, which typing ignores).
+@dataclass(frozen=True)
+class Sum(Generic[T]):
     """Sum of ``of(record)``."""
 
-    of: Extract = None
+    of: Callable[[T], float] | None = None
+
+    if TYPE_CHECKING:  # without ``of`` the records are the numbers
+
+        @overload
+        def __init__(self: Sum[float], of: None = None) -> None: ...
+
+        @overload
+        def __init__(self, of: Callable[[T], float]) -> None: ...
+
+        def __init__(self, of: Callable[[T], float] | None = None) -> None:
+            """What to sum."""
 
     def create(self) -> float:
         """Zero."""
         return 0
 
-    def add(self, acc: float, value: Any) -> float:
+    def add(self, acc: float, value: T) -> float:
         """Add the record's number."""
         return acc + float(_get(self.of, value))
 
@@ -77,17 +94,28 @@ class Sum:
         return acc
 
 
-@dataclass(frozen=True, slots=True)
-class Min:
+@dataclass(frozen=True)  # no slots: see Sum
+class Min(Generic[T]):
     """Smallest ``of(record)``; ``None`` for no records."""
 
-    of: Extract = None
+    of: Callable[[T], float] | None = None
+
+    if TYPE_CHECKING:  # without ``of`` the records are the numbers
+
+        @overload
+        def __init__(self: Min[float], of: None = None) -> None: ...
+
+        @overload
+        def __init__(self, of: Callable[[T], float]) -> None: ...
+
+        def __init__(self, of: Callable[[T], float] | None = None) -> None:
+            """What to take the minimum of."""
 
     def create(self) -> float | None:
         """No value yet."""
         return None
 
-    def add(self, acc: float | None, value: Any) -> float | None:
+    def add(self, acc: float | None, value: T) -> float | None:
         """Keep the smaller."""
         v = _get(self.of, value)
         return v if acc is None or v < acc else acc
@@ -103,17 +131,28 @@ class Min:
         return acc
 
 
-@dataclass(frozen=True, slots=True)
-class Max:
+@dataclass(frozen=True)  # no slots: see Sum
+class Max(Generic[T]):
     """Largest ``of(record)``; ``None`` for no records."""
 
-    of: Extract = None
+    of: Callable[[T], float] | None = None
+
+    if TYPE_CHECKING:  # without ``of`` the records are the numbers
+
+        @overload
+        def __init__(self: Max[float], of: None = None) -> None: ...
+
+        @overload
+        def __init__(self, of: Callable[[T], float]) -> None: ...
+
+        def __init__(self, of: Callable[[T], float] | None = None) -> None:
+            """What to take the maximum of."""
 
     def create(self) -> float | None:
         """No value yet."""
         return None
 
-    def add(self, acc: float | None, value: Any) -> float | None:
+    def add(self, acc: float | None, value: T) -> float | None:
         """Keep the larger."""
         v = _get(self.of, value)
         return v if acc is None or v > acc else acc
@@ -129,17 +168,28 @@ class Max:
         return acc
 
 
-@dataclass(frozen=True, slots=True)
-class Mean:
+@dataclass(frozen=True)  # no slots: see Sum
+class Mean(Generic[T]):
     """Arithmetic mean of ``of(record)``; ``None`` for no records."""
 
-    of: Extract = None
+    of: Callable[[T], float] | None = None
+
+    if TYPE_CHECKING:  # without ``of`` the records are the numbers
+
+        @overload
+        def __init__(self: Mean[float], of: None = None) -> None: ...
+
+        @overload
+        def __init__(self, of: Callable[[T], float]) -> None: ...
+
+        def __init__(self, of: Callable[[T], float] | None = None) -> None:
+            """What to average."""
 
     def create(self) -> list[float]:
         """[sum, count]."""
         return [0.0, 0]
 
-    def add(self, acc: list[float], value: Any) -> list[float]:
+    def add(self, acc: list[float], value: T) -> list[float]:
         """Add one number."""
         acc[0] += _get(self.of, value)
         acc[1] += 1
@@ -154,8 +204,8 @@ class Mean:
         return acc[0] / acc[1] if acc[1] else None
 
 
-@dataclass(frozen=True, slots=True)
-class Quantiles:
+@dataclass(frozen=True)  # no slots: see Sum
+class Quantiles(Generic[T]):
     """Mergeable quantile sketch (DDSketch) of ``of(record)``.
 
     The result maps each requested quantile to its estimate, whose relative error is
@@ -164,25 +214,60 @@ class Quantiles:
     it is small, pure Python, mergeable and has a proven relative-error bound.
     """
 
-    quantiles: Sequence[float] = (0.5, 0.9, 0.99)
-    of: Extract = None
+    quantiles: Sequence[float] = DEFAULT_QUANTILES
+    of: Callable[[T], float] | None = None
     relative_accuracy: float = 0.01
 
-    def create(self) -> Any:
+    if TYPE_CHECKING:  # without ``of`` the records are the numbers
+
+        @overload
+        def __init__(
+            self: Quantiles[float],
+            quantiles: Sequence[float] = DEFAULT_QUANTILES,
+            of: None = None,
+            relative_accuracy: float = 0.01,
+        ) -> None: ...
+
+        @overload
+        def __init__(
+            self,
+            quantiles: Sequence[float],
+            of: Callable[[T], float],
+            relative_accuracy: float = 0.01,
+        ) -> None: ...
+
+        @overload
+        def __init__(
+            self,
+            quantiles: Sequence[float] = DEFAULT_QUANTILES,
+            *,
+            of: Callable[[T], float],
+            relative_accuracy: float = 0.01,
+        ) -> None: ...
+
+        def __init__(
+            self,
+            quantiles: Sequence[float] = DEFAULT_QUANTILES,
+            of: Callable[[T], float] | None = None,
+            relative_accuracy: float = 0.01,
+        ) -> None:
+            """Which quantiles, of what, how accurately."""
+
+    def create(self) -> DDSketch:
         """An empty sketch."""
         return DDSketch(relative_accuracy=self.relative_accuracy)
 
-    def add(self, acc: Any, value: Any) -> Any:
+    def add(self, acc: DDSketch, value: T) -> DDSketch:
         """Add one (non-negative) number."""
         acc.add(_get(self.of, value))
         return acc
 
-    def merge(self, a: Any, b: Any) -> Any:
+    def merge(self, a: DDSketch, b: DDSketch) -> DDSketch:
         """Merge two sketches."""
         a.merge(b)
         return a
 
-    def result(self, acc: Any) -> dict[float, float | None]:
+    def result(self, acc: DDSketch) -> dict[float, float | None]:
         """Quantile -> estimate."""
         if acc.count == 0:
             return {q: None for q in self.quantiles}

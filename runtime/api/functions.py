@@ -10,13 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 from runtime.api.watermarks import to_ms
 
 A = TypeVar("A")
 T_contra = TypeVar("T_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
+K_co = TypeVar("K_co", covariant=True)
+K_contra = TypeVar("K_contra", contravariant=True)
+V = TypeVar("V")
+MK = TypeVar("MK")
+MV = TypeVar("MV")
+E = TypeVar("E")
+S = TypeVar("S")
 
 
 class AggregateFunction(Protocol[T_contra, A, R_co]):
@@ -71,16 +78,40 @@ class TimerService(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class ValueState:
-    """Describes a single value per key.
+# Generic and frozen, but without slots: ``ValueState[int]("n", 0)`` sets
+# ``__orig_class__`` on the new object; on Python 3.11 a frozen dataclass with slots
+# turns that into a TypeError (without slots it is a FrozenInstanceError, which typing
+# ignores).
+@dataclass(frozen=True)
+class ValueState(Generic[V]):
+    """Describes a single value of type ``V`` per key.
 
-    ``ttl`` expires it after that much processing time without a write.
+    ``get()`` returns ``default`` while the key has no value: without a default, ``V``
+    includes ``None`` (``ValueState[int | None]("last")``). ``ttl`` expires the value
+    after that much processing time without a write.
+
+    >>> COUNT = ValueState("count", 0)  # a ValueState[int]
+    >>> COUNT.default, COUNT.ttl_ms
+    (0, None)
     """
 
     name: str
-    default: Any = None
+    # None when not given: the constructor's signatures then make V include None.
+    default: V = None  # type: ignore[assignment]
     ttl: timedelta | None = None
+
+    if TYPE_CHECKING:  # the constructor as type checkers see it; dataclass makes it
+
+        @overload
+        def __init__(self, name: str, default: V, ttl: timedelta | None = None) -> None: ...
+
+        @overload
+        def __init__(
+            self: ValueState[V | None], name: str, *, ttl: timedelta | None = None
+        ) -> None: ...
+
+        def __init__(self, name: str, default: Any = None, ttl: timedelta | None = None) -> None:
+            """Name, default value and time to live."""
 
     @property
     def ttl_ms(self) -> int | None:
@@ -88,9 +119,12 @@ class ValueState:
         return None if self.ttl is None else to_ms(self.ttl, "ttl")
 
 
-@dataclass(frozen=True, slots=True)
-class MapState:
-    """Describes a dict per key. ``ttl``: processing time without a write."""
+@dataclass(frozen=True)  # no slots: see ValueState
+class MapState(Generic[MK, MV]):
+    """Describes a dict ``MK -> MV`` per key (``MapState[str, int]("plays")``).
+
+    ``ttl``: processing time without a write.
+    """
 
     name: str
     ttl: timedelta | None = None
@@ -101,9 +135,12 @@ class MapState:
         return None if self.ttl is None else to_ms(self.ttl, "ttl")
 
 
-@dataclass(frozen=True, slots=True)
-class ListState:
-    """Describes a list per key. ``ttl``: processing time without a write."""
+@dataclass(frozen=True)  # no slots: see ValueState
+class ListState(Generic[E]):
+    """Describes a list of ``E`` per key (``ListState[int]("times")``).
+
+    ``ttl``: processing time without a write.
+    """
 
     name: str
     ttl: timedelta | None = None
@@ -114,12 +151,11 @@ class ListState:
         return None if self.ttl is None else to_ms(self.ttl, "ttl")
 
 
-StateDescriptor = ValueState | MapState | ListState
+StateDescriptor = ValueState[Any] | MapState[Any, Any] | ListState[Any]
+"""Any state descriptor."""
 
-S = TypeVar("S")
 
-
-class StateHandle(Protocol, Generic[S]):
+class StateHandle(Protocol[S]):
     """Access to one state of the current key."""
 
     def get(self) -> S:
@@ -135,11 +171,11 @@ class StateHandle(Protocol, Generic[S]):
         ...
 
 
-class ProcessContext(Protocol):
-    """What a ``process()`` function sees for one record or timer."""
+class ProcessContext(Protocol[K_co]):
+    """What a ``process()`` function sees for one record or timer of a key of type ``K``."""
 
     @property
-    def key(self) -> Any:
+    def key(self) -> K_co:
         """The current key."""
         ...
 
@@ -163,24 +199,37 @@ class ProcessContext(Protocol):
         """Timers of the current key."""
         ...
 
+    @overload
+    def state(self, descriptor: ValueState[V]) -> StateHandle[V]: ...
+
+    @overload
+    def state(self, descriptor: MapState[MK, MV]) -> StateHandle[dict[MK, MV]]: ...
+
+    @overload
+    def state(self, descriptor: ListState[E]) -> StateHandle[list[E]]: ...
+
     def state(self, descriptor: StateDescriptor) -> StateHandle[Any]:
-        """State of the current key for ``descriptor``."""
+        """State of the current key for ``descriptor``: a value, a dict or a list."""
         ...
 
 
-class KeyedProcessFunction(Protocol):
+class KeyedProcessFunction(Protocol[K_contra, T_contra, R_co]):
     """Low-level keyed processing with state and timers.
 
+    Type parameters: the key ``K``, the input records ``T``, the output records ``R``.
     Declare the states the function uses in ``states``; read and write them
     through ``ctx.state(descriptor)``; return outputs as an iterable.
     """
 
-    states: tuple[StateDescriptor, ...]
+    @property
+    def states(self) -> tuple[StateDescriptor, ...]:
+        """The states the function uses (a class attribute is enough)."""
+        ...
 
-    def process(self, value: Any, ctx: ProcessContext) -> Iterable[Any]:
+    def process(self, value: T_contra, ctx: ProcessContext[K_contra]) -> Iterable[R_co]:
         """Handle one record of the current key."""
         ...
 
-    def on_timer(self, ts_ms: int, ctx: ProcessContext) -> Iterable[Any]:
+    def on_timer(self, ts_ms: int, ctx: ProcessContext[K_contra]) -> Iterable[R_co]:
         """Handle a timer of the current key firing at ``ts_ms``."""
         ...

@@ -98,7 +98,7 @@ class LateNode(Node):
 class ProcessNode(Node):
     """Keyed process function with state and timers."""
 
-    fn: KeyedProcessFunction | None = None
+    fn: KeyedProcessFunction[Any, Any, Any] | None = None
 
 
 @dataclass(frozen=True, eq=False)

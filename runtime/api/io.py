@@ -11,7 +11,44 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from runtime.api.errors import RecordError
+from runtime.api.errors import JobDefinitionError, RecordError
+
+
+@dataclass(frozen=True, slots=True)
+class Avro:
+    """A sink format: Avro records of the schema named ``record``.
+
+    ``record`` is a built-in schema (``schemas/``) or one of the job's own
+    (``Job(..., schemas=FOLDER)``); the wire config decides the framing (single-object
+    or a schema registry's).
+
+    >>> Avro("QoeMetric")
+    Avro(record='QoeMetric')
+    """
+
+    record: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.record, str) or not self.record:
+            raise JobDefinitionError(f"Avro() needs a record name, got {self.record!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Json:
+    """A sink format: JSON objects (UTF-8), one per message.
+
+    >>> Json()
+    Json()
+    """
+
+
+SinkFormat = Avro | Json
+"""How a sink encodes its records: ``Avro("Record")`` or ``Json()``."""
+
+
+def format_schema(fmt: SinkFormat) -> str:
+    """The schema name the engines and codecs know a sink format by (``""``: JSON)."""
+    return fmt.record if isinstance(fmt, Avro) else ""
 
 
 class RawRecord(Protocol):

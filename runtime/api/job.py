@@ -1,7 +1,13 @@
 """The job API: a job is a graph of named steps built from immutable stream objects.
 
+Streams are typed by their records: ``Stream[T]``, and ``KeyedStream[K, T]`` keyed
+by ``K``. ``map``/``filter``/``key_by``/``process``/``aggregate`` carry the types from
+step to step, so a type checker (``mypy --strict``) catches a step that reads a field
+its input does not have, or reads it as the wrong type. A source's records are
+``Any`` unless it names their type (``record=``, e.g. a ``TypedDict``).
+
 >>> from datetime import timedelta
->>> from runtime.api import Job, WatermarkStrategy, windows
+>>> from runtime.api import Job, Json, WatermarkStrategy, windows
 >>> from runtime.api.aggregates import Count
 >>> job = Job("plays_per_user")
 >>> plays = job.source("playback", schema="PlaybackEvent",
@@ -11,7 +17,7 @@
 ...                .key_by("by_user", lambda e: e["user_id"])
 ...                .window("per_minute", windows.tumbling(timedelta(minutes=1)))
 ...                .aggregate(Count()))
->>> _ = counts.sink("plays_per_minute", schema=None)
+>>> counts.sink("plays_per_minute", Json())
 >>> [n.name for n in job.nodes]
 ['playback', 'starts', 'by_user', 'per_minute', 'plays_per_minute']
 """
@@ -19,9 +25,10 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from os import PathLike, fspath
-from typing import Any
+from typing import Any, Generic, Never, TypeVar, overload
 
 from runtime.api.aggregates import Collect, Reduce
 from runtime.api.errors import JobDefinitionError
@@ -41,9 +48,19 @@ from runtime.api.graph import (
     WindowNode,
     default_window_output,
 )
+from runtime.api.io import Avro, Json, SinkFormat, format_schema
 from runtime.api.watermarks import WatermarkStrategy
-from runtime.api.windows import WindowSpec
+from runtime.api.windows import Session, WindowSpec
 
+T = TypeVar("T")  # a stream's records
+U = TypeVar("U")  # the records of the next step
+K = TypeVar("K")  # a keyed stream's key
+A = TypeVar("A")  # an aggregate's accumulator
+R = TypeVar("R")  # an aggregate's result
+L = TypeVar("L")  # the records of a window step's late output (its input records)
+N = TypeVar("N")  # what a window's result may also be: None where windows merge away
+
+_NO_SCHEMA = object()  # ``sink(schema=...)`` not given
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -105,6 +122,18 @@ class Job:
                 return n
         raise JobDefinitionError(f"job {self.name!r} has no step {name!r}")
 
+    @overload
+    def source(
+        self,
+        name: str,
+        *,
+        schema: str,
+        record: type[T],
+        timestamp: Callable[[T], int] | None = None,
+        watermarks: WatermarkStrategy | None = None,
+    ) -> Stream[T]: ...
+
+    @overload
     def source(
         self,
         name: str,
@@ -112,13 +141,26 @@ class Job:
         schema: str,
         timestamp: Callable[[Any], int] | None = None,
         watermarks: WatermarkStrategy | None = None,
-    ) -> Stream:
+    ) -> Stream[Any]: ...
+
+    def source(
+        self,
+        name: str,
+        *,
+        schema: str,
+        record: type[Any] | None = None,
+        timestamp: Callable[[Any], int] | None = None,
+        watermarks: WatermarkStrategy | None = None,
+    ) -> Stream[Any]:
         """Declare an input stream.
 
         Args:
             name: the source's name; config binds it to a topic (default: the name).
             schema: the Avro record name its records are read as: a built-in schema
                 (``schemas/``) or one of the job's own (``Job(..., schemas=FOLDER)``).
+            record: for type checkers only: the type of its records as decoded (a
+                ``TypedDict`` of the schema's fields); the stream is then a
+                ``Stream[record]``. Records are dicts either way.
             timestamp: event time in epoch ms of a record; default: the Kafka timestamp.
             watermarks: the watermark strategy; default: no allowed disorder.
         """
@@ -157,8 +199,8 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
-class Stream:
-    """An unkeyed stream of records. Every method returns a new object."""
+class Stream(Generic[T]):
+    """An unkeyed stream of records of type ``T``. Every method returns a new object."""
 
     __slots__ = ("_job", "_node")
 
@@ -176,31 +218,31 @@ class Stream:
         """The job this stream belongs to."""
         return self._job
 
-    def _then(self, node: Node) -> Stream:
+    def _then(self, node: Node) -> Stream[Any]:
         return Stream(self._job, self._job._add(node))
 
-    def map(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+    def map(self, fn: Callable[[T], U], *, name: str | None = None) -> Stream[U]:
         """One output record per input record."""
         return self._then(MapNode(name or self._job._auto_name("map"), (self._node,), fn=fn))
 
-    def filter(self, fn: Callable[[Any], bool], *, name: str | None = None) -> Stream:
+    def filter(self, fn: Callable[[T], bool], *, name: str | None = None) -> Stream[T]:
         """Keep records for which ``fn`` returns true."""
         return self._then(FilterNode(name or self._job._auto_name("filter"), (self._node,), fn=fn))
 
-    def flat_map(self, fn: Callable[[Any], Iterable[Any]], *, name: str | None = None) -> Stream:
+    def flat_map(self, fn: Callable[[T], Iterable[U]], *, name: str | None = None) -> Stream[U]:
         """Zero or more output records per input record."""
         return self._then(
             FlatMapNode(name or self._job._auto_name("flat_map"), (self._node,), fn=fn)
         )
 
-    def merge(self, *others: Stream, name: str | None = None) -> Stream:
+    def merge(self, *others: Stream[T], name: str | None = None) -> Stream[T]:
         """Union of this stream and ``others``."""
         parents = (self._node, *(o._node for o in others))
         return self._then(MergeNode(name or self._job._auto_name("merge"), parents))
 
     def key_by(
-        self, name: str, key: Callable[[Any], Any], *, repartition: bool = True
-    ) -> KeyedStream:
+        self, name: str, key: Callable[[T], K], *, repartition: bool = True
+    ) -> KeyedStream[K, T]:
         """Key the stream.
 
         Args:
@@ -212,36 +254,104 @@ class Stream:
         node = self._job._add(KeyByNode(name, (self._node,), fn=key, repartition=repartition))
         return KeyedStream(self._job, node)
 
+    @overload
     def sink(
-        self, name: str, *, schema: str | None, key: Callable[[Any], Any] | None = None
+        self,
+        name: str,
+        format: SinkFormat,
+        *,
+        key: Callable[[T], object] | None = None,
+    ) -> None: ...
+
+    @overload
+    def sink(
+        self,
+        name: str,
+        *,
+        schema: str | None,
+        key: Callable[[T], object] | None = None,
+    ) -> None: ...
+
+    def sink(
+        self,
+        name: str,
+        format: SinkFormat | None = None,
+        *,
+        key: Callable[[T], object] | None = None,
+        schema: object = _NO_SCHEMA,
     ) -> None:
         """Write the stream to a named output.
 
         Args:
             name: the sink's name; config binds it to a topic (default: the name).
-            schema: Avro record name to encode with; ``None`` writes JSON.
+            format: ``Avro("Record")`` to encode with that Avro record schema, or
+                ``Json()``. (The older ``schema="Record"`` / ``schema=None`` still
+                works, with a ``DeprecationWarning``.)
             key: the message key of a record; default: the stream's key, if keyed.
+
+        Raises:
+            JobDefinitionError: no format, or not one of ``Avro(...)``, ``Json()``.
         """
-        self._job._add(SinkNode(name, (self._node,), schema=schema or "", key=key))
+        fmt = _sink_format(name, format, schema)
+        self._job._add(SinkNode(name, (self._node,), schema=format_schema(fmt), key=key))
 
 
-class KeyedStream(Stream):
-    """A stream partitioned by key: the only place stateful steps exist."""
+def _sink_format(name: str, format: object, schema: object) -> SinkFormat:
+    """The format of sink ``name`` from its arguments (``schema=`` is the old spelling)."""
+    if schema is not _NO_SCHEMA:
+        if format is not None:
+            raise JobDefinitionError(f"sink {name!r}: give a format or schema=, not both")
+        if schema is not None and not isinstance(schema, str):
+            raise JobDefinitionError(f"sink {name!r}: schema must be a record name or None")
+        warnings.warn(
+            f"sink {name!r}: schema= is deprecated; pass Avro({schema!r}) or Json() instead"
+            if schema
+            else f"sink {name!r}: schema=None is deprecated; pass Json() instead",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return Avro(schema) if schema else Json()
+    if not isinstance(format, Avro | Json):
+        raise JobDefinitionError(
+            f'sink {name!r} needs a format: Avro("RecordName") or Json(), got {format!r}'
+        )
+    return format
+
+
+class KeyedStream(Stream[T], Generic[K, T]):
+    """A stream of records ``T`` partitioned by key ``K``: the only place stateful steps
+    exist."""
 
     __slots__ = ()
 
-    def window(self, name: str, spec: WindowSpec) -> WindowedStream:
-        """Group each key's records into windows (see ``runtime.api.windows``)."""
+    # The first signature that matches wins: session windows are the ones that merge.
+    @overload
+    def window(  # type: ignore[overload-overlap]
+        self, name: str, spec: Session
+    ) -> WindowedStream[K, T, None]: ...
+
+    @overload
+    def window(self, name: str, spec: WindowSpec) -> WindowedStream[K, T, Never]: ...
+
+    def window(self, name: str, spec: WindowSpec) -> WindowedStream[K, T, Any]:
+        """Group each key's records into windows (see ``runtime.api.windows``).
+
+        Session windows merge: a window output function of theirs also gets ``None``
+        as the result of a session a late record merged into another (a retraction).
+        """
         return WindowedStream(self, name, spec)
 
-    def process(self, name: str, fn: KeyedProcessFunction) -> KeyedStream:
+    def process(self, name: str, fn: KeyedProcessFunction[K, T, U]) -> KeyedStream[K, U]:
         """Run a keyed process function with state and timers; outputs stay keyed."""
         node = self._job._add(ProcessNode(name, (self._node,), fn=fn))
         return KeyedStream(self._job, node)
 
 
-class WindowedStream:
+class WindowedStream(Generic[K, T, N]):
     """A keyed stream cut into windows; ``aggregate`` turns it back into a stream.
+
+    ``N`` is ``None`` for session windows (whose output function may get a ``None``
+    result: a retraction), ``Never`` for the others.
 
     ``reduce`` and ``collect`` are ``aggregate`` with a built-in function
     (``aggregates.Reduce``, ``aggregates.Collect``): a window step only ever runs an
@@ -250,17 +360,27 @@ class WindowedStream:
 
     __slots__ = ("_keyed", "_name", "_spec")
 
-    def __init__(self, keyed: KeyedStream, name: str, spec: WindowSpec) -> None:
+    def __init__(self, keyed: KeyedStream[K, T], name: str, spec: WindowSpec) -> None:
         self._keyed = keyed
         self._name = name
         self._spec = spec
 
+    @overload
+    def aggregate(
+        self, fn: AggregateFunction[T, A, R], *, output: None = None
+    ) -> AggregatedStream[K, dict[str, Any], T]: ...
+
+    @overload
+    def aggregate(
+        self, fn: AggregateFunction[T, A, R], *, output: Callable[[K, Window, R | N], U]
+    ) -> AggregatedStream[K, U, T]: ...
+
     def aggregate(
         self,
-        fn: AggregateFunction[Any, Any, Any],
+        fn: AggregateFunction[T, A, R],
         *,
-        output: Callable[[Any, Window, Any], Any] | None = None,
-    ) -> AggregatedStream:
+        output: Callable[[K, Window, Any], Any] | None = None,
+    ) -> AggregatedStream[K, Any, T]:
         """Aggregate each window incrementally.
 
         Args:
@@ -284,9 +404,9 @@ class WindowedStream:
         self,
         fn: Callable[[Any, Any], Any],
         *,
-        of: Callable[[Any], Any] | None = None,
-        output: Callable[[Any, Window, Any], Any] | None = None,
-    ) -> AggregatedStream:
+        of: Callable[[T], Any] | None = None,
+        output: Callable[[K, Window, Any], Any] | None = None,
+    ) -> AggregatedStream[K, Any, T]:
         """Fold each window's records with ``fn`` (associative and commutative).
 
         Args:
@@ -299,9 +419,9 @@ class WindowedStream:
     def collect(
         self,
         *,
-        of: Callable[[Any], Any] | None = None,
-        output: Callable[[Any, Window, Any], Any] | None = None,
-    ) -> AggregatedStream:
+        of: Callable[[T], Any] | None = None,
+        output: Callable[[K, Window, Any], Any] | None = None,
+    ) -> AggregatedStream[K, Any, T]:
         """Each window's records (or ``of(record)``) as a list, in arrival order.
 
         Args:
@@ -311,11 +431,12 @@ class WindowedStream:
         return self.aggregate(Collect(of), output=output)
 
 
-class AggregatedStream(KeyedStream):
-    """Results of a window step; ``late()`` gives the records that came too late."""
+class AggregatedStream(KeyedStream[K, T], Generic[K, T, L]):
+    """Results ``T`` of a window step keyed by ``K``; ``late()`` gives the input records
+    ``L`` that came too late."""
 
     __slots__ = ()
 
-    def late(self, name: str | None = None) -> Stream:
+    def late(self, name: str | None = None) -> Stream[L]:
         """Side output: records that arrived after their window's allowed lateness."""
         return self._then(LateNode(name or f"{self._node.name}.late", (self._node,)))

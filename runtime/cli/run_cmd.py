@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from runtime.api.bindings import Bindings
+from runtime.api.choices import GUARANTEES, STATE_BACKENDS, Guarantee, StateBackendName
 from runtime.api.errors import ConfigError
 from runtime.cli.common import kafka_options, resolve_client, resolve_wire, settings, wire_options
 from runtime.composition import ENGINES
@@ -28,14 +29,14 @@ __all__ = ["load_job", "run"]
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
 @click.option(
     "--guarantee",
-    type=click.Choice(["exactly_once", "at_least_once"]),
+    type=click.Choice(GUARANTEES),
     default="exactly_once",
     show_default=True,
     help="Transactions (outputs, state and offsets commit together) or flush-then-commit.",
 )
 @click.option(
     "--state",
-    type=click.Choice(["rocksdb", "memory"]),
+    type=click.Choice(STATE_BACKENDS),
     default="rocksdb",
     show_default=True,
     help="State backend.",
@@ -152,8 +153,8 @@ def run(
     job_spec: str,
     binds: tuple[str, ...],
     bootstrap: str | None,
-    guarantee: str,
-    state: str,
+    guarantee: Guarantee,
+    state: StateBackendName,
     workers: int,
     min_workers: int | None,
     max_workers: int | None,

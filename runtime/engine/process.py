@@ -90,7 +90,11 @@ class ProcessOperator(Operator):
     stateful = True
 
     def __init__(
-        self, name: str, task: TaskContext, fn: KeyedProcessFunction, store: StateStore
+        self,
+        name: str,
+        task: TaskContext,
+        fn: KeyedProcessFunction[Any, Any, Any],
+        store: StateStore,
     ) -> None:
         super().__init__(name, task)
         self.fn = fn

@@ -108,7 +108,7 @@ class _Context:
 class ProcessStep(pf.KeyedProcessFunction):  # type: ignore[misc]
     """Runs the job's ``KeyedProcessFunction``; outputs keep the key."""
 
-    def __init__(self, fn: ShoalProcess, failures: Failures) -> None:
+    def __init__(self, fn: ShoalProcess[Any, Any, Any], failures: Failures) -> None:
         self.fn = fn
         self.failures = failures
         self._runtime: Any = None

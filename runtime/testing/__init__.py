@@ -5,7 +5,7 @@ the processing clock, then read every sink, the late outputs and the dead letter
 Deterministic: nothing depends on the wall clock or on threads.
 
 >>> from datetime import timedelta
->>> from runtime import Job, WatermarkStrategy, windows
+>>> from runtime import Job, Json, WatermarkStrategy, windows
 >>> from runtime.aggregates import Count
 >>> from runtime.testing import TestDriver
 >>> job = Job("clicks")
@@ -14,7 +14,7 @@ Deterministic: nothing depends on the wall clock or on threads.
 ...     .key_by("by_user", lambda e: e["user"])
 ...     .window("per_10s", windows.tumbling(timedelta(seconds=10)))
 ...     .aggregate(Count())
-...     .sink("counts", schema=None))
+...     .sink("counts", Json()))
 >>> driver = TestDriver(job)
 >>> T0 = 1_700_000_000_000    # event times are epoch ms
 >>> for ts in (T0 + 1_000, T0 + 4_000, T0 + 12_000):

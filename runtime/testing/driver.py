@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from runtime.api.choices import StateBackendName, check_state_backend
 from runtime.api.errors import ConfigError
 from runtime.api.io import CodecFactory
 from runtime.api.job import Job
@@ -110,7 +111,7 @@ class TestDriver:
         self,
         job: Job,
         *,
-        state: str = "memory",
+        state: StateBackendName = "memory",
         state_dir: Path | None = None,
         start_ms: int = DEFAULT_START_MS,
         partitions: int = 1,
@@ -240,18 +241,16 @@ class TestDriver:
         return base / f"restored-{n}"
 
     def _backend(self, state: str, state_dir: Path | None) -> StateBackend:
-        if state == "memory":
+        if check_state_backend(state) == "memory":
             from runtime.state.memory import MemoryBackend
 
             return MemoryBackend()
-        if state == "rocksdb":
-            from runtime.state.rocksdb import RocksDBBackend
+        from runtime.state.rocksdb import RocksDBBackend
 
-            if state_dir is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="shoal-driver-")
-                state_dir = Path(self._tmp.name)
-            return RocksDBBackend(state_dir)
-        raise ConfigError(f"unknown state backend {state!r}: use 'memory' or 'rocksdb'")
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="shoal-driver-")
+            state_dir = Path(self._tmp.name)
+        return RocksDBBackend(state_dir)
 
     # -- input ----------------------------------------------------------------------
     def send(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from runtime import Job, WatermarkStrategy, Window, windows
+from runtime import Job, Json, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 
 WINDOW_MS = 10_000
@@ -32,5 +32,5 @@ title_counts = Job("title_counts")
     .key_by("by_title", lambda e: e["title_id"])
     .window("title_counts_10s", windows.tumbling(timedelta(milliseconds=WINDOW_MS)))
     .aggregate(Count(), output=_row)
-    .sink("title-counts", schema=None)
+    .sink("title-counts", Json())
 )

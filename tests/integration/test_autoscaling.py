@@ -20,8 +20,9 @@ from pathlib import Path
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from runtime.generator import Generator, GeneratorConfig
 from tests.integration.helpers import decoded, read_all, unique
-from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
+from tests.integration.test_chaos_kill9 import close_all_windows
 from tests.integration.workers import Producer, chaos_line
+from tests.reference.counts import window_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
@@ -67,7 +68,7 @@ def test_burst_scales_up_and_draining_scales_down(kafka: str, tmp_path: Path) ->
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=120)
     outputs = decoded(read_all(kafka, out), "")
-    reference = reference_counts([r.value for r in records])
+    reference = window_counts([r.value for r in records])
     line, lost, duplicated = chaos_line(0, len(records), outputs, reference)
     print(line.replace("chaos:", f"autoscale: ups={ups} downs={downs}"))
     assert lost == 0 and duplicated == 0, line + "\n" + log_path.read_text()[-3000:]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from pathlib import Path
 
 from connectors.codecs import codec_factory
@@ -20,20 +19,12 @@ from connectors.kafka.sink import KafkaSink
 from runtime.generator import Generator, GeneratorConfig
 from tests.integration.helpers import decoded, read_all, unique
 from tests.integration.workers import Producer, WorkerPool, chaos_line, group_lag
+from tests.reference.counts import window_counts
 
 PARTITIONS = 6
 EVENTS = 200_000
 RATE = 8_000.0
 MIN_KILLS = 10
-
-
-def reference_counts(values: list[dict], size_ms: int = 10_000) -> dict[tuple[str, int], int]:
-    """Brute force: events per (user, 10 s window)."""
-    out: Counter[tuple[str, int]] = Counter()
-    for v in values:
-        ts = v["event_time_ms"]
-        out[(v["user_id"], ts - ts % size_ms)] += 1
-    return dict(out)
 
 
 def close_all_windows(bootstrap: str, topic: str, after_ms: int,
@@ -89,7 +80,7 @@ def test_kill9_chaos_exactly_once(kafka: str, tmp_path: Path) -> None:
         for slot in pool.alive():
             pool.kill(slot)
     outputs = decoded(read_all(kafka, out), "")
-    reference = reference_counts([r.value for r in records])
+    reference = window_counts([r.value for r in records])
     line, lost, duplicated = chaos_line(pool.kills, len(records), outputs, reference)
     print(line)
     assert pool.kills >= MIN_KILLS

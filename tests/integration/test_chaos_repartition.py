@@ -13,9 +13,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.source import KafkaSource
@@ -24,20 +22,12 @@ from tests.integration.chaos_jobs import WINDOW_MS
 from tests.integration.helpers import decoded, read_all, unique
 from tests.integration.test_chaos_kill9 import close_all_windows
 from tests.integration.workers import Producer, WorkerPool, chaos_line
+from tests.reference.counts import window_counts
 
 PARTITIONS = 4
 EVENTS = 120_000
 RATE = 6_000.0
 MIN_KILLS = 10
-
-
-def reference_counts(values: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
-    """Brute force: events per (title, 10 s window)."""
-    out: Counter[tuple[str, int]] = Counter()
-    for v in values:
-        ts = v["event_time_ms"]
-        out[(v["title_id"], ts - ts % WINDOW_MS)] += 1
-    return dict(out)
 
 
 def wait_for_outputs(bootstrap: str, topic: str, want: int, pool: WorkerPool,
@@ -85,7 +75,7 @@ def test_kill9_chaos_repartitioning_job(kafka: str, tmp_path: Path) -> None:
         assert producer.error is None, producer.error
         last_ts = max(r.value["event_time_ms"] for r in records)
         close_all_windows(kafka, playback, last_ts + 3_600_000, PARTITIONS)
-        reference = reference_counts([r.value for r in records])
+        reference = window_counts([r.value for r in records], WINDOW_MS, "title_id")
         wait_for_outputs(kafka, out, len(reference), pool, 240)
         codes = pool.stop_all()
         assert codes == [0, 0], pool.log_tail()

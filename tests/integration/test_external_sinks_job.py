@@ -36,15 +36,15 @@ from runtime.engine.worker import Worker, WorkerOptions
 from runtime.generator import Degradation, GeneratorConfig, catalogue
 from runtime.runner import RunConfig
 from tests.integration.helpers import produce_generated, read_all, run_until_quiet, unique
-from tests.unit.jobs.test_personalization import GAP_MS, HALF_LIFE_MS, MIN_CHANGE, TOP_N, Reference
-from tests.unit.jobs.test_qoe import (
-    MAX_FUTURE_MS,
-    MIN_VALID_MS,
-    MINUTE,
-    assert_same_metrics,
-    facts,
-    reference_metrics,
+from tests.reference.events import MAX_FUTURE_MS, MIN_VALID_MS
+from tests.reference.personalization import (
+    GAP_MS,
+    HALF_LIFE_MS,
+    MIN_CHANGE,
+    TOP_N,
+    EmissionReference,
 )
+from tests.reference.qoe import MINUTE, assert_same_metrics, facts, reference_metrics
 
 if TYPE_CHECKING:
     from tests.services import PostgresServer, RedisServer
@@ -265,7 +265,7 @@ def test_personalization_to_redis_survives_a_restart(
         r for r in sent
         if r.corrupt is None and DEFAULT_MIN_VALID_MS <= r.value["event_time_ms"] <= far
     ]  # fmt: skip
-    ref = Reference(cat, Model.load())
+    ref = EmissionReference(cat, Model.load())
     for r in valid:
         ref.receive(r.stream, r.value)
     for task, watermark in worker.last_watermarks.items():

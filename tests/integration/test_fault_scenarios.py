@@ -21,8 +21,9 @@ from runtime.composition import broker_settings
 from runtime.generator import Generator, GeneratorConfig, corrupt_bytes
 from runtime.settings import load_settings
 from tests.integration.helpers import decoded, read_all, run_job_until_idle, unique
-from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
+from tests.integration.test_chaos_kill9 import close_all_windows
 from tests.integration.workers import ROOT, Producer, WorkerPool, chaos_line, group_lag
+from tests.reference.counts import window_counts
 
 PARTITIONS = 6
 
@@ -73,7 +74,7 @@ def test_rebalance_add_and_remove_workers(kafka: str, tmp_path: Path) -> None:
             pool.kill(slot)
     outputs = decoded(read_all(kafka, out), "")
     line, lost, duplicated = chaos_line(0, len(records), outputs,
-                                        reference_counts([r.value for r in records]))
+                                        window_counts([r.value for r in records]))
     assert lost == 0 and duplicated == 0, line
 
 
@@ -122,7 +123,7 @@ def test_broker_restart_mid_run(tmp_path: Path) -> None:
         assert supervisor.wait(timeout=60) in (0, 1), _tail(log_path)
         outputs = decoded(read_all(bootstrap, out), "")
         line, lost, duplicated = chaos_line(0, len(records), outputs,
-                                            reference_counts([r.value for r in records]))
+                                            window_counts([r.value for r in records]))
         assert lost == 0 and duplicated == 0, line + "\n" + _tail(log_path)
     finally:
         if supervisor is not None and supervisor.poll() is None:
@@ -181,7 +182,7 @@ def test_poison_pills_are_dead_lettered(kafka: str, tmp_path: Path) -> None:
     for step, c in counters.items():
         assert c["in"] == c["processed"] + c["late"] + c["dead_lettered"], step
     # the good records were counted exactly, bad ones did not disturb them
-    reference = reference_counts(good_values)
+    reference = window_counts(good_values)
     outputs = decoded(read_all(kafka, out), "")
     watermarks = worker.last_watermarks
     assert watermarks

@@ -30,8 +30,8 @@ from tests.integration.test_flink_equality import (
     FLINK_MARKS,
     SIZE_MS,
     produce_playback,
-    reference_counts,
 )
+from tests.reference.counts import window_counts
 
 pytestmark = FLINK_MARKS
 DISORDER_MS = 5_000  # jobs.user_counts' bounded disorder
@@ -82,7 +82,7 @@ def test_jobmanager_submits_to_a_standalone_cluster(
         last_by_partition[m.partition()] = max(last_by_partition.get(m.partition(), t), t)
     assert len(last_by_partition) == 4
     watermark = min(last_by_partition.values()) - DISORDER_MS
-    want = reference_counts(values)
+    want = window_counts(values, SIZE_MS)
     closed = {k: n for k, n in want.items() if k[1] + SIZE_MS <= watermark}
     assert len(closed) > 500
 

@@ -27,12 +27,14 @@ import pytest
 
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from jobs.user_counts import build as build_user_counts
+from runtime import Json
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
 from runtime.composition import FLINK_CONNECTORS
 from runtime.flink import FlinkOptions, run_on_flink
 from runtime.generator import GeneratorConfig
 from tests.integration.helpers import decoded, produce_generated, read_all, unique
+from tests.reference.counts import window_counts
 
 FLINK_MARKS = [
     pytest.mark.integration,
@@ -55,15 +57,6 @@ def recent_start_ms() -> int:
     """Event times a few hours back: sinks stamp records with event time, and the
     broker's retention would delete output stamped years ago."""
     return (time.time_ns() // 1_000_000 - 3 * 3_600_000) // 3_600_000 * 3_600_000
-
-
-def reference_counts(values: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
-    """Brute force: events per (user, 10 s window)."""
-    out: Counter[tuple[str, int]] = Counter()
-    for v in values:
-        ts = v["event_time_ms"]
-        out[(v["user_id"], ts - ts % SIZE_MS)] += 1
-    return dict(out)
 
 
 def options(kafka: str, tmp_path: Path, **kw: Any) -> FlinkOptions:
@@ -112,7 +105,7 @@ def test_user_counts_on_flink_equals_reference(kafka: str, tmp_path: Path) -> No
     run = run_on_flink(job, bindings, options(kafka, tmp_path), connectors=FLINK_CONNECTORS)
     assert run.status == "FINISHED"
     got, rows = counts_of(kafka, out)
-    want = reference_counts(values)
+    want = window_counts(values, SIZE_MS)
     assert rows == len(got), "a window was emitted twice"
     assert got == want
     assert not read_all(kafka, dead, first_wait_s=2)
@@ -163,7 +156,7 @@ def failing_user_counts(flag: Path, checkpoints: Path) -> Job:
             Count(),
             output=lambda user, w, n: {"user_id": user, "window_start_ms": w.start_ms, "count": n},
         )
-        .sink("user-counts", schema=None)
+        .sink("user-counts", Json())
     )
     return job
 
@@ -179,7 +172,7 @@ def test_failover_restores_from_checkpoint_exactly_once(kafka: str, tmp_path: Pa
     assert flag.exists(), "the injected failure never happened"
     got, rows = counts_of(kafka, out)
     assert rows == len(got), "a window was emitted twice"
-    assert got == reference_counts(values)
+    assert got == window_counts(values, SIZE_MS)
 
 
 # -- cumulative windows on both engines ------------------------------------------------
@@ -213,7 +206,7 @@ def cumulative_user_counts() -> Job:
                 "count": n,
             },
         )
-        .sink("user-counts", schema=None)
+        .sink("user-counts", Json())
     )
     return job
 
@@ -268,12 +261,8 @@ def test_cumulative_windows_on_both_engines_equal_reference(kafka: str, tmp_path
 )
 def test_sessionization_on_flink_equals_reference(kafka: str, tmp_path: Path) -> None:
     from jobs.sessionization import build as build_sessionization
-    from tests.unit.jobs.test_sessionization import (
-        MAX_FUTURE_MS,
-        MIN_VALID_MS,
-        assert_same_sessions,
-        reference_sessions,
-    )
+    from tests.reference.events import MAX_FUTURE_MS, MIN_VALID_MS
+    from tests.reference.sessionization import assert_same_sessions, reference_sessions
 
     gap_ms = 60_000
     playback, interactions = unique("flink-playback"), unique("flink-interactions")

@@ -32,6 +32,7 @@ from tests.integration.helpers import (
     unique,
 )
 from tests.integration.test_flink_equality import FLINK_MARKS, options, recent_start_ms
+from tests.reference.playback_health import error_records, rebuffers_per_cdn
 
 pytestmark = FLINK_MARKS
 
@@ -91,7 +92,7 @@ def assert_dead_letters(messages: list[Any], sent: list[GeneratedRecord], valid:
 # -- QoE -------------------------------------------------------------------------------
 def test_qoe_on_both_engines_equals_reference(kafka: str, tmp_path: Path) -> None:
     from jobs.qoe import job
-    from tests.unit.jobs.test_qoe import MINUTE, assert_same_metrics, facts, reference_metrics
+    from tests.reference.qoe import MINUTE, assert_same_metrics, facts, reference_metrics
 
     playback = unique("qoe-playback")
     KafkaAdmin(kafka).ensure_topics([TopicSpec(playback, PARTITIONS)])
@@ -168,7 +169,6 @@ def test_qoe_on_both_engines_equals_reference(kafka: str, tmp_path: Path) -> Non
 # -- playback health -------------------------------------------------------------------
 def test_playback_health_on_both_engines_equals_reference(kafka: str, tmp_path: Path) -> None:
     from jobs.playback_health import job
-    from jobs.playback_health.job import error_record
 
     playback = unique("health-playback")
     KafkaAdmin(kafka).ensure_topics([TopicSpec(playback, PARTITIONS)])
@@ -188,13 +188,8 @@ def test_playback_health_on_both_engines_equals_reference(kafka: str, tmp_path: 
         kafka, tmp_path, job, {"playback": playback}, ["playback-errors", "rebuffers-per-cdn"]
     )
     valid = [r.value for r in valid_events(sent)]
-    want_errors = Counter(
-        tuple(sorted(error_record(v).items())) for v in valid if v["event_type"] == "error"
-    )
-    buckets: Counter[tuple[str, int]] = Counter()
-    for v in valid:
-        if v["event_type"] == "rebuffer_start":
-            buckets[(v["cdn"], v["event_time_ms"] - v["event_time_ms"] % 10_000)] += 1
+    want_errors = error_records(valid)
+    buckets = rebuffers_per_cdn(valid)
     assert sum(want_errors.values()) >= 5 and len(buckets) > 30
 
     got: dict[str, dict[tuple[str, int], int]] = {}
@@ -221,12 +216,12 @@ def test_playback_health_on_both_engines_equals_reference(kafka: str, tmp_path: 
 def test_personalization_on_both_engines_equals_reference(kafka: str, tmp_path: Path) -> None:
     from jobs.personalization import Catalogue, Model, build
     from runtime.generator import catalogue
-    from tests.unit.jobs.test_personalization import (
+    from tests.reference.personalization import (
         GAP_MS,
         HALF_LIFE_MS,
         MIN_CHANGE,
         TOP_N,
-        Reference,
+        EmissionReference,
     )
 
     tol = MIN_CHANGE + 1e-9
@@ -271,7 +266,7 @@ def test_personalization_on_both_engines_equals_reference(kafka: str, tmp_path: 
         for m in read_all(kafka, topic)
     }
     for engine, out in (("native", native), ("flink", flink)):
-        ref = Reference(cat, Model.load())
+        ref = EmissionReference(cat, Model.load())
         for r in valid:
             ref.receive(r.stream, r.value)
         if engine == "native":

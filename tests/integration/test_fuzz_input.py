@@ -92,6 +92,7 @@ from tests.integration.chaos_jobs import WINDOW_MS
 from tests.integration.helpers import decoded, read_all, unique
 from tests.integration.test_hostile_internal_records import Touch
 from tests.integration.workers import WorkerPool
+from tests.reference.counts import window_counts
 
 pytestmark = pytest.mark.integration
 
@@ -435,10 +436,10 @@ def test_fuzz_input_at_scale(kafka: str, tmp_path: Path) -> None:
         inputs = sum(1 for i in acked if i.kind != "internal")
         injected = sum(1 for i in acked if i.kind == "internal")
         valid = [i for i in acked if i.kind in VALID | {"good", "sentinel"}]
-        reference = Counter(
-            (e["title_id"], e["event_time_ms"] - e["event_time_ms"] % WINDOW_MS)
-            for e in (i.event for i in valid if i.kind != "sentinel")
-            if e is not None
+        reference = window_counts(
+            (e for e in (i.event for i in valid if i.kind != "sentinel") if e is not None),
+            WINDOW_MS,
+            "title_id",
         )
         counters: dict[str, Counter[str]] = {}
 

@@ -25,7 +25,6 @@ import pytest
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.sink import KafkaSink
 from jobs.playback_health import job
-from jobs.playback_health.job import error_record
 from runtime.api.bindings import Bindings
 from runtime.composition import kafka_runner
 from runtime.engine.topics import repartition_topic
@@ -39,6 +38,7 @@ from tests.integration.helpers import (
     run_until_quiet,
     unique,
 )
+from tests.reference.playback_health import error_records, rebuffers_per_cdn
 
 pytestmark = pytest.mark.integration
 
@@ -118,15 +118,9 @@ def test_hostile_repartition_records_are_dead_lettered(kafka: str, tmp_path: Pat
 
     # --- the output is exactly the brute-force reference -------------------------------
     valid = [r.value for r in sent if r.stream == "playback"]
-    want_errors = Counter(
-        tuple(sorted(error_record(v).items())) for v in valid if v["event_type"] == "error"
-    )
+    want_errors = error_records(valid)
     watermark = min(worker.last_watermarks.values())
-    all_buckets: Counter[tuple[str, int]] = Counter()
-    for v in valid:
-        if v["event_type"] == "rebuffer_start":
-            start = v["event_time_ms"] - v["event_time_ms"] % 10_000
-            all_buckets[(v["cdn"], start)] += 1
+    all_buckets = rebuffers_per_cdn(valid)
     buckets = {k: n for k, n in all_buckets.items() if k[1] + 10_000 <= watermark}
     got_errors = Counter(
         tuple(sorted(r.items())) for r in decoded(read_all(kafka, errors_topic), "")

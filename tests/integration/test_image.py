@@ -32,8 +32,9 @@ import pytest
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from runtime.generator import GeneratorConfig
 from tests.integration.helpers import decoded, produce_generated, read_all, unique
-from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
+from tests.integration.test_chaos_kill9 import close_all_windows
 from tests.integration.workers import group_lag
+from tests.reference.counts import window_counts
 
 pytestmark = pytest.mark.integration
 
@@ -160,7 +161,7 @@ def test_user_counts_job_from_image(image: str, kafka: str, volume: str) -> None
     seen = Counter((o["user_id"], o["window_start_ms"]) for o in outputs)
     assert max(seen.values()) == 1, "duplicated windows"
     got = {(o["user_id"], o["window_start_ms"]): o["count"] for o in outputs}
-    assert got == reference_counts([r.value for r in records])
+    assert got == window_counts([r.value for r in records])
     assert not decoded(read_all(kafka, dead, first_wait_s=3), "DeadLetter")
 
     # the RocksDB state is on the volume, written by the unprivileged user

@@ -21,6 +21,7 @@ from runtime.api.bindings import Bindings
 from runtime.generator import Generator, GeneratorConfig
 from runtime.state.rocksdb import RocksDBBackend
 from tests.integration.helpers import decoded, read_all, run_job_until_idle, unique
+from tests.reference.counts import window_counts
 
 PARTITIONS = 2
 META = "shoal.checkpoint"  # the engine's bookkeeping key in every store
@@ -35,12 +36,8 @@ def _produce(bootstrap: str, topic: str, values: list[dict]) -> None:
 
 
 def _counts(values: list[dict], closed_before_ms: int) -> dict[tuple[str, int], int]:
-    out: Counter[tuple[str, int]] = Counter()
-    for v in values:
-        start = v["event_time_ms"] - v["event_time_ms"] % 10_000
-        if start + 10_000 <= closed_before_ms:
-            out[(v["user_id"], start)] += 1
-    return dict(out)
+    """The reference's counts of the windows that end by ``closed_before_ms``."""
+    return {k: n for k, n in window_counts(values).items() if k[1] + 10_000 <= closed_before_ms}
 
 
 def test_local_state_of_another_commit_is_not_reused(kafka: str, tmp_path: Path) -> None:

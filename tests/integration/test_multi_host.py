@@ -20,10 +20,12 @@ from pathlib import Path
 
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from runtime.generator import Generator, GeneratorConfig
+from tests.integration.chaos_jobs import WINDOW_MS
 from tests.integration.helpers import decoded, read_all, unique
 from tests.integration.test_chaos_kill9 import close_all_windows
-from tests.integration.test_chaos_repartition import reference_counts, wait_for_outputs
+from tests.integration.test_chaos_repartition import wait_for_outputs
 from tests.integration.workers import Producer, chaos_line
+from tests.reference.counts import window_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
@@ -121,7 +123,7 @@ def test_two_hosts_one_killed_exactly_once(kafka: str, tmp_path: Path) -> None:
         assert not producer.is_alive() and producer.error is None, producer.error
         last_ts = max(r.value["event_time_ms"] for r in records)
         close_all_windows(kafka, playback, last_ts + 3_600_000, PARTITIONS)
-        reference = reference_counts([r.value for r in records])
+        reference = window_counts([r.value for r in records], WINDOW_MS, "title_id")
 
         class Watch:
             def crashed(self) -> bool:

@@ -25,12 +25,12 @@ from tests.integration.helpers import (
     run_job_until_idle,
     unique,
 )
-from tests.unit.jobs.test_personalization import (
+from tests.reference.personalization import (
     GAP_MS,
     HALF_LIFE_MS,
     MIN_CHANGE,
     TOP_N,
-    Reference,
+    EmissionReference,
 )
 
 TOL = MIN_CHANGE + 1e-9
@@ -71,7 +71,7 @@ def test_personalization_matches_reference(kafka: str) -> None:
         r for r in sent
         if r.corrupt is None and DEFAULT_MIN_VALID_MS <= r.value["event_time_ms"] <= far
     ]  # fmt: skip
-    ref = Reference(cat, Model.load())
+    ref = EmissionReference(cat, Model.load())
     for r in valid:
         ref.receive(r.stream, r.value)
     for task, watermark in worker.last_watermarks.items():

@@ -7,7 +7,6 @@ from collections import Counter
 from connectors.codecs import codec_factory
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from jobs.playback_health import job
-from jobs.playback_health.job import error_record
 from runtime.api.bindings import Bindings
 from runtime.api.watermarks import DEFAULT_MIN_VALID_MS
 from runtime.generator import GeneratorConfig
@@ -18,6 +17,7 @@ from tests.integration.helpers import (
     run_job_until_idle,
     unique,
 )
+from tests.reference.playback_health import error_records, rebuffers_per_cdn
 
 
 def test_playback_health_matches_reference(kafka: str) -> None:
@@ -44,17 +44,11 @@ def test_playback_health_matches_reference(kafka: str) -> None:
               or v["event_time_ms"] > config.start_ms + 10 * 24 * 3600 * 1000]
     valid = [v for v in decodable if DEFAULT_MIN_VALID_MS <= v["event_time_ms"]
              <= config.start_ms + 10 * 24 * 3600 * 1000]
-    want_errors = Counter(
-        tuple(sorted(error_record(v).items())) for v in valid if v["event_type"] == "error"
-    )
+    want_errors = error_records(valid)
     # by_cdn repartitions through an internal topic: every CDN's windows live in one
     # task; all windows that end before the slowest task's watermark must have fired.
     watermark = min(worker.last_watermarks.values())
-    all_buckets: Counter[tuple[str, int]] = Counter()
-    for v in valid:
-        if v["event_type"] == "rebuffer_start":
-            start = v["event_time_ms"] - v["event_time_ms"] % 10_000
-            all_buckets[(v["cdn"], start)] += 1
+    all_buckets = rebuffers_per_cdn(valid)
     buckets = {k: n for k, n in all_buckets.items() if k[1] + 10_000 <= watermark}
 
     # --- what the job wrote -------------------------------------------------------------

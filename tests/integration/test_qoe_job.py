@@ -2,7 +2,7 @@
 
 The input has duplicates, disorder within the watermark bound, corrupted records and
 bad timestamps, but no late events: every valid event counts once (first copy), and
-the expected output is every window of the reference of ``tests/unit/jobs/test_qoe.py``
+the expected output is every window of the reference of ``tests/reference/qoe.py``
 that closed under the job's final watermark.
 """
 
@@ -23,14 +23,8 @@ from tests.integration.helpers import (
     run_job_until_idle,
     unique,
 )
-from tests.unit.jobs.test_qoe import (
-    MAX_FUTURE_MS,
-    MIN_VALID_MS,
-    MINUTE,
-    assert_same_metrics,
-    facts,
-    reference_metrics,
-)
+from tests.reference.events import MAX_FUTURE_MS, MIN_VALID_MS
+from tests.reference.qoe import MINUTE, assert_same_metrics, facts, reference_metrics
 
 
 def test_qoe_matches_reference(kafka: str) -> None:

@@ -34,12 +34,8 @@ from jobs.sessionization import build
 from runtime.api.bindings import Bindings
 from runtime.generator import Generator, GeneratorConfig, corrupt_bytes
 from tests.integration.helpers import decoded, read_all, run_job_until_idle, unique
-from tests.unit.jobs.test_sessionization import (
-    MAX_FUTURE_MS,
-    MIN_VALID_MS,
-    assert_same_sessions,
-    reference_sessions,
-)
+from tests.reference.events import MAX_FUTURE_MS, MIN_VALID_MS
+from tests.reference.sessionization import assert_same_sessions, reference_sessions
 
 if TYPE_CHECKING:
     from tests.services import RegistryServer

@@ -29,8 +29,9 @@ from runtime.composition import broker_settings
 from runtime.generator import Generator, GeneratorConfig
 from runtime.settings import load_settings
 from tests.integration.helpers import decoded, read_all, unique
-from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
+from tests.integration.test_chaos_kill9 import close_all_windows
 from tests.integration.workers import Producer, WorkerPool, chaos_line, group_lag
+from tests.reference.counts import window_counts
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +148,7 @@ def test_reference_job_exactly_once_over_sasl_ssl(secure: SecureCluster, tmp_pat
         for slot in pool.alive():
             pool.kill(slot)
     outputs = decoded(read_all(secure.plain, out), "")
-    reference = reference_counts([r.value for r in records])
+    reference = window_counts([r.value for r in records])
     line, lost, duplicated = chaos_line(0, len(records), outputs, reference)
     print(line.replace("chaos:", "sasl_ssl:"))
     assert lost == 0 and duplicated == 0, line

@@ -31,6 +31,7 @@ from runtime.generator import GeneratedRecord, Generator, GeneratorConfig
 from runtime.service.filters import MAX_NODES, compile_filter
 from tests.integration.helpers import decoded, read_all, unique
 from tests.integration.test_service import ServedJob, recent_start_ms
+from tests.reference.counts import window_counts
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +42,6 @@ TAPS = 64
 CLIENTS = 8  # addresses 127.0.0.2 .. 127.0.0.9, eight taps each (the per-client limit)
 STATE_THREADS = 50
 SIZE_MS = 10_000
-
-
-def reference_counts(values: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
-    """Brute force: events per (user, 10 s window)."""
-    out: Counter[tuple[str, int]] = Counter()
-    for v in values:
-        ts = v["event_time_ms"]
-        out[(v["user_id"], ts - ts % SIZE_MS)] += 1
-    return dict(out)
 
 
 def costly_filter() -> str:
@@ -279,5 +271,5 @@ def test_hostile_taps_and_a_state_flood_never_hold_the_job(kafka: str, tmp_path:
         (row["user_id"], row["window_start_ms"]): row["count"]
         for row in decoded(read_all(kafka, out), "")
     }
-    assert got == reference_counts([r.value for r in records])
+    assert got == window_counts([r.value for r in records], SIZE_MS)
     assert not decoded(read_all(kafka, dead, first_wait_s=3), "DeadLetter")

@@ -4,7 +4,7 @@ The input has duplicates, disorder within the watermark bound, corrupted records
 bad timestamps, but no late events, so every session is emitted once and the
 reference is deterministic: every session whose window closed under the final
 watermark of the task that owns its user, as the reference of
-``tests/unit/jobs/test_sessionization.py`` builds it. Both input topics have the same
+``tests/reference/sessionization.py`` builds it. Both input topics have the same
 number of partitions: the job keys without repartitioning, so a user's playback and
 interaction events must land in partitions of the same number (one task).
 """
@@ -25,12 +25,8 @@ from tests.integration.helpers import (
     run_job_until_idle,
     unique,
 )
-from tests.unit.jobs.test_sessionization import (
-    MAX_FUTURE_MS,
-    MIN_VALID_MS,
-    assert_same_sessions,
-    reference_sessions,
-)
+from tests.reference.events import MAX_FUTURE_MS, MIN_VALID_MS
+from tests.reference.sessionization import assert_same_sessions, reference_sessions
 
 GAP_MS = 60_000
 

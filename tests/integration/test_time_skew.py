@@ -14,11 +14,11 @@ from connectors.kafka.sink import KafkaSink
 from connectors.kafka.source import KafkaSource
 from connectors.kafka.transport import EVENT_TIME_HEADER, KafkaTransport
 from jobs.playback_health import job
-from jobs.playback_health.job import error_record
 from runtime.api.bindings import Bindings
 from runtime.api.watermarks import DEFAULT_MAX_FUTURE_MS, DEFAULT_MIN_VALID_MS
 from runtime.generator import Generator, GeneratorConfig
 from tests.integration.helpers import SCHEMA, decoded, read_all, run_job_until_idle, unique
+from tests.reference.playback_health import error_records, rebuffers_per_cdn
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -71,23 +71,14 @@ def test_clock_skew_is_dead_lettered_or_late_and_the_job_keeps_running(kafka: st
     assert len(future) > 100 and len(past) > 100
     assert all(DEFAULT_MIN_VALID_MS <= v["event_time_ms"] <= now for v in valid)
     # Errors are a stateless feed: every valid one comes out, two-day-old ones too.
-    want_errors = Counter(
-        tuple(sorted(error_record(v).items())) for v in valid if v["event_type"] == "error"
-    )
+    want_errors = error_records(valid)
     # Rebuffer windows of the live traffic are exact. Two-day-old rebuffers are late for
     # their windows, unless they came before event time had moved past them (the
     # watermark waits for every partition): then they are counted in a window of their
     # own day. Either way each is counted exactly once: in a window or as late.
     watermark = min(worker.last_watermarks.values())
-    live: Counter[tuple[str, int]] = Counter()
-    old_rebuffers = 0
-    for v in valid:
-        if v["event_type"] != "rebuffer_start":
-            continue
-        if id(v) in past:
-            old_rebuffers += 1
-            continue
-        live[(v["cdn"], v["event_time_ms"] - v["event_time_ms"] % 10_000)] += 1
+    live = rebuffers_per_cdn(v for v in valid if id(v) not in past)
+    old_rebuffers = sum(1 for v in valid if v["event_type"] == "rebuffer_start" and id(v) in past)
     due = {k: n for k, n in live.items() if k[1] + 10_000 <= watermark}
 
     # --- what the job wrote ---------------------------------------------------------

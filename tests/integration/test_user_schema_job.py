@@ -36,14 +36,14 @@ SCHEMA = {
 JOB = '''
 from pathlib import Path
 
-from runtime import Job
+from runtime import Job, Json
 
 job = Job("clicks", schemas=Path(__file__).parent / "schemas")
 (
     job.source("clicks", schema="ButtonClick", timestamp=lambda e: e["at_ms"])
     .filter(lambda e: e["button"] == "play", name="plays_only")
     .map(lambda e: {"user": e["user_id"], "at_ms": e["at_ms"]}, name="project")
-    .sink("plays", schema=None)
+    .sink("plays", Json())
 )
 '''
 

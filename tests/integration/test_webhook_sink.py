@@ -40,6 +40,7 @@ from runtime.engine.worker import WorkerOptions
 from runtime.runner import RunConfig
 from runtime.testing import TestDriver
 from tests.integration.helpers import decoded, read_all, run_until_quiet, unique
+from tests.reference.alerts import rule_r_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -336,21 +337,6 @@ RULE = "r: rebuffer_ratio > 0.02 for 2 windows group by cdn resolve < 0.01"
 RATIOS = {"cdn-a": [0.05, 0.05, 0.05, 0.0, 0.0, 0.0], "cdn-b": [0.0, 0.05, 0.05, 0.005, 0.0, 0.0]}
 
 
-def _reference_states(ratios: list[float], last_evaluated: int) -> list[tuple[str, int]]:
-    """Brute force for RULE: (state, window end) of each alert of one CDN, in order."""
-    out, firing, streak, calm = [], False, 0, 0
-    for k, ratio in enumerate(ratios[: last_evaluated + 1]):
-        streak = streak + 1 if ratio > 0.02 else 0
-        calm = calm + 1 if ratio < 0.01 else 0
-        if not firing and streak >= 2:
-            firing = True
-            out.append(("fired", T0 + (k + 1) * MINUTE))
-        elif firing and calm >= 1:
-            firing = False
-            out.append(("resolved", T0 + (k + 1) * MINUTE))
-    return out
-
-
 def test_the_alert_job_on_the_broker_dead_letters_what_a_down_receiver_misses(
     kafka: str,
 ) -> None:
@@ -369,7 +355,7 @@ def test_the_alert_job_on_the_broker_dead_letters_what_a_down_receiver_misses(
     want = {
         (cdn, state, end)
         for cdn, ratios in RATIOS.items()
-        for state, end in _reference_states(ratios, n - 1)
+        for state, end in rule_r_alerts(ratios, n - 1, T0, MINUTE)
     }
     assert {s for _, s, _ in want} == {"fired", "resolved"} and len(want) == 4
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from connectors.codecs import codec_factory
+from runtime import Json
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, JobDefinitionError, UserFunctionError
 from runtime.api.functions import MapState, ValueState
@@ -422,7 +423,7 @@ def test_unsupported_steps_are_refused(flink_env: Any) -> None:
         .key_by("k", lambda e: e["user_id"])
         .window("w", windows.tumbling(timedelta(seconds=1), early_updates=timedelta(seconds=1)))
         .aggregate(Count())
-        .sink("out", schema=None)
+        .sink("out", Json())
     )
     with pytest.raises(JobDefinitionError, match="early updates"):
         flink_env(job, {"playback": 1})

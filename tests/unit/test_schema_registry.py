@@ -41,7 +41,7 @@ from connectors.codecs import CodecFactory
 from connectors.kafka.client import registry_client
 from connectors.kafka.config import librdkafka_properties, load_client_config
 from connectors.wire import EndpointCodecs, WireConfig, parse_choices
-from runtime import Job
+from runtime import Avro, Job
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ConnectorError, RecordOrigin
 from runtime.engine.worker import Worker, WorkerOptions
@@ -497,7 +497,7 @@ class _Transport:
 def test_a_worker_reads_both_framings_writes_the_registry_and_dead_letters_unknown_ids() -> None:
     job = Job("pings")
     job.source("in", schema="Ping").filter(lambda p: p["n"] % 2 == 0, name="even").sink(
-        "out", schema="Ping"
+        "out", Avro("Ping")
     )
     registry = fake_registry("worker")
     repository = SchemaRepository.from_directories([])  # the built-in DeadLetter schema

@@ -9,7 +9,7 @@ import pytest
 
 from connectors.avro import SchemaRepository
 from connectors.codecs import codec_factory
-from runtime import Job
+from runtime import Job, Json
 from runtime.api.errors import ConfigError, SchemaError
 from runtime.testing import TestDriver
 
@@ -37,7 +37,7 @@ def click_job(folder: Path) -> Job:
     (
         job.source("clicks", schema="ButtonClick", timestamp=lambda e: e["at_ms"])
         .map(lambda e: {"user": e["user_id"], "region": e["region"]}, name="project")
-        .sink("out", schema=None)
+        .sink("out", Json())
     )
     return job
 

@@ -15,7 +15,8 @@ from bench.impl_raw_qoe import RawQoe
 from bench.inputs import clean_config
 from bench.w1 import partition_of
 from runtime.generator import Generator
-from tests.unit.jobs.test_qoe import MINUTE, T0, S, event
+from tests.reference.qoe import MINUTE
+from tests.unit.jobs.test_qoe import T0, S, event
 
 
 def as_output(records: list[dict[str, Any]]) -> dict[str, Any]:

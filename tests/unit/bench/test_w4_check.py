@@ -13,11 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench.checks import (
-    PersonalizationReference,
-    check_personalization,
-    personalization_reference,
-)
+from bench.checks import check_personalization, personalization_reference
 from bench.common import BOUND_MS
 from bench.impl_raw_personalization import Personalizer, encoder
 from bench.impl_shoal import build_w4
@@ -27,6 +23,7 @@ from connectors.codecs import codec_factory
 from jobs.personalization import Catalogue, Model, Scorer
 from runtime.generator import Generator
 from runtime.testing import TestDriver
+from tests.reference.personalization import FinalScoresReference
 
 SEED, USERS, EVENTS = 3, 30, 4_000
 START_MS = clean_config(SEED, USERS, interactions=True).start_ms
@@ -45,12 +42,12 @@ def _decoded(records: Records) -> list[dict[str, Any]]:
     return [decode(v) for _, v in records]
 
 
-def _check(ref: PersonalizationReference, records: Records) -> Any:
+def _check(ref: FinalScoresReference, records: Records) -> Any:
     return check_personalization(ref, "scores-avro", {SINK: records})
 
 
 @pytest.fixture(scope="module")
-def traffic() -> tuple[PersonalizationReference, list[tuple[str, dict[str, Any]]]]:
+def traffic() -> tuple[FinalScoresReference, list[tuple[str, dict[str, Any]]]]:
     """Generated events (as the bench writes them) and the reference over them, in one
     task whose final watermark is the smaller largest event time of the two streams."""
     records = Generator(clean_config(SEED, USERS, interactions=True)).take(EVENTS)
@@ -65,7 +62,7 @@ def traffic() -> tuple[PersonalizationReference, list[tuple[str, dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def job_output(traffic: tuple[PersonalizationReference, list[Any]]) -> Records:
+def job_output(traffic: tuple[FinalScoresReference, list[Any]]) -> Records:
     """What the bench's Shoal job writes for the traffic, in chunks of 50 per stream."""
     _, events = traffic
     # The processing clock runs after the simulated traffic: event times more than the
@@ -95,7 +92,7 @@ def _edit_last(records: Records, user: str, edit: Callable[[dict[str, Any]], Non
     return records[:i] + _encoded([value]) + records[i + 1 :]
 
 
-def _settled_user(ref: PersonalizationReference) -> str:
+def _settled_user(ref: FinalScoresReference) -> str:
     """A user with one acceptable final state."""
     return next(u for u, finals in sorted(ref.finals().items()) if len(finals) == 1)
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from connectors.codecs import codec_factory
-from runtime import Job, ValueState, WatermarkStrategy
+from runtime import Job, Json, ValueState, WatermarkStrategy
 from runtime.api.bindings import Bindings
 from runtime.api.errors import CheckpointAborted
 from runtime.api.io import RefusedWrite
@@ -171,7 +171,7 @@ def totals_job() -> Job:
         watermarks=WatermarkStrategy.bounded(timedelta(0), idle_timeout=None),
     )
     keyed = events.key_by("by_user", lambda e: e["user"], repartition=False)
-    keyed.process("sum", Totals()).sink("out", schema=None)
+    keyed.process("sum", Totals()).sink("out", Json())
     return job
 
 

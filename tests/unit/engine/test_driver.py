@@ -12,6 +12,7 @@ import pytest
 from runtime import (
     ConfigError,
     Job,
+    Json,
     RecordError,
     ShoalError,
     UserFunctionError,
@@ -58,12 +59,12 @@ def map_job(**job_kwargs: Any) -> Job:
     checked_stream = job.source("events", schema="Event", timestamp=lambda e: e["ts"]).map(
         checked, name="check"
     )
-    checked_stream.sink("checked", schema=None)
+    checked_stream.sink("checked", Json())
     (
         checked_stream.key_by("by_key", lambda e: e["k"])
         .window("per_minute", windows.tumbling(timedelta(minutes=1)))
         .aggregate(Count())
-        .sink("counts", schema=None)
+        .sink("counts", Json())
     )
     return job
 
@@ -116,7 +117,7 @@ def boom(value: Any) -> Any:
 def test_every_step_kind_dead_letters_its_failures(build: Callable[[Any], Any]) -> None:
     job = Job("kinds")
     build(job.source("events", schema="Event", timestamp=lambda e: e["ts"])).sink(
-        "out", schema=None
+        "out", Json()
     )
     with driving(job) as driver:
         driver.send_many("events", records(2, 3))
@@ -138,7 +139,7 @@ def stamp_job(future: str = "dead_letter", **job_kwargs: Any) -> Job:
         schema="Event",
         timestamp=lambda e: e.get("ts"),
         watermarks=WatermarkStrategy.bounded(timedelta(seconds=1), future=future),  # type: ignore[arg-type]
-    ).sink("out", schema=None)
+    ).sink("out", Json())
     return job
 
 
@@ -202,7 +203,7 @@ def test_an_unknown_future_policy_is_a_config_error() -> None:
 
 def test_a_failing_timestamp_function_is_dead_lettered_at_the_source() -> None:
     job = Job("stamp-fn")
-    job.source("events", schema="Event", timestamp=lambda e: e["ts"]).sink("out", schema=None)
+    job.source("events", schema="Event", timestamp=lambda e: e["ts"]).sink("out", Json())
     with driving(job) as driver:
         driver.send_many("events", [{"id": 0, "ts": T0}, {"id": 1}])
         assert [v["id"] for v in driver.output("out")] == [0]
@@ -278,7 +279,7 @@ def test_send_raw_garbage_is_a_decode_error_dead_letter(state: str) -> None:
 
     job = Job("raw")
     job.source("playback", schema="PlaybackEvent", timestamp=lambda e: e["event_time_ms"]).sink(
-        "out", schema=None
+        "out", Json()
     )
     good = codec_for_schema("PlaybackEvent").encode(playback(T0))
     with driving(job, state) as driver:

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import Job, ListState, MapState, ValueState, WatermarkStrategy
+from runtime import Job, Json, ListState, MapState, ValueState, WatermarkStrategy
 from runtime.testing import TestDriver
-from tests.unit.engine.reference import Event
+from tests.reference.windows import Event
 
 STATES = ("memory", "rocksdb")
 EXAMPLES = {"memory": 150, "rocksdb": 40}  # opening RocksDB stores is the slow part
@@ -92,7 +92,7 @@ def process_job(delay_ms: int, bound: int) -> Job:
         )
         .key_by("by_key", lambda e: e["k"])
         .process("tracker", Tracker(delay_ms))
-        .sink("out", schema=None)
+        .sink("out", Json())
     )
     return job
 
@@ -286,7 +286,7 @@ def last_seen_job() -> Job:
         job.source("events", schema="Event", timestamp=lambda e: e["ts"])
         .key_by("by_key", lambda e: e["k"])
         .process("last_seen", LastSeen())
-        .sink("out", schema=None)
+        .sink("out", Json())
     )
     return job
 
@@ -331,7 +331,7 @@ def test_event_timers_fire_once_when_the_watermark_reaches_them(state: str) -> N
         job.source("events", schema="Event", timestamp=lambda e: e["ts"])
         .key_by("by_key", lambda e: e["k"])
         .process("countdown", Countdown())
-        .sink("out", schema=None)
+        .sink("out", Json())
     )
     with driving(job, state) as driver:
         driver.send_many("events", [{"k": "a", "ts": BASE}, {"k": "a", "ts": BASE}])
@@ -355,7 +355,7 @@ def test_timers_survive_a_restart_on_local_state(tmp_path: Any) -> None:
             job.source("events", schema="Event", timestamp=lambda e: e["ts"])
             .key_by("by_key", lambda e: e["k"])
             .process("countdown", Countdown())
-            .sink("out", schema=None)
+            .sink("out", Json())
         )
         return job
 

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.codecs import codec_factory
-from runtime import Job, WatermarkStrategy, Window, windows
+from runtime import Job, Json, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 from runtime.api.errors import DecodeError
 from runtime.engine.repartition import (
@@ -92,7 +92,7 @@ def counting_job() -> Job:
         events.key_by("by_cdn", lambda e: e["cdn"])
         .window("per_10s", windows.tumbling(timedelta(seconds=10)))
         .aggregate(Count(), output=out)
-        .sink("counts", schema=None)
+        .sink("counts", Json())
     )
     return job
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import Job, WatermarkStrategy, windows
+from runtime import Job, Json, WatermarkStrategy, windows
 from runtime.aggregates import Count
 from runtime.engine.watermarks import NO_WATERMARK, WatermarkTracker
 from runtime.testing import TestDriver
@@ -186,7 +186,7 @@ def two_partition_driver(state: str) -> Iterator[TestDriver]:
         .key_by("by_key", lambda e: e["k"])
         .window("w", windows.tumbling(timedelta(seconds=10)))
         .aggregate(Count())
-        .sink("out", schema=None)
+        .sink("out", Json())
     )
     driver = TestDriver(job, state=state, partitions=2)
     try:

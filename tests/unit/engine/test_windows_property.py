@@ -1,4 +1,4 @@
-"""Window steps against the brute-force reference (``reference.py``), on both backends.
+"""Window steps against the brute-force reference (``tests.reference.windows``), on both backends.
 
 Every window kind (tumbling, hopping, session, cumulative): random out-of-order
 streams of a few keys arrive in random batches; at the end the watermark is forced
@@ -23,13 +23,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import Job, WatermarkStrategy, Window, windows
+from runtime import Job, Json, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count, Max, Mean, Min, Quantiles, Sum
 from runtime.api.graph import default_window_output
 from runtime.api.windows import WindowSpec
 from runtime.testing import TestDriver
-from tests.unit.engine import reference as ref
-from tests.unit.engine.reference import Event
+from tests.reference import windows as ref
+from tests.reference.windows import Event
 
 STATES = ("memory", "rocksdb")
 # Opening RocksDB stores costs far more than a scenario: fewer examples there.
@@ -96,12 +96,12 @@ def window_job(spec: WindowSpec, bound: int) -> Job:
         timestamp=lambda e: e["ts"],
         watermarks=WatermarkStrategy.bounded(ms(bound)),
     ).key_by("by_key", lambda e: e["k"])
-    keyed.window("w_count", spec).aggregate(Count()).sink("counts", schema=None)
-    keyed.window("w_sum", spec).aggregate(Sum(of=lambda e: e["v"])).sink("sums", schema=None)
-    keyed.window("w_ids", spec).aggregate(CollectIds()).sink("ids", schema=None)
-    keyed.window("w_max", spec).reduce(max, of=lambda e: e["v"]).sink("maxes", schema=None)
+    keyed.window("w_count", spec).aggregate(Count()).sink("counts", Json())
+    keyed.window("w_sum", spec).aggregate(Sum(of=lambda e: e["v"])).sink("sums", Json())
+    keyed.window("w_ids", spec).aggregate(CollectIds()).sink("ids", Json())
+    keyed.window("w_max", spec).reduce(max, of=lambda e: e["v"]).sink("maxes", Json())
     keyed.window("w_collect", spec).collect(of=lambda e: e["id"], output=sorted_ids).sink(
-        "collected", schema=None
+        "collected", Json()
     )
     return job
 
@@ -392,7 +392,7 @@ def count_job(spec: WindowSpec, bound: int = 0) -> Job:
         .key_by("by_key", lambda e: e["k"])
         .window("w", spec)
         .aggregate(Count())
-        .sink("out", schema=None)
+        .sink("out", Json())
     )
     return job
 
@@ -635,11 +635,11 @@ def stats_job(spec: WindowSpec) -> Job:
         watermarks=WatermarkStrategy.bounded(ms(2000)),
     ).key_by("by_key", lambda e: e["k"])
     of = lambda e: e["v"]  # noqa: E731
-    keyed.window("mean", spec).aggregate(Mean(of=of)).sink("means", schema=None)
-    keyed.window("min", spec).aggregate(Min(of=of)).sink("mins", schema=None)
-    keyed.window("max", spec).aggregate(Max(of=of)).sink("maxes", schema=None)
+    keyed.window("mean", spec).aggregate(Mean(of=of)).sink("means", Json())
+    keyed.window("min", spec).aggregate(Min(of=of)).sink("mins", Json())
+    keyed.window("max", spec).aggregate(Max(of=of)).sink("maxes", Json())
     keyed.window("q", spec).aggregate(Quantiles(QUANTILES, of=of, relative_accuracy=ACCURACY)).sink(
-        "quantiles", schema=None
+        "quantiles", Json()
     )
     return job
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from connectors.codecs import codec_factory
-from runtime import Job, WatermarkStrategy
+from runtime import Job, Json, WatermarkStrategy
 from runtime.api.bindings import Bindings
 from runtime.api.errors import OutputRefused
 from runtime.api.io import RefusedWrite
@@ -109,7 +109,7 @@ def run(msgs: list[Msg], limit: int) -> tuple[Worker, list[dict[str, Any]]]:
     job = Job("dead_letter_sizes")
     job.source(
         "events", schema="", timestamp=lambda e: e["t"], watermarks=WatermarkStrategy()
-    ).sink("out", schema=None)
+    ).sink("out", Json())
     bindings = Bindings.for_job(job)
     transport = SizeLimitedTransport(limit)
     worker = Worker(job, bindings, transport, codec_factory(), MemoryBackend())

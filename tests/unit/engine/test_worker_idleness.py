@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.codecs import codec_factory
-from runtime import Job, WatermarkStrategy, Window, windows
+from runtime import Job, Json, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
 from runtime.engine.worker import Worker, WorkerOptions
@@ -138,7 +138,7 @@ def counts_job() -> Job:
 
     events.key_by("by_user", lambda e: e["user"], repartition=False).window(
         "counts_10s", windows.tumbling(timedelta(seconds=10))
-    ).aggregate(Count(), output=row).sink("counts", schema=None)
+    ).aggregate(Count(), output=row).sink("counts", Json())
     return job
 
 

@@ -1,6 +1,7 @@
 """Tests of the reference jobs against brute-force references; shared driving helpers.
 
-The helpers only deliver input and read state; every reference lives in its test file.
+The helpers only deliver input and read state; the references live in
+``tests/reference``, shared with the integration tests and the bench.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """QoE alert rules: the text form, and the alert job on crafted QoeMetric sequences.
 
 The job runs in the test driver on both state backends; a brute-force reference
-(a look-back over each group's whole series, written independently of the job's
-counters) checks random sequences.
+(``tests.reference.alerts``: a look-back over each group's whole series, written
+independently of the job's counters) checks random sequences.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from jobs.qoe.alerts import SINK, SOURCE, alert_id, build_alerts
 from jobs.qoe.alerts_rules import Rule, RuleSyntaxError, parse_rule, parse_rules
 from runtime import ConfigError
 from runtime.testing import TestDriver
+from tests.reference.alerts import lookback_alerts
 
 T0 = 1_735_689_600_000
 MIN = 60_000
@@ -267,45 +268,6 @@ def test_groups_are_independent_and_ids_are_stable(state: str) -> None:
 # -- against a brute-force reference -------------------------------------------------
 
 
-def reference(rule: Rule, windows: list[tuple[int, int, float, int]]) -> list[tuple[str, int, str]]:
-    """Alerts of one group from its whole series ``(start, end, value, plays)``, by look-back."""
-    out: list[tuple[str, int, str]] = []
-    firing_since: int | None = None  # index of the window that fired
-    resolved_at: int | None = None  # index of the window that resolved
-
-    def run_of(i: int, n: int, ok: Any, after: int | None) -> bool:
-        if i - n + 1 <= (after if after is not None else -1):
-            return False
-        span = windows[i - n + 1 : i + 1]
-        if len(span) < n:
-            return False
-        follows = all(b[0] <= a[1] for a, b in zip(span, span[1:], strict=False))
-        return follows and all(ok(w) for w in span)
-
-    def counts(w: tuple[int, int, float, int]) -> bool:
-        return w[3] >= rule.where_min["plays_started"]
-
-    for i, w in enumerate(windows):
-        if firing_since is None:
-            cool = resolved_at is not None and w[1] < windows[resolved_at][1] + rule.cooldown_ms
-            if not cool and run_of(
-                i, rule.for_windows, lambda x: counts(x) and x[2] > rule.fire_threshold, resolved_at
-            ):
-                firing_since = i
-                out.append(("fired", w[1], alert_id(rule.name, {"cdn": "c"}, w[1])))
-        elif run_of(
-            i,
-            rule.resolve_windows,
-            lambda x: counts(x) and x[2] < rule.resolve_threshold,
-            firing_since,
-        ):
-            out.append(
-                ("resolved", w[1], alert_id(rule.name, {"cdn": "c"}, windows[firing_since][1]))
-            )
-            firing_since, resolved_at = None, i
-    return out
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_series_match_the_reference(state: str, seed: int) -> None:
     rng = random.Random(seed)
@@ -325,6 +287,6 @@ def test_random_series_match_the_reference(state: str, seed: int) -> None:
         for s, e, v, p in windows
     ]
     got = run([rule], batches, state)
-    want = reference(rule, windows)
+    want = lookback_alerts(rule, windows)
     assert len(want) >= 6 and sum(1 for w in want if w[0] == "fired") >= 3
     assert [(a["state"], a["window_end_ms"], a["alert_id"]) for a in got] == want

@@ -1,7 +1,8 @@
 """The personalization job against an independent brute-force reference, on both backends.
 
-The reference keeps every contributing event of a user as ``(amount, t, title, genre)``
-and recomputes, at each point where the job may emit, the decayed sums
+The reference (``tests.reference.personalization.EmissionReference``) keeps every
+contributing event of a user as ``(amount, t, title, genre)`` and recomputes, at
+each point where the job may emit, the decayed sums
 ``sum amount * 2**(-(T - t) / half_life)`` from scratch, the model's features and
 score of every catalogue title, the top N, and the emission rule. Scores and
 affinities must match within ``TOL`` (relative to ``max(1, |value|)``).
@@ -12,7 +13,6 @@ from __future__ import annotations
 import ast
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,160 +24,20 @@ from jobs.personalization.train import TrainConfig, shipped_catalogue, train
 from runtime import ConfigError
 from runtime.generator import Generator, GeneratorConfig, catalogue
 from runtime.testing import TestDriver
+from tests.reference.personalization import (
+    GAP_MS,
+    HALF_LIFE_MS,
+    MIN_CHANGE,
+    TOP_N,
+    EmissionReference,
+)
 
 TOL = 1e-9
-HALF_LIFE_MS = 30 * 60_000
-GAP_MS = 5 * 60_000
-TOP_N = 5
-MIN_CHANGE = 0.01
 SINK = "personalization-scores"
 START = 1_735_689_600_000
 # The drivers' processing clock: a day after START, so every event time of a test lies
 # behind it (event times beyond the skew bound ahead of the clock are dead-lettered).
 CLOCK = START + 24 * 3_600_000
-
-# The signal table of the job's docs, restated: amount per interaction type.
-INTERACTION = {
-    "impression": 0.05, "hover": 0.3, "play_intent": 1.0, "add_to_list": 2.0,
-    "remove_from_list": -1.0, "thumbs_up": 3.0, "thumbs_down": -3.0,
-}  # fmt: skip
-
-
-def _completion(pos: int, duration: int) -> float:
-    return min(1.0, max(0.0, pos / duration))
-
-
-@dataclass
-class _User:
-    contributions: list[tuple[float, int, str, str | None]] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
-    plays: dict[str, dict[str, Any]] = field(default_factory=dict)
-    now: int | None = None
-    last: tuple[list[str], list[float], dict[str, float]] | None = None
-
-
-class Reference:
-    """Brute force over what was received, in the order it was received."""
-
-    def __init__(self, cat: Catalogue, model: Model, top_n: int = TOP_N) -> None:
-        self.cat = cat
-        self.model = model
-        self.top_n = top_n
-        self.users: dict[str, _User] = defaultdict(_User)
-        self.out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-
-    def _contribute(
-        self, user: _User, amount: float, t: int, title: str, genre: str | None
-    ) -> None:
-        user.contributions.append((amount, t, title, genre))
-        user.now = t if user.now is None else max(user.now, t)
-
-    def receive(self, stream: str, e: dict[str, Any]) -> None:
-        uid, t = e["user_id"], e["event_time_ms"]
-        user = self.users[uid]
-        if stream == "interactions":
-            kind = e["event_type"]
-            amount = (e["rating"] - 3) * 1.0 if kind == "rating" else INTERACTION.get(kind, 0.0)
-            if e["title_id"] is None or amount == 0.0 or e["event_id"] in user.seen:
-                return
-            user.seen.add(e["event_id"])
-            self._contribute(user, amount, t, e["title_id"], e["genre"])
-            self.evaluate(uid)
-            return
-        title = self.cat.get(e["title_id"])
-        if title is None:
-            return
-        play = user.plays.setdefault(
-            e["playback_id"], {"title": title, "events": [], "ended": False, "declared": None}
-        )
-        changed = False
-        declared = play["declared"]
-        if declared is not None and (e["event_type"] in ("stop", "error") or t > declared[0]):
-            # a sign of life after the abandonment was declared: take it back
-            amount_t, amount = declared
-            self._contribute(user, -amount, amount_t, title.title_id, title.genre)
-            play["declared"] = None
-            changed = True
-        play["events"].append((t, e["position_ms"]))
-        if e["event_type"] in ("stop", "error"):
-            play["ended"] = True
-        if e["event_type"] in ("start", "stop") and e["event_id"] not in user.seen:
-            user.seen.add(e["event_id"])
-            if e["event_type"] == "start":
-                amount = 0.5
-            else:
-                amount = 2.0 * _completion(e["position_ms"], title.duration_ms)
-            if amount != 0.0:
-                self._contribute(user, amount, t, title.title_id, title.genre)
-                changed = True
-        if changed:
-            self.evaluate(uid)
-
-    def watermark(self, wm: int, users: set[str] | None = None) -> None:
-        """Declare abandonments due at ``wm`` (of ``users``), in (deadline, user) order."""
-        due = []
-        for uid, user in self.users.items():
-            if users is not None and uid not in users:
-                continue
-            for play in user.plays.values():
-                if play["ended"] or play["declared"] is not None or not play["events"]:
-                    continue
-                last_t, last_pos = max(play["events"])
-                if last_t + GAP_MS <= wm:
-                    due.append((last_t + GAP_MS, uid, play, last_t, last_pos))
-        groups: dict[tuple[int, str], list[Any]] = defaultdict(list)
-        for deadline, uid, play, last_t, last_pos in due:
-            groups[(deadline, uid)].append((play, last_t, last_pos))
-        for deadline, uid in sorted(groups):
-            for play, last_t, last_pos in groups[(deadline, uid)]:
-                title = play["title"]
-                amount = 2.0 * _completion(last_pos, title.duration_ms) - 1.0
-                play["declared"] = (last_t, amount)
-                self._contribute(self.users[uid], amount, last_t, title.title_id, title.genre)
-            self.evaluate(uid)
-
-    def state(self, uid: str) -> tuple[int, dict[str, float], dict[str, float]]:
-        user = self.users[uid]
-        assert user.now is not None
-        genres: dict[str, float] = defaultdict(float)
-        titles: dict[str, float] = defaultdict(float)
-        for amount, t, title, genre in user.contributions:
-            decayed = amount * 2.0 ** (-(user.now - t) / HALF_LIFE_MS)
-            titles[title] += decayed
-            if genre is not None:
-                genres[genre] += decayed
-        return user.now, dict(genres), dict(titles)
-
-    def top(self, genres: dict[str, float], titles: dict[str, float]) -> list[tuple[str, float]]:
-        w = self.model.weights
-        total = sum(max(v, 0.0) for v in genres.values())
-        scored = []
-        for title in self.cat.titles:
-            g = max(genres.get(title.genre, 0.0), 0.0)
-            x = (1.0, g / (1.0 + total), math.log1p(g), math.asinh(titles.get(title.title_id, 0.0)),
-                 math.log(title.popularity))  # fmt: skip
-            z = sum(a * b for a, b in zip(w, x, strict=True))
-            scored.append((-z, title.title_id, 1.0 / (1.0 + math.exp(-z))))
-        scored.sort()
-        return [(tid, p) for _, tid, p in scored[: self.top_n]]
-
-    def evaluate(self, uid: str) -> None:
-        now, genres, titles = self.state(uid)
-        top = self.top(genres, titles)
-        ids, scores = [t for t, _ in top], [p for _, p in top]
-        user = self.users[uid]
-        last = user.last
-        if last is not None and last[0] == ids and last[2].keys() == genres.keys():
-            moved = any(abs(a - b) > MIN_CHANGE for a, b in zip(scores, last[1], strict=True))
-            moved = moved or any(
-                abs(v - last[2][g]) > MIN_CHANGE * max(1.0, abs(last[2][g]))
-                for g, v in genres.items()
-            )
-            if not moved:
-                return
-        user.last = (ids, scores, genres)
-        self.out[uid].append({"updated_ms": now, "ids": ids, "scores": scores, "affinity": genres})
-
 
 def _close(a: float, b: float) -> bool:
     return abs(a - b) <= TOL * max(1.0, abs(b))
@@ -224,7 +84,7 @@ def test_generated_traffic_matches_reference(state: str) -> None:
     records = Generator(config).take(8_000)
     cat = Catalogue.of(catalogue(config))
     job = _job(cat)
-    ref = Reference(cat, Model.load())
+    ref = EmissionReference(cat, Model.load())
     # The processing clock stands at the end of the simulated stretch: the generator's
     # time runs ahead of any wall clock, and event times beyond the source's skew bound
     # ahead of the processing clock would be dead-lettered.

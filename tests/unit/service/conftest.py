@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from connectors.codecs import codec_factory
-from runtime import Job, ValueState, WatermarkStrategy, Window, windows
+from runtime import Job, Json, ValueState, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
 from runtime.engine.worker import Worker, WorkerOptions
@@ -141,15 +141,15 @@ def build_job() -> Job:
         watermarks=WatermarkStrategy.bounded(timedelta(0), idle_timeout=None),
     )
     keyed = events.key_by("by_user", lambda e: e["user"], repartition=False)
-    keyed.process("totals", Totals()).sink("totals-out", schema=None)
+    keyed.process("totals", Totals()).sink("totals-out", Json())
 
     def row(user: str, w: Window, n: int) -> dict[str, Any]:
         return {"user": user, "start": w.start_ms, "n": n}
 
     keyed.window("counts_10s", windows.tumbling(timedelta(seconds=10))).aggregate(
         Count(), output=row
-    ).sink("counts", schema=None)
-    events.filter(lambda e: e["amount"] >= 100, name="big_only").sink("big", schema=None)
+    ).sink("counts", Json())
+    events.filter(lambda e: e["amount"] >= 100, name="big_only").sink("big", Json())
     return job
 
 
