@@ -50,6 +50,7 @@ def run_flink(
         checkpoint_dir=home.home / "flink" / "checkpoints",
         output_partitions=partitions,
         jar_cache=home.cache / "flink",
+        jar_dir=home.flink_jars,
     )
     stop = {"now": False}
     deadline = None if seconds is None else time.monotonic() + seconds

@@ -27,7 +27,7 @@ from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.graph import WindowNode
 from runtime.api.job import Job
 from runtime.api.windows import Session
-from runtime.flink.jars import connector_jars
+from runtime.flink.jars import bundled_jars, connector_jars
 from runtime.flink.options import FlinkOptions, parse_jobmanager, require_pyflink
 from runtime.settings import REPO_ROOT
 
@@ -134,7 +134,12 @@ def build_environment(
 ) -> tuple[Any, Any, str | None]:
     """A Flink environment with ``job`` translated into it; also its translation and the
     checkpoint it resumes from (or ``None``)."""
-    jars = [] if options.from_cluster else connector_jars(options.jar_cache)
+    if options.from_cluster:
+        jars = []
+    elif options.jar_dir is not None:
+        jars = bundled_jars(options.jar_dir)
+    else:
+        jars = connector_jars(options.jar_cache)
     pythonpath = python_path((Path.cwd(),))
     # Read when the gateway's JVM starts (thread mode: its embedded Python; process mode:
     # the Python workers it launches).
