@@ -4,7 +4,8 @@ image has no Maven and carries the jar in ``/opt/flink/usrlib``).
 
 The connector is versioned per Flink minor release (``5.0.0-2.2`` is for Flink 2.2);
 the pom's ``flink.version`` must be the installed apache-flink's ``MAJOR.MINOR``, and so
-must a bundled connector's suffix.
+must a bundled connector's suffix. A job submitted to a remote cluster also takes the
+installed distribution's ``flink-python`` jar along (``python_jar``).
 """
 
 from __future__ import annotations
@@ -113,3 +114,20 @@ def bundled_jars(folder: Path, *, flink_version: str | None = None) -> list[Path
                 "is installed"
             )
     return jars
+
+
+def python_jar() -> Path:
+    """Flink's Python operators (``opt/flink-python-VERSION.jar`` of the installed pyflink
+    distribution), which a job with Python functions needs on the cluster.
+
+    Raises:
+        ConfigError: pyflink is not installed, or its distribution has no such jar.
+    """
+    from runtime.flink.cluster import pyflink_home
+
+    found = sorted((pyflink_home() / "opt").glob("flink-python-*.jar"))
+    if len(found) != 1:
+        raise ConfigError(
+            f"expected one flink-python jar in {pyflink_home() / 'opt'}, found {len(found)}"
+        )
+    return found[0]

@@ -27,7 +27,7 @@ from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.graph import WindowNode
 from runtime.api.job import Job
 from runtime.api.windows import Session
-from runtime.flink.jars import bundled_jars, connector_jars
+from runtime.flink.jars import bundled_jars, connector_jars, python_jar
 from runtime.flink.options import FlinkOptions, parse_jobmanager, require_pyflink
 from runtime.settings import REPO_ROOT
 
@@ -84,6 +84,10 @@ def flink_config(
 ) -> dict[str, str]:
     """The Flink configuration of one run (strings, as Flink's ``Configuration`` takes them)."""
     checkpoints = (options.checkpoint_dir / job.name).resolve()
+    if options.jobmanager is not None:
+        # A session cluster need not have Flink's Python operators on its class path (a
+        # distribution keeps them in opt/): ship them with the job, as `flink run -py` does.
+        jars = [*jars, python_jar()]
     config = {
         "pipeline.name": job.name,
         "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars),

@@ -6,16 +6,19 @@ current inputs: a stale image is never tested. Its progress lines (with the buil
 duration) are printed.
 
 What ``deploy/images.yaml`` says of the image is checked inside it (user, entrypoint,
-Python, jars). Then the image runs what ``deploy/flink/flinkdeployment.yaml`` asks of it,
-as the Flink Kubernetes operator would but without Kubernetes: two containers of the
-image on the host network, one started as ``standalone-job`` (an application cluster's
-JobManager running the manifest's entry class and launcher arguments) and one as
-``taskmanager``, both configured with the manifest's ``flinkConfiguration`` through
-``FLINK_PROPERTIES``, sharing a volume at ``/flink-data`` as the manifest's pods share
-their checkpoint claim. The job is ``jobs.user_counts:job`` on the session broker
-instead of the manifest's QoE job on its cluster; after the input, one far-later event
-per partition moves every partition's watermark past every window, and the committed
-output must equal a brute-force count exactly.
+Python, jars). Then clusters of the image's containers, on the host network and
+configured with ``deploy/flink/flinkdeployment.yaml``'s ``flinkConfiguration`` through
+``FLINK_PROPERTIES``, run ``jobs.user_counts:job`` against the session broker:
+
+* as the Flink Kubernetes operator runs the manifest, without Kubernetes: one container
+  started as ``standalone-job`` (an application cluster's JobManager running the
+  manifest's entry class and launcher arguments) and one as ``taskmanager``, sharing a
+  volume at ``/flink-data`` as the manifest's pods share their checkpoint claim;
+* as a session cluster (``jobmanager`` and ``taskmanager``) that the image's own
+  ``shoal run --engine flink --jobmanager`` submits to, which cancels the job on SIGTERM.
+
+After the input, one far-later event per partition moves every partition's watermark
+past every window; the committed output must equal a brute-force count exactly.
 """
 
 from __future__ import annotations
@@ -41,7 +44,12 @@ from tests.integration.helpers import decoded, produce_generated, read_all, uniq
 from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
 from tests.integration.test_flink_equality import recent_start_ms
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # The module's first test also builds the 1.3 GB image (about 6 minutes cold here);
+    # each test starts two or three JVMs and a job on a shared 2-core machine.
+    pytest.mark.timeout(1800),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "deploy" / "docker" / "build.py"
@@ -143,8 +151,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def flink_data() -> Iterator[str]:
-    """A volume for /flink-data, the checkpoints both containers share."""
+def volume() -> Iterator[str]:
+    """A volume both roles of a cluster share (their checkpoints)."""
     name = f"shoal-flink-test-{uuid.uuid4().hex[:8]}"
     podman("volume", "create", name)
     try:
@@ -168,6 +176,14 @@ def flink_properties(ports: dict[str, int]) -> str:
     return "".join(f"{key}: {value}\n" for key, value in conf.items())
 
 
+def cluster_flags(ports: dict[str, int], volume: str, mount: str) -> list[str]:
+    """``podman run`` flags of both roles: the JobManager's address, the configuration,
+    and the shared volume."""
+    return ["--env", "JOB_MANAGER_RPC_ADDRESS=127.0.0.1",
+            "--env", f"FLINK_PROPERTIES={flink_properties(ports)}",
+            "--volume", f"{volume}:{mount}:U"]
+
+
 def launcher_args(kafka: str, group: str, binds: dict[str, str]) -> list[str]:
     """The manifest's job arguments, for jobs.user_counts on the test broker (plaintext:
     no --kafka-config)."""
@@ -181,12 +197,12 @@ def launcher_args(kafka: str, group: str, binds: dict[str, str]) -> list[str]:
     return out
 
 
-def test_flinkdeployment_job_runs_exactly_on_image_containers(
-    flink_image: str, kafka: str, flink_data: str
-) -> None:
-    playback, out, dead = unique("fimg-in"), unique("fimg-out"), unique("fimg-dead")
+def produce_input(kafka: str, seed: int) -> tuple[str, dict[tuple[str, int], int]]:
+    """Generated playback events, then one far-later event per partition (every window
+    of the input closes); the input topic and the brute-force counts."""
+    playback = unique("fimg-in")
     KafkaAdmin(kafka).ensure_topics([TopicSpec(playback, PARTITIONS)])
-    config = GeneratorConfig(start_ms=recent_start_ms(), seed=4712, users=200, late_rate=0.0,
+    config = GeneratorConfig(start_ms=recent_start_ms(), seed=seed, users=200, late_rate=0.0,
                              malformed_rate=0.0, bad_timestamp_rate=0.0, interaction_ratio=0.0)
     records = produce_generated(kafka, {"playback": playback, "interactions": playback},
                                 config, EVENTS)
@@ -195,51 +211,125 @@ def test_flinkdeployment_job_runs_exactly_on_image_containers(
     close_all_windows(kafka, playback, last_ts + 600_000, PARTITIONS)
     want = reference_counts([r.value for r in records])
     assert len(want) > 1_000
+    return playback, want
 
+
+def wait_for_counts(kafka: str, out: str, want: dict[tuple[str, int], int],
+                    containers: list[str]) -> None:
+    """Read the committed output until it equals ``want``, while every container runs;
+    then no window may be there twice."""
+    deadline = time.monotonic() + 600
+    got: dict[tuple[str, int], int] = {}
+    rows = 0
+    while got != want:
+        for name in containers:
+            assert running(name), f"{name} exited:\n{logs(name)}"
+        assert time.monotonic() < deadline, (
+            f"{len(got)} of {len(want)} windows after 600 s\n" + logs(containers[0])
+        )
+        time.sleep(5)
+        messages = read_all(kafka, out, first_wait_s=2, idle_s=2)
+        decoded_rows = decoded(messages, "")
+        # Keyed like the native engine's output: by the stream's key, the user.
+        assert [m.key() for m in messages] == [r["user_id"].encode() for r in decoded_rows]
+        got = {(r["user_id"], r["window_start_ms"]): r["count"] for r in decoded_rows}
+        rows = len(decoded_rows)
+    assert rows == len(got), "a window was emitted twice"
+
+
+def assert_flink_user_runs_java(containers: list[str]) -> None:
+    """Every role runs as the image's flink user, the JVM as the container's main process."""
+    for name in containers:
+        status = proc_status(name)
+        assert status["Uid"].split() == [str(IMAGE["uid"])] * 4, status
+        assert status["Name"] == "java", status
+
+
+def test_flinkdeployment_job_runs_exactly_on_image_containers(
+    flink_image: str, kafka: str, volume: str
+) -> None:
+    playback, want = produce_input(kafka, seed=4712)
+    out, dead = unique("fimg-out"), unique("fimg-dead")
     ports = {"rpc": free_port(), "blob": free_port(), "rest": free_port()}
-    env = ["--env", "JOB_MANAGER_RPC_ADDRESS=127.0.0.1",
-           "--env", f"FLINK_PROPERTIES={flink_properties(ports)}",
-           "--volume", f"{flink_data}:/flink-data:U"]
+    flags = cluster_flags(ports, volume, "/flink-data")
     jobmanager, taskmanager = unique("shoal-flink-jm"), unique("shoal-flink-tm")
     args = launcher_args(kafka, unique("fimg"),
                          {"playback": playback, "user-counts": out, "dead-letters": dead})
     try:
-        podman("run", "--detach", "--name", jobmanager, *RUN_FLAGS, *env, flink_image,
+        podman("run", "--detach", "--name", jobmanager, *RUN_FLAGS, *flags, flink_image,
                "standalone-job", "--job-classname", DEPLOYMENT["job"]["entryClass"], *args)
-        podman("run", "--detach", "--name", taskmanager, *RUN_FLAGS, *env, flink_image,
+        podman("run", "--detach", "--name", taskmanager, *RUN_FLAGS, *flags, flink_image,
                "taskmanager")
-        deadline = time.monotonic() + 600
-        got: dict[tuple[str, int], int] = {}
-        rows = 0
-        while got != want:
-            for name in (jobmanager, taskmanager):
-                assert running(name), f"{name} exited:\n{logs(name)}"
-            assert time.monotonic() < deadline, (
-                f"{len(got)} of {len(want)} windows after 600 s\n" + logs(jobmanager)
-            )
-            time.sleep(5)
-            messages = read_all(kafka, out, first_wait_s=2, idle_s=2)
-            decoded_rows = decoded(messages, "")
-            # Keyed like the native engine's output: by the stream's key, the user.
-            assert [m.key() for m in messages] == [r["user_id"].encode() for r in decoded_rows]
-            got = {(r["user_id"], r["window_start_ms"]): r["count"] for r in decoded_rows}
-            rows = len(decoded_rows)
+        wait_for_counts(kafka, out, want, [jobmanager, taskmanager])
 
-        assert rows == len(got), "a window was emitted twice"
         jobs = rest(ports["rest"], "/jobs/overview")["jobs"]
-        assert [j["state"] for j in jobs] == ["RUNNING"], jobs
-        assert jobs[0]["name"] == "user_counts"
-        # Both roles run as the image's flink user, the JVM as the container's main process.
-        for name in (jobmanager, taskmanager):
-            status = proc_status(name)
-            assert status["Uid"].split() == [str(IMAGE["uid"])] * 4, status
-            assert status["Name"] == "java", status
+        assert [(j["name"], j["state"]) for j in jobs] == [("user_counts", "RUNNING")], jobs
+        assert_flink_user_runs_java([jobmanager, taskmanager])
         # The manifest's checkpoint directory took the job's checkpoints.
         checkpoints = podman("exec", jobmanager, "sh", "-c",
                              "ls -d /flink-data/checkpoints/*/chk-* | head -1").stdout
         assert "/chk-" in checkpoints
     finally:
         for name in (taskmanager, jobmanager):
+            podman("rm", "--force", name, check=False)
+    assert not decoded(read_all(kafka, dead, first_wait_s=3), "DeadLetter")
+
+
+def test_shoal_run_submits_to_a_session_cluster_of_image_containers(
+    flink_image: str, kafka: str, volume: str
+) -> None:
+    """``jobmanager`` and ``taskmanager`` make a session cluster; the image's own ``shoal
+    run --engine flink --jobmanager`` submits to it with the bundled connector jar
+    (SHOAL_FLINK_JARS; the image has no Maven) and cancels the job on SIGTERM."""
+    playback, want = produce_input(kafka, seed=4713)
+    out, dead = unique("fimg-out"), unique("fimg-dead")
+    ports = {"rpc": free_port(), "blob": free_port(), "rest": free_port()}
+    # The client names SHOAL_HOME/flink/checkpoints as the job's checkpoint directory:
+    # one volume there for the cluster, as a shared file system would be.
+    flags = cluster_flags(ports, volume, "/var/lib/shoal")
+    jobmanager, taskmanager = unique("shoal-flink-jm"), unique("shoal-flink-tm")
+    client = unique("shoal-flink-client")
+    try:
+        podman("run", "--detach", "--name", jobmanager, *RUN_FLAGS, *flags, flink_image,
+               "jobmanager")
+        podman("run", "--detach", "--name", taskmanager, *RUN_FLAGS, *flags, flink_image,
+               "taskmanager")
+        deadline = time.monotonic() + 300
+        while True:
+            for name in (jobmanager, taskmanager):
+                assert running(name), f"{name} exited:\n{logs(name)}"
+            try:
+                slots = rest(ports["rest"], "/overview")["slots-total"]
+            except OSError:
+                slots = 0
+            if slots >= PARTITIONS:
+                break
+            assert time.monotonic() < deadline, "no TaskManager slots\n" + logs(taskmanager)
+            time.sleep(2)
+
+        podman(
+            "run", "--detach", "--name", client, *RUN_FLAGS, flink_image,
+            "shoal", "run", "jobs.user_counts:job", "--engine", "flink",
+            "--jobmanager", f"127.0.0.1:{ports['rest']}", "--bootstrap", kafka,
+            "--group", unique("fimg"), "--checkpoint-ms", "1000",
+            "--bind", f"playback={playback}", "--bind", f"user-counts={out}",
+            "--bind", f"dead-letters={dead}",
+        )  # fmt: skip
+        wait_for_counts(kafka, out, want, [client, jobmanager, taskmanager])
+        jobs = rest(ports["rest"], "/jobs/overview")["jobs"]
+        assert [(j["name"], j["state"]) for j in jobs] == [("user_counts", "RUNNING")], jobs
+        assert_flink_user_runs_java([jobmanager, taskmanager])
+
+        podman("stop", "--time", "60", client, timeout=90)
+        state = json.loads(podman("inspect", "--format", "{{json .State}}", client).stdout)
+        assert state["ExitCode"] == 0, logs(client)
+        said = logs(client)
+        assert f"on Flink cluster 127.0.0.1:{ports['rest']}" in said, said
+        assert "stopped user_counts on Flink: CANCELED" in said, said
+        jobs = rest(ports["rest"], "/jobs/overview")["jobs"]
+        assert [j["state"] for j in jobs] == ["CANCELED"], jobs
+    finally:
+        for name in (client, taskmanager, jobmanager):
             podman("rm", "--force", name, check=False)
     assert not decoded(read_all(kafka, dead, first_wait_s=3), "DeadLetter")
 
