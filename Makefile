@@ -2,12 +2,13 @@
 #   make demo   - the reference jobs on a real local Kafka broker, live output (Ctrl-C stops)
 #   make test   - unit and integration tests (starts its own broker)
 #   make image  - the container image shoal:VERSION (podman; deploy/docker/build.py)
+#   make image-flink - the Flink engine's image shoal-flink:VERSION (large; also needs Maven)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 0
 
-.PHONY: venv venv-test system-deps system-deps-demo demo test check unit integration bench lint typecheck image clean
+.PHONY: venv venv-test system-deps system-deps-demo demo test check unit integration bench lint typecheck image image-flink clean
 
 venv: $(VENV)/.installed
 
@@ -48,6 +49,14 @@ integration: system-deps venv-test
 image:
 	@deploy/setup/system-deps image
 	$(PYTHON) deploy/docker/build.py
+
+# The Flink engine's image shoal-flink:VERSION (and shoal-flink:latest), from the same
+# Dockerfile: its base adds Java 17, its venv Shoal's flink extra (PyFlink and Flink's
+# distribution, about 1.3 GB in all), and Maven fetches the Kafka connector jar. Apart from
+# `make image` because the native engine's image needs none of that.
+image-flink:
+	@deploy/setup/system-deps image-flink
+	$(PYTHON) deploy/docker/build.py shoal-flink
 
 bench: venv
 	$(BIN)/python -m pip install -q -e ".[bench]"

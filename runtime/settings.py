@@ -5,6 +5,8 @@ override them:
 
 * ``SHOAL_HOME``: working folder for the local broker, state and logs (``.shoal``).
 * ``SHOAL_CACHE``: where downloaded jars are kept (``~/.cache/shoal``).
+* ``SHOAL_FLINK_JARS``: a folder holding the Flink engine's Kafka connector jar, used
+  instead of fetching it with Maven (the ``shoal-flink`` image sets ``/opt/flink/usrlib``).
 * ``SHOAL_BOOTSTRAP``: Kafka bootstrap servers; default: the local broker's address.
 * ``SHOAL_KAFKA_<NAME>``: a Kafka client setting (``SHOAL_KAFKA_SASL_PASSWORD`` is
   ``sasl.password``); see ``connectors.kafka.config`` for the order settings merge in.
@@ -41,6 +43,7 @@ class Settings:
 
     home: Path = field(default_factory=lambda: Path(".shoal"))
     cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "shoal")
+    flink_jars: Path | None = None
     bootstrap: str | None = None
     kafka_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     schema_registry_url: str | None = field(default=None, repr=False)
@@ -79,6 +82,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         home=Path(env["SHOAL_HOME"]) if env.get("SHOAL_HOME") else base.home,
         cache=Path(env["SHOAL_CACHE"]) if env.get("SHOAL_CACHE") else base.cache,
+        flink_jars=Path(env["SHOAL_FLINK_JARS"]) if env.get("SHOAL_FLINK_JARS") else None,
         bootstrap=env.get("SHOAL_BOOTSTRAP") or None,
         kafka_env={k: v for k, v in env.items() if k.startswith("SHOAL_KAFKA_")},
         schema_registry_url=env.get(f"{_REGISTRY}URL") or None,

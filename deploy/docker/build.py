@@ -1,24 +1,32 @@
-"""Build Shoal's container image with podman, from local inputs only (`make image`).
+"""Build Shoal's container images with podman, from local inputs only (`make image`).
 
+Two images come from the one ``Dockerfile`` (``IMAGES``): ``shoal`` (its ``runtime``
+stage: the native engine) and ``shoal-flink`` (its ``flink`` stage: Shoal with PyFlink,
+Java 17 and Flink's distribution, for a Flink cluster or the Flink Kubernetes operator).
 Steps, each printed as it starts:
 
-1. the base: a Debian root file system made by mmdebstrap (release ``SUITE``, packages
-   ``BASE_PACKAGES``), kept as a tarball under ``~/.cache/shoal/image/`` and imported into
-   podman as ``shoal-base:SUITE-HASH`` (made once per recipe: no registry is involved);
-2. the wheels: ``pip wheel`` of Shoal and its dependencies, at the versions of
-   ``requirements.lock``, run in the base itself (its Python decides environment markers);
-   the only step that uses the network (PyPI), cached under the same folder;
-3. ``podman build`` of ``Dockerfile`` with no network, tagged ``shoal:VERSION`` and
-   ``shoal:latest``.
+1. the base: a Debian root file system made by mmdebstrap (release ``SUITE``, the
+   image's ``packages``), kept as a tarball under ``~/.cache/shoal/image/`` and imported
+   into podman as ``shoal-base:SUITE-HASH`` (made once per recipe: no registry is involved);
+2. the wheels: ``pip wheel`` of Shoal (with the image's extra) and its dependencies, at
+   the versions of the image's lock, run in the base itself (its Python decides
+   environment markers); with step 3 the only steps that use the network (PyPI), cached
+   under the same folder;
+3. ``shoal-flink`` only: the Kafka connector jar of ``deploy/flink/pom.xml``, fetched
+   from Maven Central by ``mvn`` on this machine (cached per pom);
+4. ``podman build`` of the image's stage with no network, tagged ``NAME:VERSION`` and
+   ``NAME:latest``.
 
-The image carries a label ``io.shoal.inputs``: a hash of everything it is made of (this
-script, the Dockerfile, the lock, the base recipe, Shoal's sources). When ``shoal:VERSION``
-already carries the current hash, nothing is rebuilt; any change makes a new image.
+An image carries a label ``io.shoal.inputs``: a hash of everything it is made of (this
+script, the Dockerfile, its lock, its base recipe, Shoal's sources, and for shoal-flink
+the connector's pom and the entrypoint). When ``NAME:VERSION`` already carries the
+current hash, nothing is rebuilt; any change makes a new image.
 
-    python deploy/docker/build.py             build if stale (prints the image's tag)
-    python deploy/docker/build.py --relock    resolve the dependencies afresh and rewrite
-                                              requirements.lock (needs PyPI)
-    python deploy/docker/build.py --inputs    print the inputs hash and exit
+    python deploy/docker/build.py [IMAGE ...]   build if stale (prints each image's tag);
+                                                IMAGE: shoal (default), shoal-flink
+    python deploy/docker/build.py --relock      resolve the dependencies afresh and rewrite
+                                                both locks (needs PyPI)
+    python deploy/docker/build.py --inputs      print the inputs hash of each IMAGE and exit
 
 podman runs as root on our machines only with runc, cgroupfs and explicit ulimits
 (``PODMAN`` and ``RUN_FLAGS`` below); the HEALTHCHECK needs the docker image format.
@@ -37,17 +45,25 @@ import sys
 import tempfile
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 DOCKERFILE = HERE / "Dockerfile"
 LOCK = HERE / "requirements.lock"
+FLINK_LOCK = HERE / "requirements-flink.lock"
+FLINK_ENTRYPOINT = HERE / "flink-entrypoint.sh"
+FLINK_POM = ROOT / "deploy" / "flink" / "pom.xml"
 CACHE = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal") / "image"
 
 SUITE = "bookworm"  # the Debian release of the base; keep it the CI machines' release
 MIRROR = os.environ.get("SHOAL_DEBIAN_MIRROR", "http://deb.debian.org")
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# The Flink image's base adds Java 17 (Flink 2.2 runs on 11, 17 and 21), Python's shared
+# library (PyFlink's thread mode embeds this Python in the TaskManager's JVM through pemja)
+# and jemalloc (the allocator Flink's own images preload: RocksDB fragments glibc's heap).
+FLINK_PACKAGES = ("openjdk-17-jre-headless", "libpython3.11", "libjemalloc2")
 # Leave documentation and translations out of the base (copyright files stay).
 DPKG_OPTS = (
     "path-exclude=/usr/share/man/*",
@@ -60,7 +76,6 @@ SOURCE_DATE_EPOCH = "1700000000"  # fixed file times in the base tarball
 
 PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager=cgroupfs")
 RUN_FLAGS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
-IMAGE = "shoal"
 INPUTS_LABEL = "io.shoal.inputs"
 # What goes into Shoal's wheel (pyproject's packages, its readme) and so into the image.
 SOURCES = ("pyproject.toml", "README.md", "runtime", "connectors", "jobs", "schemas")
@@ -73,23 +88,83 @@ class BuildError(Exception):
     """A step failed; the message says which and why (one line)."""
 
 
+@dataclass(frozen=True)
+class Image:
+    """One image of the Dockerfile.
+
+    Attributes:
+        name: the image's name (tagged ``NAME:VERSION`` and ``NAME:latest``).
+        stage: the Dockerfile stage that is the image.
+        packages: the Debian packages of its base.
+        lock: the exact versions of its Python dependencies.
+        extra: the pyproject extra installed with Shoal (``""``: none).
+        files: further inputs copied into the build context (and hashed).
+        hooks: mmdebstrap ``--essential-hook`` commands run before the packages install.
+    """
+
+    name: str
+    stage: str
+    packages: tuple[str, ...]
+    lock: Path
+    extra: str = ""
+    files: tuple[Path, ...] = ()
+    hooks: tuple[str, ...] = ()
+
+    @property
+    def requirement(self) -> str:
+        """What pip installs: Shoal with the image's extra."""
+        return f"shoal[{self.extra}]" if self.extra else "shoal"
+
+
+IMAGES = {
+    image.name: image
+    for image in (
+        Image("shoal", "runtime", BASE_PACKAGES, LOCK),
+        Image(
+            "shoal-flink",
+            "flink",
+            (*BASE_PACKAGES, *FLINK_PACKAGES),
+            FLINK_LOCK,
+            extra="flink",
+            files=(FLINK_ENTRYPOINT, FLINK_POM),
+            # The JRE's postinst links its man pages with update-alternatives, which fails
+            # when their folder is missing (DPKG_OPTS leaves out /usr/share/man).
+            hooks=('mkdir -p "$1/usr/share/man/man1"',),
+        ),
+    )
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--relock", action="store_true", help="rewrite requirements.lock")
+    parser.add_argument(
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help=f"what to build: {', '.join(IMAGES)} (default: shoal)",
+    )
+    parser.add_argument("--relock", action="store_true", help="rewrite both locks")
     parser.add_argument("--inputs", action="store_true", help="print the inputs hash")
     args = parser.parse_args(argv)
+    unknown = [n for n in args.images if n not in IMAGES]
+    if unknown:
+        parser.error(f"unknown image {', '.join(unknown)}: choose from {', '.join(IMAGES)}")
+    images = [IMAGES[n] for n in dict.fromkeys(args.images or ["shoal"])]
     try:
         if args.inputs:
-            print(inputs_hash())
+            for image in images:
+                print(inputs_hash(image))
         elif args.relock:
-            relock()
+            for image in IMAGES.values():
+                relock(image)
         else:
             CACHE.mkdir(parents=True, exist_ok=True)
             # one build at a time on a machine (test sessions of several checkouts share
             # podman's images and this cache)
             with (CACHE / "build.lock").open("w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                print(build())
+                for image in images:
+                    print(build(image), flush=True)
     except BuildError as exc:
         print(f"error: image: {exc}", file=sys.stderr)
         return 1
@@ -102,14 +177,15 @@ def version() -> str:
         return str(tomllib.load(f)["project"]["version"])
 
 
-def base_recipe() -> str:
+def base_recipe(image: Image) -> str:
     """Everything that decides the base tarball's content (its cache key)."""
     return "\n".join(
-        [SUITE, MIRROR, *BASE_PACKAGES, *DPKG_OPTS, SOURCE_DATE_EPOCH, "variant=minbase"]
+        [SUITE, MIRROR, *image.packages, *DPKG_OPTS, SOURCE_DATE_EPOCH, "variant=minbase"]
+        + [f"essential-hook={hook}" for hook in image.hooks]
     )
 
 
-def inputs_hash() -> str:
+def inputs_hash(image: Image) -> str:
     """Hash of everything the image is made of; sources as they are on disk now."""
     h = hashlib.sha256()
 
@@ -117,8 +193,9 @@ def inputs_hash() -> str:
         h.update(f"{name}\0{len(data)}\0".encode())
         h.update(data)
 
-    add("recipe", base_recipe().encode())
-    for path in (Path(__file__).resolve(), DOCKERFILE, LOCK):
+    add("image", f"{image.name} {image.stage} {image.requirement}".encode())
+    add("recipe", base_recipe(image).encode())
+    for path in (Path(__file__).resolve(), DOCKERFILE, image.lock, *image.files):
         add(path.name, path.read_bytes())
     for top in SOURCES:
         path = ROOT / top
@@ -129,23 +206,29 @@ def inputs_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def build() -> str:
-    """Build ``shoal:VERSION`` unless it is current; return its tag."""
+def build(image: Image) -> str:
+    """Build ``NAME:VERSION`` of ``image`` unless it is current; return its tag."""
     t0 = time.monotonic()
-    ver, inputs = version(), inputs_hash()
-    tag = f"{IMAGE}:{ver}"
-    need("podman", "mmdebstrap", "runc")
+    ver, inputs = version(), inputs_hash(image)
+    tag = f"{image.name}:{ver}"
+    need("podman", "mmdebstrap", "runc", *(["mvn"] if FLINK_POM in image.files else []))
     if image_label(tag, INPUTS_LABEL) == inputs:
-        podman("tag", tag, f"{IMAGE}:latest")
+        podman("tag", tag, f"{image.name}:latest")
         step(f"{tag} is up to date (inputs {inputs})")
         return tag
     step(f"building {tag} (inputs {inputs})")
-    base = base_image()
+    base = base_image(image)
     with tempfile.TemporaryDirectory(prefix="shoal-image-") as tmp:
         context = Path(tmp)
-        wheels(base, context / "wheels")
-        shutil.copy(LOCK, context / "requirements.lock")
-        step("podman build (no network)")
+        wheels(image, base, context / "wheels")
+        shutil.copy(image.lock, context / "requirements.lock")
+        if FLINK_POM in image.files:
+            flink = context / "flink"
+            (flink / "usrlib").mkdir(parents=True)
+            for jar in flink_connector_jars():
+                shutil.copy(jar, flink / "usrlib" / jar.name)
+            shutil.copy(FLINK_ENTRYPOINT, flink / "docker-entrypoint.sh")
+        step(f"podman build of stage {image.stage} (no network)")
         t = time.monotonic()
         podman(
             "build",
@@ -153,26 +236,58 @@ def build() -> str:
             "--network", "none",
             *RUN_FLAGS,
             "--file", str(DOCKERFILE),
+            "--target", image.stage,
             "--build-arg", f"BASE={base}",
             "--build-arg", f"VERSION={ver}",
             "--build-arg", f"INPUTS={inputs}",
             "--tag", tag,
-            "--tag", f"{IMAGE}:latest",
+            "--tag", f"{image.name}:latest",
             str(context),
         )  # fmt: skip
         step(f"podman build done in {time.monotonic() - t:.0f}s")
-    # Untagged images this script left: the build stage, and earlier builds of the tag.
+    # Untagged images this script left: the build stages, and earlier builds of the tag.
     for label in ("io.shoal.stage=build", INPUTS_LABEL):
         podman("image", "prune", "--force", "--filter", f"label={label}")
     if image_label(tag, INPUTS_LABEL) != inputs:
         raise BuildError(f"{tag} was built but does not carry {INPUTS_LABEL}={inputs}")
-    step(f"built {tag} and {IMAGE}:latest in {time.monotonic() - t0:.0f}s")
+    size = podman("image", "inspect", "--format", "{{.Size}}", tag).strip()
+    step(
+        f"built {tag} and {image.name}:latest ({int(size) / 1e6:.0f} MB) "
+        f"in {time.monotonic() - t0:.0f}s"
+    )
     return tag
 
 
-def base_image() -> str:
+def flink_connector_jars() -> list[Path]:
+    """The jars of ``deploy/flink/pom.xml`` (the Kafka connector), fetched by Maven from
+    Maven Central the first time and kept under the image cache, one folder per pom."""
+    key = hashlib.sha256(FLINK_POM.read_bytes()).hexdigest()[:12]
+    libs = CACHE / f"flink-jars-{key}"
+    if libs.is_dir():
+        jars = sorted(libs.glob("*.jar"))
+        step(f"flink jars: {', '.join(j.name for j in jars)} (cached)")
+        return jars
+    step(f"flink jars: mvn dependency:copy-dependencies of {FLINK_POM.relative_to(ROOT)}")
+    t = time.monotonic()
+    partial = libs.with_name(libs.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    run(
+        "mvn", "-q", "-B", "-f", str(FLINK_POM), "dependency:copy-dependencies",
+        f"-DoutputDirectory={partial}",
+    )  # fmt: skip
+    jars = sorted(partial.glob("*.jar"))
+    if not jars:
+        raise BuildError(f"mvn fetched no jar for {FLINK_POM.relative_to(ROOT)}")
+    partial.rename(libs)
+    step(f"flink jars: {len(jars)} fetched in {time.monotonic() - t:.0f}s")
+    return sorted(libs.glob("*.jar"))
+
+
+def base_image(image: Image) -> str:
     """The imported base image's name; makes (and caches) the tarball when missing."""
-    key = hashlib.sha256(base_recipe().encode()).hexdigest()[:12]
+    recipe = base_recipe(image)
+    packages = image.packages
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     name = f"localhost/shoal-base:{SUITE}-{key}"
     if podman_ok("image", "exists", name):
         step(f"base {name} (imported already)")
@@ -181,7 +296,7 @@ def base_image() -> str:
     if tarball.exists():
         step(f"base tarball {tarball.name} (cached)")
     else:
-        step(f"base tarball: mmdebstrap {SUITE} with {' '.join(BASE_PACKAGES)} (once per recipe)")
+        step(f"base tarball: mmdebstrap {SUITE} with {' '.join(packages)} (once per recipe)")
         t = time.monotonic()
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(".partial.tar")
@@ -189,8 +304,9 @@ def base_image() -> str:
             "mmdebstrap",
             "--quiet",
             "--variant=minbase",
-            f"--include={','.join(BASE_PACKAGES)}",
+            f"--include={','.join(packages)}",
             *(f"--dpkgopt={o}" for o in DPKG_OPTS),
+            *(f"--essential-hook={hook}" for hook in image.hooks),
             SUITE,
             str(partial),
             f"deb {MIRROR}/debian {SUITE} main",
@@ -205,51 +321,56 @@ def base_image() -> str:
     return name
 
 
-def wheels(base: str, into: Path) -> None:
+def wheels(image: Image, base: str, into: Path) -> None:
     """Shoal's wheel and its dependencies' at the locked versions, made in the base."""
-    step(f"wheels: pip wheel in {base} at the versions of {LOCK.name}")
+    step(f"wheels: pip wheel of {image.requirement} in {base} at the versions of {image.lock.name}")
     t = time.monotonic()
-    pip_wheel(base, into, constrained=True)
+    pip_wheel(image, base, into, constrained=True)
     made = wheel_pins(into)
-    locked = read_lock()
+    locked = read_lock(image.lock)
     if made != locked:
         extra = sorted(set(made.items()) - set(locked.items()))
         missing = sorted(set(locked.items()) - set(made.items()))
         raise BuildError(
-            f"{LOCK.name} is out of date (resolved but not locked: {pins(extra) or 'none'}; "
+            f"{image.lock.name} is out of date (resolved but not locked: {pins(extra) or 'none'}; "
             f"locked but not resolved: {pins(missing) or 'none'}): "
             "run python deploy/docker/build.py --relock"
         )
     step(f"wheels: {len(made) + 1} made in {time.monotonic() - t:.0f}s")
 
 
-def relock() -> None:
-    """Resolve Shoal's dependencies afresh in the base and write requirements.lock."""
+def relock(image: Image) -> None:
+    """Resolve the image's dependencies afresh in its base and write its lock."""
     need("podman", "mmdebstrap", "runc")
-    base = base_image()
+    base = base_image(image)
     with tempfile.TemporaryDirectory(prefix="shoal-lock-") as tmp:
-        step("relock: pip wheel without constraints")
-        python = pip_wheel(base, Path(tmp), constrained=False)
+        step(f"relock {image.name}: pip wheel of {image.requirement} without constraints")
+        python = pip_wheel(image, base, Path(tmp), constrained=False)
         made = wheel_pins(Path(tmp))
     header = (
-        "# Exact versions of Shoal's dependencies in its container image: what `pip wheel`\n"
-        f"# resolved with the image's own Python ({python}, Debian {SUITE}). Markers such as\n"
-        "# python_full_version make this differ from a lock made on another Python.\n"
+        f"# Exact versions of the dependencies of {image.requirement} in the {image.name}\n"
+        f"# container image: what `pip wheel` resolved with the image's own Python ({python},\n"
+        f"# Debian {SUITE}). Markers such as python_full_version make this differ from a lock\n"
+        "# made on another Python.\n"
         "# deploy/docker/build.py refuses a lock that no longer matches pyproject.toml.\n"
         "# Refresh (needs PyPI): python deploy/docker/build.py --relock\n"
     )
-    LOCK.write_text(header + "".join(f"{n}=={v}\n" for n, v in sorted(made.items())))
-    step(f"relock: {len(made)} pins written to {LOCK.relative_to(ROOT)}")
+    image.lock.write_text(header + "".join(f"{n}=={v}\n" for n, v in sorted(made.items())))
+    step(f"relock {image.name}: {len(made)} pins written to {image.lock.relative_to(ROOT)}")
 
 
-def pip_wheel(base: str, into: Path, *, constrained: bool) -> str:
-    """``pip wheel`` of Shoal's sources into ``into``, run by the base image's own Python
-    (so environment markers resolve as they will in the image); returns its version.
+def pip_wheel(image: Image, base: str, into: Path, *, constrained: bool) -> str:
+    """``pip wheel`` of Shoal's sources (with the image's extra) into ``into``, run by the
+    base image's own Python (so environment markers resolve as they will in the image);
+    returns its version.
 
-    The only step with network (PyPI; pip's cache under the image cache keeps a second
-    build local). pip in the container trusts what this machine trusts. The sources are
-    copied first: setuptools builds in the source tree and keeps stale files of earlier
-    builds there, so the wheel holds exactly what the inputs hash saw.
+    Uses the network (PyPI; pip's cache under the image cache keeps a second build
+    local). pip in the container trusts what this machine trusts. The sources are copied
+    first: setuptools builds in the source tree and keeps stale files of earlier builds
+    there, so the wheel holds exactly what the inputs hash saw. ``--use-pep517`` builds
+    the few dependencies PyPI has only as sources (the flink extra's docopt, crcmod)
+    in isolated environments: the base's venv has no ``wheel`` package for the legacy
+    ``setup.py bdist_wheel``.
     """
     into.mkdir(parents=True, exist_ok=True)
     pip_cache = CACHE / "pip"
@@ -262,7 +383,8 @@ def pip_wheel(base: str, into: Path, *, constrained: bool) -> str:
                 shutil.copy(path, src / top)
             else:
                 shutil.copytree(path, src / top, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
-        shutil.copy(LOCK, src / "requirements.lock")
+        if constrained:
+            shutil.copy(image.lock, src / "requirements.lock")
         mounts = ["-v", f"{src}:/src", "-v", f"{into}:/wheels", "-v", f"{pip_cache}:/pip-cache"]
         env = ["-e", "PIP_CACHE_DIR=/pip-cache", "-e", "PIP_DISABLE_PIP_VERSION_CHECK=1"]
         if HOST_CA.is_file():
@@ -274,7 +396,8 @@ def pip_wheel(base: str, into: Path, *, constrained: bool) -> str:
         constraint = "--constraint /src/requirements.lock" if constrained else ""
         script = (
             "set -e; python3 -m venv /tmp/venv; "
-            f"/tmp/venv/bin/pip wheel --quiet --wheel-dir /wheels {constraint} /src; "
+            f"/tmp/venv/bin/pip wheel --quiet --use-pep517 --wheel-dir /wheels {constraint} "
+            f"'/src{'[' + image.extra + ']' if image.extra else ''}'; "
             "python3 -c \"import sys; print('%d.%d.%d' % sys.version_info[:3])\""
         )
         out = podman(
@@ -300,10 +423,10 @@ def wheel_pins(folder: Path) -> dict[str, str]:
     return out
 
 
-def read_lock() -> dict[str, str]:
-    """``{name: version}`` of requirements.lock."""
+def read_lock(lock: Path) -> dict[str, str]:
+    """``{name: version}`` of a lock file."""
     out: dict[str, str] = {}
-    for line in LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, ver = line.partition("==")

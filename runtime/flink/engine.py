@@ -48,6 +48,7 @@ class FlinkEngine:
             checkpoint_dir=home.home / "flink" / "checkpoints",
             output_partitions=request.partitions,
             jar_cache=home.cache / "flink",
+            jar_dir=home.flink_jars,
         )
         should_stop = stop_on_signals(request.seconds)
         where = f"Flink cluster {jobmanager}" if jobmanager else "a local Flink mini cluster"

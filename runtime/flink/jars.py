@@ -1,7 +1,11 @@
-"""The Kafka connector jar: fetched once from Maven Central through ``deploy/flink/pom.xml``.
+"""The Kafka connector jar: fetched once from Maven Central through ``deploy/flink/pom.xml``,
+or found in a folder that holds it already (``SHOAL_FLINK_JARS``; the ``shoal-flink``
+image has no Maven and carries the jar in ``/opt/flink/usrlib``).
 
 The connector is versioned per Flink minor release (``5.0.0-2.2`` is for Flink 2.2);
-the pom's ``flink.version`` must be the installed apache-flink's ``MAJOR.MINOR``.
+the pom's ``flink.version`` must be the installed apache-flink's ``MAJOR.MINOR``, and so
+must a bundled connector's suffix. A job submitted to a remote cluster also takes the
+installed distribution's ``flink-python`` jar along (``python_jar``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from runtime.settings import REPO_ROOT
 
 POM = REPO_ROOT / "deploy" / "flink" / "pom.xml"
 _FLINK_VERSION = re.compile(r"<flink\.version>([^<]+)</flink\.version>")
+# flink-sql-connector-kafka-5.0.0-2.2.jar: the connector's release, then Flink's MAJOR.MINOR
+_CONNECTOR_JAR = re.compile(r"^flink-(?:sql-)?connector-kafka-[^-]+-(?P<flink>\d+\.\d+)\.jar$")
 
 
 def installed_flink_version() -> str:
@@ -84,3 +90,44 @@ def connector_jars(cache: Path, pom: Path = POM, *, flink_version: str | None = 
         raise ConfigError("Maven could not fetch Flink's Kafka connector:\n" + "\n".join(tail))
     marker.write_text(pom_text)
     return sorted(libs.glob("*.jar"))
+
+
+def bundled_jars(folder: Path, *, flink_version: str | None = None) -> list[Path]:
+    """The jars in ``folder`` (``SHOAL_FLINK_JARS``), which must hold the Kafka connector
+    for the installed Flink's ``MAJOR.MINOR``.
+
+    Raises:
+        ConfigError: no Kafka connector jar there, or one for another Flink release.
+    """
+    jars = sorted(folder.glob("*.jar"))
+    connectors = [(j, m) for j in jars if (m := _CONNECTOR_JAR.match(j.name)) is not None]
+    if not connectors:
+        raise ConfigError(
+            f"SHOAL_FLINK_JARS={folder} holds no Flink Kafka connector jar "
+            "(flink-sql-connector-kafka-VERSION-FLINK.jar); unset it to fetch one with Maven"
+        )
+    want = ".".join((flink_version or installed_flink_version()).split(".")[:2])
+    for jar, match in connectors:
+        if match["flink"] != want:
+            raise ConfigError(
+                f"{jar} is a Kafka connector for Flink {match['flink']}, but Flink {want} "
+                "is installed"
+            )
+    return jars
+
+
+def python_jar() -> Path:
+    """Flink's Python operators (``opt/flink-python-VERSION.jar`` of the installed pyflink
+    distribution), which a job with Python functions needs on the cluster.
+
+    Raises:
+        ConfigError: pyflink is not installed, or its distribution has no such jar.
+    """
+    from runtime.flink.cluster import pyflink_home
+
+    found = sorted((pyflink_home() / "opt").glob("flink-python-*.jar"))
+    if len(found) != 1:
+        raise ConfigError(
+            f"expected one flink-python jar in {pyflink_home() / 'opt'}, found {len(found)}"
+        )
+    return found[0]

@@ -91,6 +91,8 @@ class FlinkOptions:
         restart_delay_ms: wait before a restart.
         output_partitions: partitions of sink topics created here.
         jar_cache: where the Kafka connector jar is kept.
+        jar_dir: a folder that holds the Kafka connector jar already (used instead of
+            fetching it into ``jar_cache``); default: ``SHOAL_FLINK_JARS``.
         transaction_timeout_ms: Kafka transaction timeout of the sinks (at most the
             broker's ``transaction.max.timeout.ms``, 15 minutes by default).
         from_cluster: the cluster's own configuration decides jars, checkpoints, state
@@ -113,6 +115,7 @@ class FlinkOptions:
     restart_delay_ms: int = 1000
     output_partitions: int = 4
     jar_cache: Path = field(default_factory=lambda: load_settings().cache / "flink")
+    jar_dir: Path | None = field(default_factory=lambda: load_settings().flink_jars)
     transaction_timeout_ms: int = 600_000
     from_cluster: bool = False
     kafka_properties: Mapping[str, str] = field(default_factory=dict, repr=False)

@@ -25,7 +25,7 @@ from runtime.api.admin import TopicSpec
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
-from runtime.flink.jars import connector_jars
+from runtime.flink.jars import bundled_jars, connector_jars, python_jar
 from runtime.flink.options import FlinkConnectors, FlinkOptions, parse_jobmanager, require_pyflink
 from runtime.settings import REPO_ROOT
 
@@ -69,6 +69,10 @@ def flink_config(
 ) -> dict[str, str]:
     """The Flink configuration of one run (strings, as Flink's ``Configuration`` takes them)."""
     checkpoints = (options.checkpoint_dir / job.name).resolve()
+    if options.jobmanager is not None:
+        # A session cluster need not have Flink's Python operators on its class path (a
+        # distribution keeps them in opt/): ship them with the job, as `flink run -py` does.
+        jars = [*jars, python_jar()]
     config = {
         "pipeline.name": job.name,
         "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars),
@@ -122,7 +126,12 @@ def build_environment(
 ) -> tuple[Any, Any, str | None]:
     """A Flink environment with ``job`` translated into it; also its translation and the
     checkpoint it resumes from (or ``None``)."""
-    jars = [] if options.from_cluster else connector_jars(options.jar_cache)
+    if options.from_cluster:
+        jars = []
+    elif options.jar_dir is not None:
+        jars = bundled_jars(options.jar_dir)
+    else:
+        jars = connector_jars(options.jar_cache)
     pythonpath = python_path((Path.cwd(),))
     # Read when the gateway's JVM starts (thread mode: its embedded Python; process mode:
     # the Python workers it launches).

@@ -32,7 +32,13 @@ from runtime.flink.functions import (
     TimerPair,
     shoal_watermark,
 )
-from runtime.flink.jars import POM, check_pom_matches, installed_flink_version
+from runtime.flink.jars import (
+    POM,
+    bundled_jars,
+    check_pom_matches,
+    installed_flink_version,
+    python_jar,
+)
 from runtime.flink.process import ProcessStep
 from runtime.flink.windows import WindowStep
 from tests.unit.flink_fakes import LONG_MAX, FakeKeyedOperator, Output
@@ -350,6 +356,46 @@ def test_connector_pom_matches_the_installed_flink() -> None:
     check_pom_matches(POM.read_text(), installed_flink_version())
     with pytest.raises(ConfigError, match="apache-flink 1.20.0 is installed"):
         check_pom_matches(POM.read_text(), "1.20.0")
+
+
+def test_bundled_connector_must_be_there_and_for_this_flink(tmp_path: Path) -> None:
+    # What the shoal-flink image carries in /opt/flink/usrlib (SHOAL_FLINK_JARS).
+    with pytest.raises(ConfigError, match="holds no Flink Kafka connector jar"):
+        bundled_jars(tmp_path, flink_version="2.2.1")
+    (tmp_path / "other.jar").write_bytes(b"")
+    with pytest.raises(ConfigError, match="holds no Flink Kafka connector jar"):
+        bundled_jars(tmp_path, flink_version="2.2.1")
+    connector = tmp_path / "flink-sql-connector-kafka-5.0.0-2.2.jar"
+    connector.write_bytes(b"")
+    assert bundled_jars(tmp_path, flink_version="2.2.1") == [connector, tmp_path / "other.jar"]
+    with pytest.raises(ConfigError, match="for Flink 2.2, but Flink 2.3 is installed"):
+        bundled_jars(tmp_path, flink_version="2.3.0")
+
+
+def test_settings_name_the_bundled_connector_folder(tmp_path: Path) -> None:
+    from runtime.settings import load_settings
+
+    assert load_settings({}).flink_jars is None
+    assert load_settings({"SHOAL_FLINK_JARS": str(tmp_path)}).flink_jars == tmp_path
+    options = flink_options.FlinkOptions(bootstrap="x", jar_dir=tmp_path)
+    assert options.jar_dir == tmp_path
+
+
+def test_a_remote_cluster_gets_flinks_python_operators_with_the_job(tmp_path: Path) -> None:
+    from runtime.flink.submit import flink_config
+
+    jar = python_jar()
+    assert jar.name == f"flink-python-{installed_flink_version()}.jar" and jar.is_file()
+    connector = tmp_path / "flink-sql-connector-kafka-5.0.0-2.2.jar"
+    job = build_user_counts_job()
+    local = flink_options.FlinkOptions(bootstrap="x", checkpoint_dir=tmp_path)
+    remote = flink_options.FlinkOptions(
+        bootstrap="x", checkpoint_dir=tmp_path, jobmanager="127.0.0.1:8081"
+    )
+    assert flink_config(job, local, [connector], "")["pipeline.jars"] == connector.as_uri()
+    config = flink_config(job, remote, [connector], "")
+    assert config["pipeline.jars"] == f"{connector.as_uri()};{jar.resolve().as_uri()}"
+    assert (config["execution.target"], config["rest.port"]) == ("remote", "8081")
 
 
 def test_missing_pyflink_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

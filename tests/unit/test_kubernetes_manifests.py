@@ -629,6 +629,12 @@ def test_flink_deployment_runs_the_launcher_on_the_shoal_flink_image(
     assert re.search(
         rf"flink-python-{re.escape(flink_version)}\.\d+\.jar$", image["flink_python_jar"]
     )
+    # The image installs apache-flink at the version of its lock, whose jar this names.
+    lock = (DEPLOY / "docker" / "requirements-flink.lock").read_text()
+    (installed,) = re.findall(r"^apache-flink==(\S+)$", lock, flags=re.MULTILINE)
+    assert Path(image["flink_python_jar"]).name == f"flink-python-{installed}.jar"
+    assert image["flink_python_jar"].startswith(image["flink_home"] + "/")
+    assert image["kafka_connector_jar"].startswith(image["flink_home"] + "/usrlib/")
     pod = flink["podTemplate"]["spec"]
     assert pod["securityContext"]["fsGroup"] == image["gid"]
 
@@ -647,6 +653,11 @@ def test_flink_deployment_runs_the_launcher_on_the_shoal_flink_image(
     # from the mounted client.properties, user and password from the Secret.
     (container,) = pod["containers"]
     assert container["name"] == "flink-main-container"
+    # The operator's native mode starts kubernetes.entry.path, by default Flink's
+    # /docker-entrypoint.sh: the image's own entrypoint is there.
+    assert "command" not in container and "args" not in container
+    assert "kubernetes.entry.path" not in conf
+    assert image["entrypoint"] == "/docker-entrypoint.sh"
     mounts = mount_files(pod, container, tmp_path)
     env = container_env(container, "shoal-qoe-flink-jobmanager")
     for name, value in env.items():
