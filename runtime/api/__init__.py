@@ -9,6 +9,7 @@ from runtime.api.errors import (
     StateError,
     UserFunctionError,
 )
+from runtime.api.evolution import StateSchema
 from runtime.api.functions import (
     AggregateFunction,
     KeyedProcessFunction,
@@ -37,6 +38,7 @@ __all__ = [
     "RecordError",
     "ShoalError",
     "StateError",
+    "StateSchema",
     "Stream",
     "UserFunctionError",
     "ValueState",
