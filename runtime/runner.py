@@ -319,6 +319,14 @@ class KafkaRunner:
             repartition_partitions=self.input_partitions,
             app=app,
         )
+        # -- hook: savepoints and stops through <group>.control (runtime.engine.control)
+        from runtime.savepoint.wiring import attach_control
+
+        self.control = attach_control(
+            client, admin, app, job, bindings, self.worker, self.source,
+            worker_id=worker_id, partitions=self.input_partitions,
+            replication=config.replication_factor,
+        )  # fmt: skip
 
     def _on_assign(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         assert self.worker is not None
@@ -344,7 +352,13 @@ class KafkaRunner:
         # On failure nothing is closed gracefully: closing would commit or flush
         # state of a half-done batch. The caller exits; the restart replays from the
         # last committed checkpoint.
-        self.worker.run(self.source, should_stop=should_stop, on_tick=on_tick, tick_s=tick_s)
+        control = self.control  # hook: a stop command ends the loop like a signal
+        self.worker.run(
+            self.source,
+            should_stop=lambda: should_stop() or control.should_stop(),
+            on_tick=on_tick,
+            tick_s=tick_s,
+        )
         self.close()
 
     def close(self) -> None:
@@ -361,3 +375,4 @@ class KafkaRunner:
             for sink in self.external.values():
                 sink.close()
             self.codecs.close()
+            self.control.close()  # hook: the control topic's clients

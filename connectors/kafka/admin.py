@@ -60,6 +60,7 @@ class GroupMember:
     client_id: str
     host: str
     partitions: tuple[tuple[str, int], ...] = ()
+    member_id: str = ""
 
 
 class KafkaAdmin:
@@ -207,6 +208,7 @@ class KafkaAdmin:
                         for tp in (m.assignment.topic_partitions if m.assignment else [])
                     )
                 ),
+                m.member_id,
             )
             for m in desc.members or []
         ]

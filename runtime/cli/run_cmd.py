@@ -220,6 +220,27 @@ class LiveView:
     help="A folder of the job's own *.avsc record schemas (repeatable; also "
     "SHOAL_SCHEMA_PATH), beside the built-in ones.",
 )
+@click.option(
+    "--from-savepoint",
+    "from_savepoint",
+    default=None,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Start with the state and offsets of this savepoint (shoal savepoint / stop "
+    "--savepoint). The job is compared with it first; an incompatible change is reported "
+    "one line per step (exit code 2) and nothing starts. The group must have no live workers.",
+)
+@click.option(
+    "--rename",
+    "renames",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="With --from-savepoint: the savepoint's stateful step OLD is the job's step NEW.",
+)
+@click.option(
+    "--allow-dropped-state",
+    is_flag=True,
+    help="With --from-savepoint: leave behind the state of steps the job no longer has.",
+)
 @kafka_options
 @wire_options
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
@@ -246,6 +267,9 @@ def run(
     tick: float,
     replication_factor: int | None,
     schema_dirs: tuple[Path, ...],
+    from_savepoint: Path | None,
+    renames: tuple[str, ...],
+    allow_dropped_state: bool,
     quiet: bool,
 ) -> None:
     """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
@@ -268,6 +292,10 @@ def run(
     bindings = Bindings.for_job(job, binds)
     wire = resolve_wire()
     if engine == "flink" or jobmanager:
+        if from_savepoint is not None:
+            raise ConfigError(
+                "--from-savepoint starts Shoal's own workers: leave out --engine flink"
+            )
         if wire.registry is not None:
             raise ConfigError(
                 "the Flink engine writes single-object Avro only: leave out --schema-registry "
@@ -287,6 +315,13 @@ def run(
             partitions=partitions,
         )
         return
+    if from_savepoint is not None:  # hook: seed the group before any worker starts
+        _start_from_savepoint(
+            client, job, bindings, group, from_savepoint, renames, allow_dropped_state,
+            partitions, replication_factor,
+        )  # fmt: skip
+    elif renames or allow_dropped_state:
+        raise ConfigError("--rename and --allow-dropped-state go with --from-savepoint")
     autoscale = _autoscale(client, job, bindings, group, workers, min_workers, max_workers)
     if autoscale is not None:
         workers = max(workers, autoscale.rule.min_workers)
@@ -306,6 +341,7 @@ def run(
             global_args=argv[:at],
             base=explicit or worker_base(settings())[0],
             autoscale=autoscale,
+            control=(client, group or job.name),
         )
         return
     config = RunConfig(
@@ -460,7 +496,50 @@ def _watchdog(worker: Any, stall_timeout: float, name: str) -> None:
     threading.Thread(target=watch, name="shoal-watchdog", daemon=True).start()
 
 
-_SUPERVISOR_OPTIONS = ("--workers", "--min-workers", "--max-workers")
+_SUPERVISOR_OPTIONS = (
+    "--workers",
+    "--min-workers",
+    "--max-workers",
+    # the supervisor seeds the group from a savepoint once, before its workers start
+    "--from-savepoint",
+    "--rename",
+)
+_SUPERVISOR_FLAGS = ("--allow-dropped-state",)
+
+
+def _start_from_savepoint(
+    client: Any,
+    job: Job,
+    bindings: Bindings,
+    group: str | None,
+    path: Path,
+    renames: tuple[str, ...],
+    allow_dropped: bool,
+    partitions: int,
+    replication_factor: int | None,
+) -> None:
+    """Check the job against the savepoint and seed its group; exit 2 on problems."""
+    from runtime.savepoint.restore import parse_renames, start_from_savepoint
+
+    problems = start_from_savepoint(
+        client,
+        job,
+        bindings,
+        group or job.name,
+        path,
+        renames=parse_renames(renames),
+        allow_dropped=allow_dropped,
+        output_partitions=partitions,
+        replication=(
+            replication_factor if replication_factor is not None else settings().replication_factor
+        ),
+        echo=lambda line: click.echo(line, err=True),
+    )
+    if problems:
+        click.echo(f"error: {job.name} cannot start from {path}; nothing was written:", err=True)
+        for line in problems:
+            click.echo(f"  {line}", err=True)
+        sys.exit(2)
 
 
 def _strip_workers(args: list[str]) -> list[str]:
@@ -472,6 +551,8 @@ def _strip_workers(args: list[str]) -> list[str]:
             continue
         if a in _SUPERVISOR_OPTIONS:
             skip = True
+            continue
+        if a in _SUPERVISOR_FLAGS:
             continue
         if a.startswith(tuple(f"{o}=" for o in _SUPERVISOR_OPTIONS)):
             continue

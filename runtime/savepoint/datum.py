@@ -84,7 +84,11 @@ DATUM: dict[str, Any] = {
                         }
                     ],
                 },
-                {"type": "record", "name": "BigInt", "fields": [{"name": "bigint", "type": "bytes"}]},
+                {
+                    "type": "record",
+                    "name": "BigInt",
+                    "fields": [{"name": "bigint", "type": "bytes"}],
+                },
                 {
                     "type": "record",
                     "name": "Object",
@@ -133,7 +137,10 @@ def _inner(value: Any) -> Any:
         return {"map": [{"key": to_datum(k), "value": to_datum(v)} for k, v in value.items()]}
     state_type = _BY_CLASS.get(kind)
     if state_type is not None:
-        return {"type": state_type.name, "fields": [to_datum(f) for f in state_type.to_fields(value)]}
+        return {
+            "type": state_type.name,
+            "fields": [to_datum(f) for f in state_type.to_fields(value)],
+        }
     raise StateError(f"a state value of type {kind.__name__} cannot be written to a savepoint")
 
 

@@ -165,7 +165,7 @@ class Savepoint:
         Raises:
             ConfigError: the savepoint holds no state of that step.
         """
-        entry = self.manifest.state.get(step)
+        entry: dict[str, Any] | None = self.manifest.state.get(step)
         if entry is None:
             have = ", ".join(sorted(self.manifest.state)) or "none"
             raise ConfigError(f"savepoint {self.path} has no state of step {step!r} (has: {have})")

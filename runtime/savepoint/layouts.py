@@ -43,7 +43,7 @@ def row_schema(layout: str, step: str, value_schema: Any | None) -> dict[str, An
 
     Args:
         layout: ``session``, ``fixed`` or ``process``.
-        step: the step's name (names the record).
+        step: the step's name (for errors).
         value_schema: the declared accumulator schema, or ``None`` (a ``Datum``).
 
     Raises:
@@ -51,7 +51,6 @@ def row_schema(layout: str, step: str, value_schema: Any | None) -> dict[str, An
     """
     acc: Any = value_schema if value_schema is not None else DATUM_NAME
     key = {"name": "key", "type": DATUM}
-    name = "Row_" + "".join(c if c.isalnum() else "_" for c in step)
     if layout == "session":
         fields = [
             key,
@@ -72,7 +71,8 @@ def row_schema(layout: str, step: str, value_schema: Any | None) -> dict[str, An
         ]
     else:
         raise StateError(f"step {step!r}: unknown state layout {layout!r}")
-    return {"type": "record", "name": name, "namespace": "shoal.savepoint", "fields": fields}
+    # One record name for every step: a renamed step's rows still resolve by Avro's rules.
+    return {"type": "record", "name": "Row", "namespace": "shoal.savepoint", "fields": fields}
 
 
 def _acc_out(acc: Any, typed: bool) -> Any:
