@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from functools import partial
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,11 +35,10 @@ from connectors.avro.schema_tree import normalize
 from connectors.avro.validation import find_violation
 from connectors.kafka.admin import KafkaAdmin
 from connectors.kafka.config import KafkaClientConfig
-from connectors.kafka.control import commit_group_offsets
+from connectors.kafka.control import commit_group_offsets, iter_partition
 from connectors.kafka.sink import KafkaSink
-from connectors.kafka.transport import ChangelogReader
 from runtime.api.bindings import Bindings
-from runtime.api.errors import ConfigError, StateError
+from runtime.api.errors import ConfigError, ConnectorError, StateError
 from runtime.api.job import Job
 from runtime.engine.repartition import partition_for
 from runtime.engine.worker import key_bytes
@@ -169,17 +169,21 @@ def seed_group(
     seq = 1 + max((_seq(m) for _, m in existing.values()), default=0)
     ckpt = f"savepoint-{secrets.token_hex(4)}"
     sink = KafkaSink(client)
-    reader = ChangelogReader(client)
     written = 0
-    for step in description.get("steps", []):
-        if "layout" not in step:
-            continue
-        topic = changelog_name(group, step["name"])
-        tasks = state.steps.get(step["name"], {})
+    stateful = [s["name"] for s in description.get("steps", []) if "layout" in s]
+    # Topics made a moment ago may not have a leader yet: ask until they answer.
+    ends = _retry(
+        lambda: admin.end_offsets(
+            [(changelog_name(group, s), t) for s in stateful for t in range(partitions)]
+        )
+    )
+    for name in stateful:
+        topic = changelog_name(group, name)
+        tasks = state.steps.get(name, {})
         for tid in range(partitions):
             records = tasks.get(tid, [])
             keep = {k for k, _ in records}
-            for key, _value, _off in reader.read(topic, tid):
+            for key, _value in iter_partition(client, topic, tid, ends.get((topic, tid), 0)):
                 if key not in keep:
                     keep.add(key)
                     sink.write(topic, key, None, None, partition=tid)
@@ -188,7 +192,7 @@ def seed_group(
             written += len(records)
         sink.flush()
         if tasks:
-            echo(f"  {step['name']}: {sum(len(r) for r in tasks.values()):,} keys written")
+            echo(f"  {name}: {sum(len(r) for r in tasks.values()):,} keys written")
     sink.close()
     now = time.time_ns() // 1_000_000
     offsets: dict[tuple[str, int], tuple[int, str]] = {}
@@ -215,7 +219,8 @@ def seed_group(
             continue
         topic = repartition_name(group, step["name"])
         saved = sp.manifest.repartition.get(inverse.get(step["name"], step["name"]), {})
-        ends = admin.end_offsets([(topic, p) for p in range(partitions)])
+        pairs = [(topic, p) for p in range(partitions)]
+        ends = _retry(partial(admin.end_offsets, pairs))
         for p in range(partitions):
             info = (
                 saved.get("partitions", {}).get(str(p))
@@ -227,6 +232,16 @@ def seed_group(
     commit_group_offsets(client, group, offsets)
     echo(f"  offsets of {len(offsets)} partitions committed as checkpoint {seq}.{ckpt}")
     return ckpt
+
+
+def _retry(call: Callable[[], Any], attempts: int = 20) -> Any:
+    """``call()``, asked again for a while when the cluster is not ready yet."""
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except ConnectorError:
+            time.sleep(0.5)
+    return call()
 
 
 def _seq(meta: str) -> int:
