@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from functools import partial
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from connectors.avro.schema_tree import normalize
@@ -316,6 +316,11 @@ def start_from_savepoint(
         allow_dropped=allow_dropped,
         partitions=partitions,
     )
+    if not plan.ok:
+        return plan.problems
+    state = load_state(sp, plan, job, description, partitions)
+    if state.problems:
+        return state.problems
     echo(
         f"from savepoint {path} ({sp.manifest.job}, group {sp.manifest.group}, "
         f"{sp.manifest.partitions} tasks) into group {group} ({partitions} tasks):"
@@ -324,11 +329,6 @@ def start_from_savepoint(
         echo(f"  {step.line()}")
     for note in plan.notes:
         echo(f"  note: {note}")
-    if not plan.ok:
-        return plan.problems
-    state = load_state(sp, plan, job, description, partitions)
-    if state.problems:
-        return state.problems
     ensure_topics(job, bindings, admin, output_partitions, group, replication)
     seed_group(
         client,
