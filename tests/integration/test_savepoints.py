@@ -235,7 +235,7 @@ def test_savepoint_upgrade_rescale_refusal_rollback(kafka: str, tmp_path: Path) 
     ref_v1 = {k: {f: v for f, v in r.items() if f != "errors"} for k, r in ref.items()}
     ends_a = a.outputs["sessions-out"]["partitions"]
     before_a = keyed(outputs(kafka, out, ends_a))
-    assert set(before_a) < set(before_b)
+    assert set(before_a) <= set(before_b)
     back = WorkerPool(f"{JOBS}:v1", kafka, unique("sp-back"),
                       [f"playback={playback}", f"sessions-out={out4}", f"dead-letters={out4}.dead"],
                       tmp_path / "back", extra=[*common, "--from-savepoint", str(sp_a)])  # fmt: skip
