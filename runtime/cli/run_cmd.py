@@ -120,7 +120,8 @@ class LiveView:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Worker processes in the job's consumer group.",
+    help="Worker processes in the job's consumer group, under a supervisor that restarts "
+    "them and that shoal scale JOB N changes (given explicitly, also for 1).",
 )
 @click.option(
     "--min-workers",
@@ -325,7 +326,12 @@ def run(
     autoscale = _autoscale(client, job, bindings, group, workers, min_workers, max_workers)
     if autoscale is not None:
         workers = max(workers, autoscale.rule.min_workers)
-    if workers > 1 or autoscale is not None:
+    # An explicit --workers (even 1) runs a supervisor, which shoal scale can change.
+    explicit_workers = (
+        click.get_current_context().get_parameter_source("workers")
+        is click.core.ParameterSource.COMMANDLINE
+    )
+    if workers > 1 or autoscale is not None or explicit_workers:
         from runtime.cli.supervisor import supervise
 
         # Options before ``run`` (e.g. -v) are the program's; the rest are run's own.

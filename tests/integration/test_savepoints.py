@@ -236,9 +236,9 @@ def test_savepoint_upgrade_rescale_refusal_rollback(kafka: str, tmp_path: Path) 
     ends_a = a.outputs["sessions-out"]["partitions"]
     before_a = keyed(outputs(kafka, out, ends_a))
     assert set(before_a) <= set(before_b)
-    back = WorkerPool(f"{JOBS}:v1", kafka, unique("sp-back"),
-                      [f"playback={playback}", f"sessions-out={out4}", f"dead-letters={out4}.dead"],
-                      tmp_path / "back", extra=[*common, "--from-savepoint", str(sp_a)])  # fmt: skip
+    binds4 = [f"playback={playback}", f"sessions-out={out4}", f"dead-letters={out4}.dead"]
+    back = WorkerPool(f"{JOBS}:v1", kafka, unique("sp-back"), binds4, tmp_path / "back",
+                      extra=[*common, "--from-savepoint", str(sp_a)])  # fmt: skip
     back.start(0)
     try:
         wait_sessions(kafka, out4, len(ref) - len(before_a), back, 300)
@@ -258,3 +258,40 @@ def test_savepoint_upgrade_rescale_refusal_rollback(kafka: str, tmp_path: Path) 
     assert shoal(tmp_path, "state", "diff", str(sp_b), str(sp_b)).returncode == 0
     diff = shoal(tmp_path, "state", "diff", str(sp_a), str(sp_b))
     assert diff.returncode == 1 and "sessions:" in diff.stdout
+
+
+def test_scale_and_stop_a_supervised_job(kafka: str, tmp_path: Path) -> None:
+    playback, out = unique("sc-in"), unique("sc-out")
+    admin = KafkaAdmin(kafka)
+    admin.ensure_topics([TopicSpec(playback, PARTITIONS)])
+    config = GeneratorConfig(seed=9, users=50, late_rate=0.0, malformed_rate=0.0,
+                             bad_timestamp_rate=0.0, interaction_ratio=0.0)  # fmt: skip
+    records = [r for r in Generator(config).take(3000) if r.stream == "playback"]
+    producer = Producer(kafka, playback, records, 50_000.0)
+    producer.run()
+    group = unique("sc")
+    pool = WorkerPool(f"{JOBS}:v1", kafka, group,
+                      [f"playback={playback}", f"sessions-out={out}", f"dead-letters={out}.dead"],
+                      tmp_path, extra=["--workers", "1", "--state", "memory"])  # fmt: skip
+    pool.start(0)
+    try:
+        wait_members(admin, group, 1, pool)
+        up = shoal(tmp_path, "scale", "sp_sessions", "3", "--group", group, "--bootstrap", kafka)
+        assert up.returncode == 0 and "1 -> 3 workers" in up.stdout, up.stderr + pool.log_tail()
+        wait_members(admin, group, 3, pool)
+        down = shoal(tmp_path, "scale", "sp_sessions", "2", "--group", group, "--bootstrap", kafka)
+        assert down.returncode == 0 and "3 -> 2 workers" in down.stdout, down.stderr
+        deadline = time.monotonic() + 120
+        while len(admin.group_members(group)) != 2:
+            assert time.monotonic() < deadline, pool.log_tail()
+            time.sleep(0.5)
+        stopped = shoal(tmp_path, "stop", "sp_sessions", "--group", group, "--bootstrap", kafka)
+        assert stopped.returncode == 0, stopped.stderr + pool.log_tail()
+        # The supervisor exits once its workers stopped, with exit code 0.
+        assert pool.procs[0].wait(timeout=60) == 0, pool.log_tail()
+        assert admin.group_members(group) == []
+        nobody = shoal(tmp_path, "stop", "sp_sessions", "--group", group, "--bootstrap", kafka)
+        assert nobody.returncode == 1 and "no live workers" in nobody.stderr
+    finally:
+        for slot in pool.alive():
+            pool.kill(slot)

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from runtime.api.errors import ConfigError, StateError
+from runtime.engine.describe import describe_job
 from runtime.savepoint.datum import DATUM, from_datum, json_ready, to_datum
 from runtime.savepoint.format import FORMAT_VERSION, Savepoint, SavepointWriter
 from runtime.savepoint.layouts import entries_from_rows, row_schema, rows_from_entries
 from runtime.savepoint.take import write_savepoint
-from runtime.state.memory import MemoryStore
 from runtime.state.base import StoreId
-from runtime.engine.describe import describe_job
+from runtime.state.memory import MemoryStore
 from tests.integration import savepoint_jobs
 
 VALUES: list[Any] = [
