@@ -97,12 +97,23 @@ class ControlTopic:
             if not from_start:
                 # The end now, read at once: commands written before this reader
                 # existed are never acted on (the topic keeps the last one).
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, 0), 30)
-                start = max(high, 0)
+                start = self._end(topic)
             self._consumer.assign([TopicPartition(topic, 0, start)])
         except KafkaException as exc:
             raise ConnectorError(f"cannot open control topic {topic}: {exc}") from exc
         self.at_end = False
+
+    def _end(self, topic: str) -> int:
+        """The topic's end offset; a topic made a moment ago may lack a leader for a while."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, 0), 10)
+                return max(int(high), 0)
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
 
     def send(self, key: str, value: Mapping[str, Any] | None) -> None:
         """Write one record (``None``: a tombstone) and wait until it is stored.
