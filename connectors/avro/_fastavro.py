@@ -304,4 +304,3 @@ def read_container(fo: IO[bytes], reader_schema: Any | None = None) -> tuple[Any
     except Exception as exc:
         raise ConfigError(f"not an Avro container file: {exc}") from exc
     return reader.writer_schema, iter(reader)
-

@@ -99,7 +99,8 @@ def wait_sessions(kafka: str, topic: str, want: int, pool: WorkerPool, timeout_s
     try:
         while len(seen) < want:
             assert time.monotonic() < deadline, (
-                f"{len(seen)} of {want} sessions after {timeout_s}s\n" + pool.log_tail())
+                f"{len(seen)} of {want} sessions after {timeout_s}s\n" + pool.log_tail()
+            )
             assert not pool.crashed(), pool.log_tail()
             for row in decoded(source.poll(5000, 0.5), ""):
                 if not row["user_id"].startswith(SENTINEL):

@@ -128,8 +128,14 @@ def committed(partitions: int = 2) -> dict[tuple[str, int], tuple[int, str]]:
 
 
 def take(tmp_path: Path, logs: dict[tuple[str, int], list[Any]], partitions: int = 2) -> Savepoint:
-    write_savepoint(tmp_path / "sp", description(partitions=partitions), committed(partitions),
-                    lambda topic, p: logs.get((topic, p), []), outputs={"x": 1}, command="c1")
+    write_savepoint(
+        tmp_path / "sp",
+        description(partitions=partitions),
+        committed(partitions),
+        lambda topic, p: logs.get((topic, p), []),
+        outputs={"x": 1},
+        command="c1",
+    )
     return Savepoint(tmp_path / "sp")  # fmt: skip
 
 
