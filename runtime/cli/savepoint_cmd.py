@@ -68,7 +68,8 @@ def savepoint(
 
     Every worker pauses its inputs, the repartition topics drain, the workers hold at
     one checkpoint while their committed state and offsets are written to the folder,
-    then they resume. Fails naming the worker that did not answer.
+    then they resume. Fails naming the worker that did not answer. Of a stopped job
+    (no live workers) its last checkpoint is taken, if nothing is in flight.
     """
     coordinator = _coordinator(job, group, bootstrap, timeout)
     try:

@@ -191,11 +191,13 @@ class Coordinator:
         desc = self.description()
         op = "stop" if stop else "savepoint"
         members = self.members()
-        if not members:
-            raise ConfigError(f"group {self.group!r} has no live workers: start the job first")
         dest = Path(dest)
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise ConfigError(f"savepoint folder {dest} exists and is not empty")
+        if not members:
+            if stop:
+                raise ConfigError(f"group {self.group!r} has no live workers")
+            return self._offline(desc, dest)
         self.echo(f"{op} {self.cmd_id}: {len(members)} workers of {desc.get('job')} ({self.group})")
         try:
             manifest = self._take(desc, members, dest)
@@ -240,6 +242,22 @@ class Coordinator:
                 f"{left_ or 'none'}); nothing written, try again"
             )
         self.echo("  workers hold at one cut; writing the savepoint")
+        return self._write(desc, dest)
+
+    def _offline(self, desc: Mapping[str, Any], dest: Path) -> Manifest:
+        """A stopped job's committed checkpoint is a cut when nothing is in flight."""
+        left = self.in_flight(desc)
+        if left:
+            raise ConfigError(
+                f"group {self.group!r} has no live workers and its repartition topics hold "
+                f"records it has not consumed ({left[:3]}): start the job and take the "
+                "savepoint while it runs"
+            )
+        self.echo(f"savepoint of the stopped job {desc.get('job')} ({self.group})")
+        return self._write(desc, dest)
+
+    def _write(self, desc: Mapping[str, Any], dest: Path) -> Manifest:
+        """Read the committed cut and the changelogs; write the savepoint."""
         committed = self.admin.group_offsets(self.group)
         partitions = int(desc["partitions"])
         changelogs = [

@@ -293,6 +293,13 @@ def test_scale_and_stop_a_supervised_job(kafka: str, tmp_path: Path) -> None:
         assert admin.group_members(group) == []
         nobody = shoal(tmp_path, "stop", "sp_sessions", "--group", group, "--bootstrap", kafka)
         assert nobody.returncode == 1 and "no live workers" in nobody.stderr
+        # A stopped job with nothing in flight: its last checkpoint is the savepoint.
+        offline = shoal(tmp_path, "savepoint", "sp_sessions", "--group", group, "--to",
+                        str(tmp_path / "sp-stopped"), "--bootstrap", kafka)  # fmt: skip
+        assert offline.returncode == 0, offline.stderr
+        manifest = Savepoint(tmp_path / "sp-stopped").manifest
+        offsets = manifest.sources["playback"]["partitions"]
+        assert sum(p["offset"] for p in offsets.values()) == len(records)
     finally:
         for slot in pool.alive():
             pool.kill(slot)
