@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
@@ -198,12 +198,14 @@ def unconsumed(
     bootstrap: str | KafkaClientConfig,
     pairs: Mapping[tuple[str, int], int],
     timeout_s: float = 30.0,
+    ignore: Callable[[bytes | None], bool] = lambda _value: False,
 ) -> list[tuple[str, int]]:
     """Partitions with committed records at or after the given offsets.
 
     Reads (read_committed) from each offset to the partition's end: a partition that
     ends without a data record is consumed up to there, whatever transaction markers
-    follow the last record. Offsets < 0 mean "from the beginning".
+    follow the last record. Offsets < 0 mean "from the beginning". Records whose value
+    ``ignore`` accepts do not count.
 
     Raises:
         ConnectorError: the partitions could not be read within ``timeout_s``.
@@ -236,7 +238,7 @@ def unconsumed(
                         pending.discard(tp)
                         continue
                     raise ConnectorError(f"cannot read {tp[0]}[{tp[1]}]: {err}")
-                if tp in pending:
+                if tp in pending and not ignore(msg.value()):
                     found.add(tp)
                     pending.discard(tp)
         if pending:

@@ -20,7 +20,8 @@ from typing import Any
 from connectors.kafka.admin import GroupMember, KafkaAdmin
 from connectors.kafka.config import KafkaClientConfig
 from connectors.kafka.control import ControlTopic, control_topic, iter_partition, unconsumed
-from runtime.api.errors import ConfigError
+from runtime.api.errors import ConfigError, ConnectorError
+from runtime.engine.repartition import MARK_TAG
 from runtime.savepoint.format import Manifest
 from runtime.savepoint.take import changelog_name, repartition_name, write_savepoint
 
@@ -161,16 +162,73 @@ class Coordinator:
                 )
 
     def in_flight(self, description: Mapping[str, Any]) -> list[tuple[str, int]]:
-        """Repartition partitions with committed records the group has not consumed."""
-        committed = self.admin.group_offsets(self.group)
+        """Repartition partitions with records the group has not consumed, or with a
+        transaction not complete yet (its records may be about to appear).
+
+        Watermark markers alone do not count: a restored upstream task sends its
+        watermark again before anything depends on it.
+        """
         partitions = int(description["partitions"])
-        pairs: dict[tuple[str, int], int] = {}
-        for step in description.get("steps", []):
-            if step.get("kind") == "keyby" and step.get("repartition"):
-                topic = repartition_name(self.group, step["name"])
-                for p in range(partitions):
-                    pairs[(topic, p)] = committed.get((topic, p), (-1, ""))[0]
-        return unconsumed(self.client, pairs)
+        topics = [
+            repartition_name(self.group, s["name"])
+            for s in description.get("steps", [])
+            if s.get("kind") == "keyby" and s.get("repartition")
+        ]
+        pairs = [(t, p) for t in topics for p in range(partitions)]
+        pending = self._pending(pairs)
+        if pending:
+            return pending
+        committed = self._stable_offsets()
+        starts = {tp: committed.get(tp, (-1, ""))[0] for tp in pairs}
+        return unconsumed(self.client, starts, ignore=is_marker)
+
+    def _stable_offsets(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """The group's committed offsets once no transaction of it is pending."""
+        deadline = time.monotonic() + self.options.answer_s
+        while True:
+            try:
+                return self.admin.group_offsets(self.group, stable=True)
+            except ConnectorError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _pending(self, pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Partitions whose read_committed end is behind their log end: a transaction is
+        open, or committed but its markers are not written yet."""
+        if not pairs:
+            return []
+        lso = self.admin.end_offsets(pairs)
+        hw = self.admin.end_offsets(pairs, committed=False)
+        return sorted(tp for tp in pairs if lso.get(tp, 0) < hw.get(tp, 0))
+
+    def _settle(self, desc: Mapping[str, Any]) -> None:
+        """Wait until the held workers' last transactions are complete everywhere: state
+        changes, outputs and repartition topics readable up to their ends.
+
+        Raises:
+            ConfigError: a transaction stays open (a worker that does not hold).
+        """
+        partitions = int(desc["partitions"])
+        topics = [changelog_name(self.group, s["name"]) for s in desc.get("steps", [])
+                  if s.get("layout")]  # fmt: skip
+        topics += [repartition_name(self.group, s["name"]) for s in desc.get("steps", [])
+                   if s.get("kind") == "keyby" and s.get("repartition")]  # fmt: skip
+        pairs = [(t, p) for t in topics for p in range(partitions)]
+        counts = self.admin.topics()
+        for out in self._output_topics(desc).values():
+            pairs += [(out, p) for p in range(counts.get(out, 0))]
+        deadline = time.monotonic() + self.options.answer_s
+        while True:
+            pending = self._pending(pairs)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"transactions still open on {pending[:3]} while the workers hold: a worker "
+                    "outside the protocol writes to them"
+                )
+            time.sleep(0.2)
 
     def _wait_drained(self, description: Mapping[str, Any]) -> list[tuple[str, int]]:
         deadline = time.monotonic() + self.options.drain_s
@@ -241,6 +299,7 @@ class Coordinator:
                 f"the group changed during the savepoint (joined: {joined or 'none'}, left: "
                 f"{left_ or 'none'}); nothing written, try again"
             )
+        self._settle(desc)
         self.echo("  workers hold at one cut; writing the savepoint")
         return self._write(desc, dest)
 
@@ -258,7 +317,7 @@ class Coordinator:
 
     def _write(self, desc: Mapping[str, Any], dest: Path) -> Manifest:
         """Read the committed cut and the changelogs; write the savepoint."""
-        committed = self.admin.group_offsets(self.group)
+        committed = self._stable_offsets()
         partitions = int(desc["partitions"])
         changelogs = [
             (changelog_name(self.group, s["name"]), p)
@@ -282,14 +341,17 @@ class Coordinator:
             progress=self.echo,
         )
 
+    def _output_topics(self, desc: Mapping[str, Any]) -> dict[str, str]:
+        named = {n: t for n, t in dict(desc.get("sinks", {})).items() if "://" not in t}
+        if desc.get("dead_letters"):
+            named["dead-letters"] = desc["dead_letters"]
+        return named
+
     def _outputs(self, desc: Mapping[str, Any]) -> dict[str, Any]:
         """Where each sink topic (and the dead letters) ended at the cut."""
         counts = self.admin.topics()
-        named = dict(desc.get("sinks", {}))
-        if desc.get("dead_letters"):
-            named["dead-letters"] = desc["dead_letters"]
         out: dict[str, Any] = {}
-        for name, topic in named.items():
+        for name, topic in self._output_topics(desc).items():
             n = counts.get(topic)
             if not n:
                 continue
@@ -353,3 +415,8 @@ class Coordinator:
 
 
 _EMPTY = GroupMember(None, "", "")
+
+
+def is_marker(value: bytes | None) -> bool:
+    """A repartition topic's watermark marker (see ``runtime.engine.repartition``)."""
+    return value is not None and value[:1] == MARK_TAG
