@@ -158,3 +158,34 @@ def test_declarations_are_checked() -> None:
     assert parse_renames(["a=b"]) == {"a": "b"}
     with pytest.raises(Exception, match="OLD=NEW"):
         parse_renames(["ab"])
+
+
+def test_newly_declared_schema_checks_generic_values(tmp_path: Path) -> None:
+    from runtime.savepoint.take import write_savepoint
+    from tests.unit.savepoint.test_format import committed, description
+
+    untyped = _counting("sessions", windows.session(gap=timedelta(seconds=30)))
+    logs = {("g.sessions.changelog", 0): _changes(SESSIONS[:5])}
+    write_savepoint(
+        tmp_path / "u", description(untyped), committed(), lambda t, p: logs.get((t, p), [])
+    )
+    sp = Savepoint(tmp_path / "u")
+    assert sp.manifest.state["sessions"]["value_schema"] is None
+    job = savepoint_jobs.v1  # declares ACC_V1: the generic dicts fit it
+    plan = compare(sp.manifest, desc(job), job, partitions=2)
+    assert plan.ok and lines(plan) == [
+        "sessions: kept, 5 keys, values checked against the new schema"
+    ]
+    state = load_state(sp, plan, job, desc(job), 2)
+    assert not state.problems and sum(len(r) for r in state.steps["sessions"].values()) == 5
+    strict = _counting("sessions", windows.session(gap=timedelta(seconds=30)))
+    strict.state_schema("sessions", value=savepoint_jobs.ACC_V3)  # needs "errors"
+    plan = compare(sp.manifest, desc(strict), strict, partitions=2)
+    state = load_state(sp, plan, strict, desc(strict), 2)
+    assert len(state.problems) == 1 and "errors" in state.problems[0]
+
+
+def test_a_savepoint_of_a_newer_state_version_is_refused(sp: Savepoint) -> None:
+    sp.manifest.state["sessions"]["version"] = 3
+    plan = compare(sp.manifest, desc(savepoint_jobs.v1), savepoint_jobs.v1, partitions=2)
+    assert len(plan.problems) == 1 and "state version 3" in plan.problems[0]
