@@ -37,12 +37,14 @@ from connectors.kafka.config import KafkaClientConfig, load_client_config
 from connectors.kafka.source import KafkaSource
 from connectors.kafka.transport import ChangelogReader, KafkaTransport
 from connectors.wire import EndpointCodecs, WireConfig
-from runtime.api.admin import ClientSettings
+from runtime.api.admin import ClientSettings, TopicAdmin
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError
 from runtime.api.io import ExternalSink
 from runtime.api.job import Job
+from runtime.engine.control import ControlAgent
 from runtime.engine.ports import ChangelogRead
+from runtime.engine.worker import Worker
 from runtime.engines import Engine, EngineRegistry
 from runtime.flink.options import FlinkConnectors
 from runtime.runner import (
@@ -103,6 +105,29 @@ def broker_settings(settings: Settings, home: Path | None = None) -> BrokerSetti
 
 class KafkaConnectors:
     """Kafka's implementations of :class:`runtime.runner.RunnerConnectors`."""
+
+    def control(
+        self,
+        bootstrap: Bootstrap,
+        admin: TopicAdmin,
+        group: str,
+        job: Job,
+        bindings: Bindings,
+        worker: Worker,
+        source: ConsumerSource,
+        *,
+        worker_id: str,
+        partitions: int,
+        replication: int,
+    ) -> ControlAgent:
+        """The worker's end of ``<group>.control`` (``runtime.savepoint.wiring``)."""
+        from runtime.savepoint.wiring import attach_control
+
+        kafka_admin = admin if isinstance(admin, KafkaAdmin) else self.admin(bootstrap)
+        return attach_control(
+            client_config(bootstrap), kafka_admin, group, job, bindings, worker, source,
+            worker_id=worker_id, partitions=partitions, replication=replication,
+        )  # fmt: skip
 
     def codecs(self, job: Job, bindings: Bindings, config: RunConfig) -> EndpointCodecs:
         """The job's codecs: single-object Avro or a registry's framing per endpoint.

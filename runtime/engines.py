@@ -57,6 +57,10 @@ class RunRequest:
         uses_registry: whether ``wire`` names a schema registry.
         guarantee: ``exactly_once`` or ``at_least_once``.
         state: ``rocksdb`` or ``memory``.
+        from_savepoint: seed the group from this savepoint before any worker starts
+            (``renames`` OLD=NEW and ``allow_dropped_state`` as ``shoal run`` documents).
+        explicit_workers: ``--workers`` was given (even 1): run a supervisor, which
+            ``shoal scale`` can change.
         state_dir: folder of local state.
         workers: worker processes; ``min_workers``/``max_workers``: autoscaling bounds.
         worker_id: this worker's id; ``explicit_worker_id`` the one given, if any.
@@ -100,6 +104,10 @@ class RunRequest:
     replication_factor: int = -1
     schema_dirs: tuple[Path, ...] = ()
     quiet: bool = False
+    from_savepoint: Path | None = None
+    renames: tuple[str, ...] = ()
+    allow_dropped_state: bool = False
+    explicit_workers: bool = False
 
 
 class Engine(Protocol):

@@ -126,6 +126,18 @@ AssignListener = Callable[[list[TopicPartition]], dict[TopicPartition, int]]
 RevokeListener = Callable[[list[TopicPartition]], None]
 
 
+class ControlChannel(Protocol):
+    """Control commands between iterations of the loop (``runtime.engine.control``)."""
+
+    def should_stop(self) -> bool:
+        """A stop command has been carried out: end the loop."""
+        ...
+
+    def close(self) -> None:
+        """Close the control topic's clients."""
+        ...
+
+
 class RunnerConnectors(Protocol):
     """The I/O a ``KafkaRunner`` is wired with (``runtime.composition.KafkaConnectors``)."""
 
@@ -167,6 +179,23 @@ class RunnerConnectors(Protocol):
 
     def changelog(self, bootstrap: Bootstrap) -> ChangelogRead:
         """Reads a changelog partition from the start (read_committed)."""
+        ...
+
+    def control(
+        self,
+        bootstrap: Bootstrap,
+        admin: TopicAdmin,
+        group: str,
+        job: Job,
+        bindings: Bindings,
+        worker: Worker,
+        source: ConsumerSource,
+        *,
+        worker_id: str,
+        partitions: int,
+        replication: int,
+    ) -> ControlChannel:
+        """The worker's end of the job's control topic (savepoints, stops)."""
         ...
 
     def is_external(self, target: str) -> bool:
@@ -399,6 +428,12 @@ class KafkaRunner:
             repartition_partitions=self.input_partitions,
             app=app,
         )
+        # Savepoints and stops arrive through <group>.control (runtime.engine.control).
+        self.control = connectors.control(
+            client, admin, app, job, bindings, self.worker, self.source,
+            worker_id=worker_id, partitions=self.input_partitions,
+            replication=config.replication_factor,
+        )  # fmt: skip
 
     # The consumer calls these from inside ``poll``, so only once the worker exists.
     def _on_assign(self, pairs: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -421,7 +456,13 @@ class KafkaRunner:
         # On failure nothing is closed gracefully: closing would commit or flush
         # state of a half-done batch. The caller exits; the restart replays from the
         # last committed checkpoint.
-        self.worker.run(self.source, should_stop=should_stop, on_tick=on_tick, tick_s=tick_s)
+        control = self.control  # hook: a stop command ends the loop like a signal
+        self.worker.run(
+            self.source,
+            should_stop=lambda: should_stop() or control.should_stop(),
+            on_tick=on_tick,
+            tick_s=tick_s,
+        )
         self.close()
 
     def close(self) -> None:
@@ -435,3 +476,4 @@ class KafkaRunner:
             for sink in self.external.values():
                 sink.close()
             self.codecs.close()
+            self.control.close()  # hook: the control topic's clients

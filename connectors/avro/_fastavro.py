@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any, Final, NamedTuple
 
 import fastavro
@@ -35,8 +35,10 @@ __all__ = [
     "is_valid",
     "parse",
     "read_body",
+    "read_container",
     "read_plan",
     "write_body",
+    "write_container",
 ]
 
 #: Options fastavro's public reader passes down; the defaults, spelled out.
@@ -241,3 +243,64 @@ def is_valid(value: Any, parsed: Any) -> bool:
         return bool(_validate(value, parsed, raise_errors=False))
     except Exception:
         return False
+
+
+def write_container(
+    fo: IO[bytes],
+    schema: Any,
+    records: Iterable[Any],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write an Avro object container file (deflate blocks) of ``records``.
+
+    Args:
+        fo: the binary stream to write to.
+        schema: the schema of every record, as JSON.
+        records: the records.
+        metadata: extra header entries (names must not start with ``avro.``).
+
+    Raises:
+        ConfigError: the schema is invalid, or a record does not fit it (the
+            message names the record's position).
+    """
+    parsed = parse(schema)
+    count = 0
+
+    def counted() -> Iterator[Any]:
+        nonlocal count
+        for record in records:
+            count += 1
+            yield record
+
+    try:
+        fastavro.writer(
+            fo, parsed, counted(), codec="deflate", metadata=dict(metadata or {}), validator=True
+        )
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"record {count} does not fit the schema: {detail}") from exc
+
+
+def read_container(fo: IO[bytes], reader_schema: Any | None = None) -> tuple[Any, Iterator[Any]]:
+    """Open an Avro object container file: its writer schema and its records.
+
+    Args:
+        fo: the binary stream.
+        reader_schema: resolve every record into this schema (Avro schema
+            resolution); ``None`` reads records as written.
+
+    Returns:
+        ``(writer schema as JSON, iterator of records)``.
+
+    Raises:
+        ConfigError: the stream is not an Avro container file, or the reader
+            schema is invalid.
+    """
+    try:
+        parsed_reader = parse(reader_schema) if reader_schema is not None else None
+        reader = fastavro.reader(fo, parsed_reader)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"not an Avro container file: {exc}") from exc
+    return reader.writer_schema, iter(reader)

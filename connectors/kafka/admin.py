@@ -48,6 +48,7 @@ class GroupMember:
     client_id: str
     host: str
     partitions: tuple[tuple[str, int], ...] = ()
+    member_id: str = ""
 
 
 class KafkaAdmin:
@@ -195,6 +196,7 @@ class KafkaAdmin:
                         for tp in (m.assignment.topic_partitions if m.assignment else [])
                     )
                 ),
+                m.member_id,
             )
             for m in desc.members or []
         ]
@@ -345,17 +347,31 @@ class KafkaAdmin:
             raise ConnectorError(f"cannot read the configs of {what}: {exc}") from exc
         return {name: entry.value for name, entry in entries.items()}
 
-    def group_offsets(self, group: str) -> dict[tuple[str, int], tuple[int, str]]:
+    def group_offsets(
+        self, group: str, *, stable: bool = False
+    ) -> dict[tuple[str, int], tuple[int, str]]:
         """Every committed ``(topic, partition) -> (offset, metadata)`` of a group.
 
+        ``stable``: offsets a transaction committed are returned only once that
+        transaction is complete (KIP-447), never the ones before it.
+
         Raises:
-            ConnectorError: the offsets could not be read.
+            ConnectorError: the offsets could not be read; with ``stable``, also while a
+                transaction's offsets are pending (ask again).
         """
         try:
-            fut = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+            fut = self._admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], require_stable=stable
+            )
             result = fut[group].result(timeout=self.timeout_s)
         except (KafkaException, TimeoutError) as exc:
             raise ConnectorError(f"cannot read the offsets of group {group!r}: {exc}") from exc
+        failed = [tp for tp in result.topic_partitions or [] if tp.error is not None]
+        if stable and failed:
+            tp = failed[0]
+            raise ConnectorError(
+                f"cannot read the offsets of group {group!r}: {tp.topic}[{tp.partition}] {tp.error}"
+            )
         return {
             (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
             for tp in result.topic_partitions or []
@@ -363,9 +379,12 @@ class KafkaAdmin:
         }
 
     def end_offsets(
-        self, pairs: list[tuple[str, int]], *, earliest: bool = False
+        self, pairs: list[tuple[str, int]], *, earliest: bool = False, committed: bool = True
     ) -> dict[tuple[str, int], int]:
         """The read_committed end (or the start) offset of each partition.
+
+        ``committed=False``: the log end (high watermark), which is beyond the
+        read_committed end while a transaction is open or its markers are not written yet.
 
         Raises:
             ConnectorError: the offsets could not be read.
@@ -378,7 +397,9 @@ class KafkaAdmin:
         try:
             futures = self._admin.list_offsets(
                 {TopicPartition(t, p): spec for t, p in pairs},
-                isolation_level=IsolationLevel.READ_COMMITTED,
+                isolation_level=(
+                    IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+                ),
                 request_timeout=self.timeout_s,
             )
             return {

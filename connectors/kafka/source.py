@@ -259,6 +259,30 @@ class KafkaSource:
             except KafkaException as exc:
                 raise ConnectorError(f"cannot seek {topic}[{partition}]: {exc}") from exc
 
+    def pause(self, pairs: list[tuple[str, int]]) -> None:
+        """Stop fetching these assigned partitions (records already fetched are dropped
+        by the client and fetched again after ``resume``, from the read position)."""
+        if pairs:
+            try:
+                self._consumer.pause([TopicPartition(t, p) for t, p in pairs])
+            except KafkaException as exc:
+                raise ConnectorError(f"cannot pause {sorted(pairs)[:3]}: {exc}") from exc
+
+    def resume(self, pairs: list[tuple[str, int]]) -> None:
+        """Fetch paused partitions again."""
+        if pairs:
+            try:
+                self._consumer.resume([TopicPartition(t, p) for t, p in pairs])
+            except KafkaException as exc:
+                raise ConnectorError(f"cannot resume {sorted(pairs)[:3]}: {exc}") from exc
+
+    def member_id(self) -> str:
+        """This consumer's member id in its group (empty before it joined)."""
+        try:
+            return str(self._consumer.memberid() or "")
+        except (KafkaException, RuntimeError):
+            return ""
+
     def group_metadata(self) -> Any:
         """The consumer group metadata (for transactional offset commits)."""
         return self._consumer.consumer_group_metadata()

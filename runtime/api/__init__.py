@@ -9,6 +9,7 @@ from runtime.api.errors import (
     StateError,
     UserFunctionError,
 )
+from runtime.api.evolution import StateSchema
 from runtime.api.functions import (
     AggregateFunction,
     KeyedProcessFunction,
@@ -42,6 +43,7 @@ __all__ = [
     "ShoalError",
     "StateDescriptor",
     "StateError",
+    "StateSchema",
     "Stream",
     "UserFunctionError",
     "ValueState",

@@ -32,6 +32,7 @@ from typing import Any, Generic, Never, TypeVar, overload
 
 from runtime.api.aggregates import Collect, Reduce
 from runtime.api.errors import JobDefinitionError
+from runtime.api.evolution import StateSchema
 from runtime.api.functions import AggregateFunction, KeyedProcessFunction, Window
 from runtime.api.graph import (
     ErrorPolicy,
@@ -92,6 +93,8 @@ class Job:
         self._nodes: list[Node] = []
         self._names: set[str] = set()
         self._counter = 0
+        # Declared state types of stateful steps (see runtime.api.evolution).
+        self._state_schemas: dict[str, StateSchema] = {}
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, steps={len(self._nodes)})"
@@ -171,6 +174,36 @@ class Job:
             watermarks=watermarks or WatermarkStrategy(),
         )
         return Stream(self, self._add(node))
+
+    def state_schema(
+        self,
+        step: str,
+        *,
+        value: Any = None,
+        key: str | None = None,
+        version: int = 1,
+        migrate: Callable[[Any], Any] | None = None,
+    ) -> StateSchema:
+        """Declare the state type of the stateful step ``step`` (savepoint evolution).
+
+        See :mod:`runtime.api.evolution`: ``value`` is the Avro schema of the state value
+        (a window's accumulator), ``key`` the Avro type of its keys, ``migrate`` turns
+        values of an older ``version`` into this one. The step may be declared later.
+
+        Raises:
+            JobDefinitionError: the declaration is invalid or the step has one already.
+        """
+        _check_name(step, "step")
+        if step in self._state_schemas:
+            raise JobDefinitionError(f"job {self.name!r}: step {step!r} declares its state twice")
+        declared = StateSchema(value=value, key=key, version=version, migrate=migrate)
+        self._state_schemas[step] = declared
+        return declared
+
+    @property
+    def state_schemas(self) -> dict[str, StateSchema]:
+        """Declared state types by step name (a copy)."""
+        return dict(self._state_schemas)
 
     def _auto_name(self, kind: str) -> str:
         self._counter += 1

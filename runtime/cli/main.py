@@ -18,6 +18,7 @@ from runtime.cli.demo_cmd import demo
 from runtime.cli.generate_cmd import generate
 from runtime.cli.logs import LEVELS, configure
 from runtime.cli.run_cmd import run
+from runtime.cli.savepoint_cmd import savepoint, scale, state, stop
 from runtime.cli.status_cmd import jobs, status
 from runtime.cli.topics_cmd import tail, topics
 
@@ -91,6 +92,10 @@ cli.add_command(jobs)
 cli.add_command(status)
 cli.add_command(topics)
 cli.add_command(tail)
+cli.add_command(savepoint)
+cli.add_command(stop)
+cli.add_command(scale)
+cli.add_command(state)
 
 
 def main() -> None:

@@ -24,7 +24,15 @@ from runtime.runner import Bootstrap, KafkaRunner, RunConfig
 
 __all__ = ["LiveView", "NativeEngine", "startup_line"]
 
-_SUPERVISOR_OPTIONS = ("--workers", "--min-workers", "--max-workers")
+_SUPERVISOR_OPTIONS = (
+    "--workers",
+    "--min-workers",
+    "--max-workers",
+    # the supervisor seeds the group from a savepoint once, before its workers start
+    "--from-savepoint",
+    "--rename",
+)
+_SUPERVISOR_FLAGS = ("--allow-dropped-state",)
 
 
 class LagAdmin(Protocol):
@@ -115,11 +123,13 @@ class NativeEngine:
         """
         if request.jobmanager:
             raise ConfigError("--jobmanager submits to a Flink cluster: add --engine flink")
+        if request.from_savepoint is not None:
+            _start_from_savepoint(request, say)
         autoscale = self._autoscale(request)
         workers = request.workers
         if autoscale is not None:
             workers = max(workers, autoscale.rule.min_workers)
-        if workers > 1 or autoscale is not None:
+        if workers > 1 or autoscale is not None or request.explicit_workers:
             self._supervise(request, workers, autoscale)
             return
         self._run_worker(request, say)
@@ -190,6 +200,7 @@ class NativeEngine:
         from runtime.cli.common import settings
         from runtime.cli.identity import worker_base
         from runtime.cli.supervisor import supervise
+        from runtime.composition import client_config as as_client_config
 
         # Options before ``run`` (e.g. -v) are the program's; the rest are run's own.
         argv = sys.argv[1:]
@@ -204,6 +215,7 @@ class NativeEngine:
             global_args=argv[:at],
             base=request.explicit_worker_id or worker_base(settings())[0],
             autoscale=autoscale,
+            control=(as_client_config(request.client), request.group or request.job.name),
         )
 
     def _autoscale(self, request: RunRequest) -> Any:
@@ -258,7 +270,37 @@ def _strip_workers(args: list[str]) -> list[str]:
         if a in _SUPERVISOR_OPTIONS:
             skip = True
             continue
+        if a in _SUPERVISOR_FLAGS:
+            continue
         if a.startswith(tuple(f"{o}=" for o in _SUPERVISOR_OPTIONS)):
             continue
         out.append(a)
     return out
+
+
+def _start_from_savepoint(request: RunRequest, say: Say) -> None:
+    """Check the job against the savepoint and seed its group; exit 2 on problems."""
+    from runtime.savepoint.restore import parse_renames, start_from_savepoint
+
+    job, path = request.job, request.from_savepoint
+    if path is None:
+        return
+    from runtime.composition import client_config as as_client_config
+
+    problems = start_from_savepoint(
+        as_client_config(request.client),
+        job,
+        request.bindings,
+        request.group or job.name,
+        path,
+        renames=parse_renames(request.renames),
+        allow_dropped=request.allow_dropped_state,
+        output_partitions=request.partitions,
+        replication=request.replication_factor,
+        echo=say,
+    )
+    if problems:
+        say(f"error: {job.name} cannot start from {path}; nothing was written:")
+        for line in problems:
+            say(f"  {line}")
+        sys.exit(2)

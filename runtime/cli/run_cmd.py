@@ -46,7 +46,8 @@ __all__ = ["load_job", "run"]
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Worker processes in the job's consumer group.",
+    help="Worker processes in the job's consumer group, under a supervisor that restarts "
+    "them and that shoal scale JOB N changes (given explicitly, also for 1).",
 )
 @click.option(
     "--min-workers",
@@ -146,6 +147,27 @@ __all__ = ["load_job", "run"]
     help="A folder of the job's own *.avsc record schemas (repeatable; also "
     "SHOAL_SCHEMA_PATH), beside the built-in ones.",
 )
+@click.option(
+    "--from-savepoint",
+    "from_savepoint",
+    default=None,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Start with the state and offsets of this savepoint (shoal savepoint / stop "
+    "--savepoint). The job is compared with it first; an incompatible change is reported "
+    "one line per step (exit code 2) and nothing starts. The group must have no live workers.",
+)
+@click.option(
+    "--rename",
+    "renames",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="With --from-savepoint: the savepoint's stateful step OLD is the job's step NEW.",
+)
+@click.option(
+    "--allow-dropped-state",
+    is_flag=True,
+    help="With --from-savepoint: leave behind the state of steps the job no longer has.",
+)
 @kafka_options
 @wire_options
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
@@ -172,6 +194,9 @@ def run(
     tick: float,
     replication_factor: int | None,
     schema_dirs: tuple[Path, ...],
+    from_savepoint: Path | None,
+    renames: tuple[str, ...],
+    allow_dropped_state: bool,
     quiet: bool,
 ) -> None:
     """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
@@ -217,7 +242,18 @@ def run(
         ),
         schema_dirs=(*settings().schema_path, *schema_dirs),
         quiet=quiet,
+        from_savepoint=from_savepoint,
+        renames=renames,
+        allow_dropped_state=allow_dropped_state,
+        explicit_workers=(
+            click.get_current_context().get_parameter_source("workers")
+            is click.core.ParameterSource.COMMANDLINE
+        ),
     )
+    if (renames or allow_dropped_state) and from_savepoint is None:
+        raise ConfigError("--rename and --allow-dropped-state go with --from-savepoint")
+    if from_savepoint is not None and (engine != "native" or jobmanager):
+        raise ConfigError("--from-savepoint starts Shoal's own workers: leave out --engine flink")
     ENGINES.get(engine).run(request, _say)
 
 

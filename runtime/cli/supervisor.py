@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -67,6 +68,7 @@ def supervise(
     global_args: list[str] | None = None,
     base: str = "w",
     autoscale: Autoscale | None = None,
+    control: tuple[Any, str] | None = None,
 ) -> None:
     """Run and watch the workers until Ctrl-C/SIGTERM; restart any that die.
 
@@ -74,6 +76,8 @@ def supervise(
     slot ``I`` runs as worker ``BASE-wI``. With ``autoscale`` the worker count moves
     between the rule's bounds (see ``runtime.cli.scaling``), starting at ``workers``;
     a worker taken away gets SIGTERM (it checkpoints and leaves the group).
+    ``control`` (client settings, group): answer ``shoal scale`` through the job's
+    control topic.
     """
     top = list(global_args or [])
     clean: list[str] = []
@@ -99,9 +103,21 @@ def supervise(
         err=True,
     )
     retiring: set[int] = set()
+    # hook: shoal scale JOB N (see runtime.cli.scale_control)
+    requests = None
+    if control is not None:
+        from runtime.cli.scale_control import ScaleRequests
+
+        requests = ScaleRequests(*control)
     next_sample = time.monotonic() + (autoscale.interval_s if autoscale else 0)
     try:
         while not stop["now"]:
+            if requests is not None:
+                for request, want in requests.poll():
+                    _rescale(
+                        request, want, requests, procs, retiring, autoscale,
+                        lambda s: _spawn(base, s, job_spec, server, clean, top), base,
+                    )  # fmt: skip
             if autoscale is not None and time.monotonic() >= next_sample:
                 next_sample = time.monotonic() + autoscale.interval_s
                 _scale(
@@ -125,6 +141,8 @@ def supervise(
                 return
             time.sleep(0.5)
     finally:
+        if requests is not None:
+            requests.close()
         for proc in procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -168,3 +186,36 @@ def _scale(
             f"stopping {base}-w{slot}",
             err=True,
         )
+
+
+def _rescale(
+    request: str,
+    want: int,
+    requests: Any,
+    procs: dict[int, subprocess.Popen[bytes]],
+    retiring: set[int],
+    autoscale: Autoscale | None,
+    spawn: Callable[[int], subprocess.Popen[bytes]],
+    base: str,
+) -> None:
+    """Start or stop workers until ``want`` run (a ``shoal scale`` request)."""
+    running = sorted(s for s in procs if s not in retiring)
+    if autoscale is not None:
+        requests.answer(
+            request, len(running), len(running), "autoscaling is on (--max-workers); restart "
+            "the job without it to set the worker count"
+        )  # fmt: skip
+        return
+    before = len(running)
+    while len(running) < want:
+        slot = next(i for i in range(len(procs) + 1) if i not in procs)
+        procs[slot] = spawn(slot)
+        running.append(slot)
+        click.echo(f"scale: started {base}-w{slot}", err=True)
+    while len(running) > want:
+        slot = running.pop()
+        retiring.add(slot)
+        os.killpg(procs[slot].pid, signal.SIGTERM)
+        click.echo(f"scale: stopping {base}-w{slot}", err=True)
+    click.echo(f"scale: {before} -> {want} workers", err=True)
+    requests.answer(request, before, want)

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("runtime", "connectors", "jobs", "schemas")
 
 # The top layer: the composition root (the one module that wires connectors into the
-# engine) and the command line built on it. They may import everything.
-TOP = ("runtime.composition", "runtime.cli")
+# engine), the command line built on it, and savepoints: cluster operations that read
+# and write a job's topics and group offsets themselves. They may import everything.
+TOP = ("runtime.composition", "runtime.cli", "runtime.savepoint")
 
 # package prefix -> prefixes of our own modules it may import
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -286,7 +287,7 @@ def test_code_from_data_checker_catches_each_form(tmp_path: Path) -> None:
 
 
 # Window operators are being reworked elsewhere; their asserts go with that work.
-ASSERTS_PENDING = ("runtime/engine/windows.py", "runtime/flink/translate.py")
+ASSERTS_PENDING: tuple[str, ...] = ()
 
 
 def _asserts(path: Path) -> list[int]:
