@@ -27,6 +27,7 @@ from runtime.api.graph import KeyByNode
 from runtime.api.io import ExternalSink
 from runtime.api.job import Job
 from runtime.engine.worker import Worker, WorkerOptions, changelog_topic, repartition_topic
+from runtime.settings import load_settings
 from runtime.state.base import StateBackend
 
 
@@ -39,7 +40,7 @@ class RunConfig:
             client settings: TLS, SASL ...; see ``connectors.kafka.config``).
         guarantee: ``"exactly_once"`` (transactions) or ``"at_least_once"``.
         state: ``"rocksdb"`` or ``"memory"``.
-        state_dir: folder of RocksDB state.
+        state_dir: folder of RocksDB state (default: ``state/`` in ``SHOAL_HOME``).
         group: consumer group (default: the job's name).
         worker_id: stable name of this worker slot: names its transactional id, so a
             restarted worker fences and aborts its predecessor's transaction at once.
@@ -56,7 +57,7 @@ class RunConfig:
     bootstrap: str | KafkaClientConfig
     guarantee: str = "exactly_once"
     state: str = "rocksdb"
-    state_dir: Path = field(default_factory=lambda: Path(".shoal") / "state")
+    state_dir: Path = field(default_factory=lambda: load_settings().state_dir)
     group: str | None = None
     worker_id: str | None = None
     output_partitions: int = 4
@@ -117,27 +118,73 @@ def ensure_topics(
             f"({', '.join(f'{t}: {n}' for t, n in sorted({**uneven}.items()))}, others "
             f"{inputs}); inputs must be co-partitioned: give them the same partition count"
         )
-    tasks = inputs
-    stateful = [n.name for n in job.nodes if n.kind in ("window", "process")]
-    specs = [
-        TopicSpec(t, partitions, replication) for t in bindings.sinks.values() if "://" not in t
-    ]
-    specs.append(TopicSpec(bindings.dead_letters, 1, replication))
-    changelogs = [
-        TopicSpec(
-            changelog_topic(app or job.name, step),
-            tasks,
-            replication,
-            config={"cleanup.policy": "compact"},
-        )
-        for step in stateful
-    ]
-    repartitions = [
-        TopicSpec(t, inputs, replication) for t in internal_topics(job, app or job.name)
-    ]
-    admin.ensure_topics(specs + changelogs + repartitions)
+    plan = topic_plan(job, bindings, partitions, app, replication)
+    specs = [t.spec(inputs) for t in plan]
+    admin.ensure_topics(specs)
+    changelogs = [t.spec(inputs) for t in plan if t.role == "changelog"]
+    repartitions = [t.spec(inputs) for t in plan if t.role == "repartition"]
     check_internal_topics(admin, changelogs, repartitions)
     return inputs
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTopic:
+    """A topic a job writes, and how it is created if missing.
+
+    Attributes:
+        role: ``"sink"``, ``"dead letters"``, ``"changelog"`` or ``"repartition"``.
+        owner: the sink or step it belongs to (the job's name for dead letters).
+        name: the topic.
+        partitions: partitions it is created with; ``None``: one per input partition
+            (changelogs and repartition topics: one per task).
+        replication: replication factor (-1: the broker's default).
+        config: topic settings it is created with.
+    """
+
+    role: str
+    owner: str
+    name: str
+    partitions: int | None
+    replication: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def spec(self, inputs: int) -> TopicSpec:
+        """The topic to create when the inputs have ``inputs`` partitions."""
+        partitions = inputs if self.partitions is None else self.partitions
+        return TopicSpec(self.name, partitions, self.replication, config=dict(self.config))
+
+
+def topic_plan(
+    job: Job, bindings: Bindings, partitions: int, app: str | None = None, replication: int = -1
+) -> list[PlannedTopic]:
+    """The topics ``job`` writes and creates when missing: Kafka sinks (``partitions``
+    each), dead letters (one partition), a compacted changelog per stateful step and a
+    topic per repartitioning ``key_by`` (one partition per input partition each)."""
+    group = app or job.name
+    plan = [
+        PlannedTopic("sink", name, topic, partitions, replication)
+        for name, topic in bindings.sinks.items()
+        if "://" not in topic
+    ]
+    plan.append(PlannedTopic("dead letters", job.name, bindings.dead_letters, 1, replication))
+    plan += [
+        PlannedTopic(
+            "changelog",
+            n.name,
+            changelog_topic(group, n.name),
+            None,
+            replication,
+            {"cleanup.policy": "compact"},
+        )
+        for n in job.nodes
+        if n.kind in ("window", "process")
+    ]
+    plan += [
+        PlannedTopic("repartition", n.name, repartition_topic(group, n.name), None, replication)
+        for n in job.nodes
+        if isinstance(n, KeyByNode) and n.repartition
+    ]
+    return plan
 
 
 def check_internal_topics(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
@@ -16,29 +15,17 @@ from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
 from runtime.api.redact import redact_text, redact_url
-from runtime.cli.common import kafka_options, resolve_client, resolve_wire, settings, wire_options
+from runtime.cli.common import (
+    codecs,
+    kafka_options,
+    resolve_client,
+    resolve_wire,
+    settings,
+    wire_options,
+)
+from runtime.cli.loading import load_job
 
-
-def load_job(spec: str) -> Job:
-    """Import ``module:attr`` (or ``module`` with a ``job`` attribute) and return the Job.
-
-    Raises:
-        ConfigError: the module or attribute is missing, or is not a Job.
-    """
-    module_name, _, attr = spec.partition(":")
-    attr = attr or "job"
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"cannot import job module {module_name!r}: {exc}") from exc
-    obj = getattr(module, attr, None)
-    if callable(obj) and not isinstance(obj, Job):
-        obj = obj()
-    if not isinstance(obj, Job):
-        raise ConfigError(f"{module_name}:{attr} is not a shoal Job (got {type(obj).__name__})")
-    return obj
+__all__ = ["LiveView", "load_job", "run", "startup_line"]
 
 
 def startup_line(
@@ -94,11 +81,28 @@ class LiveView:
 @click.command()
 @click.argument("job_spec", metavar="MODULE:ATTR")
 @click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    metavar="DIR",
+    help="Also import the job module from DIR (repeatable; searched before the current "
+    "folder, which is always searched).",
+)
+@click.option(
     "--bind",
     "binds",
     multiple=True,
-    metavar="NAME=TOPIC",
-    help="Bind a source or sink (or dead-letters) to a topic (repeatable).",
+    metavar="NAME=TOPIC|URL",
+    help="Bind a source or sink (or dead-letters) to a Kafka topic (default: its own "
+    "name), or a sink to a URL: postgres:// (or postgresql://), redis:// (or rediss://), "
+    "webhook+http:// or webhook+https:// (repeatable).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the bound sources and sinks, the internal topics and the settings, "
+    "then exit without connecting to Kafka or starting anything.",
 )
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
 @click.option(
@@ -225,7 +229,9 @@ class LiveView:
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
 def run(
     job_spec: str,
+    paths: tuple[Path, ...],
     binds: tuple[str, ...],
+    dry_run: bool,
     bootstrap: str | None,
     guarantee: str,
     state: str,
@@ -248,9 +254,11 @@ def run(
     schema_dirs: tuple[Path, ...],
     quiet: bool,
 ) -> None:
-    """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
+    """Run the job MODULE:ATTR (e.g. myjob.job:job) until Ctrl-C or SIGTERM.
 
-    On SIGTERM/SIGINT a worker finishes its batch, checkpoints and leaves the group.
+    MODULE is imported from the current folder and from each --path DIR (run from a
+    project that `shoal init` made, or pass --path PROJECT). On SIGTERM/SIGINT a worker
+    finishes its batch, checkpoints and leaves the group.
     """
     from runtime.cli.identity import worker_base
     from runtime.cli.identity import worker_id as identify
@@ -258,15 +266,40 @@ def run(
     from runtime.engine.worker import WorkerOptions
     from runtime.runner import KafkaRunner, RunConfig
 
-    job = load_job(job_spec)
+    job = load_job(job_spec, paths)
     explicit = worker_id
     worker_id = identify(settings(), explicit)
     set_context(job.name, worker_id)
     service_config = _service_config(http, http_token, worker_id)
-    client = resolve_client(bootstrap)
-    server = client.bootstrap
     bindings = Bindings.for_job(job, binds)
     wire = resolve_wire()
+    if dry_run:
+        from runtime.cli.plan import check_schemas, describe_run
+
+        rf = replication_factor if replication_factor is not None else settings().replication_factor
+        found = codecs((*settings().schema_path, *schema_dirs, *map(Path, job.schema_dirs)))
+        for line in describe_run(
+            job,
+            bindings,
+            wire,
+            found,
+            group=group or job.name,
+            worker_id=worker_id,
+            guarantee=guarantee,
+            state=state,
+            state_dir=settings().state_dir,
+            partitions=partitions,
+            replication=rf,
+            checkpoint_ms=checkpoint_ms,
+            workers=workers,
+            engine="flink" if jobmanager else engine,
+            http=http,
+        ):
+            click.echo(line)
+        check_schemas(job, found)
+        return
+    client = resolve_client(bootstrap)
+    server = client.bootstrap
     if engine == "flink" or jobmanager:
         if wire.registry is not None:
             raise ConfigError(
