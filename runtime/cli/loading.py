@@ -57,8 +57,9 @@ def load_job(spec: str, paths: Iterable[Path] = ()) -> Job:
     except ShoalError:
         raise  # the job's own definition error: already one line naming the step
     except Exception as exc:  # the module's code failed: say where, in one line
+        text = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         raise ConfigError(
-            f"cannot import job module {module_name!r}: {type(exc).__name__}: {exc}"
+            f"cannot import job module {module_name!r}: {type(exc).__name__}: {text}"
             f"{_where(exc, search)}"
         ) from exc
     obj = getattr(module, attr, None)
