@@ -114,4 +114,9 @@ def _where(exc: BaseException, search: list[Path]) -> str:
 
 
 def _file_of(module: object) -> str:
-    return str(getattr(module, "__file__", None) or getattr(module, "__name__", "?"))
+    """Where a module was found (a namespace package: its folders)."""
+    file = getattr(module, "__file__", None)
+    if file:
+        return str(file)
+    folders = list(getattr(module, "__path__", []))
+    return ", ".join(folders) if folders else str(getattr(module, "__name__", "?"))
