@@ -209,7 +209,7 @@ def generate(
     )
     click.echo(f"generator: {_describe_time(origin, now_ms, pace)}", err=True)
     _warn_behind(admin, [playback_topic, interactions_topic], origin)
-    pacer = Pacer(pace, _now_ms, DEFAULT_MAX_FUTURE_MS)
+    pacer = Pacer(pace, _now_ms, DEFAULT_MAX_FUTURE_MS, origin_ms=origin)
     encoders = {name: streams.sink(name, schema).encode for name, schema in schemas.items()}
     sink = KafkaSink(server, linger_ms=50)
     rng = random.Random(seed ^ 0x5EED)
@@ -271,8 +271,10 @@ def _describe_time(origin: int, now_ms: int, pace: float | None) -> str:
     else:
         where = "ahead of" if offset > 0 else "before"
         start = f"event time starts {_span(abs(offset))} {where} now ({_utc(origin)})"
-    if offset < 0:
+    if offset <= -1000:
         start += ", replays that past at once"
+    elif offset >= 1000:
+        start += " and stays that far ahead"
     if pace is None:
         return f"{start}, then runs as fast as --rate allows (--speedup max)"
     if pace == 1.0:

@@ -5,10 +5,12 @@ origin (``GeneratorConfig.start_ms``). A :class:`Pacer` decides when each one go
 
 * **Catching up.** While a record's event time is behind the wall clock (an origin in
   the past: ``--lookback``), records go as fast as allowed: the past is replayed.
-* **Following.** From the first record at or past the wall clock, event time advances
-  ``speedup`` times as fast as the wall clock: ``1`` is real time (event time never runs
-  ahead of the clock), ``30`` plays half an hour a minute. ``None`` never waits: event
-  time runs as far ahead as the producing rate takes it.
+* **Following.** From the moment event time reaches the wall clock, it advances
+  ``speedup`` times as fast as the clock from there: ``1`` is real time (a record goes
+  out when the clock reaches its event time, never earlier), ``30`` plays half an hour
+  a minute. ``None`` never waits: event time runs as far ahead as the producing rate
+  takes it. An origin in the future (``origin_ms``) starts at once and stays that far
+  ahead.
 
 It also says when event time has run further ahead of the wall clock than a job accepts
 by default (:meth:`Pacer.too_far_ahead`), once.
@@ -42,6 +44,8 @@ class Pacer:
         now_ms: the wall clock, UTC epoch milliseconds (injected; manual in tests).
         skew_limit_ms: how far ahead of the clock event time may get before
             :meth:`too_far_ahead` reports it.
+        origin_ms: where event time starts; in the future, it follows the clock from
+            there at once (otherwise from the clock, once it has caught up).
 
     Raises:
         ValueError: ``speedup`` is not positive.
@@ -52,14 +56,18 @@ class Pacer:
         speedup: float | None,
         now_ms: Callable[[], int],
         skew_limit_ms: int = DEFAULT_SKEW_LIMIT_MS,
+        origin_ms: int | None = None,
     ) -> None:
         if speedup is not None and not speedup > 0:
             raise ValueError(f"speedup must be positive, got {speedup!r}")
         self.speedup = speedup
         self.now_ms = now_ms
         self.skew_limit_ms = skew_limit_ms
-        # (event time, wall time) when event time first reached the wall clock
+        # (event time, wall time) from which event time follows the clock
         self._anchor: tuple[int, int] | None = None
+        now = now_ms()
+        if origin_ms is not None and origin_ms > now:
+            self._anchor = (origin_ms, now)
         self._warned = False
 
     @property
@@ -70,14 +78,14 @@ class Pacer:
     def wait_ms(self, event_time_ms: int) -> int:
         """How long to wait before sending a record of ``event_time_ms`` (0: now).
 
-        The first record at or past the wall clock anchors event time to it; records
-        before that (and every record without a speedup) never wait.
+        The first record at or past the wall clock ties event time to the clock from
+        then on; records before that (and every record without a speedup) never wait.
         """
         now = self.now_ms()
         if self._anchor is None:
             if event_time_ms < now:
                 return 0
-            self._anchor = (event_time_ms, now)
+            self._anchor = (now, now)
         if self.speedup is None:
             return 0
         event0, wall0 = self._anchor
