@@ -1,6 +1,7 @@
 # Shoal: two commands on a fresh machine.
 #   make demo   - the reference jobs on a real local Kafka broker, live output (Ctrl-C stops)
-#   make test   - unit and integration tests (starts its own broker)
+#   make test   - unit and integration tests (starts its own broker), the docs' code included
+#   make check  - lint, types, doctests, import rules, mkdocs build --strict
 #   make image  - the container image shoal:VERSION (podman; deploy/docker/build.py)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -53,11 +54,13 @@ bench: venv
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m bench
 
-# Lint, strict types, the public API's doctests and the import rules: before the tests in CI.
+# Lint, strict types, the public API's doctests, the import rules and the documentation site
+# (mkdocs.yml; its code blocks run in tests/unit/test_docs.py): before the tests in CI.
 check: venv
 	$(BIN)/ruff check runtime connectors jobs tests bench deploy
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules runtime/api connectors/kafka/config.py tests/unit/test_architecture.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules runtime/api runtime/testing runtime/settings.py runtime/generator/pacing.py connectors/kafka/config.py tests/unit/test_architecture.py
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 lint: venv
 	$(BIN)/ruff check runtime connectors jobs tests bench deploy
@@ -66,4 +69,4 @@ typecheck: venv
 	$(BIN)/mypy
 
 clean:
-	rm -rf .shoal .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .shoal site .pytest_cache .mypy_cache .ruff_cache

@@ -351,7 +351,13 @@ class KafkaRunner:
         for node in job.sinks:
             target = bindings.sinks[node.name]
             if node.name not in sinks and is_external(target):
-                sinks[node.name] = make_external_sink(target, node.name, node.schema)
+                # The job's own record schemas too, not only the built-in ones.
+                avro = (
+                    self.codecs.repository.current(node.schema).schema
+                    if node.schema and self.codecs.knows(node.schema)
+                    else None
+                )
+                sinks[node.name] = make_external_sink(target, node.name, node.schema, avro=avro)
         self.external = sinks
         self.worker = Worker(
             job,

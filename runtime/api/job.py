@@ -1,19 +1,20 @@
 """The job API: a job is a graph of named steps built from immutable stream objects.
 
->>> from datetime import timedelta
->>> from runtime.api import Job, WatermarkStrategy, windows
->>> from runtime.api.aggregates import Count
->>> job = Job("plays_per_user")
->>> plays = job.source("playback", schema="PlaybackEvent",
-...                    timestamp=lambda e: e["event_time_ms"],
-...                    watermarks=WatermarkStrategy.bounded(timedelta(seconds=5)))
->>> counts = (plays.filter(lambda e: e["event_type"] == "start", name="starts")
-...                .key_by("by_user", lambda e: e["user_id"])
-...                .window("per_minute", windows.tumbling(timedelta(minutes=1)))
-...                .aggregate(Count()))
->>> _ = counts.sink("plays_per_minute", schema=None)
->>> [n.name for n in job.nodes]
-['playback', 'starts', 'by_user', 'per_minute', 'plays_per_minute']
+Examples:
+    >>> from datetime import timedelta
+    >>> from runtime.api import Job, WatermarkStrategy, windows
+    >>> from runtime.api.aggregates import Count
+    >>> job = Job("plays_per_user")
+    >>> plays = job.source("playback", schema="PlaybackEvent",
+    ...                    timestamp=lambda e: e["event_time_ms"],
+    ...                    watermarks=WatermarkStrategy.bounded(timedelta(seconds=5)))
+    >>> counts = (plays.filter(lambda e: e["event_type"] == "start", name="starts")
+    ...                .key_by("by_user", lambda e: e["user_id"])
+    ...                .window("per_minute", windows.tumbling(timedelta(minutes=1)))
+    ...                .aggregate(Count()))
+    >>> _ = counts.sink("plays_per_minute", schema=None)
+    >>> [n.name for n in job.nodes]
+    ['playback', 'starts', 'by_user', 'per_minute', 'plays_per_minute']
 """
 
 from __future__ import annotations

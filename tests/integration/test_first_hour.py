@@ -4,7 +4,8 @@ In a temporary folder: ``shoal init myjob``, then in ``myjob``: ``pytest`` (the 
 own tests), ``shoal generate`` into a topic of this test, ``shoal run myjob.job:job
 --seconds 30``. The slow starts it writes are checked against a brute-force count over
 the records the generator wrote (read back from the topic). A second ``shoal generate``
-that starts behind the job's watermark says so; one that starts now does not.
+that starts behind the job's watermark says so; one that starts now does not. Bound to
+PostgreSQL, the same job's sink makes its table from the project's own schema.
 """
 
 from __future__ import annotations
@@ -14,14 +15,24 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
 
 from connectors.codecs import codec_factory
 from connectors.kafka.admin import KafkaAdmin
 from connectors.kafka.sink import KafkaSink
 from tests.integration.helpers import decoded, read_all, unique
+
+if TYPE_CHECKING:
+    from tests.services import PostgresServer
+
+pytest_plugins = ["tests.services"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MINUTE = 60_000
@@ -61,33 +72,47 @@ def slow_starts(events: list[dict[str, Any]]) -> Counter[tuple[str, int]]:
     return counts
 
 
-def test_init_test_generate_run_against_the_broker(kafka: str, tmp_path: Path) -> None:
-    made = shoal("init", "myjob", cwd=tmp_path)
+@dataclass(frozen=True)
+class Project:
+    """A project ``shoal init`` made, whose tests passed, and its generated input."""
+
+    folder: Path
+    playback: str
+    events: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def project(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """``shoal init myjob``, ``pytest`` in it, then ``shoal generate`` (30 minutes of the
+    past, replayed at once) into a topic of this module, read back as the reference's
+    input; then one record per partition at the wall clock, so that every partition's
+    watermark passes every generated window and timer (a heartbeat: the job filters it
+    out)."""
+    tmp = tmp_path_factory.mktemp("first-hour")
+    made = shoal("init", "myjob", cwd=tmp)
     assert made.returncode == 0, made.stderr
-    project = tmp_path / "myjob"
-    assert len((project / "README.md").read_text().splitlines()) == 5
+    folder = tmp / "myjob"
+    assert len((folder / "README.md").read_text().splitlines()) == 5
 
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=project, env=_env(), capture_output=True, text=True, timeout=300,
+        cwd=folder, env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert re.search(r"^5 passed", tests.stdout, re.M), tests.stdout[-2000:]
 
-    playback, out, dead = unique("fh-playback"), unique("fh-slow-starts"), unique("fh-dead")
+    playback = unique("fh-playback")
     generated = shoal(
         "generate", "-n", "8000", "--lookback", "1800", "--bootstrap", kafka,
         "--playback-topic", playback, "--interactions-topic", unique("fh-interactions"),
         "--late-rate", "0", "--duplicate-rate", "0", "--malformed-rate", "0",
         "--bad-timestamp-rate", "0", "-q",
-        cwd=project,
+        cwd=folder,
     )  # fmt: skip
     assert generated.returncode == 0, generated.stderr
     assert "event time starts 30 min before now" in generated.stderr, generated.stderr
     events = decoded(read_all(kafka, playback), "PlaybackEvent")
     assert len(events) > 4000
-    # One record per partition at the wall clock: every partition's watermark passes all
-    # the generated windows and timers (a heartbeat: the job filters it out).
     closing = codec_factory()("PlaybackEvent").encode(
         {**events[0], "event_type": "heartbeat", "event_time_ms": time.time_ns() // 1_000_000}
     )
@@ -95,36 +120,60 @@ def test_init_test_generate_run_against_the_broker(kafka: str, tmp_path: Path) -
     for partition in range(KafkaAdmin(kafka).topics()[playback]):
         sink.write(playback, b"closing", closing, partition=partition)
     sink.flush()
+    return Project(folder, playback, events)
 
-    group = unique("fh-job")
+
+def run_job(kafka: str, project: Project, group: str, *binds: str) -> None:
+    """``shoal run myjob.job:job --seconds 30`` in the project's folder."""
     run = shoal(
         "run", "myjob.job:job", "--seconds", "30", "--bootstrap", kafka, "--group", group,
-        "--bind", f"playback={playback}", "--bind", f"slow-starts={out}",
-        "--bind", f"dead-letters={dead}", "--quiet",
-        cwd=project,
+        "--bind", f"playback={project.playback}", *[a for b in binds for a in ("--bind", b)],
+        "--quiet",
+        cwd=project.folder,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "dead-lettered 0" in run.stderr, run.stderr[-2000:]
+    # every record in time, nothing dead-lettered (the input has no late or bad records)
+    assert re.search(r"late 0, dead-lettered 0$", run.stderr, re.M), run.stderr[-2000:]
 
-    schemas = codec_factory([project / "myjob" / "schemas"])("SlowStarts")
-    values, failures = schemas.decode_batch([m.value() for m in read_all(kafka, out)])
+
+def test_init_test_generate_run_against_the_broker(kafka: str, project: Project) -> None:
+    out, group = unique("fh-slow-starts"), unique("fh-job")
+    run_job(kafka, project, group, f"slow-starts={out}", f"dead-letters={out}-dead")
+
+    schema = codec_factory([project.folder / "myjob" / "schemas"])("SlowStarts")
+    values, failures = schema.decode_batch([m.value() for m in read_all(kafka, out)])
     assert not failures
     got = {(v["cdn"], v["window_start_ms"]): v["slow_starts"] for v in values}
     assert len(got) == len(values), "a window was written twice"
-    want = slow_starts(events)
+    want = slow_starts(project.events)
     assert sum(want.values()) > 10
     assert got == dict(want), (sorted(got.items()), sorted(want.items()))
 
     # The job's watermark is now past the generated records: a second run that starts
     # in the past says so, naming the job; one that starts now does not.
-    again = ["-n", "20", "--bootstrap", kafka, "--playback-topic", playback,
+    again = ["-n", "20", "--bootstrap", kafka, "--playback-topic", project.playback,
              "--interactions-topic", unique("fh-interactions"), "-q"]  # fmt: skip
-    behind = shoal("generate", *again, "--lookback", "1800", cwd=tmp_path)
+    behind = shoal("generate", *again, "--lookback", "1800", cwd=project.folder.parent)
     assert behind.returncode == 0, behind.stderr
     assert f"behind the watermark of job group {group!r}" in behind.stderr, behind.stderr
-    now = shoal("generate", *again, cwd=tmp_path)
+    now = shoal("generate", *again, cwd=project.folder.parent)
     assert now.returncode == 0, now.stderr
     assert "event time starts now" in now.stderr and group not in now.stderr, now.stderr
+
+
+def test_the_projects_own_schema_makes_a_postgresql_table(
+    kafka: str, project: Project, postgres: PostgresServer
+) -> None:
+    """Bound to PostgreSQL, the sink's table comes from the project's own SlowStarts
+    schema (not a built-in one), keyed by CDN and minute; rows equal the reference."""
+    table = f"slow_{uuid.uuid4().hex[:8]}"
+    url = postgres.sink_url(table=table, key="cdn,window_start_ms")
+    run_job(kafka, project, unique("fh-pg"), f"slow-starts={url}", f"dead-letters={table}-dead")
+    with psycopg.connect(postgres.url) as conn:
+        rows = conn.execute(f"SELECT cdn, window_start_ms, slow_starts FROM {table}").fetchall()
+    want = slow_starts(project.events)
+    assert {(cdn, start): n for cdn, start, n in rows} == dict(want)
+    assert len(rows) == len(want) > 3
 
 
 def test_run_finds_a_project_by_path_and_says_where_it_looked(tmp_path: Path) -> None:
