@@ -81,17 +81,16 @@ class Project:
     events: list[dict[str, Any]]
 
 
-@pytest.fixture(scope="module")
-def project(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Project:
+@pytest.fixture
+def project(kafka: str, tmp_path: Path) -> Project:
     """``shoal init myjob``, ``pytest`` in it, then ``shoal generate`` (30 minutes of the
-    past, replayed at once) into a topic of this module, read back as the reference's
+    past, replayed at once) into a topic of this test, read back as the reference's
     input; then one record per partition at the wall clock, so that every partition's
     watermark passes every generated window and timer (a heartbeat: the job filters it
-    out)."""
-    tmp = tmp_path_factory.mktemp("first-hour")
-    made = shoal("init", "myjob", cwd=tmp)
+    out). A test of its own each: one writes more to its topic."""
+    made = shoal("init", "myjob", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
-    folder = tmp / "myjob"
+    folder = tmp_path / "myjob"
     assert len((folder / "README.md").read_text().splitlines()) == 5
 
     tests = subprocess.run(
@@ -123,10 +122,11 @@ def project(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Project:
     return Project(folder, playback, events)
 
 
-def run_job(kafka: str, project: Project, group: str, *binds: str) -> None:
-    """``shoal run myjob.job:job --seconds 30`` in the project's folder."""
+def run_job(kafka: str, project: Project, group: str, *binds: str) -> str:
+    """``shoal run myjob.job:job --seconds 30`` in the project's folder; its log."""
     run = shoal(
-        "run", "myjob.job:job", "--seconds", "30", "--bootstrap", kafka, "--group", group,
+        "--log-level", "info", "run", "myjob.job:job", "--seconds", "30",
+        "--bootstrap", kafka, "--group", group,
         "--bind", f"playback={project.playback}", *[a for b in binds for a in ("--bind", b)],
         "--quiet",
         cwd=project.folder,
@@ -134,11 +134,12 @@ def run_job(kafka: str, project: Project, group: str, *binds: str) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     # every record in time, nothing dead-lettered (the input has no late or bad records)
     assert re.search(r"late 0, dead-lettered 0$", run.stderr, re.M), run.stderr[-2000:]
+    return run.stderr
 
 
 def test_init_test_generate_run_against_the_broker(kafka: str, project: Project) -> None:
     out, group = unique("fh-slow-starts"), unique("fh-job")
-    run_job(kafka, project, group, f"slow-starts={out}", f"dead-letters={out}-dead")
+    log = run_job(kafka, project, group, f"slow-starts={out}", f"dead-letters={out}-dead")
 
     schema = codec_factory([project.folder / "myjob" / "schemas"])("SlowStarts")
     values, failures = schema.decode_batch([m.value() for m in read_all(kafka, out)])
@@ -147,7 +148,7 @@ def test_init_test_generate_run_against_the_broker(kafka: str, project: Project)
     assert len(got) == len(values), "a window was written twice"
     want = slow_starts(project.events)
     assert sum(want.values()) > 10
-    assert got == dict(want), (sorted(got.items()), sorted(want.items()))
+    assert got == dict(want), (sorted(got.items()), sorted(want.items()), log[-4000:])
 
     # The job's watermark is now past the generated records: a second run that starts
     # in the past says so, naming the job; one that starts now does not.
@@ -168,11 +169,12 @@ def test_the_projects_own_schema_makes_a_postgresql_table(
     schema (not a built-in one), keyed by CDN and minute; rows equal the reference."""
     table = f"slow_{uuid.uuid4().hex[:8]}"
     url = postgres.sink_url(table=table, key="cdn,window_start_ms")
-    run_job(kafka, project, unique("fh-pg"), f"slow-starts={url}", f"dead-letters={table}-dead")
+    binds = (f"slow-starts={url}", f"dead-letters={table}-dead")
+    log = run_job(kafka, project, unique("fh-pg"), *binds)
     with psycopg.connect(postgres.url) as conn:
         rows = conn.execute(f"SELECT cdn, window_start_ms, slow_starts FROM {table}").fetchall()
     want = slow_starts(project.events)
-    assert {(cdn, start): n for cdn, start, n in rows} == dict(want)
+    assert {(cdn, start): n for cdn, start, n in rows} == dict(want), log[-4000:]
     assert len(rows) == len(want) > 3
 
 
