@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -208,12 +209,21 @@ def generate(
         [TopicSpec(playback_topic, partitions), TopicSpec(interactions_topic, partitions)]
     )
     click.echo(f"generator: {_describe_time(origin, now_ms, pace)}", err=True)
-    _warn_behind(admin, [playback_topic, interactions_topic], origin)
+    # In the background: on a busy cluster (or a broker that just started) listing the
+    # groups takes seconds, and the generator must not keep the jobs waiting for it.
+    check = threading.Thread(
+        target=_warn_behind,
+        args=(admin, [playback_topic, interactions_topic], origin),
+        name="shoal-generate-watermarks",
+        daemon=True,
+    )
+    check.start()
     pacer = Pacer(pace, _now_ms, DEFAULT_MAX_FUTURE_MS, origin_ms=origin)
     encoders = {name: streams.sink(name, schema).encode for name, schema in schemas.items()}
     sink = KafkaSink(server, linger_ms=50)
     rng = random.Random(seed ^ 0x5EED)
     counts: dict[str, int] = {}
+    interrupted = False
     t0 = time.monotonic()
     bar = tqdm(
         total=events,
@@ -244,8 +254,11 @@ def generate(
         sink.flush()
     except KeyboardInterrupt:
         sink.flush()
+        interrupted = True
     finally:
         bar.close()
+    if not interrupted:
+        check.join(timeout=30)  # a short run still says what the check found
     took = time.monotonic() - t0
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     click.echo(
