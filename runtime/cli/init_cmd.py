@@ -38,14 +38,14 @@ def package_name(folder: Path) -> str:
     Raises:
         ConfigError: the name cannot be a package.
     """
-    name = folder.name.replace("-", "_")
+    name = folder.resolve().name.replace("-", "_")
     if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
         raise ConfigError(
-            f"{folder.name!r} cannot name a Python package: use letters, digits, '_' and "
+            f"{folder.resolve().name!r} cannot name a Python package: use letters, digits, '_' and "
             "'-', starting with a letter (e.g. shoal init slow_starts)"
         )
     if name in ("runtime", "connectors", "jobs", "schemas", "tests", "test"):
-        raise ConfigError(f"{folder.name!r} is taken (Shoal or pytest uses it): pick another")
+        raise ConfigError(f"{name!r} is taken (Shoal or pytest uses it): pick another")
     return name
 
 
@@ -92,6 +92,5 @@ def init(path: Path) -> None:
     click.echo(f"made {len(written)} files in {path.resolve()}:", err=True)
     for file in written:
         click.echo(f"  {file.relative_to(path)}", err=True)
-    click.echo(
-        f"next: cd {path} && pytest && shoal run {package}.job:job   (see README.md)", err=True
-    )
+    go = "" if path.resolve() == Path.cwd().resolve() else f"cd {path} && "
+    click.echo(f"next: {go}pytest && shoal run {package}.job:job   (see README.md)", err=True)
