@@ -133,7 +133,8 @@ def impls_of(workload: Workload, wanted: list[str]) -> list[Impl]:
 
 def _start_broker(home: Path) -> tuple[object, str]:
     from connectors.kafka.broker import LocalBroker
-    from runtime.settings import broker_settings, load_settings
+    from runtime.composition import broker_settings
+    from runtime.settings import load_settings
 
     broker = LocalBroker(broker_settings(load_settings(), home=home))
     print("starting a local Kafka broker ...", flush=True)

@@ -30,6 +30,7 @@ def main() -> None:
         raise SystemExit('Error: PyFlink is not installed (pip install -e ".[flink]")')
     from bench.impl_shoal import build_w1
     from runtime.api.bindings import Bindings
+    from runtime.composition import FLINK_CONNECTORS
     from runtime.flink.options import FlinkOptions
     from runtime.flink.submit import build_environment, topic_partitions
 
@@ -45,8 +46,10 @@ def main() -> None:
         checkpoint_dir=args.state_dir / "checkpoints",
         output_partitions=args.partitions,
     )
-    partitions = topic_partitions(options, job, bindings)
-    env, _translation, _restored = build_environment(job, bindings, options, partitions)
+    partitions = topic_partitions(options, job, bindings, FLINK_CONNECTORS)
+    env, _translation, _restored = build_environment(
+        job, bindings, options, partitions, FLINK_CONNECTORS
+    )
     watch = Stopwatch()
     watch.start()
     t0 = time.perf_counter()

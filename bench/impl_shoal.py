@@ -34,8 +34,9 @@ from bench.common import BOUND_MS, WINDOW_MS, Stopwatch, package_version, parse_
 from runtime import Job, ProcessContext, ValueState, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
+from runtime.composition import kafka_runner
 from runtime.engine.worker import WorkerOptions
-from runtime.runner import KafkaRunner, RunConfig
+from runtime.runner import RunConfig
 
 VARIANTS = {
     "memory": ("memory", "at_least_once"),
@@ -229,7 +230,7 @@ def main() -> None:
         output_partitions=args.partitions,
         options=WorkerOptions(batch_size=10_000),
     )
-    runner = KafkaRunner(job, bindings, config)
+    runner = kafka_runner(job, bindings, config)
     worker = runner.worker
     assert worker is not None
     watch = Stopwatch()

@@ -1,34 +1,34 @@
 """Wires a job to Kafka: topics, consumer, transport, state, and the worker loop.
 
 The CLI, the demo, tests and benchmarks run jobs through ``KafkaRunner`` so there is
-one way to do it. This module sits above the engine and the connectors (like the
-CLI) and may import both.
+one way to do it. The runner knows the engine and the protocols of its I/O
+(:class:`RunnerConnectors`), not the connectors themselves: the composition root
+(``runtime.composition.kafka_runner``) hands it Kafka's.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from connectors.codecs import codec_factory
-from connectors.external import is_external, make_external_sink
-from connectors.kafka.admin import KafkaAdmin, TopicSpec
-from connectors.kafka.config import KafkaClientConfig, as_client_config
-from connectors.kafka.source import KafkaSource
-from connectors.kafka.transport import ChangelogReader, KafkaTransport
-from connectors.wire import EndpointCodecs, WireConfig
+from runtime.api.admin import ClientSettings, TopicAdmin, TopicSpec
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError
 from runtime.api.graph import KeyByNode
-from runtime.api.io import ExternalSink
+from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
-from runtime.engine.worker import Worker, WorkerOptions, changelog_topic, repartition_topic
-from runtime.settings import load_settings
+from runtime.engine.ports import ChangelogRead, Offsets, Transport
+from runtime.engine.topics import changelog_topic, internal_topics, repartition_topic
+from runtime.engine.worker import Worker, WorkerOptions
 from runtime.state.base import StateBackend
+
+#: A Kafka address, or client settings (address plus TLS, SASL ...).
+Bootstrap = str | ClientSettings
+TopicPartition = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,24 +40,26 @@ class RunConfig:
             client settings: TLS, SASL ...; see ``connectors.kafka.config``).
         guarantee: ``"exactly_once"`` (transactions) or ``"at_least_once"``.
         state: ``"rocksdb"`` or ``"memory"``.
-        state_dir: folder of RocksDB state (default: ``state/`` in ``SHOAL_HOME``).
+        state_dir: folder of RocksDB state (``shoal run`` passes ``state/`` of
+            ``SHOAL_HOME``).
         group: consumer group (default: the job's name).
         worker_id: stable name of this worker slot: names its transactional id, so a
             restarted worker fences and aborts its predecessor's transaction at once.
         output_partitions: partitions of sink topics created here.
         schema_dirs: folders of the job author's own schemas (beside the built-in ones
             and the job's ``Job(..., schemas=)``).
-        wire: framing of each source and sink, subject naming and the schema registry
-            (default: single-object Avro, no registry; see ``connectors.wire``).
+        wire: framing of each source and sink, subject naming and the schema registry,
+            read by the connectors only (``connectors.wire.WireConfig``; ``None``:
+            single-object Avro, no registry).
         replication_factor: replication of the topics created here (-1: the broker's
             ``default.replication.factor``).
         options: worker loop tuning.
     """
 
-    bootstrap: str | KafkaClientConfig
+    bootstrap: Bootstrap
     guarantee: str = "exactly_once"
     state: str = "rocksdb"
-    state_dir: Path = field(default_factory=lambda: load_settings().state_dir)
+    state_dir: Path = field(default_factory=lambda: Path(".shoal") / "state")
     group: str | None = None
     worker_id: str | None = None
     output_partitions: int = 4
@@ -65,7 +67,7 @@ class RunConfig:
     options: WorkerOptions = field(default_factory=WorkerOptions)
     schema_dirs: tuple[Path, ...] = ()
     source_overrides: Mapping[str, Any] = field(default_factory=dict)
-    wire: WireConfig = field(default_factory=WireConfig)
+    wire: object | None = None
 
     def __post_init__(self) -> None:
         if self.guarantee not in ("exactly_once", "at_least_once"):
@@ -87,10 +89,101 @@ def make_backend(config: RunConfig, worker_id: str) -> StateBackend:
     return RocksDBBackend(config.state_dir / worker_id)
 
 
+class JobCodecs(CodecFactory, Protocol):
+    """The codecs of one job's endpoints (``connectors.wire.EndpointCodecs``)."""
+
+    def prepare(self, sinks: Iterable[tuple[str, str]]) -> list[str]:
+        """Register the sinks' schemas where a registry is used; returns those registered."""
+        ...
+
+    def describe(self) -> str:
+        """The wire formats, for the start-up line."""
+        ...
+
+    def close(self) -> None:
+        """Release the registry client."""
+        ...
+
+
+class ConsumerSource(SourceReader, Offsets, Protocol):
+    """The worker's consumer: reads batches, knows committed offsets, rewinds."""
+
+
+class RunnerTransport(Transport, Protocol):
+    """The worker's transport, and what the runner sets up and releases."""
+
+    def load_limits(self, topics: list[str]) -> None:
+        """Read what each written topic accepts (timestamps, sizes) once at the start."""
+        ...
+
+    def close(self) -> None:
+        """Abort what is open and release the producer."""
+        ...
+
+
+AssignListener = Callable[[list[TopicPartition]], dict[TopicPartition, int]]
+RevokeListener = Callable[[list[TopicPartition]], None]
+
+
+class RunnerConnectors(Protocol):
+    """The I/O a ``KafkaRunner`` is wired with (``runtime.composition.KafkaConnectors``)."""
+
+    def codecs(self, job: Job, bindings: Bindings, config: RunConfig) -> JobCodecs:
+        """The job's codecs, per source and sink endpoint.
+
+        Raises:
+            ConfigError: the wire settings are invalid or a registry refuses a schema.
+        """
+        ...
+
+    def admin(self, bootstrap: Bootstrap) -> TopicAdmin:
+        """A topic admin of the cluster."""
+        ...
+
+    def source(
+        self,
+        bootstrap: Bootstrap,
+        group: str,
+        topics: list[str],
+        *,
+        on_assign: AssignListener,
+        on_revoke: RevokeListener,
+        extra: Mapping[str, Any],
+    ) -> ConsumerSource:
+        """The group's consumer of ``topics`` (read_committed)."""
+        ...
+
+    def transport(
+        self,
+        bootstrap: Bootstrap,
+        source: ConsumerSource,
+        *,
+        exactly_once: bool,
+        transactional_id: str,
+    ) -> RunnerTransport:
+        """The transport that writes outputs and commits with ``source``'s group."""
+        ...
+
+    def changelog(self, bootstrap: Bootstrap) -> ChangelogRead:
+        """Reads a changelog partition from the start (read_committed)."""
+        ...
+
+    def is_external(self, target: str) -> bool:
+        """Whether a binding target is an external sink's URL (not a topic)."""
+        ...
+
+    def external_sink(
+        self, target: str, sink: str, schema: str, codecs: JobCodecs | None = None
+    ) -> ExternalSink:
+        """The external sink a URL names (``codecs``: the job's, to find its own
+        record schemas)."""
+        ...
+
+
 def ensure_topics(
     job: Job,
     bindings: Bindings,
-    admin: KafkaAdmin,
+    admin: TopicAdmin,
     partitions: int,
     app: str | None = None,
     replication: int = -1,
@@ -188,7 +281,7 @@ def topic_plan(
 
 
 def check_internal_topics(
-    admin: KafkaAdmin, changelogs: list[TopicSpec], repartitions: list[TopicSpec]
+    admin: TopicAdmin, changelogs: list[TopicSpec], repartitions: list[TopicSpec]
 ) -> None:
     """Existing changelog and repartition topics must fit the job (see ``ensure_topics``).
 
@@ -219,16 +312,7 @@ def check_internal_topics(
         raise ConfigError("internal topics unfit: " + "; ".join(problems))
 
 
-def internal_topics(job: Job, app: str) -> list[str]:
-    """The internal topics of a job's repartitioning ``key_by`` steps."""
-    return [
-        repartition_topic(app, n.name)
-        for n in job.nodes
-        if isinstance(n, KeyByNode) and n.repartition
-    ]
-
-
-def check_identity(admin: KafkaAdmin, group: str, instance: str, worker_id: str) -> None:
+def check_identity(admin: TopicAdmin, group: str, instance: str, worker_id: str) -> None:
     """Refuse to start a worker whose id is already live in the group.
 
     Two workers with one id share a static membership and a transactional id: they
@@ -273,6 +357,8 @@ class KafkaRunner:
         job: the job.
         bindings: topics (see ``Bindings.for_job``).
         config: how to run it.
+        connectors: the consumer, transport, admin, codecs and external sinks to use
+            (``runtime.composition.kafka_runner`` passes Kafka's).
         external: sinks outside Kafka, by sink name.
     """
 
@@ -281,19 +367,15 @@ class KafkaRunner:
         job: Job,
         bindings: Bindings,
         config: RunConfig,
+        connectors: RunnerConnectors,
         external: Mapping[str, ExternalSink] | None = None,
     ) -> None:
         self.job = job
         self.config = config
-        client = as_client_config(config.bootstrap)
+        client = config.bootstrap
+        is_external = connectors.is_external
         # Schemas the registry refuses stop the job here, before any topic is made.
-        self.codecs = EndpointCodecs(
-            codec_factory((*config.schema_dirs, *job.schema_dirs)),
-            config.wire,
-            bindings.sources,
-            {n: t for n, t in bindings.sinks.items() if not is_external(t)},
-            owner=f"job {job.name!r}",
-        )
+        self.codecs = connectors.codecs(job, bindings, config)
         try:
             self.registered = self.codecs.prepare(
                 (n.name, n.schema) for n in job.sinks if not is_external(bindings.sinks[n.name])
@@ -301,7 +383,7 @@ class KafkaRunner:
         except BaseException:
             self.codecs.close()
             raise
-        admin = KafkaAdmin(client)
+        admin = connectors.admin(client)
         app = config.group or job.name
         self.input_partitions = ensure_topics(
             job, bindings, admin, config.output_partitions, app, config.replication_factor
@@ -312,8 +394,8 @@ class KafkaRunner:
         if config.worker_id:
             check_identity(admin, app, instance, worker_id)
         self.backend = make_backend(config, worker_id)
-        self.worker: Worker | None = None
-        topics = list(bindings.sources.values()) + internal_topics(job, app)
+        internal = list(internal_topics(job, app))
+        topics = list(bindings.sources.values()) + internal
         source_conf = dict(config.source_overrides)
         if config.worker_id:
             # Static membership: a worker restarted in its slot takes its partitions
@@ -326,16 +408,15 @@ class KafkaRunner:
             # Keyed state of co-partitioned inputs must see partition p of every input
             # in the same task: the range assignor co-locates equal partition numbers.
             source_conf.setdefault("partition.assignment.strategy", "range")
-        self.source = KafkaSource(
+        self.source = connectors.source(
             client,
             config.group or job.name,
             topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            read_committed=True,
             extra=source_conf,
         )
-        self.transport = KafkaTransport(
+        self.transport = connectors.transport(
             client,
             self.source,
             exactly_once=config.guarantee == "exactly_once",
@@ -345,19 +426,16 @@ class KafkaRunner:
         self.transport.load_limits(
             [t for t in bindings.sinks.values() if not is_external(t)]
             + [bindings.dead_letters]
-            + internal_topics(job, app)
+            + internal
         )
         sinks = dict(external or {})
         for node in job.sinks:
             target = bindings.sinks[node.name]
             if node.name not in sinks and is_external(target):
-                # The job's own record schemas too, not only the built-in ones.
-                avro = (
-                    self.codecs.repository.current(node.schema).schema
-                    if node.schema and self.codecs.knows(node.schema)
-                    else None
+                # With the job's codecs: its own record schemas, not only built-in ones.
+                sinks[node.name] = connectors.external_sink(
+                    target, node.name, node.schema, self.codecs
                 )
-                sinks[node.name] = make_external_sink(target, node.name, node.schema, avro=avro)
         self.external = sinks
         self.worker = Worker(
             job,
@@ -366,24 +444,22 @@ class KafkaRunner:
             self.codecs,
             self.backend,
             offsets=self.source,
-            changelog=ChangelogReader(client).read,
+            changelog=connectors.changelog(client),
             external=sinks,
             options=config.options,
             repartition_partitions=self.input_partitions,
             app=app,
         )
 
-    def _on_assign(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        assert self.worker is not None
+    # The consumer calls these from inside ``poll``, so only once the worker exists.
+    def _on_assign(self, pairs: list[TopicPartition]) -> dict[TopicPartition, int]:
         return self.worker.on_assign(pairs)
 
-    def _on_revoke(self, pairs: list[tuple[str, int]]) -> None:
-        if self.worker is not None:
-            self.worker.on_revoke(pairs)
+    def _on_revoke(self, pairs: list[TopicPartition]) -> None:
+        self.worker.on_revoke(pairs)
 
     def step(self) -> int:
         """One loop iteration; returns the records read."""
-        assert self.worker is not None
         return self.worker.step(self.source)
 
     def run(
@@ -393,7 +469,6 @@ class KafkaRunner:
         tick_s: float = 1.0,
     ) -> None:
         """Run until ``should_stop()``, then checkpoint and leave the group."""
-        assert self.worker is not None
         # On failure nothing is closed gracefully: closing would commit or flush
         # state of a half-done batch. The caller exits; the restart replays from the
         # last committed checkpoint.
@@ -402,9 +477,6 @@ class KafkaRunner:
 
     def close(self) -> None:
         """Leave the group (revocation checkpoints) and release everything."""
-        if self.worker is None:
-            self.codecs.close()
-            return
         try:
             self.source.close()
         finally:

@@ -131,14 +131,3 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise ConfigError(f"{name}={text!r} is not a whole number") from None
-
-
-def broker_settings(settings: Settings, home: Path | None = None):  # type: ignore[no-untyped-def]
-    """The local broker's settings derived from ``settings``."""
-    from connectors.kafka.broker import BrokerSettings
-
-    return BrokerSettings(
-        home=home or settings.broker_home,
-        jar_cache=settings.cache / "kafka",
-        pom=settings.kafka_pom,
-    )

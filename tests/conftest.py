@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from runtime.api.errors import BrokerError
-from runtime.settings import broker_settings, load_settings
+from runtime.composition import broker_settings
+from runtime.settings import load_settings
 
 
 def _require(tool: str, why: str) -> None:

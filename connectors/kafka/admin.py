@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from connectors.kafka.client import (
@@ -26,22 +25,11 @@ from connectors.kafka.client import (
 from connectors.kafka.config import KafkaClientConfig, as_client_config
 from connectors.kafka.errors import ClientErrors, explain
 from connectors.kafka.limits import TopicLimits, limits_from_configs
+from runtime.api.admin import TopicSpec
 from runtime.api.errors import ConnectorError
 
-
-@dataclass(frozen=True, slots=True)
-class TopicSpec:
-    """A topic to create: partitions, replication and configs (e.g. ``cleanup.policy``).
-
-    ``replication`` -1 takes the broker's ``default.replication.factor`` (Kafka 2.4+), so
-    a production cluster's durability rules apply without Shoal knowing them.
-    """
-
-    name: str
-    partitions: int = 1
-    replication: int = -1
-    config: Mapping[str, str] = field(default_factory=dict)
-
+# TopicSpec is defined with the admin protocol in runtime.api (re-exported here).
+__all__ = ["GroupMember", "KafkaAdmin", "TopicSpec"]
 
 log = logging.getLogger("shoal.kafka.admin")
 

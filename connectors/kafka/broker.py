@@ -31,7 +31,7 @@ from pathlib import Path
 
 from connectors.kafka.client import CLIENT_LOGGER, AdminClient, KafkaException
 from connectors.kafka.config import KafkaClientConfig
-from runtime.api.errors import BrokerError
+from runtime.api.errors import BrokerError, InvariantError
 from runtime.api.files import open_private_log, private_dir, write_private
 from runtime.api.redact import redact_text
 
@@ -253,7 +253,8 @@ class LocalBroker:
 
     def _security_props(self, port: int, controller: int, secure: int) -> dict[str, str]:
         security = self.settings.security
-        assert security is not None
+        if security is None:
+            raise InvariantError("the SASL_SSL listener's settings are missing")
         keystore = self._make_certificates()
         supers = ";".join(["User:ANONYMOUS", *(f"User:{u}" for u in security.super_users)])
         return {

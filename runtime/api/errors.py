@@ -17,6 +17,8 @@ happen next::
     │   └── BrokerError        the local broker could not be started or reached
     ├── WorkerBusy             a call into the worker thread was refused: too many are
     │                          pending (the HTTP service answers 503; try again)
+    ├── InvariantError         the engine reached a state it must never reach (a bug in
+    │                          Shoal, not in the job): fatal; the worker restarts
     └── StateError             state or checkpoint failure: fatal for the task
         ├── CheckpointAborted  a checkpoint lost a race with a rebalance: rewind to the
         │                      last committed checkpoint and go on
@@ -115,6 +117,14 @@ class BrokerError(ConnectorError):
 
 class WorkerBusy(ShoalError):
     """The worker thread already has its maximum of calls pending; try again later."""
+
+
+class InvariantError(ShoalError):
+    """The engine found its own bookkeeping in a state it must never be in.
+
+    Raised instead of ``assert`` (which ``python -O`` strips): the worker fails and its
+    restart resumes from the last committed checkpoint.
+    """
 
 
 class StateError(ShoalError):

@@ -12,7 +12,8 @@ import click
 from connectors.kafka.broker import LocalBroker
 from connectors.kafka.config import KafkaClientConfig, load_client_config
 from runtime.api.errors import ConfigError
-from runtime.settings import Settings, broker_settings, load_settings
+from runtime.composition import broker_settings
+from runtime.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from connectors.avro.registry import RegistryConfig

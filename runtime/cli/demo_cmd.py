@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import click
 
-from runtime.api.errors import ConnectorError
+from runtime.api.errors import ConnectorError, InvariantError
 from runtime.cli.common import codecs, local_broker
 
 
@@ -47,7 +47,8 @@ def _spawn(args: list[str], prefix: str, lock: threading.Lock) -> subprocess.Pop
         start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert proc.stdout is not None
+    if proc.stdout is None:
+        raise InvariantError("a demo process started without its output pipe")
     threading.Thread(target=_relay, args=(prefix, proc.stdout, lock), daemon=True).start()
     return proc
 
@@ -233,7 +234,7 @@ def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
 
     from connectors.kafka.admin import KafkaAdmin, TopicSpec
     from runtime.api.bindings import Bindings
-    from runtime.cli.run_cmd import load_job
+    from runtime.loader import load_job
 
     # The demo's job list lives with the jobs; the runtime loads it by name, never imports it.
     demo_jobs: tuple[str, ...] = importlib.import_module("jobs").DEMO_JOBS

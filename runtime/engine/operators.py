@@ -9,10 +9,9 @@ records are dead-lettered.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from runtime.engine.task import Task
+from runtime.engine.context import TaskContext
 
 Rec = tuple[Any, Any, int, Any]
 Batch = list[Rec]
@@ -52,7 +51,7 @@ class Operator:
     #: How many repartition boundaries lie upstream: names the watermark this step uses.
     stage = 0
 
-    def __init__(self, name: str, task: Task) -> None:
+    def __init__(self, name: str, task: TaskContext) -> None:
         self.name = name
         self.task = task
         self.children: list[Operator] = []
@@ -86,6 +85,9 @@ class Operator:
     def on_processing_time(self, now_ms: int) -> None:
         """The processing clock reached ``now_ms``."""
 
+    def restore_index(self) -> None:
+        """Rebuild in-memory indexes from restored state (stateful operators)."""
+
     def fail(self, exc: BaseException, rec: Rec) -> None:
         """Dead-letter (or skip, or fail on) one record whose user function raised."""
         self.counters.dead_lettered += 1
@@ -104,7 +106,7 @@ class PassOperator(Operator):
 class MapOperator(Operator):
     """One output per input."""
 
-    def __init__(self, name: str, task: Task, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, name: str, task: TaskContext, fn: Callable[[Any], Any]) -> None:
         super().__init__(name, task)
         self.fn = fn
 
@@ -127,7 +129,7 @@ class MapOperator(Operator):
 class FilterOperator(Operator):
     """Keeps the records the predicate accepts."""
 
-    def __init__(self, name: str, task: Task, fn: Callable[[Any], bool]) -> None:
+    def __init__(self, name: str, task: TaskContext, fn: Callable[[Any], bool]) -> None:
         super().__init__(name, task)
         self.fn = fn
 
@@ -151,7 +153,7 @@ class FilterOperator(Operator):
 class FlatMapOperator(Operator):
     """Zero or more outputs per input."""
 
-    def __init__(self, name: str, task: Task, fn: Callable[[Any], Iterable[Any]]) -> None:
+    def __init__(self, name: str, task: TaskContext, fn: Callable[[Any], Iterable[Any]]) -> None:
         super().__init__(name, task)
         self.fn = fn
 
@@ -172,7 +174,7 @@ class FlatMapOperator(Operator):
 class KeyByOperator(Operator):
     """Sets each record's key."""
 
-    def __init__(self, name: str, task: Task, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, name: str, task: TaskContext, fn: Callable[[Any], Any]) -> None:
         super().__init__(name, task)
         self.fn = fn
 
@@ -195,7 +197,7 @@ class KeyByOperator(Operator):
 class SinkOperator(Operator):
     """Collects records for a sink; the worker encodes and writes them per batch."""
 
-    def __init__(self, name: str, task: Task, key_fn: Callable[[Any], Any] | None) -> None:
+    def __init__(self, name: str, task: TaskContext, key_fn: Callable[[Any], Any] | None) -> None:
         super().__init__(name, task)
         self.key_fn = key_fn
         self.pending: list[tuple[Any, Any, int]] = []

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from runtime.api.functions import KeyedProcessFunction, ListState, MapState, StateDescriptor
+from runtime.engine.context import TaskContext
 from runtime.engine.operators import Batch, Operator
 
 if TYPE_CHECKING:
-    from runtime.engine.task import Task
     from runtime.state.base import StateStore
 
 _MISSING = object()
@@ -89,7 +89,9 @@ class ProcessOperator(Operator):
 
     stateful = True
 
-    def __init__(self, name: str, task: Task, fn: KeyedProcessFunction, store: StateStore) -> None:
+    def __init__(
+        self, name: str, task: TaskContext, fn: KeyedProcessFunction, store: StateStore
+    ) -> None:
         super().__init__(name, task)
         self.fn = fn
         self.store = store

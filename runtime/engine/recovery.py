@@ -1,18 +1,245 @@
-"""Checks that state a task is about to use decodes, with errors that say where.
+"""Where state is restored: local-state reuse, changelog replay, event-time progress
+and rewinding, with errors that say where state does not decode.
 
-Restoring replays a changelog partition into a store; a record this version
-cannot decode (corrupt, or written in the old format) fails the restore with one
-:class:`~runtime.api.errors.StateFormatError` naming the topic, partition and
-offset. A reused local store is checked the same way before the task relies on it.
+A task that gets partitions is brought to its last committed checkpoint before it
+processes anything (:func:`restore_task`):
+
+1. **Which checkpoint**: the newest :class:`~runtime.engine.checkpoint.CheckpointMeta`
+   committed with the offsets of the task's partitions (:func:`latest_checkpoint`).
+2. **Reuse local state** when a store holds exactly that checkpoint (RocksDB written
+   after the commit, see :mod:`runtime.engine.checkpoint`); its first entry is read
+   so that state in an old format fails now (:func:`check_local_state`).
+3. **Otherwise replay the changelog**: the store is cleared and the step's changelog
+   partition of the task is read from the start (read_committed) into it, in
+   batches (:func:`apply_changes`); a record this version cannot decode (corrupt, or
+   written in the old format) fails the restore with one
+   :class:`~runtime.api.errors.StateFormatError` naming the topic, partition and offset.
+4. **Event-time progress** of each partition comes back from its offset's metadata
+   (:func:`restore_progress`), so windows fire as if nothing had happened.
+
+A checkpoint that loses a race with a rebalance makes the worker **rewind**: it
+reopens every task as above and moves the consumer back to the committed offsets
+(:func:`seek_committed`); :class:`RewindGuard` checks that the first batch of each
+partition really starts there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from runtime.api.errors import StateError, StateFormatError
+from runtime.engine.checkpoint import STORE_META, CheckpointMeta, store_mark, stored_checkpoint
+from runtime.engine.ports import ChangelogRead, Offsets
+from runtime.engine.task import Task
+from runtime.engine.topics import changelog_topic
 from runtime.state.base import Change, StateStore
 from runtime.state.serde import decode_key, decode_value
+
+__all__ = [
+    "Restored",
+    "RewindGuard",
+    "apply_changes",
+    "check_local_state",
+    "latest_checkpoint",
+    "locate_bad_change",
+    "restore_progress",
+    "restore_task",
+    "seek_committed",
+]
+
+# The worker's logger: restore lines read as they always did.
+log = logging.getLogger("shoal.worker")
+
+#: Changelog records applied to a store at once.
+RESTORE_BATCH = 50_000
+#: A long restore logs its progress every this many records.
+RESTORE_PROGRESS_EVERY = 250_000
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What restoring one task did.
+
+    Attributes:
+        seq: the sequence number of the checkpoint the task's state is at (0: none).
+        records: changelog records replayed.
+        seconds: time spent.
+    """
+
+    seq: int
+    records: int
+    seconds: float
+
+
+def latest_checkpoint(metadata: Iterable[str]) -> CheckpointMeta | None:
+    """The newest checkpoint among the committed offsets' metadata of a task's partitions."""
+    parsed = [m for m in (CheckpointMeta.parse(x) for x in metadata) if m is not None]
+    return max(parsed, key=lambda m: m.seq, default=None)
+
+
+def restore_task(
+    task: Task,
+    tid: int,
+    last: CheckpointMeta | None,
+    changelog: ChangelogRead | None,
+    app: str,
+) -> Restored:
+    """Bring a new task's state to the committed checkpoint ``last`` (steps 2 and 3).
+
+    Args:
+        task: the task, just opened.
+        tid: its id (the changelog partition).
+        last: the checkpoint its partitions' offsets were committed with (``None``: none).
+        changelog: reads a changelog partition from the start (``None``: no changelog).
+        app: names changelog topics (the consumer group).
+
+    Raises:
+        StateFormatError: a changelog record or the reused local state does not decode.
+    """
+    seq = last.seq if last is not None else 0
+    # Sequence numbers alone can repeat across workers; the id names one commit.
+    ckpt = last.name if last is not None else None
+    if not task.stores:
+        return Restored(seq, 0, 0.0)
+    t0 = time.monotonic()
+    restored = 0
+    for store in task.stores:
+        local_ckpt = stored_checkpoint(store)
+        log.info(
+            "task %s store %s: local checkpoint %s, committed %s",
+            tid,
+            store.name,
+            local_ckpt,
+            ckpt,
+        )
+        if local_ckpt == ckpt and seq > 0:
+            check_local_state(store)
+            continue  # local state is exactly the committed checkpoint
+        if local_ckpt is not None or len(store):
+            store.clear()
+        if seq == 0 or changelog is None:
+            continue
+        restored += _replay(store, changelog, changelog_topic(app, store.name), tid, t0, task)
+        store.put_meta(STORE_META, store_mark(last))
+        store.checkpoint()
+    task.reindex()
+    took = time.monotonic() - t0
+    if restored:
+        log.warning(
+            "task %s of %s restored %d changelog records in %.2fs",
+            tid,
+            task.job.name,
+            restored,
+            took,
+        )
+    return Restored(seq, restored, took)
+
+
+def _replay(
+    store: StateStore, changelog: ChangelogRead, topic: str, tid: int, t0: float, task: Task
+) -> int:
+    """Read the task's changelog partition into ``store``; returns the records read."""
+    restored = 0
+    batch: list[Change] = []
+    offsets: list[int] = []
+    for key, value, offset in changelog(topic, tid):
+        batch.append((key, value))
+        offsets.append(offset)
+        if len(batch) >= RESTORE_BATCH:
+            apply_changes(store, batch, offsets, topic, tid)
+            restored += len(batch)
+            batch, offsets = [], []
+            if restored % RESTORE_PROGRESS_EVERY == 0:
+                log.warning(
+                    "task %s of %s: restoring %s, %d records so far (%.1fs)",
+                    tid,
+                    task.job.name,
+                    topic,
+                    restored,
+                    time.monotonic() - t0,
+                )
+    if batch:
+        apply_changes(store, batch, offsets, topic, tid)
+        restored += len(batch)
+    return restored
+
+
+def restore_progress(task: Task, source: str, partition: int, metadata: str) -> None:
+    """Apply a partition's event-time progress from its committed offset's metadata."""
+    meta = CheckpointMeta.parse(metadata)
+    if meta is not None:
+        task.restore_progress(source, partition, meta.max_ts, meta.wm)
+
+
+def seek_committed(offsets: Offsets, positions: dict[TopicPartition, int]) -> None:
+    """Move the consumer back to ``positions`` (the committed offsets; partitions with
+    none start at their beginning, which fills them in)."""
+    unknown = [tp for tp, pos in positions.items() if pos < 0]
+    positions.update(offsets.beginning(unknown))
+    log.info("rewinding consumer to %s", sorted(positions.items()))
+    offsets.seek(dict(positions))
+
+
+class RewindGuard:
+    """After a rewind, checks that each partition's first batch starts where the
+    rewind pointed: a seek can be lost in a rebalance.
+
+    Args:
+        offsets: seeks again when a batch starts past the target.
+    """
+
+    def __init__(self, offsets: Offsets | None) -> None:
+        self.offsets = offsets
+        self._expect: dict[TopicPartition, list[int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._expect)
+
+    def expect(self, positions: dict[TopicPartition, int]) -> None:
+        """The consumer was moved to ``positions``."""
+        self._expect = {tp: [pos, 0] for tp, pos in positions.items()}
+
+    def forget(self, tp: TopicPartition) -> None:
+        """The partition is gone (revoked)."""
+        self._expect.pop(tp, None)
+
+    def accept(self, topic: str, partition: int, group: list[Any]) -> list[Any]:
+        """The part of a batch that starts where the rewind pointed.
+
+        Records before the target were already replayed; a batch that starts after it
+        means the seek was lost, so seek again once. A second look at the same gap is
+        accepted: offsets of a transactional input skip control records.
+        """
+        expect = self._expect.get((topic, partition))
+        if expect is None:
+            return group
+        target, tries = expect
+        first = group[0].offset()
+        if first == target:
+            del self._expect[(topic, partition)]
+            return group
+        if first < target:
+            del self._expect[(topic, partition)]
+            return [m for m in group if m.offset() >= target]
+        if tries < 2 and self.offsets is not None:
+            log.warning(
+                "%s[%s]: expected offset %s after rewinding, got %s; seeking again",
+                topic,
+                partition,
+                target,
+                first,
+            )
+            expect[1] = tries + 1
+            self.offsets.seek({(topic, partition): target})
+            return []
+        del self._expect[(topic, partition)]
+        return group
 
 
 def apply_changes(

@@ -27,15 +27,13 @@ fit; the task dead-letters such a record and goes on.
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runtime.api.errors import DecodeError, RecordError, StateError
+from runtime.engine.context import TaskContext
 from runtime.engine.operators import Batch, Operator
 from runtime.state.codec import pack, unpack
 from runtime.state.serde import encode_key
-
-if TYPE_CHECKING:
-    from runtime.engine.task import Task
 
 RECORD, MARK = "r", "w"
 RECORD_TAG, MARK_TAG = b"R", b"W"
@@ -118,7 +116,7 @@ class RepartitionWriter(Operator):
     dead-lettered here, with where it came from, instead of failing the write.
     """
 
-    def __init__(self, name: str, task: Task, step: str) -> None:
+    def __init__(self, name: str, task: TaskContext, step: str) -> None:
         super().__init__(name, task)
         self.step = step
         self.pending: list[tuple[Any, bytes, int]] = []

@@ -1,4 +1,4 @@
-"""Plain histograms the worker fills and the metrics endpoint reads.
+"""Plain histograms the worker fills, and the typed snapshot the service reads.
 
 The engine never imports a metrics library: it counts into fixed buckets (a list of
 ints and a sum), and ``runtime.service.metrics`` turns a copy into Prometheus
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-__all__ = ["CHECKPOINT_BOUNDS_S", "LATENCY_BOUNDS_S", "Histogram"]
+__all__ = ["CHECKPOINT_BOUNDS_S", "LATENCY_BOUNDS_S", "Histogram", "WorkerStats"]
 
 #: Checkpoint durations (seconds): from a quick commit to one that nears the timeout.
 CHECKPOINT_BOUNDS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -43,3 +44,57 @@ class Histogram:
     def snapshot(self) -> tuple[tuple[float, ...], list[int], float]:
         """``(bounds, counts, sum)``: a copy, safe to read on another thread."""
         return self.bounds, list(self.counts), self.total
+
+
+HistogramSnapshot = tuple[tuple[float, ...], list[int], float]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """What a worker reports about itself, copied on the worker thread (a snapshot).
+
+    The HTTP service, ``shoal run``'s counters and tests read this instead of the
+    worker's own attributes.
+
+    Attributes:
+        failed: the worker loop failed (it is about to exit for a restart).
+        uncommitted: records were read or outputs written since the last commit.
+        counters: per-step counters summed over tasks, including closed ones.
+        lag: records behind each input partition's end (when the consumer reports it).
+        watermarks: task id -> watermark.
+        partitions: task id -> its input partitions, sorted.
+        state_entries: stateful step -> entries in its stores.
+        checkpoints: committed checkpoints.
+        checkpoint_seconds: duration of the last committed checkpoint.
+        checkpoint_records: state changes in the last committed checkpoint.
+        checkpoint_failures: checkpoints that lost a race with a rebalance.
+        last_checkpoint_ms: wall clock of the last checkpoint pass (committed, or
+            nothing to commit).
+        checkpoint_interval_ms: how often a checkpoint is due.
+        restore_seconds: time spent restoring state.
+        restored_records: changelog records replayed.
+        records_read: input records read.
+        rewinds: rewinds to the last committed checkpoint.
+        checkpoint_histogram: checkpoint durations (bounds, counts, sum).
+        latency_histogram: event-to-sink latency (bounds, counts, sum).
+    """
+
+    failed: bool = False
+    uncommitted: bool = False
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    watermarks: dict[int, int] = field(default_factory=dict)
+    partitions: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+    state_entries: dict[str, int] = field(default_factory=dict)
+    checkpoints: int = 0
+    checkpoint_seconds: float = 0.0
+    checkpoint_records: int = 0
+    checkpoint_failures: int = 0
+    last_checkpoint_ms: int | None = None
+    checkpoint_interval_ms: int = 1000
+    restore_seconds: float = 0.0
+    restored_records: int = 0
+    records_read: int = 0
+    rewinds: int = 0
+    checkpoint_histogram: HistogramSnapshot | None = None
+    latency_histogram: HistogramSnapshot | None = None

@@ -15,6 +15,8 @@ from typing import Any
 
 from runtime.api.errors import (
     DecodeError,
+    InvariantError,
+    JobDefinitionError,
     RecordError,
     RecordOrigin,
     ShoalError,
@@ -160,7 +162,11 @@ class Task:
             for parent in node.parents:
                 parent_op = self.ops[parent.name]
                 if isinstance(node, LateNode):
-                    assert isinstance(parent_op, WindowOperator)
+                    if not isinstance(parent_op, WindowOperator):
+                        raise JobDefinitionError(
+                            f"step {node.name!r}: late records come from a window step, "
+                            f"not from {parent.name!r}"
+                        )
                     parent_op.late_children.append(op)
                 else:
                     parent_op.children.append(op)
@@ -190,7 +196,8 @@ class Task:
             self.sinks[name] = sink
             return sink
         if isinstance(node, WindowNode):
-            assert node.spec is not None and node.aggregate is not None and node.output
+            if node.spec is None or node.aggregate is None or not node.output:
+                raise JobDefinitionError(f"window step {name!r} has no aggregation")
             store = backend.open_store(self.job.name, name, self.task_id)
             self.stores.append(store)
             cls = SessionWindowOperator if isinstance(node.spec, Session) else FixedWindowOperator
@@ -198,7 +205,8 @@ class Task:
             win.restore_index()
             return win
         if isinstance(node, ProcessNode):
-            assert node.fn is not None
+            if node.fn is None:
+                raise JobDefinitionError(f"process step {name!r} has no function")
             store = backend.open_store(self.job.name, name, self.task_id)
             self.stores.append(store)
             return ProcessOperator(name, self, node.fn, store)
@@ -207,9 +215,7 @@ class Task:
     def reindex(self) -> None:
         """Rebuild in-memory indexes (firing times, timers) after state was restored."""
         for op in self.order:
-            restore = getattr(op, "restore_index", None)
-            if restore is not None:
-                restore()
+            op.restore_index()
 
     # -- event time -----------------------------------------------------------------
     @property
@@ -226,7 +232,8 @@ class Task:
     def add_partition(self, source: str, partition: int) -> None:
         """Start reading ``partition`` of ``source`` (or of an internal topic)."""
         if source in self.internal:
-            assert self.repartition_partitions is not None
+            if self.repartition_partitions is None:
+                raise InvariantError(f"internal source {source!r} without a partition count")
             self.tracker_of(source).add_marker_partition(
                 source, partition, self.repartition_partitions, self.now_ms()
             )

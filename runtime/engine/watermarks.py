@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runtime.api.errors import InvariantError
 from runtime.api.watermarks import WatermarkStrategy
 
 NO_WATERMARK = -(2**63)
@@ -88,7 +89,8 @@ class WatermarkTracker:
     def mark(self, source: str, partition: int, upstream_task: int, watermark: int) -> None:
         """A watermark marker of an upstream task arrived on an internal partition."""
         clock = self._clocks[(source, partition)]
-        assert isinstance(clock, MarkerClock)
+        if not isinstance(clock, MarkerClock):
+            raise InvariantError(f"{source}[{partition}] is not an internal partition")
         if watermark > clock.marks.get(upstream_task, NO_WATERMARK):
             clock.marks[upstream_task] = watermark
 
@@ -166,7 +168,8 @@ class WatermarkTracker:
         self._current = int(snap["current"])  # type: ignore[call-overload]
         self._forced = int(snap["forced"])  # type: ignore[call-overload]
         max_ts = snap["max_ts"]
-        assert isinstance(max_ts, dict)
+        if not isinstance(max_ts, dict):
+            raise InvariantError(f"a watermark snapshot's max_ts is a {type(max_ts).__name__}")
         for name, ts in max_ts.items():
             source, _, part = name.partition("\x00")
             clock = self._clocks.get((source, int(part)))

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.api.functions import AggregateFunction, Window
 from runtime.api.windows import Hopping, Session, Tumbling, WindowSpec
+from runtime.engine.context import TaskContext
 from runtime.engine.operators import Batch, Operator, Rec
 
 if TYPE_CHECKING:
-    from runtime.engine.task import Task
     from runtime.state.base import StateStore
 
 _MISSING = object()
@@ -80,7 +80,7 @@ class WindowOperator(Operator):
     def __init__(
         self,
         name: str,
-        task: Task,
+        task: TaskContext,
         spec: WindowSpec,
         aggregate: AggregateFunction[Any, Any, Any],
         output: Callable[[Any, Window, Any], Any],

@@ -96,7 +96,8 @@ def pyflink_home() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec("pyflink")
-    assert spec is not None and spec.origin is not None
+    if spec is None or spec.origin is None:
+        raise ConfigError("pyflink is installed as a namespace without files: reinstall it")
     return Path(spec.origin).parent
 
 

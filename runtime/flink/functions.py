@@ -27,8 +27,9 @@ from typing import Any
 from runtime.api.errors import TimestampError
 from runtime.api.functions import AggregateFunction as ShoalAggregate
 from runtime.api.functions import Window
+from runtime.api.io import CodecFactory
 from runtime.api.watermarks import WatermarkStrategy as ShoalWatermarks
-from runtime.engine.worker import key_bytes
+from runtime.engine.topics import key_bytes
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import DEAD_LETTER_TAG, Failures
 
@@ -70,8 +71,10 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
         timestamp: Callable[[Any], int] | None,
         strategy: ShoalWatermarks,
         failures: Failures,
+        codecs: Callable[[], CodecFactory],
     ) -> None:
         self.schema = schema
+        self.codecs = codecs
         self.timestamp = timestamp
         self.min_valid_ms = strategy.min_valid_ms
         self.max_future_ms = strategy.max_future_ms
@@ -81,9 +84,7 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
         self.codec: Any = None
 
     def open(self, runtime_context: Any) -> None:
-        from connectors.codecs import codec_factory
-
-        self.codec = codec_factory()(self.schema)
+        self.codec = self.codecs()(self.schema)
 
     def check_time(self, value: Any) -> None:
         """Raise ``TimestampError`` for a missing or absurd event time."""
@@ -425,17 +426,20 @@ class EncodeStep(pf.ProcessFunction):  # type: ignore[misc]
     the record's event time (``None`` when it has none)."""
 
     def __init__(
-        self, schema: str, failures: Failures, key: Callable[[Any], Any] | None = None
+        self,
+        schema: str,
+        failures: Failures,
+        codecs: Callable[[], CodecFactory],
+        key: Callable[[Any], Any] | None = None,
     ) -> None:
         self.schema = schema
         self.failures = failures
+        self.codecs = codecs
         self.key = key
         self.encode: Any = None
 
     def open(self, runtime_context: Any) -> None:
-        from connectors.codecs import codec_factory
-
-        self.encode = codec_factory()(self.schema).encode
+        self.encode = self.codecs()(self.schema).encode
 
     def process_element(self, pair: Pair, ctx: Any) -> Iterator[Any]:
         key, value = pair
@@ -448,12 +452,10 @@ class EncodeStep(pf.ProcessFunction):  # type: ignore[misc]
         yield pf.Row(key_data, data, event_time(pair, ctx.timestamp()))
 
 
-def encode_dead_letter(record: dict[str, Any]) -> Any:
+def encode_dead_letter(codecs: Callable[[], CodecFactory], record: dict[str, Any]) -> Any:
     """A dead letter as ``DeadLetter`` Avro (single-object encoding), keyed like the
     native engine's (by the failed record's key, which Flink's readers do not see)."""
-    from connectors.codecs import codec_factory
-
-    data: bytes = codec_factory()("DeadLetter").encode(record)
+    data: bytes = codecs()("DeadLetter").encode(record)
     return pf.Row(record["original_key"], data, None)
 
 

@@ -31,18 +31,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments and run the job until the cluster stops it."""
-    from connectors.kafka.config import load_client_config
+    # The Flink application's entry point: like ``shoal run``, it starts from the
+    # composition root, which hands the engine its connectors.
     from runtime.api.bindings import Bindings
-    from runtime.cli.run_cmd import load_job
+    from runtime.composition import FLINK_CONNECTORS, client_settings
     from runtime.flink.options import FlinkOptions
     from runtime.flink.submit import run_on_flink
+    from runtime.loader import load_job
     from runtime.settings import load_settings
 
     args = parser().parse_args(argv)
     job = load_job(args.job)
     bindings = Bindings.for_job(job, args.bind)
     settings = load_settings()
-    client = load_client_config(
+    client = client_settings(
         args.bootstrap or settings.bootstrap or "",
         config_file=Path(args.kafka_config) if args.kafka_config else None,
         env=settings.kafka_env,
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from_cluster=True,
         kafka_properties=dict(client.properties),
     )
-    run_on_flink(job, bindings, options)
+    run_on_flink(job, bindings, options, connectors=FLINK_CONNECTORS)
 
 
 if __name__ == "__main__":

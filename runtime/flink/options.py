@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.api.admin import TopicAdmin
 from runtime.api.errors import ConfigError
+from runtime.api.io import CodecFactory
 from runtime.settings import load_settings
 
 INSTALL_HINT = 'pip install "shoal[flink]"'
@@ -40,6 +42,25 @@ def parse_jobmanager(address: str) -> tuple[str, int]:
             f"--jobmanager {address!r} must look like HOST:PORT (e.g. 127.0.0.1:8081)"
         )
     return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class FlinkConnectors:
+    """What the Flink engine uses of Shoal's connectors, handed in by the composition
+    root (``runtime.composition.FLINK_CONNECTORS``).
+
+    Attributes:
+        admin: a topic admin for ``(bootstrap, client settings)``: finds the sources'
+            partitions and creates the sinks' topics.
+        java_properties: the Java Kafka clients' settings for ``(bootstrap, client
+            settings)`` (the one place that builds client settings, for Java).
+        codecs: the codec factory of Shoal's schemas. Flink's Python workers call it
+            again, so it must be a module-level function (pickled by reference).
+    """
+
+    admin: Callable[[str, Mapping[str, str]], TopicAdmin]
+    java_properties: Callable[[str, Mapping[str, str]], dict[str, str]]
+    codecs: Callable[[], CodecFactory]
 
 
 @dataclass(frozen=True, slots=True)

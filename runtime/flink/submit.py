@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.api.admin import TopicSpec
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.graph import WindowNode
 from runtime.api.job import Job
 from runtime.api.windows import Session
 from runtime.flink.jars import connector_jars
-from runtime.flink.options import FlinkOptions, parse_jobmanager, require_pyflink
+from runtime.flink.options import FlinkConnectors, FlinkOptions, parse_jobmanager, require_pyflink
 from runtime.settings import REPO_ROOT
 
 # Folders shipped to a remote cluster (``add_python_file``): the code a job's functions use.
@@ -107,16 +108,15 @@ def flink_config(
     return config
 
 
-def topic_partitions(options: FlinkOptions, job: Job, bindings: Bindings) -> dict[str, int]:
+def topic_partitions(
+    options: FlinkOptions, job: Job, bindings: Bindings, connectors: FlinkConnectors
+) -> dict[str, int]:
     """Partitions of the source topics; creates sink and dead-letter topics that are missing.
 
     Raises:
         ConfigError: a source topic does not exist.
     """
-    from connectors.kafka.admin import KafkaAdmin, TopicSpec
-    from connectors.kafka.config import KafkaClientConfig
-
-    admin = KafkaAdmin(KafkaClientConfig(options.bootstrap, options.kafka_properties))
+    admin = connectors.admin(options.bootstrap, options.kafka_properties)
     existing = admin.topics()
     missing = [t for t in bindings.sources.values() if t not in existing]
     if missing:
@@ -130,7 +130,11 @@ def topic_partitions(options: FlinkOptions, job: Job, bindings: Bindings) -> dic
 
 
 def build_environment(
-    job: Job, bindings: Bindings, options: FlinkOptions, partitions: dict[str, int]
+    job: Job,
+    bindings: Bindings,
+    options: FlinkOptions,
+    partitions: dict[str, int],
+    connectors: FlinkConnectors,
 ) -> tuple[Any, Any, str | None]:
     """A Flink environment with ``job`` translated into it; also its translation and the
     checkpoint it resumes from (or ``None``)."""
@@ -162,9 +166,7 @@ def build_environment(
     if options.jobmanager is not None:
         for package in PACKAGES:
             env.add_python_file(str(REPO_ROOT / package))
-    from connectors.kafka.config import KafkaClientConfig
-
-    java = KafkaClientConfig(options.bootstrap, options.kafka_properties).java_properties()
+    java = connectors.java_properties(options.bootstrap, options.kafka_properties)
     kafka = KafkaSettings(
         properties=java,
         bootstrap=options.bootstrap,
@@ -172,6 +174,7 @@ def build_environment(
         partitions=partitions,
         bounded=options.bounded,
         transaction_timeout_ms=options.transaction_timeout_ms,
+        codecs=connectors.codecs,
     )
     return env, translate(env, job, bindings, kafka), restored
 
@@ -181,19 +184,23 @@ def run_on_flink(
     bindings: Bindings,
     options: FlinkOptions,
     *,
+    connectors: FlinkConnectors,
     should_stop: Callable[[], bool] | None = None,
     poll_s: float = 0.5,
 ) -> FlinkRun:
     """Run ``job`` on Flink until it finishes (bounded input) or ``should_stop()``.
+
+    ``connectors`` are the Kafka admin, client settings and codecs to use
+    (``runtime.composition.FLINK_CONNECTORS``).
 
     Raises:
         ConfigError: pyflink or the connector jar is missing, or a topic does not exist.
         ShoalError: the Flink job failed (after its restart attempts).
     """
     require_pyflink()
-    partitions = topic_partitions(options, job, bindings)
+    partitions = topic_partitions(options, job, bindings, connectors)
     t0 = time.monotonic()
-    env, translation, restored = build_environment(job, bindings, options, partitions)
+    env, translation, restored = build_environment(job, bindings, options, partitions, connectors)
     try:
         client = env.execute_async(job.name)
         status = _wait(client, should_stop, poll_s)

@@ -47,8 +47,9 @@ Where Flink differs from the native engine (the same results otherwise):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from runtime.api.bindings import Bindings
@@ -66,6 +67,7 @@ from runtime.api.graph import (
     SourceNode,
     WindowNode,
 )
+from runtime.api.io import CodecFactory
 from runtime.api.job import Job
 from runtime.api.windows import Hopping, Session, Tumbling
 from runtime.flink import _pyflink as pf
@@ -110,6 +112,8 @@ class KafkaSettings:
         transaction_timeout_ms: the sinks' Kafka transaction timeout.
         properties: the Java clients' settings from ``connectors.kafka.config`` (the one
             place that builds client settings): the address, TLS, SASL ...
+        codecs: gives the codec factory of the records' schemas (decode, encode, dead
+            letters); Flink's Python workers call it, so it is a module-level function.
     """
 
     bootstrap: str
@@ -118,6 +122,7 @@ class KafkaSettings:
     bounded: bool = False
     transaction_timeout_ms: int = 600_000
     properties: Mapping[str, str] = field(default_factory=dict, repr=False)
+    codecs: Callable[[], CodecFactory] = field(kw_only=True)
 
 
 @dataclass
@@ -143,7 +148,7 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
         out.streams[node.name] = _translate(env, job, bindings, kafka, node, out)
     if out.dead:
         dead = out.dead[0].union(*out.dead[1:]) if len(out.dead) > 1 else out.dead[0]
-        encoded = dead.map(encode_dead_letter, output_type=KEYED_BYTES)
+        encoded = dead.map(partial(encode_dead_letter, kafka.codecs), output_type=KEYED_BYTES)
         encoded = encoded.name("dead-letters.encode").uid("dead-letters.encode")
         out.outputs.append(("dead-letters", bindings.dead_letters, encoded))
     _write_sinks(env, kafka, out.outputs)
@@ -174,7 +179,8 @@ def _translate(
     if isinstance(node, LateNode):
         return out.late[node.parents[0].name]
     if isinstance(node, ProcessNode):
-        assert node.fn is not None
+        if node.fn is None:
+            raise JobDefinitionError(f"process step {node.name!r} has no function")
         keyed = _parent(out, node).key_by(pair_key)
         result = keyed.process(ProcessStep(node.fn, _failures(job, node)))
         return _with_dead(result.name(node.name).uid(node.name), out)
@@ -186,7 +192,8 @@ def _translate(
                 "topics only"
             )
         encoded = _parent(out, node).process(
-            EncodeStep(node.schema, _failures(job, node), node.key), output_type=KEYED_BYTES
+            EncodeStep(node.schema, _failures(job, node), kafka.codecs, node.key),
+            output_type=KEYED_BYTES,
         )
         encoded = _with_dead(encoded.name(f"{node.name}.encode").uid(f"{node.name}.encode"), out)
         out.outputs.append((node.name, topic, encoded))
@@ -230,7 +237,8 @@ def _source(
         builder = builder.set_bounded(pf.KafkaOffsetsInitializer.latest())
     raw = env.from_source(builder.build(), pf.WatermarkStrategy.no_watermarks(), node.name)
     raw = raw.uid(f"{node.name}.kafka").set_parallelism(partitions)
-    decode = DecodeStep(node.schema, node.timestamp, node.watermarks, _failures(job, node, topic))
+    failures = _failures(job, node, topic)
+    decode = DecodeStep(node.schema, node.timestamp, node.watermarks, failures, kafka.codecs)
     decoded = raw.process(decode).name(f"{node.name}.decode").uid(f"{node.name}.decode")
     decoded = _with_dead(decoded.set_parallelism(partitions), out)
     strategy = node.watermarks

@@ -60,7 +60,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from runtime.api.errors import ConfigError, WorkerBusy
-from runtime.service.filters import compile_filter
+from runtime.service.filters import FilterSyntaxError, compile_filter
 from runtime.service.guard import AUTHORIZED, COOKIE, BearerAuth, LoopbackHosts, error_response
 from runtime.service.handle import MAX_ENTRIES, MAX_KEY_BYTES, WorkerHandle
 from runtime.service.jsonable import to_jsonable
@@ -273,8 +273,7 @@ def _check_key(request: Request, key: str) -> JSONResponse | None:
 
 
 def _bad_request(exc: ConfigError) -> JSONResponse:
-    column = getattr(exc, "column", None)
-    extra = {"column": column} if column is not None else {}
+    extra = {"column": exc.column} if isinstance(exc, FilterSyntaxError) else {}
     return _error(400, str(exc), **extra)
 
 

@@ -19,22 +19,25 @@ import concurrent.futures
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from runtime.api.errors import ConfigError, WorkerBusy
+from runtime.api.graph import SinkNode, SourceNode
+from runtime.api.job import Job
+from runtime.engine.context import Tap
 from runtime.engine.queryable import MAX_ENTRIES, StateLookup
+from runtime.engine.stats import WorkerStats
 from runtime.engine.watermarks import NO_WATERMARK
 from runtime.service.jsonable import to_jsonable
 from runtime.service.taps import TapHub
-
-if TYPE_CHECKING:
-    from runtime.engine.worker import Worker
 
 __all__ = [
     "MAX_ENTRIES",
     "MAX_KEY_BYTES",
     "NO_WATERMARK",
+    "ServedWorker",
     "Snapshot",
     "StateAnswer",
     "StepInfo",
@@ -92,43 +95,67 @@ class Snapshot:
     latency_histogram: tuple[tuple[float, ...], list[int], float] | None = None
 
 
+@runtime_checkable
+class ServedWorker(Protocol):
+    """The worker as the service sees it (``runtime.engine.worker.Worker`` is one)."""
+
+    @property
+    def job(self) -> Job:
+        """The job it runs."""
+        ...
+
+    @property
+    def taps(self) -> dict[str, Tap]:
+        """Step -> live tap; the service adds and removes taps in place."""
+        ...
+
+    @property
+    def failed(self) -> bool:
+        """Whether its loop failed."""
+        ...
+
+    def call(
+        self, fn: Callable[[ServedWorker], Any], deadline: float | None = None
+    ) -> concurrent.futures.Future[Any]:
+        """Run ``fn(worker)`` on the worker thread between two batches."""
+        ...
+
+    def snapshot(self) -> WorkerStats:
+        """What the worker reports about itself (on the worker thread)."""
+        ...
+
+    def query_state(self, step: str, key: Any, limit: int = MAX_ENTRIES) -> StateLookup:
+        """Entries of a stateful step for ``key`` (on the worker thread)."""
+        ...
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def take_snapshot(worker: Worker) -> Snapshot:
+def take_snapshot(worker: ServedWorker) -> Snapshot:
     """Read everything the service reports; runs on the worker thread."""
-    entries: dict[str, int] = {}
-    for task in worker.tasks.values():
-        for store in task.stores:
-            entries[store.name] = entries.get(store.name, 0) + len(store)
-    partitions: dict[int, list[tuple[str, int]]] = {}
-    for tp in worker.positions:
-        partitions.setdefault(worker.task_id(tp[1]), []).append(tp)
-    stats = worker.stats
-    # The time of the last checkpoint pass (committed, or nothing to commit); the
-    # worker keeps it privately, so read it defensively.
-    last = getattr(worker, "_last_checkpoint", None)
+    stats = worker.snapshot()
     return Snapshot(
         time_ms=_wall_ms(),
-        failed=bool(worker.failed),
-        counters=worker.counters(),
-        lag=dict(worker.lag),
-        watermarks={tid: task.watermark for tid, task in worker.tasks.items()},
-        partitions={tid: sorted(tps) for tid, tps in partitions.items()},
-        state_entries=entries,
-        checkpoint_seconds=float(stats.get("checkpoint_seconds", 0.0)),
-        checkpoint_records=float(stats.get("checkpoint_records", 0.0)),
-        checkpoint_failures=float(stats.get("checkpoint_failures", 0.0)),
-        checkpoints=int(worker.checkpoints),
-        last_checkpoint_ms=int(last) if isinstance(last, int | float) else None,
-        checkpoint_interval_ms=int(worker.options.checkpoint_interval_ms),
-        restore_seconds=float(worker.restore_seconds),
-        restored_records=int(worker.restored_records),
-        records_read=int(worker.records_read),
-        rewinds=int(worker.rewinds),
-        checkpoint_histogram=worker.checkpoint_durations.snapshot(),
-        latency_histogram=worker.sink_latency.snapshot(),
+        failed=stats.failed,
+        counters=stats.counters,
+        lag=stats.lag,
+        watermarks=stats.watermarks,
+        partitions=stats.partitions,
+        state_entries=stats.state_entries,
+        checkpoint_seconds=stats.checkpoint_seconds,
+        checkpoint_records=float(stats.checkpoint_records),
+        checkpoint_failures=float(stats.checkpoint_failures),
+        checkpoints=stats.checkpoints,
+        last_checkpoint_ms=stats.last_checkpoint_ms,
+        checkpoint_interval_ms=stats.checkpoint_interval_ms,
+        restore_seconds=stats.restore_seconds,
+        restored_records=stats.restored_records,
+        records_read=stats.records_read,
+        rewinds=stats.rewinds,
+        checkpoint_histogram=stats.checkpoint_histogram,
+        latency_histogram=stats.latency_histogram,
     )
 
 
@@ -205,7 +232,7 @@ class WorkerHandle:
 
     def __init__(
         self,
-        worker: Worker,
+        worker: ServedWorker,
         *,
         worker_id: str = "",
         timeout_s: float = 3.0,
@@ -225,7 +252,7 @@ class WorkerHandle:
                 name=n.name,
                 kind=n.kind,
                 parents=tuple(p.name for p in n.parents),
-                schema=getattr(n, "schema", None) or None,
+                schema=(n.schema or None) if isinstance(n, SourceNode | SinkNode) else None,
             )
             for n in worker.job.nodes
         ]
@@ -287,7 +314,7 @@ class WorkerHandle:
         info = self._by_name[step]
         candidates = key_candidates(key)
 
-        def read(worker: Worker) -> StateAnswer:
+        def read(worker: ServedWorker) -> StateAnswer:
             # Runs on the worker thread: values are copied to JSON before they leave it.
             found = StateLookup()
             for candidate in candidates:

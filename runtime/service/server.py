@@ -14,18 +14,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol, runtime_checkable
 
 import uvicorn
 
 from runtime.api.errors import ConfigError
 from runtime.service.app import make_app
-from runtime.service.handle import WorkerHandle
+from runtime.service.handle import ServedWorker, WorkerHandle
 from runtime.service.metrics import CollectorRegistry, register_standard
 from runtime.service.sse import IDLE_TIMEOUT_S
-
-if TYPE_CHECKING:
-    from runtime.engine.worker import Worker
 
 __all__ = [
     "MIN_TOKEN_BYTES",
@@ -145,19 +142,34 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_of(runner_or_worker: Any) -> Worker:
-    worker = getattr(runner_or_worker, "worker", None)
-    if worker is not None and hasattr(worker, "taps"):
-        return worker  # type: ignore[no-any-return]
-    if hasattr(runner_or_worker, "taps") and hasattr(runner_or_worker, "call"):
-        return runner_or_worker  # type: ignore[no-any-return]
+@runtime_checkable
+class RunsAWorker(Protocol):
+    """What runs a worker (``runtime.runner.KafkaRunner``): the worker and its id."""
+
+    @property
+    def worker(self) -> ServedWorker:
+        """The worker it runs."""
+        ...
+
+    @property
+    def worker_id(self) -> str:
+        """The worker's id (the ``worker`` label of its metrics)."""
+        ...
+
+
+def _worker_of(runner_or_worker: RunsAWorker | ServedWorker) -> tuple[ServedWorker, str]:
+    """The worker to serve, and its id (``""`` for a bare worker)."""
+    if isinstance(runner_or_worker, RunsAWorker):
+        return runner_or_worker.worker, runner_or_worker.worker_id
+    if isinstance(runner_or_worker, ServedWorker):
+        return runner_or_worker, ""
     raise ConfigError(
         f"cannot serve {type(runner_or_worker).__name__}: expected a runner or a worker"
     )
 
 
 def start_service(
-    runner_or_worker: Any,
+    runner_or_worker: RunsAWorker | ServedWorker,
     host: str = DEFAULT_HOST,
     port: int = 0,
     token: str | None = None,
@@ -187,9 +199,8 @@ def start_service(
     config = ServiceConfig(
         host=host, port=port, token=token, keepalive_s=keepalive_s, idle_timeout_s=idle_timeout_s
     )
-    handle = WorkerHandle(
-        _worker_of(runner_or_worker), worker_id=str(getattr(runner_or_worker, "worker_id", ""))
-    )
+    worker, worker_id = _worker_of(runner_or_worker)
+    handle = WorkerHandle(worker, worker_id=worker_id)
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)
         register_standard(registry)  # process, platform and GC families

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from runtime.service.jsonable import dumps
@@ -154,8 +154,7 @@ class SSEResponse:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            aclose = getattr(self.body, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            if isinstance(self.body, AsyncGenerator):
+                await self.body.aclose()
             if self.hub is not None:
                 self.hub.unsubscribe(self.sub)  # also when the body never started

@@ -7,9 +7,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from runtime.api.errors import ConfigError
+from runtime.api.io import CodecFactory
 from runtime.api.job import Job
 from runtime.engine.operators import Batch, Operator
 from runtime.engine.queryable import lookup_state
@@ -59,6 +60,14 @@ class TestRecord:
         return (1, self.ts)
 
 
+class DriverCodecs(CodecFactory, Protocol):
+    """The codecs the driver sends records through (``connectors.codecs.CodecFactory``)."""
+
+    def knows(self, schema: str) -> bool:
+        """Whether ``schema`` names a known record schema."""
+        ...
+
+
 @dataclass
 class _Committed:
     """What the last checkpoint committed (see ``TestDriver.checkpoint``)."""
@@ -91,6 +100,8 @@ class TestDriver:
         state_dir: folder for RocksDB state.
         start_ms: the processing clock's start (epoch ms).
         partitions: how many partitions each source has (records go to ``partition=``).
+        codecs: the codecs records go through; default: Shoal's single-object Avro over
+            ``schemas/`` and the job's own schema folders (from the composition root).
     """
 
     __test__ = False  # not a pytest test class
@@ -103,13 +114,14 @@ class TestDriver:
         state_dir: Path | None = None,
         start_ms: int = DEFAULT_START_MS,
         partitions: int = 1,
+        codecs: DriverCodecs | None = None,
     ) -> None:
         self.job = job
         self._now = start_ms
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._state, self._state_dir, self._partitions = state, state_dir, partitions
         self.backend = self._backend(state, state_dir)
-        self.codecs = _codecs(job)
+        self.codecs = codecs if codecs is not None else _default_codecs(job)
         self._outputs: dict[str, list[tuple[Any, Any, int]]] = defaultdict(list)
         self._late: dict[str, list[Any]] = defaultdict(list)
         self._dead: list[DeadLetter] = []
@@ -368,7 +380,9 @@ class TestDriver:
             self._tmp.cleanup()
 
 
-def _codecs(job: Job) -> Any:
-    from connectors.codecs import codec_factory
+def _default_codecs(job: Job) -> DriverCodecs:
+    # The composition root knows the connectors; importing it only when no codecs are
+    # given keeps the driver itself free of them.
+    from runtime.composition import default_codecs
 
-    return codec_factory(job.schema_dirs)
+    return default_codecs(job.schema_dirs)

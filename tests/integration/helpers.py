@@ -16,6 +16,7 @@ from connectors.kafka.source import KafkaSource
 from connectors.wire import WireConfig
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
+from runtime.composition import kafka_runner
 from runtime.engine.worker import Worker, WorkerOptions
 from runtime.generator import GeneratedRecord, Generator, GeneratorConfig, corrupt_bytes
 from runtime.runner import KafkaRunner, RunConfig
@@ -89,7 +90,7 @@ def run_job_until_idle(
         options=WorkerOptions(batch_size=2000, checkpoint_interval_ms=500),
         wire=wire or WireConfig(),
     )
-    runner = KafkaRunner(job, bindings, config)
+    runner = kafka_runner(job, bindings, config)
     worker = runner.worker
     assert worker is not None
     try:

@@ -31,9 +31,10 @@ from jobs.qoe import job as qoe_job
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
 from runtime.api.watermarks import DEFAULT_MIN_VALID_MS
+from runtime.composition import kafka_runner
 from runtime.engine.worker import Worker, WorkerOptions
 from runtime.generator import Degradation, GeneratorConfig, catalogue
-from runtime.runner import KafkaRunner, RunConfig
+from runtime.runner import RunConfig
 from tests.integration.helpers import produce_generated, read_all, run_until_quiet, unique
 from tests.unit.jobs.test_personalization import GAP_MS, HALF_LIFE_MS, MIN_CHANGE, TOP_N, Reference
 from tests.unit.jobs.test_qoe import (
@@ -105,7 +106,7 @@ def run_job(
         # all through the run instead of after one partition was read to its end
         source_overrides={"max.partition.fetch.bytes": 32 * 1024},
     )
-    runner = KafkaRunner(job, bindings, config)
+    runner = kafka_runner(job, bindings, config)
     worker, sinks = runner.worker, dict(runner.external)
     assert worker is not None
     pending, written_at_fault = fault, -1

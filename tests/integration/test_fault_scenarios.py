@@ -17,8 +17,9 @@ from connectors.kafka.broker import LocalBroker
 from jobs.user_counts import job as user_counts
 from runtime.api.bindings import Bindings
 from runtime.api.watermarks import DEFAULT_MIN_VALID_MS
+from runtime.composition import broker_settings
 from runtime.generator import Generator, GeneratorConfig, corrupt_bytes
-from runtime.settings import broker_settings, load_settings
+from runtime.settings import load_settings
 from tests.integration.helpers import decoded, read_all, run_job_until_idle, unique
 from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
 from tests.integration.workers import ROOT, Producer, WorkerPool, chaos_line, group_lag

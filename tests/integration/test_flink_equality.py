@@ -25,6 +25,7 @@ from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from jobs.user_counts import build as build_user_counts
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
+from runtime.composition import FLINK_CONNECTORS
 from runtime.flink import FlinkOptions, run_on_flink
 from runtime.generator import GeneratorConfig
 from tests.integration.helpers import decoded, produce_generated, read_all, unique
@@ -104,7 +105,7 @@ def test_user_counts_on_flink_equals_reference(kafka: str, tmp_path: Path) -> No
     bindings = Bindings.for_job(
         job, [f"playback={playback}", f"user-counts={out}", f"dead-letters={dead}"]
     )
-    run = run_on_flink(job, bindings, options(kafka, tmp_path))
+    run = run_on_flink(job, bindings, options(kafka, tmp_path), connectors=FLINK_CONNECTORS)
     assert run.status == "FINISHED"
     got, rows = counts_of(kafka, out)
     want = reference_counts(values)
@@ -169,7 +170,7 @@ def test_failover_restores_from_checkpoint_exactly_once(kafka: str, tmp_path: Pa
     flag, checkpoints = tmp_path / "failed-once", tmp_path / "checkpoints"
     job = failing_user_counts(flag, checkpoints)
     bindings = Bindings.for_job(job, [f"playback={playback}", f"user-counts={out}"])
-    run = run_on_flink(job, bindings, options(kafka, tmp_path))
+    run = run_on_flink(job, bindings, options(kafka, tmp_path), connectors=FLINK_CONNECTORS)
     assert run.status == "FINISHED"
     assert flag.exists(), "the injected failure never happened"
     got, rows = counts_of(kafka, out)
@@ -225,7 +226,7 @@ def test_sessionization_on_flink_equals_reference(kafka: str, tmp_path: Path) ->
             f"dead-letters={dead}",
         ],
     )
-    run = run_on_flink(job, bindings, options(kafka, tmp_path))
+    run = run_on_flink(job, bindings, options(kafka, tmp_path), connectors=FLINK_CONNECTORS)
     assert run.status == "FINISHED"
     now_ms = time.time_ns() // 1_000_000
     decodable = [r.value for r in sent if r.corrupt is None]

@@ -20,6 +20,7 @@ from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
 from runtime.api.watermarks import DEFAULT_MIN_VALID_MS
+from runtime.composition import FLINK_CONNECTORS
 from runtime.engine.worker import Worker
 from runtime.flink import run_on_flink
 from runtime.generator import Degradation, GeneratedRecord, GeneratorConfig
@@ -53,7 +54,9 @@ def run_both(
         if engine == "native":
             worker = run_job_until_idle(kafka, job, bindings, idle_s=6.0)
         else:
-            run = run_on_flink(job, bindings, options(kafka, tmp_path))
+            run = run_on_flink(
+                job, bindings, options(kafka, tmp_path), connectors=FLINK_CONNECTORS
+            )
             assert run.status == "FINISHED"
         outputs.append({n: read_all(kafka, t, first_wait_s=10) for n, t in topics.items()})
     assert worker is not None

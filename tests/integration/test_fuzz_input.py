@@ -85,7 +85,7 @@ from connectors.codecs import codec_factory
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.sink import KafkaSink
 from runtime.engine.repartition import encode_marker, encode_record
-from runtime.engine.worker import repartition_topic
+from runtime.engine.topics import repartition_topic
 from runtime.generator import Generator, GeneratorConfig
 from runtime.state.codec import pack
 from tests.integration.chaos_jobs import WINDOW_MS

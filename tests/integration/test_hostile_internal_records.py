@@ -27,9 +27,11 @@ from connectors.kafka.sink import KafkaSink
 from jobs.playback_health import job
 from jobs.playback_health.job import error_record
 from runtime.api.bindings import Bindings
-from runtime.engine.worker import WorkerOptions, repartition_topic
+from runtime.composition import kafka_runner
+from runtime.engine.topics import repartition_topic
+from runtime.engine.worker import WorkerOptions
 from runtime.generator import GeneratorConfig
-from runtime.runner import KafkaRunner, RunConfig
+from runtime.runner import RunConfig
 from tests.integration.helpers import (
     decoded,
     produce_generated,
@@ -78,7 +80,7 @@ def test_hostile_repartition_records_are_dead_lettered(kafka: str, tmp_path: Pat
     )
     group = f"hostile-{uuid.uuid4().hex[:6]}"
     internal = repartition_topic(group, "by_cdn")
-    runner = KafkaRunner(
+    runner = kafka_runner(
         job,
         bindings,
         RunConfig(

@@ -24,7 +24,7 @@ from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.sink import KafkaSink
 from jobs.playback_health import job
 from runtime.api.bindings import Bindings
-from runtime.engine.worker import changelog_topic
+from runtime.engine.topics import changelog_topic
 from runtime.generator import GeneratorConfig
 from runtime.state.serde import encode_key
 from tests.integration.helpers import produce_generated, read_all, run_job_until_idle, unique

@@ -25,8 +25,9 @@ from connectors.kafka.broker import BrokerSecurity, LocalBroker
 from connectors.kafka.config import KafkaClientConfig
 from connectors.kafka.sink import KafkaSink
 from runtime.api.errors import BrokerError, ConnectorError
+from runtime.composition import broker_settings
 from runtime.generator import Generator, GeneratorConfig
-from runtime.settings import broker_settings, load_settings
+from runtime.settings import load_settings
 from tests.integration.helpers import decoded, read_all, unique
 from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
 from tests.integration.workers import Producer, WorkerPool, chaos_line, group_lag

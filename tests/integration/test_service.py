@@ -29,9 +29,10 @@ from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from jobs.user_counts import job as user_counts
 from runtime.api.bindings import Bindings
 from runtime.api.job import Job
+from runtime.composition import kafka_runner
 from runtime.engine.worker import Worker, WorkerOptions
 from runtime.generator import GeneratorConfig
-from runtime.runner import KafkaRunner, RunConfig
+from runtime.runner import RunConfig
 from runtime.service import ServiceHandle, start_service
 from tests.integration.helpers import produce_generated, unique
 
@@ -66,7 +67,7 @@ class ServedJob:
             worker_id="w0",
             options=WorkerOptions(batch_size=2000, checkpoint_interval_ms=300),
         )
-        self.runner = KafkaRunner(job, Bindings.for_job(job, binds), config)
+        self.runner = kafka_runner(job, Bindings.for_job(job, binds), config)
         assert self.runner.worker is not None
         self.worker: Worker = self.runner.worker
         self.service: ServiceHandle = start_service(

@@ -35,8 +35,9 @@ from connectors.webhook import WebhookConfig, WebhookSink, verify
 from jobs.qoe.alerts import SINK, SOURCE, build_alerts
 from jobs.qoe.alerts_rules import parse_rules
 from runtime.api.bindings import Bindings
+from runtime.composition import kafka_runner
 from runtime.engine.worker import WorkerOptions
-from runtime.runner import KafkaRunner, RunConfig
+from runtime.runner import RunConfig
 from runtime.testing import TestDriver
 from tests.integration.helpers import decoded, read_all, run_until_quiet, unique
 
@@ -385,7 +386,7 @@ def test_the_alert_job_on_the_broker_dead_letters_what_a_down_receiver_misses(
             worker_id="w0",
             options=WorkerOptions(batch_size=100, checkpoint_interval_ms=200),
         )
-        runner = KafkaRunner(job, bindings, config, external={SINK: sink})
+        runner = kafka_runner(job, bindings, config, external={SINK: sink})
         worker = runner.worker
         assert worker is not None
         try:

@@ -16,8 +16,8 @@ from connectors.wire import WireConfig
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError
 from runtime.cli.init_cmd import make_project, package_name, project_files
-from runtime.cli.loading import load_job
 from runtime.cli.plan import check_schemas, describe_run
+from runtime.loader import load_job
 from runtime.runner import topic_plan
 from runtime.settings import default_home, load_settings
 

@@ -100,7 +100,11 @@ def playback_event(event_time_ms: int) -> dict[str, Any]:
 
 def test_decode_dead_letters_bad_bytes_and_absurd_times() -> None:
     step = DecodeStep(
-        "PlaybackEvent", lambda e: e["event_time_ms"], WatermarkStrategy(), failures()
+        "PlaybackEvent",
+        lambda e: e["event_time_ms"],
+        WatermarkStrategy(),
+        failures(),
+        codec_factory,
     )
     step.open(None)
     encode = codec_factory()("PlaybackEvent").encode
@@ -350,11 +354,11 @@ class Stamped:
 
 
 def test_sink_rows_carry_the_native_engines_message_key_and_event_time() -> None:
-    by_stream_key = EncodeStep("", failures())
+    by_stream_key = EncodeStep("", failures(), codec_factory)
     by_stream_key.open(None)
     row = next(by_stream_key.process_element((("t1", "mobile"), {"n": 1}), Stamped(5)))
     assert (row[0], row[1], row[2]) == (b"t1|mobile", b'{"n":1}', 5)
-    by_sink_key = EncodeStep("", failures(), key=lambda v: v["user"])
+    by_sink_key = EncodeStep("", failures(), codec_factory, key=lambda v: v["user"])
     by_sink_key.open(None)
     row = next(by_sink_key.process_element(TimerPair((None, {"user": "u1"})), Stamped(59_999)))
     assert (row[0], row[2]) == (b"u1", 60_000)
@@ -393,6 +397,7 @@ def test_jobmanager_needs_the_flink_engine() -> None:
 @pytest.fixture(scope="module")
 def flink_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A Flink environment in PyFlink's gateway JVM, with the Kafka connector loaded."""
+    from runtime.composition import FLINK_CONNECTORS
     from runtime.flink.options import FlinkOptions
     from runtime.flink.submit import build_environment
     from runtime.settings import load_settings
@@ -404,7 +409,7 @@ def flink_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
         jar_cache=load_settings().cache / "flink",
     )
     return lambda job, partitions: build_environment(
-        job, Bindings.for_job(job), options, partitions
+        job, Bindings.for_job(job), options, partitions, FLINK_CONNECTORS
     )
 
 

@@ -653,7 +653,8 @@ def test_flink_deployment_runs_the_launcher_on_the_shoal_flink_image(
         monkeypatch.setenv(name, value)
     ran: list[FlinkOptions] = []
     monkeypatch.setattr(
-        "runtime.flink.submit.run_on_flink", lambda job, bindings, options: ran.append(options)
+        "runtime.flink.submit.run_on_flink",
+        lambda job, bindings, options, **_: ran.append(options),
     )
     flink_main.main(with_kafka_config(args[2:], relocate(parsed.kafka_config, mounts)))
     (options,) = ran

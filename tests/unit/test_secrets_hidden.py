@@ -19,7 +19,7 @@ from jobs.qoe.alerts import alerts_job
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ConnectorError
 from runtime.api.io import ExternalSink
-from runtime.cli.run_cmd import startup_line
+from runtime.cli.native import startup_line
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-Zq81xLk"

@@ -36,7 +36,8 @@ def settle(live: LiveWorker, records: int) -> None:
     """Wait until the worker read ``records`` records and checkpointed."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        read, dirty = live.worker.call(lambda w: (w.records_read, w._dirty)).result(5)
+        stats = live.worker.call(lambda w: w.snapshot()).result(5)
+        read, dirty = stats.records_read, stats.uncommitted
         if read >= records and not dirty:
             return
         time.sleep(0.02)

@@ -1,8 +1,11 @@
-"""Finding a job: ``MODULE:ATTR`` imported from the current folder and ``--path`` folders.
+"""Loads a job by name: ``MODULE:ATTR``, the way every entry point names one.
 
-A job project lives anywhere (``shoal init`` makes one); ``shoal run`` imports its module
-the way ``python -m`` would from the folder it is started in, plus any ``--path DIR``.
-An import that fails is one line saying what was missing and where it was looked for.
+``shoal run``, ``shoal demo`` and the Flink application entry point
+(``runtime.flink.main``) load the job they are given through :func:`load_job`; the
+engine itself never imports a job. A job project lives anywhere (``shoal init`` makes
+one): its module is imported the way ``python -m`` would from the current folder, plus
+any ``--path DIR``. An import that fails is one line saying what was missing and where
+it was looked for.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
+
+__all__ = ["job_search_path", "load_job"]
 
 
 def job_search_path(paths: Iterable[Path] = ()) -> list[Path]:

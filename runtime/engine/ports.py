@@ -1,0 +1,89 @@
+"""What the worker needs from the outside world, as protocols.
+
+The Kafka connectors implement them (``connectors.kafka.transport`` and
+``connectors.kafka.source``); tests use small in-memory fakes. A transport and the
+committed offsets are required; reporting lag and unread partitions are optional
+capabilities, each a protocol of its own that the worker checks for once
+(``isinstance``) when it is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol, runtime_checkable
+
+from runtime.api.io import RefusedWrite
+
+__all__ = ["ChangelogRead", "Offsets", "ReportsLag", "ReportsUnread", "Transport"]
+
+TopicPartition = tuple[str, int]
+
+# Reads a changelog partition from the start: (key, value, offset) records, oldest first.
+ChangelogRead = Callable[[str, int], Iterator[tuple[bytes, bytes | None, int]]]
+
+
+class Transport(Protocol):
+    """What the worker writes through and commits with (see connectors.kafka.transport)."""
+
+    def write(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record (into the open transaction, with exactly-once)."""
+        ...
+
+    def write_many(self, topic: str, records: list[tuple[bytes | None, bytes, int | None]]) -> None:
+        """Queue ``(key, value, timestamp)`` records of one topic."""
+        ...
+
+    def commit(self, offsets: Mapping[TopicPartition, tuple[int, str]]) -> None:
+        """Commit what was written together with the input ``(offset, metadata)``.
+
+        Raises:
+            CheckpointAborted: the commit lost a race with a rebalance (rewind).
+        """
+        ...
+
+    def take_refused(self) -> list[RefusedWrite]:
+        """Records not written because their topic would refuse them (to dead-letter)."""
+        ...
+
+
+class Offsets(Protocol):
+    """Committed offsets and metadata of the worker's consumer group, and rewinding."""
+
+    def committed(self, pairs: list[TopicPartition]) -> dict[TopicPartition, tuple[int, str]]:
+        """``(offset, metadata)`` committed for each partition (``-1``: none)."""
+        ...
+
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Move the consumer to these offsets."""
+        ...
+
+    def beginning(self, pairs: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The first offset still held of each partition."""
+        ...
+
+
+@runtime_checkable
+class ReportsLag(Protocol):
+    """Offsets that can tell how far the worker is behind each partition's end."""
+
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Records between each position and its partition's end."""
+        ...
+
+
+@runtime_checkable
+class ReportsUnread(Protocol):
+    """Offsets that can tell which partitions have records fetched or fetchable but
+    not yet read (see ``Worker`` on idleness)."""
+
+    def unread(self, start: Mapping[TopicPartition, int]) -> list[TopicPartition]:
+        """Partitions with records at or after ``start`` that the worker has not read."""
+        ...
