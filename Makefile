@@ -1,6 +1,7 @@
 # Shoal: two commands on a fresh machine.
 #   make demo   - the reference jobs on a real local Kafka broker, live output (Ctrl-C stops)
-#   make test   - unit and integration tests (starts its own broker)
+#   make test   - unit and integration tests (starts its own broker), the docs' code included
+#   make check  - lint, types, doctests, import rules, mkdocs build --strict
 #   make image  - the container image shoal:VERSION (podman; deploy/docker/build.py)
 #   make image-flink - the Flink engine's image shoal-flink:VERSION (large; also needs Maven)
 PYTHON ?= python3
@@ -63,12 +64,14 @@ bench: venv
 	$(BIN)/python -m bench
 
 # Lint, strict types (the platform, and the reference jobs as a user's jobs), the public
-# API's doctests and the import rules: before the tests in CI.
+# API's doctests, the import rules and the documentation site (mkdocs.yml; its code
+# blocks run in tests/unit/test_docs.py): before the tests in CI.
 check: venv
 	$(BIN)/ruff check runtime connectors jobs tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/mypy --strict jobs
-	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules runtime/api connectors/kafka/config.py tests/unit/test_architecture.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules runtime/api runtime/testing runtime/settings.py runtime/generator/pacing.py connectors/kafka/config.py tests/unit/test_architecture.py
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 lint: venv
 	$(BIN)/ruff check runtime connectors jobs tests bench deploy
@@ -78,4 +81,4 @@ typecheck: venv
 	$(BIN)/mypy --strict jobs
 
 clean:
-	rm -rf .shoal .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .shoal site .pytest_cache .mypy_cache .ruff_cache

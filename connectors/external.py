@@ -21,20 +21,24 @@ More schemes register themselves in ``FACTORIES``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from runtime.api.errors import ConfigError
 from runtime.api.io import ExternalSink
 from runtime.api.redact import redact_text, redact_url
 
-Factory = Callable[[str, str, str, Mapping[str, str]], ExternalSink]
+#: ``(url, sink name, schema name, environment, the schema as JSON or None)``.
+Factory = Callable[[str, str, str, Mapping[str, str], Mapping[str, Any] | None], ExternalSink]
 
 
 _WEBHOOK_PARAMS = ("secret", "secret_env", "deadline_s", "max_response_bytes")
 _BACKOFF_PARAMS = ("max_attempts", "backoff_initial_s", "backoff_max_s")
 
 
-def _webhook(url: str, sink: str, schema: str, env: Mapping[str, str]) -> ExternalSink:
+def _webhook(
+    url: str, sink: str, schema: str, env: Mapping[str, str], avro: Mapping[str, Any] | None
+) -> ExternalSink:
     from connectors.retry import Backoff
     from connectors.webhook.signing import parse_secret
     from connectors.webhook.sink import WebhookConfig, WebhookSink
@@ -74,13 +78,17 @@ def _webhook(url: str, sink: str, schema: str, env: Mapping[str, str]) -> Extern
     return WebhookSink(config)
 
 
-def _postgres(url: str, sink: str, schema: str, env: Mapping[str, str]) -> ExternalSink:
+def _postgres(
+    url: str, sink: str, schema: str, env: Mapping[str, str], avro: Mapping[str, Any] | None
+) -> ExternalSink:
     from connectors.postgres import PostgresSink, config_from_url
 
-    return PostgresSink(config_from_url(url, sink, schema))
+    return PostgresSink(config_from_url(url, sink, schema, avro))
 
 
-def _redis(url: str, sink: str, schema: str, env: Mapping[str, str]) -> ExternalSink:
+def _redis(
+    url: str, sink: str, schema: str, env: Mapping[str, str], avro: Mapping[str, Any] | None
+) -> ExternalSink:
     from connectors.redis import RedisSink, config_from_url
 
     return RedisSink(config_from_url(url, sink, schema))
@@ -102,9 +110,21 @@ def is_external(target: str) -> bool:
 
 
 def make_external_sink(
-    url: str, sink: str, schema: str, env: Mapping[str, str] | None = None
+    url: str,
+    sink: str,
+    schema: str,
+    env: Mapping[str, str] | None = None,
+    avro: Mapping[str, Any] | None = None,
 ) -> ExternalSink:
     """The external sink for ``url``.
+
+    Args:
+        url: the binding URL; its scheme picks the sink.
+        sink: the sink's name.
+        schema: the record name the sink writes (``""``: none).
+        env: the environment (secrets); default ``os.environ``.
+        avro: the record's schema as JSON (a job's own schemas); default: the
+            built-in one of that name.
 
     Raises:
         ConfigError: the scheme is unknown or its settings are incomplete.
@@ -119,7 +139,7 @@ def make_external_sink(
             f"sink {sink!r}: unknown sink URL scheme in {redact_url(url)!r} (known: {known})"
         )
     try:
-        return factory(url, sink, schema, dict(os.environ) if env is None else env)
+        return factory(url, sink, schema, dict(os.environ) if env is None else env, avro)
     except ConfigError as exc:
         # Messages of the factories may quote the URL: never with its secrets.
         raise ConfigError(redact_text(str(exc))) from exc

@@ -51,6 +51,7 @@ from runtime.runner import (
     AssignListener,
     Bootstrap,
     ConsumerSource,
+    JobCodecs,
     KafkaRunner,
     RevokeListener,
     RunConfig,
@@ -203,9 +204,15 @@ class KafkaConnectors:
         """Whether a binding target is an external sink's URL."""
         return is_external(target)
 
-    def external_sink(self, target: str, sink: str, schema: str) -> ExternalSink:
-        """The webhook, PostgreSQL or Redis sink a URL names."""
-        return make_external_sink(target, sink, schema)
+    def external_sink(
+        self, target: str, sink: str, schema: str, codecs: JobCodecs | None = None
+    ) -> ExternalSink:
+        """The webhook, PostgreSQL or Redis sink a URL names; with the job's ``codecs``
+        its own record schemas (a PostgreSQL table's columns) are found too."""
+        avro = None
+        if isinstance(codecs, EndpointCodecs) and schema and codecs.knows(schema):
+            avro = codecs.repository.current(schema).schema
+        return make_external_sink(target, sink, schema, avro=avro)
 
 
 def kafka_runner(

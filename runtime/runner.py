@@ -24,10 +24,11 @@ from runtime.api.choices import (
     check_state_backend,
 )
 from runtime.api.errors import ConfigError
+from runtime.api.graph import KeyByNode
 from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
 from runtime.engine.ports import ChangelogRead, Offsets, Transport
-from runtime.engine.topics import changelog_topic, internal_topics
+from runtime.engine.topics import changelog_topic, internal_topics, repartition_topic
 from runtime.engine.worker import Worker, WorkerOptions
 from runtime.state.base import StateBackend
 
@@ -46,7 +47,8 @@ class RunConfig:
         guarantee: ``"exactly_once"`` (transactions) or ``"at_least_once"``
             (``runtime.api.choices``).
         state: ``"rocksdb"`` or ``"memory"``.
-        state_dir: folder of RocksDB state.
+        state_dir: folder of RocksDB state (``shoal run`` passes ``state/`` of
+            ``SHOAL_HOME``).
         group: consumer group (default: the job's name).
         worker_id: stable name of this worker slot: names its transactional id, so a
             restarted worker fences and aborts its predecessor's transaction at once.
@@ -202,8 +204,11 @@ class RunnerConnectors(Protocol):
         """Whether a binding target is an external sink's URL (not a topic)."""
         ...
 
-    def external_sink(self, target: str, sink: str, schema: str) -> ExternalSink:
-        """The external sink a URL names."""
+    def external_sink(
+        self, target: str, sink: str, schema: str, codecs: JobCodecs | None = None
+    ) -> ExternalSink:
+        """The external sink a URL names (``codecs``: the job's, to find its own
+        record schemas)."""
         ...
 
 
@@ -238,27 +243,73 @@ def ensure_topics(
             f"({', '.join(f'{t}: {n}' for t, n in sorted({**uneven}.items()))}, others "
             f"{inputs}); inputs must be co-partitioned: give them the same partition count"
         )
-    tasks = inputs
-    stateful = [n.name for n in job.nodes if n.kind in ("window", "process")]
-    specs = [
-        TopicSpec(t, partitions, replication) for t in bindings.sinks.values() if "://" not in t
-    ]
-    specs.append(TopicSpec(bindings.dead_letters, 1, replication))
-    changelogs = [
-        TopicSpec(
-            changelog_topic(app or job.name, step),
-            tasks,
-            replication,
-            config={"cleanup.policy": "compact"},
-        )
-        for step in stateful
-    ]
-    repartitions = [
-        TopicSpec(t, inputs, replication) for t in internal_topics(job, app or job.name)
-    ]
-    admin.ensure_topics(specs + changelogs + repartitions)
+    plan = topic_plan(job, bindings, partitions, app, replication)
+    specs = [t.spec(inputs) for t in plan]
+    admin.ensure_topics(specs)
+    changelogs = [t.spec(inputs) for t in plan if t.role == "changelog"]
+    repartitions = [t.spec(inputs) for t in plan if t.role == "repartition"]
     check_internal_topics(admin, changelogs, repartitions)
     return inputs
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTopic:
+    """A topic a job writes, and how it is created if missing.
+
+    Attributes:
+        role: ``"sink"``, ``"dead letters"``, ``"changelog"`` or ``"repartition"``.
+        owner: the sink or step it belongs to (the job's name for dead letters).
+        name: the topic.
+        partitions: partitions it is created with; ``None``: one per input partition
+            (changelogs and repartition topics: one per task).
+        replication: replication factor (-1: the broker's default).
+        config: topic settings it is created with.
+    """
+
+    role: str
+    owner: str
+    name: str
+    partitions: int | None
+    replication: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def spec(self, inputs: int) -> TopicSpec:
+        """The topic to create when the inputs have ``inputs`` partitions."""
+        partitions = inputs if self.partitions is None else self.partitions
+        return TopicSpec(self.name, partitions, self.replication, config=dict(self.config))
+
+
+def topic_plan(
+    job: Job, bindings: Bindings, partitions: int, app: str | None = None, replication: int = -1
+) -> list[PlannedTopic]:
+    """The topics ``job`` writes and creates when missing: Kafka sinks (``partitions``
+    each), dead letters (one partition), a compacted changelog per stateful step and a
+    topic per repartitioning ``key_by`` (one partition per input partition each)."""
+    group = app or job.name
+    plan = [
+        PlannedTopic("sink", name, topic, partitions, replication)
+        for name, topic in bindings.sinks.items()
+        if "://" not in topic
+    ]
+    plan.append(PlannedTopic("dead letters", job.name, bindings.dead_letters, 1, replication))
+    plan += [
+        PlannedTopic(
+            "changelog",
+            n.name,
+            changelog_topic(group, n.name),
+            None,
+            replication,
+            {"cleanup.policy": "compact"},
+        )
+        for n in job.nodes
+        if n.kind in ("window", "process")
+    ]
+    plan += [
+        PlannedTopic("repartition", n.name, repartition_topic(group, n.name), None, replication)
+        for n in job.nodes
+        if isinstance(n, KeyByNode) and n.repartition
+    ]
+    return plan
 
 
 def check_internal_topics(
@@ -413,7 +464,10 @@ class KafkaRunner:
         for node in job.sinks:
             target = bindings.sinks[node.name]
             if node.name not in sinks and is_external(target):
-                sinks[node.name] = connectors.external_sink(target, node.name, node.schema)
+                # With the job's codecs: its own record schemas, not only built-in ones.
+                sinks[node.name] = connectors.external_sink(
+                    target, node.name, node.schema, self.codecs
+                )
         self.external = sinks
         self.worker = Worker(
             job,

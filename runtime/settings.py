@@ -3,7 +3,9 @@
 Every setting has a default that works in a checkout; environment variables
 override them:
 
-* ``SHOAL_HOME``: working folder for the local broker, state and logs (``.shoal``).
+* ``SHOAL_HOME``: the folder of the local broker, local state and logs. Default: per
+  user, ``$XDG_DATA_HOME/shoal``, else ``~/.local/share/shoal`` (so ``shoal broker
+  status`` finds the broker from any folder).
 * ``SHOAL_CACHE``: where downloaded jars are kept (``~/.cache/shoal``).
 * ``SHOAL_FLINK_JARS``: a folder holding the Flink engine's Kafka connector jar, used
   instead of fetching it with Maven (the ``shoal-flink`` image sets ``/opt/flink/usrlib``).
@@ -34,6 +36,26 @@ from pathlib import Path
 from runtime.api.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """The per-user home of the local broker and local state (XDG base directories).
+
+    ``$XDG_DATA_HOME/shoal`` when that is an absolute path (the specification says to
+    ignore a relative one), else ``$HOME/.local/share/shoal``.
+
+    >>> default_home({"XDG_DATA_HOME": "/data", "HOME": "/home/user"}).as_posix()
+    '/data/shoal'
+    >>> default_home({"XDG_DATA_HOME": "rel", "HOME": "/home/user"}).as_posix()
+    '/home/user/.local/share/shoal'
+    """
+    xdg = env.get("XDG_DATA_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "shoal"
+    user = env.get("HOME")
+    return (Path(user) if user else Path.home()) / ".local" / "share" / "shoal"
+
+
 _REGISTRY = "SHOAL_SCHEMA_REGISTRY_"
 
 
@@ -41,7 +63,7 @@ _REGISTRY = "SHOAL_SCHEMA_REGISTRY_"
 class Settings:
     """Resolved settings (frozen)."""
 
-    home: Path = field(default_factory=lambda: Path(".shoal"))
+    home: Path = field(default_factory=lambda: default_home(os.environ))
     cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "shoal")
     flink_jars: Path | None = None
     bootstrap: str | None = None
@@ -71,7 +93,7 @@ class Settings:
 
     @property
     def state_dir(self) -> Path:
-        """Local state (RocksDB) of jobs run from this folder."""
+        """Local state (RocksDB) of the jobs this user runs, a folder per worker id."""
         return self.home / "state"
 
 
@@ -80,7 +102,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     base = Settings()
     return Settings(
-        home=Path(env["SHOAL_HOME"]) if env.get("SHOAL_HOME") else base.home,
+        home=_home(env),
         cache=Path(env["SHOAL_CACHE"]) if env.get("SHOAL_CACHE") else base.cache,
         flink_jars=Path(env["SHOAL_FLINK_JARS"]) if env.get("SHOAL_FLINK_JARS") else None,
         bootstrap=env.get("SHOAL_BOOTSTRAP") or None,
@@ -95,6 +117,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         kubernetes=bool(env.get("KUBERNETES_SERVICE_HOST")),
         schema_path=tuple(Path(p) for p in env.get("SHOAL_SCHEMA_PATH", "").split(os.pathsep) if p),
     )
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    given = env.get("SHOAL_HOME")
+    if given:
+        # Absolute, so a broker started from one folder is found from any other.
+        return Path(given).expanduser().absolute()
+    return default_home(env)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

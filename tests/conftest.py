@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,26 @@ pytest.register_assert_rewrite("tests.reference")
 def _require(tool: str, why: str) -> None:
     if shutil.which(tool) is None:
         pytest.fail(f"{tool} is missing: {why}. Install it (see .ci/run) - tests never skip.")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shoal_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test, and every ``shoal`` command a test starts, gets a home of this run.
+
+    The default home is per user (``~/.local/share/shoal``): tests never touch the
+    developer's broker or local state there. A test that sets ``SHOAL_HOME`` itself
+    (or removes it, to check the default) does so in its child's environment.
+    """
+    home = tmp_path_factory.mktemp("shoal-home")
+    before = os.environ.get("SHOAL_HOME")
+    os.environ["SHOAL_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if before is None:
+            os.environ.pop("SHOAL_HOME", None)
+        else:
+            os.environ["SHOAL_HOME"] = before
 
 
 @pytest.fixture(scope="session")

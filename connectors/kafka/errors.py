@@ -34,7 +34,7 @@ _DECISIVE = {
     ),
     KafkaError.TOPIC_AUTHORIZATION_FAILED: (
         "not authorised for a topic",
-        "the principal needs ACLs for the job's topics (README: Running against your cluster)",
+        "the principal needs ACLs for the job's topics (docs/cluster.md: ACLs)",
     ),
     KafkaError.GROUP_AUTHORIZATION_FAILED: (
         "not authorised for the consumer group",

@@ -24,8 +24,10 @@ A password is better left out of the URL: libpq reads ``PGPASSWORD`` or a
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from connectors.postgres.table import Table
@@ -91,8 +93,17 @@ class PostgresConfig:
         return f"postgres://{host}{port}{parts.path} table {self.table.name}"
 
 
-def config_from_url(url: str, sink: str, schema: str) -> PostgresConfig:
+def config_from_url(
+    url: str, sink: str, schema: str, avro: Mapping[str, Any] | None = None
+) -> PostgresConfig:
     """The settings of sink ``sink`` (Avro schema ``schema``) bound to ``url``.
+
+    Args:
+        url: the binding URL (see the module docstring).
+        sink: the sink's name.
+        schema: the record name the sink writes.
+        avro: that record's schema as JSON, when the job has it (its own schemas);
+            default: the built-in schema of that name.
 
     Raises:
         ConfigError: the URL, the schema or a parameter is invalid.
@@ -109,10 +120,11 @@ def config_from_url(url: str, sink: str, schema: str) -> PostgresConfig:
             f"sink {sink!r}: a PostgreSQL sink needs the sink's Avro schema "
             "(declare it in the job: .sink(name, Avro(\"Record\")))"
         )
-    try:
-        avro = load_schema(schema)
-    except SchemaNotFoundError as exc:
-        raise ConfigError(f"sink {sink!r}: {exc}") from exc
+    if avro is None:
+        try:
+            avro = load_schema(schema)
+        except SchemaNotFoundError as exc:
+            raise ConfigError(f"sink {sink!r}: {exc}") from exc
 
     namespace, _, name = ours.get("table", "").rpartition(".")
     name = name or re.sub(r"[^A-Za-z0-9_]", "_", sink)

@@ -6,20 +6,21 @@ step to step, so a type checker (``mypy --strict``) catches a step that reads a 
 its input does not have, or reads it as the wrong type. A source's records are
 ``Any`` unless it names their type (``record=``, e.g. a ``TypedDict``).
 
->>> from datetime import timedelta
->>> from runtime.api import Job, Json, WatermarkStrategy, windows
->>> from runtime.api.aggregates import Count
->>> job = Job("plays_per_user")
->>> plays = job.source("playback", schema="PlaybackEvent",
-...                    timestamp=lambda e: e["event_time_ms"],
-...                    watermarks=WatermarkStrategy.bounded(timedelta(seconds=5)))
->>> counts = (plays.filter(lambda e: e["event_type"] == "start", name="starts")
-...                .key_by("by_user", lambda e: e["user_id"])
-...                .window("per_minute", windows.tumbling(timedelta(minutes=1)))
-...                .aggregate(Count()))
->>> counts.sink("plays_per_minute", Json())
->>> [n.name for n in job.nodes]
-['playback', 'starts', 'by_user', 'per_minute', 'plays_per_minute']
+Examples:
+    >>> from datetime import timedelta
+    >>> from runtime.api import Job, Json, WatermarkStrategy, windows
+    >>> from runtime.api.aggregates import Count
+    >>> job = Job("plays_per_user")
+    >>> plays = job.source("playback", schema="PlaybackEvent",
+    ...                    timestamp=lambda e: e["event_time_ms"],
+    ...                    watermarks=WatermarkStrategy.bounded(timedelta(seconds=5)))
+    >>> counts = (plays.filter(lambda e: e["event_type"] == "start", name="starts")
+    ...                .key_by("by_user", lambda e: e["user_id"])
+    ...                .window("per_minute", windows.tumbling(timedelta(minutes=1)))
+    ...                .aggregate(Count()))
+    >>> counts.sink("plays_per_minute", Json())
+    >>> [n.name for n in job.nodes]
+    ['playback', 'starts', 'by_user', 'per_minute', 'plays_per_minute']
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def settings() -> Settings:
 
 
 def local_broker() -> LocalBroker:
-    """The local broker of this folder."""
+    """The local broker of this user (its home: ``Settings.broker_home``)."""
     return LocalBroker(broker_settings(settings()))
 
 

@@ -7,7 +7,7 @@ output topic, until Ctrl-C or ``--seconds``. Everything it started is stopped.
 Every run starts fresh: its topics and consumer groups carry a prefix of their own
 (``demo-YYYYMMDD-HHMMSS.``, printed at the start), and the topics and groups of
 earlier runs are deleted first, so a second run neither resumes the first one's state
-and offsets nor sees its traffic as late. The generator runs ``--live``: event time
+and offsets nor sees its traffic as late. The generator runs ``--realtime``: event time
 starts ``--lookback`` seconds in the past at the simulated pace (so windows, sessions
 and the scripted cdn-b incident show at once) and, once it reaches the wall clock,
 follows it: it never runs ahead of the clock, so the demo runs until Ctrl-C.
@@ -286,7 +286,7 @@ def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
                     str(users),
                     "--degrade",
                     "cdn-b:300:1200",
-                    "--live",
+                    "--realtime",
                     "--lookback",
                     str(lookback),
                     "--playback-topic",

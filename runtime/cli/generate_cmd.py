@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import click
 
-from runtime.api.errors import ConfigError
+from runtime.api.errors import ConfigError, ShoalError
+from runtime.api.watermarks import DEFAULT_MAX_FUTURE_MS
 from runtime.cli.common import codecs, kafka_options, resolve_client, resolve_wire, wire_options
+from runtime.generator.pacing import Pacer
 
 
 def parse_degradation(text: str) -> tuple[str, int, int]:
@@ -21,6 +25,26 @@ def parse_degradation(text: str) -> tuple[str, int, int]:
         return parts[0], int(float(parts[1]) * 1000), int(float(parts[2]) * 1000)
     except ValueError as exc:
         raise ConfigError(f"--degrade {text!r}: START_S and END_S must be numbers") from exc
+
+
+class SpeedupType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """``--speedup``: a positive number, or ``max``."""
+
+    name = "speedup"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float) or value == MAX:
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'max'", param, ctx)
+        if not number > 0:
+            self.fail(f"{value!r} must be above 0 (1 is --realtime)", param, ctx)
+        return number
+
+
+MAX = "max"
 
 
 @click.command()
@@ -43,21 +67,34 @@ def parse_degradation(text: str) -> tuple[str, int, int]:
 @click.option("--users", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--titles", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option(
-    "--start-ms", type=int, default=None, help="Event-time origin (epoch ms); default: now."
+    "--start-ms",
+    type=int,
+    default=None,
+    help="Event-time origin (epoch ms) instead of now minus --lookback.",
 )
 @click.option(
-    "--live",
+    "--realtime",
     is_flag=True,
-    help="Start event time --lookback seconds before now, run at the simulated pace "
-    "until it reaches the wall clock, then follow the wall clock (never ahead of it).",
+    help="Event time follows the wall clock (the default): once it has reached now, a "
+    "record goes out when the clock reaches its event time.",
+)
+@click.option(
+    "--speedup",
+    type=SpeedupType(),
+    default=None,
+    metavar="N|max",
+    help="Instead of --realtime: once event time has reached now, it runs N times as fast "
+    "as the wall clock (30: half an hour a minute); max: as fast as --rate allows.",
 )
 @click.option(
     "--lookback",
     type=click.FloatRange(min=0),
-    default=7200,
+    default=0,
     show_default=True,
-    help="With --live: seconds of simulated past before event time reaches now.",
+    help="Start event time this many seconds before now and replay that past as fast as "
+    "--rate allows before following the clock.",
 )
+@click.option("--live", is_flag=True, hidden=True, help="Former name of --realtime.")
 @click.option(
     "--partitions",
     type=click.IntRange(min=1),
@@ -89,8 +126,10 @@ def generate(
     users: int,
     titles: int,
     start_ms: int | None,
-    live: bool,
+    realtime: bool,
+    speedup: float | str | None,
     lookback: float,
+    live: bool,
     partitions: int,
     playback_topic: str,
     interactions_topic: str,
@@ -111,10 +150,20 @@ def generate(
     with their bandwidth, rebuffer, seek, pause, fail and stop. Out-of-order, late,
     duplicated, malformed and badly-timestamped records are mixed in at the given rates.
 
-    Simulated time runs much faster than the wall clock (tens of times at a few
-    thousand records per second), so by default it soon runs hours ahead of now. With
-    ``--live`` it starts in the past and, once it has caught up, follows the wall clock
-    forever: what ``shoal demo`` runs.
+    \b
+    How event time advances:
+      - It starts now (or --lookback seconds ago, or at --start-ms). The past, if any,
+        is replayed as fast as --rate allows.
+      - From then on it follows the wall clock (--realtime, the default): it is never
+        ahead of now, so every run, a second one too, continues at the present and the
+        jobs reading it see it as on time. --speedup N runs it N times as fast as the
+        clock instead (it gets ahead of now), --speedup max as fast as --rate allows.
+      - The simulation sets how many records an event-time second holds (about 47 for
+        1,000 users): in real time --users sets the rate, --rate caps it.
+      - It warns, once, when event time gets more than 10 minutes ahead of the clock
+        (jobs dead-letter such records by default) and, at the start, when it starts
+        behind the watermark of a job reading the topics (its windows would see the
+        records as late).
     """
     from tqdm import tqdm
 
@@ -132,10 +181,14 @@ def generate(
             click.echo(f"generator: schema registered for {registered}", err=True)
     finally:
         streams.close()  # encoding needs no registry once the ids are known
-    if live and start_ms is not None:
-        raise ConfigError("--live starts event time itself: leave out --start-ms")
-    now_ms = time.time_ns() // 1_000_000
-    origin = start_ms if start_ms is not None else now_ms - int(lookback * 1000) * live
+    realtime = realtime or live
+    if realtime and speedup is not None:
+        raise ConfigError("--realtime and --speedup exclude each other: choose one")
+    if start_ms is not None and lookback:
+        raise ConfigError("--lookback and --start-ms both set the origin: choose one")
+    pace = 1.0 if speedup is None else (None if speedup == MAX else float(speedup))
+    now_ms = _now_ms()
+    origin = start_ms if start_ms is not None else now_ms - int(lookback * 1000)
     try:
         config = GeneratorConfig(
             seed=seed,
@@ -151,15 +204,27 @@ def generate(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    KafkaAdmin(server).ensure_topics(
+    admin = KafkaAdmin(server)
+    admin.ensure_topics(
         [TopicSpec(playback_topic, partitions), TopicSpec(interactions_topic, partitions)]
     )
+    click.echo(f"generator: {_describe_time(origin, now_ms, pace)}", err=True)
+    # In the background: on a busy cluster (or a broker that just started) listing the
+    # groups takes seconds, and the generator must not keep the jobs waiting for it.
+    check = threading.Thread(
+        target=_warn_behind,
+        args=(admin, [playback_topic, interactions_topic], origin),
+        name="shoal-generate-watermarks",
+        daemon=True,
+    )
+    check.start()
+    pacer = Pacer(pace, _now_ms, DEFAULT_MAX_FUTURE_MS, origin_ms=origin)
     encoders = {name: streams.sink(name, schema).encode for name, schema in schemas.items()}
     sink = KafkaSink(server, linger_ms=50)
     rng = random.Random(seed ^ 0x5EED)
     counts: dict[str, int] = {}
+    interrupted = False
     t0 = time.monotonic()
-    caught_up = False
     bar = tqdm(
         total=events,
         unit="ev",
@@ -174,8 +239,8 @@ def generate(
             data = encoders[rec.stream](rec.value)
             if rec.corrupt is not None:
                 data = corrupt_bytes(data, rec.corrupt, rng)
-            if live and rec.label != "bad_timestamp":
-                caught_up = _follow_clock(rec.value.get("event_time_ms"), caught_up, sink.poll)
+            if rec.label != "bad_timestamp":
+                _pace(pacer, rec.value.get("event_time_ms"), sink.poll)
             sink.write(topic[rec.stream], rec.key, data, None)
             counts[rec.label] = counts.get(rec.label, 0) + 1
             if i % 1000 == 999:
@@ -189,8 +254,11 @@ def generate(
         sink.flush()
     except KeyboardInterrupt:
         sink.flush()
+        interrupted = True
     finally:
         bar.close()
+    if not interrupted:
+        check.join(timeout=30)  # a short run still says what the check found
     took = time.monotonic() - t0
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     click.echo(
@@ -200,23 +268,84 @@ def generate(
     )
 
 
-def _follow_clock(event_time_ms: object, caught_up: bool, poll: Callable[[], None]) -> bool:
-    """Wait until ``event_time_ms`` is not ahead of the wall clock; True once it was.
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    Announces, once, that simulated time reached the wall clock (``--live``).
-    """
-    if not isinstance(event_time_ms, int):
-        return caught_up
-    ahead_ms = event_time_ms - time.time_ns() // 1_000_000
-    if ahead_ms <= 0:
-        return caught_up
-    if not caught_up:
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+
+
+def _describe_time(origin: int, now_ms: int, pace: float | None) -> str:
+    """The start-up line about event time: where it starts and how it advances."""
+    offset = origin - now_ms
+    if abs(offset) < 1000:
+        start = f"event time starts now ({_utc(origin)})"
+    else:
+        where = "ahead of" if offset > 0 else "before"
+        start = f"event time starts {_span(abs(offset))} {where} now ({_utc(origin)})"
+    if offset <= -1000:
+        start += ", replays that past at once"
+    elif offset >= 1000:
+        start += " and stays that far ahead"
+    if pace is None:
+        return f"{start}, then runs as fast as --rate allows (--speedup max)"
+    if pace == 1.0:
+        return f"{start}, then follows the wall clock (--realtime)"
+    return f"{start}, then runs {pace:g}x as fast as the wall clock (--speedup {pace:g})"
+
+
+def _span(ms: int) -> str:
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _warn_behind(admin: Any, topics: list[str], origin: int) -> None:
+    """Say which jobs reading ``topics`` have a watermark past ``origin``."""
+    from runtime.cli.status_cmd import watermarks_on
+    from runtime.generator.pacing import behind_watermarks
+
+    try:
+        found = watermarks_on(admin, topics)
+    except ShoalError as exc:
+        click.echo(f"generator: could not read the jobs' watermarks: {exc}", err=True)
+        return
+    for group, behind in behind_watermarks(origin, found):
         click.echo(
-            "generator: event time caught up with the wall clock; following it from now on",
+            f"generator: warning: event time starts {_span(behind)} behind the watermark of "
+            f"job group {group!r} ({_utc(found[group])}): it sees these records as late "
+            "(start later with --start-ms, or write to new topics)",
             err=True,
         )
-    while ahead_ms > 0:
-        poll()  # serve delivery reports while waiting
-        time.sleep(min(ahead_ms / 1000, 0.5))
-        ahead_ms = event_time_ms - time.time_ns() // 1_000_000
-    return True
+
+
+def _pace(pacer: Pacer, event_time_ms: object, poll: Callable[[], None]) -> None:
+    """Wait until ``event_time_ms`` is due (serving delivery reports meanwhile); say once
+    when event time reached the wall clock and once when it is too far ahead of it."""
+    if not isinstance(event_time_ms, int):
+        return
+    was = pacer.caught_up
+    wait = pacer.wait_ms(event_time_ms)
+    if pacer.caught_up and not was:
+        if pacer.speedup == 1.0:
+            follow = "following it from now on"
+        elif pacer.speedup is None:
+            follow = "it runs on as fast as --rate allows"
+        else:
+            follow = f"it runs {pacer.speedup:g}x as fast from now on"
+        click.echo(f"generator: event time caught up with the wall clock; {follow}", err=True)
+    if pacer.too_far_ahead(event_time_ms):
+        click.echo(
+            f"generator: warning: event time is {_span(pacer.ahead_ms(event_time_ms))} ahead "
+            f"of the wall clock; jobs dead-letter records more than "
+            f"{_span(pacer.skew_limit_ms)} ahead by default (WatermarkStrategy max_future)",
+            err=True,
+        )
+    while wait > 0:
+        poll()
+        time.sleep(min(wait, 500) / 1000)
+        wait = pacer.wait_ms(event_time_ms)

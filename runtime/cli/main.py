@@ -16,6 +16,7 @@ from runtime.cli import _own_packages  # noqa: F401 - first: see its docstring
 from runtime.cli.broker_cmd import broker
 from runtime.cli.demo_cmd import demo
 from runtime.cli.generate_cmd import generate
+from runtime.cli.init_cmd import init
 from runtime.cli.logs import LEVELS, configure
 from runtime.cli.run_cmd import run
 from runtime.cli.savepoint_cmd import savepoint, scale, state, stop
@@ -74,10 +75,12 @@ def cli(verbose: bool, log_level: str | None, log_format: str) -> None:
 
     \b
     Typical session:
-      shoal broker start                  # a real local Kafka broker
-      shoal generate --events 100000      # simulated viewers -> playback topics
-      shoal run jobs.playback_health:job  # run a job, live counters
-      shoal tail playback-errors          # decode and print an output topic
+      shoal init myjob && cd myjob        # a job project to start from
+      pytest                              # its tests (the test driver, no broker)
+      shoal broker start                  # a real local Kafka broker (one per user)
+      shoal generate &                    # simulated viewers, event time = wall clock
+      shoal run myjob.job:job             # run the job, live counters
+      shoal tail slow-starts --schemas myjob/schemas   # print its output
     """
     configure(log_level or ("info" if verbose else "warning"), log_format)
     if not verbose:
@@ -87,6 +90,7 @@ def cli(verbose: bool, log_level: str | None, log_format: str) -> None:
 cli.add_command(broker)
 cli.add_command(demo)
 cli.add_command(generate)
+cli.add_command(init)
 cli.add_command(run)
 cli.add_command(jobs)
 cli.add_command(status)

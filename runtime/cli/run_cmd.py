@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,11 +21,28 @@ __all__ = ["load_job", "run"]
 @click.command()
 @click.argument("job_spec", metavar="MODULE:ATTR")
 @click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    metavar="DIR",
+    help="Also import the job module from DIR (repeatable; searched before the current "
+    "folder, which is always searched).",
+)
+@click.option(
     "--bind",
     "binds",
     multiple=True,
-    metavar="NAME=TOPIC",
-    help="Bind a source or sink (or dead-letters) to a topic (repeatable).",
+    metavar="NAME=TOPIC|URL",
+    help="Bind a source or sink (or dead-letters) to a Kafka topic (default: its own "
+    "name), or a sink to a URL: postgres:// (or postgresql://), redis:// (or rediss://), "
+    "webhook+http:// or webhook+https:// (repeatable).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the bound sources and sinks, the internal topics and the settings, "
+    "then exit without connecting to Kafka or starting anything.",
 )
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
 @click.option(
@@ -173,7 +191,9 @@ __all__ = ["load_job", "run"]
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
 def run(
     job_spec: str,
+    paths: tuple[Path, ...],
     binds: tuple[str, ...],
+    dry_run: bool,
     bootstrap: str | None,
     guarantee: Guarantee,
     state: StateBackendName,
@@ -199,20 +219,44 @@ def run(
     allow_dropped_state: bool,
     quiet: bool,
 ) -> None:
-    """Run the job MODULE:ATTR (e.g. jobs.playback_health:job) until Ctrl-C or SIGTERM.
+    """Run the job MODULE:ATTR (e.g. myjob.job:job) until Ctrl-C or SIGTERM.
 
-    On SIGTERM/SIGINT a worker finishes its batch, checkpoints and leaves the group.
+    MODULE is imported from the current folder and from each --path DIR (run from a
+    project that `shoal init` made, or pass --path PROJECT). On SIGTERM/SIGINT a worker
+    finishes its batch, checkpoints and leaves the group.
     """
     from runtime.cli.identity import worker_id as identify
     from runtime.cli.logs import set_context
 
-    job = load_job(job_spec)
+    job = load_job(job_spec, paths)
     explicit = worker_id
     worker_id = identify(settings(), explicit)
     set_context(job.name, worker_id)
     http_endpoint = _service_config(http, http_token, worker_id)
-    client = resolve_client(bootstrap)
     wire = resolve_wire()
+    if dry_run:
+        _dry_run(
+            job,
+            Bindings.for_job(job, binds),
+            wire,
+            (*schema_dirs, *map(Path, job.schema_dirs)),
+            group=group or job.name,
+            worker_id=worker_id,
+            guarantee=guarantee,
+            state=state,
+            partitions=partitions,
+            replication=(
+                replication_factor
+                if replication_factor is not None
+                else settings().replication_factor
+            ),
+            checkpoint_ms=checkpoint_ms,
+            workers=workers,
+            engine="flink" if jobmanager else engine,
+            http=http,
+        )
+        return
+    client = resolve_client(bootstrap)
     request = RunRequest(
         job=job,
         job_spec=job_spec,
@@ -259,6 +303,25 @@ def run(
 
 def _say(line: str) -> None:
     click.echo(line, err=True)
+
+
+def _dry_run(
+    job: Any, bindings: Bindings, wire: Any, schema_dirs: tuple[Path, ...], **settings_: Any
+) -> None:
+    """``--dry-run``: what the run would read, write and create (see ``runtime.cli.plan``).
+
+    Raises:
+        ConfigError: a schema the job names is not found (after the lines are printed).
+    """
+    from runtime.cli.common import codecs
+    from runtime.cli.plan import check_schemas, describe_run
+
+    found = codecs(schema_dirs)
+    for line in describe_run(
+        job, bindings, wire, found, state_dir=settings().state_dir, **settings_
+    ):
+        click.echo(line)
+    check_schemas(job, found)
 
 
 def _service_config(

@@ -123,6 +123,19 @@ def job_status(admin: Any, group: str, dead_letter_topic: str | None = None) -> 
     )
 
 
+def watermarks_on(admin: Any, topics: list[str]) -> dict[str, int]:
+    """The event-time watermark of every job that reads ``topics``: group -> the highest
+    watermark its last checkpoint committed on one of their partitions."""
+    wanted = set(topics)
+    found: dict[str, int] = {}
+    for group in admin.groups():
+        for (topic, _), (_, text) in admin.group_offsets(group).items():
+            wm = (_meta(text) or {}).get("wm") if topic in wanted else None
+            if isinstance(wm, int) and wm > found.get(group, -(2**63)):
+                found[group] = wm
+    return found
+
+
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f}s ago"
 

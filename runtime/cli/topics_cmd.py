@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -48,6 +49,11 @@ def _printable(value: Any) -> Any:
     return value
 
 
+def _unknown_schema(data: bytes | None, value: Any) -> bool:
+    """A single-object Avro record whose fingerprint no schema here has (shown as hex)."""
+    return data is not None and data[:2] == b"\xc3\x01" and value == data.hex()
+
+
 @click.command()
 @click.argument("topic")
 @click.option(
@@ -60,6 +66,15 @@ def _printable(value: Any) -> Any:
 @click.option(
     "--count", "-n", type=click.IntRange(min=1), default=None, help="Stop after this many records."
 )
+@click.option(
+    "--schemas",
+    "schema_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    metavar="DIR",
+    help="A folder of a job's own *.avsc schemas (repeatable; also SHOAL_SCHEMA_PATH), "
+    "e.g. myjob/schemas for a project that shoal init made.",
+)
 @click.option("--from-beginning", is_flag=True, help="Read from the start, not the end.")
 @click.option("--timeout", type=float, default=None, help="Stop after this many idle seconds.")
 @click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
@@ -68,6 +83,7 @@ def _printable(value: Any) -> Any:
 def tail(
     topic: str,
     schema: str | None,
+    schema_dirs: tuple[Path, ...],
     count: int | None,
     from_beginning: bool,
     timeout: float | None,
@@ -83,7 +99,7 @@ def tail(
         raise ConfigError(f"topic {topic!r} does not exist on {client.bootstrap} (shoal topics)")
     from connectors.wire import EndpointCodecs
 
-    decoders = EndpointCodecs(codecs(), resolve_wire(), {}, {})
+    decoders = EndpointCodecs(codecs(schema_dirs), resolve_wire(), {}, {})
     decode = decoders.any_decoder(schema)
     source = KafkaSource(
         client,
@@ -97,7 +113,7 @@ def tail(
     )
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    seen, idle_since = 0, time.monotonic()
+    seen, idle_since, hinted = 0, time.monotonic(), False
     try:
         while not stop["now"]:
             msgs = source.poll(500, 0.2)
@@ -108,6 +124,13 @@ def tail(
             idle_since = time.monotonic()
             for m in msgs:
                 value = decode(m.value())
+                if not hinted and _unknown_schema(m.value(), value):
+                    hinted = True
+                    click.echo(
+                        "tail: a record's Avro schema is not known here, so it shows as hex: "
+                        "add its folder with --schemas DIR (or SHOAL_SCHEMA_PATH)",
+                        err=True,
+                    )
                 line = {
                     "partition": m.partition(),
                     "offset": m.offset(),

@@ -9,7 +9,7 @@ Deterministic: nothing depends on the wall clock or on threads.
 >>> from runtime.aggregates import Count
 >>> from runtime.testing import TestDriver
 >>> job = Job("clicks")
->>> (job.source("events", schema="PlaybackEvent", timestamp=lambda e: e["ts"],
+>>> (job.source("events", schema="", timestamp=lambda e: e["ts"],   # "": JSON records
 ...             watermarks=WatermarkStrategy.bounded(timedelta(seconds=5)))
 ...     .key_by("by_user", lambda e: e["user"])
 ...     .window("per_10s", windows.tumbling(timedelta(seconds=10)))

@@ -12,14 +12,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def shoal(
-    *args: str, home: Path | None = None, timeout: float = 120
+    *args: str,
+    home: Path | None = None,
+    timeout: float = 120,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     if home is not None:
         env["SHOAL_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "runtime.cli.main", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -69,6 +73,35 @@ def test_broker_start_status_stop_leaves_nothing(tmp_path: Path) -> None:
     assert stop.returncode == 0 and "stopped" in stop.stdout
     assert shoal("broker", "status", home=home).returncode == 3
     assert not processes_mentioning(str(home))
+
+
+def test_the_broker_lives_in_the_users_data_folder_and_is_found_from_any_folder(
+    tmp_path: Path,
+) -> None:
+    """Without SHOAL_HOME the broker's home is $XDG_DATA_HOME/shoal: started in one
+    folder, status and stop from others find it and say where it lives."""
+    data = tmp_path / "xdg-data"
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_HOME"}
+    env["XDG_DATA_HOME"] = str(data)
+    where = str(data / "shoal" / "broker")
+    folders = [tmp_path / name for name in ("one", "two", "three")]
+    for folder in folders:
+        folder.mkdir()
+    try:
+        start = shoal("broker", "start", cwd=folders[0], env=env)
+        assert start.returncode == 0, start.stderr
+        assert where in start.stderr, start.stderr
+        status = shoal("broker", "status", cwd=folders[1], env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.startswith(f"running at {start.stdout.strip()} ")
+        assert where in status.stdout
+        assert not any((f / ".shoal").exists() for f in folders)
+    finally:
+        stop = shoal("broker", "stop", cwd=folders[2], env=env)
+    assert stop.returncode == 0 and stop.stdout.startswith("broker stopped"), stop.stdout
+    gone = shoal("broker", "status", cwd=folders[0], env=env)
+    assert gone.returncode == 3 and where in gone.stdout
+    assert not processes_mentioning(str(data))
 
 
 def _demo(home: Path) -> str:

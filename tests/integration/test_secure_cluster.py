@@ -2,7 +2,7 @@
 
 A second local broker runs for this module with a SASL_SSL listener and KRaft's
 StandardAuthorizer (nobody may do anything without an ACL). The job's principal gets
-exactly the ACLs the README lists; a reference job runs end to end over SASL_SSL with
+exactly the ACLs docs/cluster.md lists; a reference job runs end to end over SASL_SSL with
 exact output; wrong passwords, untrusted certificates and missing ACLs fail with one
 line naming the cause.
 """
@@ -97,7 +97,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
 
 def grant_job(admin: KafkaAdmin, principal: str, group: str, inputs: list[str],
               outputs: list[str]) -> None:
-    """The ACLs a job needs (README: Running against your cluster)."""
+    """The ACLs a job needs (docs/cluster.md: ACLs)."""
     for topic in inputs:
         admin.grant(principal, "topic", topic, ["READ", "DESCRIBE"])
     for topic in outputs:

@@ -70,3 +70,22 @@ def test_driver_encodes_through_the_jobs_codec(tmp_path: Path) -> None:
         driver.send("clicks", {"user_id": "u2", "at_ms": 1_700_000_000_000})
     with pytest.raises(SchemaError, match="at_ms"):
         driver.send("clicks", {"user_id": "u3", "button": "x", "at_ms": "soon"})
+
+
+def test_a_postgres_sink_makes_its_table_from_a_users_own_schema(tmp_path: Path) -> None:
+    """The sink's columns come from the job's own record (handed over by the runner from
+    the job's codecs); without it, only built-in records are known."""
+    from connectors.external import make_external_sink
+    from connectors.postgres import config_from_url
+
+    codecs = codec_factory([write_schema(tmp_path, CLICK)])
+    avro = codecs.repository.current("ButtonClick").schema
+    url = "postgres://shoal@127.0.0.1:1/db?table=clicks&key=user_id,at_ms"
+    table = config_from_url(url, "out", "ButtonClick", avro).table
+    assert [c.name for c in table.columns] == ["user_id", "button", "at_ms", "region"]
+    assert table.key == ("user_id", "at_ms")
+    assert '"at_ms" bigint NOT NULL' in table.create_sql()
+    with pytest.raises(ConfigError, match="no schema named 'ButtonClick'"):
+        config_from_url(url, "out", "ButtonClick")
+    sink = make_external_sink(url, "out", "ButtonClick", {}, avro=avro)  # no connection yet
+    sink.close()
