@@ -12,9 +12,11 @@ an assigner says   meaning
                    own); the record is late once the last of them ended ``lateness``
                    or more before the watermark
 ``lateness_ms``    the allowed lateness of the spec
+``retain_ms``      how long after its end a window's state is kept: it is forgotten
+                   (cleaned up) when the watermark reaches ``end + retain_ms``
+                   (default: the allowed lateness)
 ``merging``        whether windows of a key merge (sessions); then ``joins`` says which
-``cleanup_at(e)``  when the state of a window that ends at ``e`` is forgotten (default
-                   ``e + lateness``)
+                   (default: windows that overlap; touching is not enough)
 =================  ==================================================================
 
 Every window fires when the watermark reaches its end (its result carries event
@@ -49,24 +51,22 @@ class WindowAssigner:
     #: Whether windows of a key merge (see :meth:`joins`).
     merging: ClassVar[bool] = False
 
-    __slots__ = ("early_every_ms", "lateness_ms")
+    __slots__ = ("early_every_ms", "lateness_ms", "retain_ms")
 
     def __init__(self, spec: WindowSpec) -> None:
         self.lateness_ms = spec.allowed_lateness_ms
         self.early_every_ms = spec.early_every_ms
+        #: How long after its end a window's state is kept (its cleanup time, relative).
+        self.retain_ms = spec.allowed_lateness_ms
 
     def assign(self, ts: int) -> list[tuple[int, int]]:
         """The windows ``(start, end)`` a record at event time ``ts`` belongs to, by end."""
         raise NotImplementedError
 
-    def cleanup_at(self, end: int) -> int:
-        """When the state of a window that ends at ``end`` is forgotten (event time)."""
-        return end + self.lateness_ms
-
     def joins(self, start: int, end: int, other_start: int, other_end: int) -> bool:
         """Whether windows ``[start, end)`` and ``[other_start, other_end)`` of one key
-        merge (merging kinds only)."""
-        raise NotImplementedError(f"{type(self).__name__} windows do not merge")
+        merge (merging kinds): by default when they overlap."""
+        return start < other_end and end > other_start
 
 
 A = TypeVar("A", bound=type[WindowAssigner])

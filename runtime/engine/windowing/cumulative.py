@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import repeat
+
 from runtime.api.windows import Cumulative
 from runtime.engine.windowing.assigner import WindowAssigner, register
 
@@ -24,4 +26,4 @@ class CumulativeAssigner(WindowAssigner):
         """The period's windows that contain ``ts``, shortest first."""
         start = ts - ts % self.size
         first_end = ts - ts % self.step + self.step
-        return [(start, end) for end in range(first_end, start + self.size + 1, self.step)]
+        return list(zip(repeat(start), range(first_end, start + self.size + 1, self.step)))

@@ -22,5 +22,6 @@ class HoppingAssigner(WindowAssigner):
     def assign(self, ts: int) -> list[tuple[int, int]]:
         """The windows that contain ``ts``, oldest first."""
         size, slide = self.size, self.slide
-        last = ts - ts % slide
-        return [(start, start + size) for start in range(last - size + slide, last + 1, slide)]
+        first = ts - ts % slide - size + slide
+        starts = range(first, ts + 1, slide)
+        return list(zip(starts, range(first + size, ts + size + 1, slide), strict=True))

@@ -11,9 +11,9 @@ Semantics (see ``runtime.api.windows``):
 * A record that lands in a window that already fired, but within allowed lateness,
   updates the window and re-emits its result. Of a record's windows, one that ended
   ``allowed_lateness`` or more before the watermark is gone and does not get it.
-* A window's state is forgotten when the watermark reaches the assigner's
-  ``cleanup_at(end)`` (``end + allowed_lateness``; sessions: ``end - 1 + gap +
-  allowed_lateness``, until when a record that is not late can still overlap them).
+* A window's state is forgotten when the watermark reaches ``end + retain_ms`` of its
+  assigner (``allowed_lateness``; sessions: ``gap - 1 + allowed_lateness``, until when
+  a record that is not late can still overlap them).
 * Merging kinds (sessions): a record's window merges with every window of its key
   it ``joins``, accumulators combined with ``AggregateFunction.merge``. When a late
   record bridges windows that were already emitted, every absorbed window whose
@@ -62,6 +62,10 @@ MISSING: Any = object()
 
 Emission = tuple[Any, int, int, Any]
 """``(key, start, end, accumulator)`` of a window result; :data:`MISSING` retracts it."""
+
+
+def _start(window: WindowState) -> int:
+    return window.start
 
 
 class WindowStore(Protocol):
@@ -126,6 +130,8 @@ class WindowLogic:
         #: State keys changed since the last early update (only with early updates).
         self.touched: set[Any] | None = set() if assigner.early_every_ms is not None else None
         self.merging = assigner.merging
+        # The default merge rule (overlap) inlined: a call per window per record costs.
+        self._overlap_joins = type(assigner).joins is WindowAssigner.joins
 
     # -- records ----------------------------------------------------------------------
     def add(self, batch: Iterable[Rec], watermark_ms: int) -> Changes:
@@ -142,8 +148,8 @@ class WindowLogic:
     def _add_fixed(self, batch: Iterable[Rec], wm: int) -> Changes:
         changes = Changes()
         late, failed = changes.late, changes.failed
-        assign, cleanup_at = self.assigner.assign, self.assigner.cleanup_at
-        lateness = self.lateness
+        assign = self.assigner.assign
+        lateness, retain = self.lateness, self.assigner.retain_ms
         get, put = self.store.get, self.store.put
         create, add = self.agg.create, self.agg.add
         schedule, touched = self.schedule, self.touched
@@ -164,9 +170,8 @@ class WindowLogic:
                         acc = create()
                         if end > wm:  # else it is emitted with the batch, not again later
                             schedule(end, sk)
-                        purge = cleanup_at(end)
-                        if purge != end:
-                            schedule(purge, sk)
+                        if retain:
+                            schedule(end + retain, sk)
                     put(sk, add(acc, v))
                     if end <= wm:
                         complete.add(sk)
@@ -187,44 +192,59 @@ class WindowLogic:
         changes = Changes()
         late, failed, retracted = changes.late, changes.failed, changes.retracted
         assigner, agg = self.assigner, self.agg
-        joins, cleanup_at = assigner.joins, assigner.cleanup_at
-        lateness = self.lateness
+        assign, joins, overlap = assigner.assign, assigner.joins, self._overlap_joins
+        lateness, retain = self.lateness, assigner.retain_ms
         get, put = self.store.get, self.store.put
+        create, add, merge = agg.create, agg.add, agg.merge
         schedule, touched = self.schedule, self.touched
         complete: set[Any] = set()
         for rec in batch:
             k, v, t, _ = rec
-            ((lo, hi),) = assigner.assign(t)
+            ((lo, hi),) = assign(t)
             if hi + lateness <= wm:
                 late.append(rec)
                 continue
             try:
-                windows: list[WindowState] = get(k, None) or []
-                keep: list[WindowState] = []
+                windows: list[WindowState] | None = get(k, None)
                 hit: list[WindowState] = []
-                for w in windows:
-                    (hit if joins(w.start, w.end, lo, hi) else keep).append(w)
-                if not hit:
-                    merged = WindowState(lo, hi, agg.add(agg.create(), v))
+                if windows:
+                    for w in windows:
+                        if (
+                            (w.start < hi and w.end > lo)
+                            if overlap
+                            else joins(w.start, w.end, lo, hi)
+                        ):
+                            hit.append(w)
                 else:
-                    acc = hit[0].acc
+                    windows = []
+                if not hit:
+                    windows.append(WindowState(lo, hi, add(create(), v)))
+                    if len(windows) > 1:
+                        windows.sort(key=_start)
+                else:
+                    # The key's windows are disjoint and sorted, so the first hit starts
+                    # first and the last ends last; the merged window keeps the first's
+                    # place (nothing else lies between the windows it absorbs).
+                    first = hit[0]
+                    acc = first.acc
                     for w in hit[1:]:
-                        acc = agg.merge(acc, w.acc)
-                    acc = agg.add(acc, v)
-                    lo = min(lo, min(w.start for w in hit))
-                    hi = max(hi, max(w.end for w in hit))
+                        acc = merge(acc, w.acc)
+                    first.acc = add(acc, v)
+                    lo = min(lo, first.start)
+                    hi = max(hi, hit[-1].end)
                     # Only a result under the merged start needs updating; other
                     # emitted starts are retracted.
-                    emitted = any(w.emitted and w.start == lo for w in hit)
-                    merged = WindowState(lo, hi, acc, emitted=emitted)
-                    retracted.extend(
-                        (k, w.start, w.end, MISSING) for w in hit if w.emitted and w.start != lo
-                    )
-                keep.append(merged)
-                keep.sort(key=lambda w: w.start)
-                put(k, keep)
+                    for w in hit:
+                        if w.emitted and w.start != lo:
+                            retracted.append((k, w.start, w.end, MISSING))
+                    first.emitted = first.emitted and first.start == lo
+                    first.start, first.end, first.pending = lo, hi, True
+                    if len(hit) > 1:
+                        absorbed = {id(w) for w in hit[1:]}
+                        windows = [w for w in windows if id(w) not in absorbed]
+                put(k, windows)
                 schedule(hi, k)
-                schedule(cleanup_at(hi), k)
+                schedule(hi + retain, k)
                 if hi <= wm:
                     complete.add(k)
                 elif touched is not None:
@@ -257,7 +277,7 @@ class WindowLogic:
         out: list[Emission] = []
         append = out.append
         get, delete = self.store.get, self.store.delete
-        cleanup_at = self.assigner.cleanup_at
+        retain = self.assigner.retain_ms
         touched = self.touched
         for at, items in due:
             for sk in items:
@@ -268,16 +288,16 @@ class WindowLogic:
                         append((sk[0], sk[1], end, acc))
                     if touched:
                         touched.discard(sk)
-                    if cleanup_at(end) <= at:
+                    if not retain:
                         delete(sk)
-                elif at >= cleanup_at(end):
+                elif at >= end + retain:
                     delete(sk)
         return out
 
     def _fire_keys(self, keys: Iterable[Any], wm: int) -> list[Emission]:
         """Emit complete windows of merging ``keys`` not emitted as they are; purge old."""
         get, put, delete = self.store.get, self.store.put, self.store.delete
-        cleanup_at = self.assigner.cleanup_at
+        retain = self.assigner.retain_ms
         out: list[Emission] = []
         for k in keys:
             windows: list[WindowState] | None = get(k, None)
@@ -289,7 +309,7 @@ class WindowLogic:
                     out.append((k, w.start, w.end, w.acc))
                     w.emitted, w.pending = True, False
                     changed = True
-            alive = [w for w in windows if cleanup_at(w.end) > wm]
+            alive = [w for w in windows if w.end + retain > wm]
             if not alive:
                 delete(k)
             elif changed or len(alive) != len(windows):
@@ -335,7 +355,7 @@ class WindowLogic:
             StateError: a window stored in the older form does not fit this step's
                 windows (its spec changed).
         """
-        store, schedule, cleanup_at = self.store, self.schedule, self.assigner.cleanup_at
+        store, schedule, retain = self.store, self.schedule, self.assigner.retain_ms
         legacy: list[tuple[Any, Any]] = []
         if self.merging:
             for k, windows in store.items():
@@ -344,7 +364,7 @@ class WindowLogic:
                     continue
                 for w in windows:
                     schedule(w.end, k)
-                    schedule(cleanup_at(w.end), k)
+                    schedule(w.end + retain, k)
             for k, old in legacy:
                 try:
                     windows = sorted(
@@ -355,17 +375,15 @@ class WindowLogic:
                 store.put(k, windows)
                 for w in windows:
                     schedule(w.end, k)
-                    schedule(cleanup_at(w.end), k)
+                    schedule(w.end + retain, k)
             return
         for sk, acc in store.items():
             if len(sk) == 2:
                 legacy.append((sk, acc))
                 continue
-            end = sk[2]
-            schedule(end, sk)
-            purge = cleanup_at(end)
-            if purge != end:
-                schedule(purge, sk)
+            schedule(sk[2], sk)
+            if retain:
+                schedule(sk[2] + retain, sk)
         for (k, start), acc in legacy:
             ends = [e for s, e in self.assigner.assign(start) if s == start]
             if len(ends) != 1:
@@ -377,6 +395,5 @@ class WindowLogic:
             store.delete((k, start))
             store.put(sk, acc)
             schedule(ends[0], sk)
-            purge = cleanup_at(ends[0])
-            if purge != ends[0]:
-                schedule(purge, sk)
+            if retain:
+                schedule(ends[0] + retain, sk)

@@ -23,15 +23,8 @@ class SessionAssigner(WindowAssigner):
     def __init__(self, spec: Session) -> None:
         super().__init__(spec)
         self.gap = spec.gap_ms
+        self.retain_ms = self.gap - 1 + self.lateness_ms
 
     def assign(self, ts: int) -> list[tuple[int, int]]:
         """The session a record at ``ts`` opens on its own."""
         return [(ts, ts + self.gap)]
-
-    def cleanup_at(self, end: int) -> int:
-        """When no record that is not late can reach a session ending at ``end``."""
-        return end + self.gap - 1 + self.lateness_ms
-
-    def joins(self, start: int, end: int, other_start: int, other_end: int) -> bool:
-        """Whether two sessions overlap (touching is not enough)."""
-        return start < other_end and end > other_start
