@@ -41,8 +41,9 @@ import yaml
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from runtime.generator import GeneratorConfig
 from tests.integration.helpers import decoded, produce_generated, read_all, unique
-from tests.integration.test_chaos_kill9 import close_all_windows, reference_counts
+from tests.integration.test_chaos_kill9 import close_all_windows
 from tests.integration.test_flink_equality import recent_start_ms
+from tests.reference.counts import window_counts
 
 pytestmark = [
     pytest.mark.integration,
@@ -209,7 +210,7 @@ def produce_input(kafka: str, seed: int) -> tuple[str, dict[tuple[str, int], int
     assert {r.stream for r in records} == {"playback"}
     last_ts = max(r.value["event_time_ms"] for r in records)
     close_all_windows(kafka, playback, last_ts + 600_000, PARTITIONS)
-    want = reference_counts([r.value for r in records])
+    want = window_counts([r.value for r in records])
     assert len(want) > 1_000
     return playback, want
 

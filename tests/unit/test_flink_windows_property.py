@@ -25,7 +25,7 @@ from runtime.api.graph import ErrorPolicy, default_window_output
 from runtime.api.windows import WindowSpec
 from runtime.flink.failures import Failures
 from runtime.flink.windows import WindowStep
-from tests.unit.engine import reference as ref
+from tests.reference import windows as ref
 from tests.unit.engine.test_windows_property import (
     KINDS,
     CollectIds,
