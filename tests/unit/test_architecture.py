@@ -302,24 +302,26 @@ def test_every_exception_is_needed() -> None:
             assert not any(_within(n, base) for n in used), f"{extra} needs no exception"
 
 
+def _imports_of_tests(modules: list[tuple[str, Path]]) -> dict[str, list[str]]:
+    """Modules outside ``tests`` that import ``tests`` -> what, but bench's references."""
+    wrong = {}
+    for module, path in modules:
+        if _within(module, ("tests",)):
+            continue
+        names = [n for n in _imports(path) if _within(n, ("tests",))]
+        if _within(module, ("bench",)):
+            names = [n for n in names if not _within(n, ("tests.reference",))]
+        if names:
+            wrong[module] = names
+    return wrong
+
+
 def test_nothing_outside_tests_imports_tests() -> None:
-    """Only ``tests`` imports ``tests``, and ``bench`` its brute-force references."""
-    users = {
-        module: [n for n in _imports(path) if _within(n, ("tests",))]
-        for module, path in _modules()
-        if not _within(module, ("tests",))
-    }
-    wrong = {
-        m: names
-        for m, names in users.items()
-        if names and not (_within(m, ("bench",)) and _within_all(names, ("tests.reference",)))
-    }
-    assert not wrong, f"import tests: {wrong}"
-    assert any(_within(m, ("bench",)) for m, names in users.items() if names)
-
-
-def _within_all(names: list[str], prefixes: tuple[str, ...]) -> bool:
-    return all(_within(n, prefixes) for n in names)
+    """Only ``tests`` imports ``tests``, and ``bench`` its brute-force references (the
+    top layer included, which the per-module rules leave free)."""
+    assert not _imports_of_tests(_modules())
+    bench = [n for m, p in _modules() if _within(m, ("bench",)) for n in _imports(p)]
+    assert any(_within(n, ("tests.reference",)) for n in bench)
 
 
 def test_connectors_import_each_other_only_through_shared_modules() -> None:
@@ -464,7 +466,8 @@ CAUGHT = [
     ),
     # nothing of the product imports tests; tests import everything
     ("runtime.engine.x", "from tests.reference import qoe\n", ["tests.reference"]),
-    ("runtime.composition", "from tests.services import kafka\n", []),  # TOP: by the next test
+    # the top layer is free here; test_nothing_outside_tests_imports_tests covers it
+    ("runtime.composition", "from tests.services import kafka\n", []),
     ("connectors.kafka.x", "import tests.services\n", ["tests.services"]),
     ("jobs.x", "from tests.reference.qoe import qoe\n", ["tests.reference.qoe"]),
     ("schemas.x", "from tests import unit\n", ["tests"]),
@@ -538,13 +541,28 @@ def test_a_module_without_a_rule_fails(tmp_path: Path) -> None:
         _violations("elsewhere.x", path)
 
 
-def test_outside_tests_only_bench_may_import_references(tmp_path: Path) -> None:
-    """The same rule on a made-up tree: the top layer importing tests is caught too."""
-    (tmp_path / "a.py").write_text("from tests.services import kafka\n")
-    (tmp_path / "b.py").write_text("from tests.reference.qoe import qoe\n")
-    names = _imports(tmp_path / "a.py")
-    assert _within_all(_imports(tmp_path / "b.py"), ("tests.reference",))
-    assert not _within_all(names, ("tests.reference",))
+def test_imports_of_tests_are_caught_in_every_package(tmp_path: Path) -> None:
+    sources = {
+        "runtime.composition": "from tests.services import kafka\n",
+        "runtime.cli.x": "def f():\n    import tests.reference.qoe\n",
+        "connectors.kafka.x": "from tests.unit import helpers\n",
+        "jobs.x": "from tests.reference.qoe import qoe\n",
+        "bench.x": "from tests.reference.qoe import qoe\nfrom tests.unit.jobs import t\n",
+        "bench.y": "from tests.reference.qoe import qoe\n",
+        "tests.unit.x": "from tests.services import kafka\n",
+    }
+    modules = []
+    for i, (module, source) in enumerate(sources.items()):
+        path = tmp_path / f"m{i}.py"
+        path.write_text(source)
+        modules.append((module, path))
+    assert _imports_of_tests(modules) == {
+        "runtime.composition": ["tests.services"],
+        "runtime.cli.x": ["tests.reference.qoe"],
+        "connectors.kafka.x": ["tests.unit"],
+        "jobs.x": ["tests.reference.qoe"],
+        "bench.x": ["tests.unit.jobs"],
+    }
 
 
 def _code_from_data(path: Path) -> list[str]:
