@@ -13,13 +13,15 @@ keeps honest: an exception the code no longer needs fails.
 =================  ==================================================================
 package            may import (of ours)
 =================  ==================================================================
-runtime.api        nothing but itself; the engine below it, the top layer above
-                   (``TOP``: composition root, command line, savepoints)
+runtime            layered: ``api`` (nothing but itself) <- ``state`` <- ``engine`` <-
+                   ``runner``, ``testing``, ``service``, ``flink`` <- the top layer
+                   (``TOP``: composition root, command line, savepoints: everything)
 connectors.<name>  itself, ``runtime.api`` and the shared modules listed in its rule:
                    ``connectors.retry`` for the sinks outside Kafka, the Kafka client
                    modules for the Avro codecs (see :data:`CONNECTOR_SHARED`); never
                    another connector. ``codecs``, ``wire`` and ``external`` assemble
-                   connectors and are imported by the top layer only
+                   connectors (for the composition root and the bench); no connector
+                   package imports them
 jobs               the public API (:data:`RUNTIME_PUBLIC`), the generator, connectors
 schemas            itself
 bench              the public API, the composition root, the generator, connectors,
@@ -27,7 +29,7 @@ bench              the public API, the composition root, the generator, connecto
 tests.reference    itself and ``jobs``: a brute-force reference never uses the runtime
                    it checks, nor the rest of ``tests``, nor ``bench``
 tests              everything; nothing outside ``tests`` imports ``tests`` but
-                   ``bench`` → ``tests.reference``
+                   ``bench`` -> ``tests.reference``
 deploy             nothing (the image build script runs on the standard library)
 =================  ==================================================================
 """
@@ -189,7 +191,7 @@ def _modules() -> list[tuple[str, Path]]:
 
 def _imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    names = []
+    names: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.extend(a.name for a in node.names)
@@ -580,11 +582,12 @@ def _code_from_data(path: Path) -> list[str]:
             name = fn.id if isinstance(fn, ast.Name) else getattr(fn, "attr", "")
             if name in FORBIDDEN_CALLS:
                 found.append(f"{name}() at line {node.lineno}")
-        found += [
-            f"import {n} at line {node.lineno}"
-            for n in names
-            if n.split(".")[0] in FORBIDDEN_MODULES
-        ]
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found += [
+                f"import {n} at line {node.lineno}"
+                for n in names
+                if n.split(".")[0] in FORBIDDEN_MODULES
+            ]
     return found
 
 
