@@ -47,6 +47,7 @@ __all__ = [
     "control_topic",
     "ensure_control_topic",
     "iter_partition",
+    "latest_values",
     "unconsumed",
 ]
 
@@ -192,6 +193,64 @@ class ControlTopic:
         finally:
             with contextlib.suppress(KafkaException, RuntimeError):
                 self._consumer.close()
+
+
+def latest_values(
+    bootstrap: str | KafkaClientConfig, topics: list[str], key: str, timeout_s: float = 15.0
+) -> dict[str, bytes]:
+    """The latest value of the records under ``key`` in each one-partition topic.
+
+    Reads every topic's partition 0 from its start to its end (read_committed) with one
+    consumer outside any group. A topic whose latest record under ``key`` is a
+    tombstone, or that has none, is left out. Values are returned as bytes, unparsed.
+
+    Raises:
+        ConnectorError: the topics could not be read to their ends within ``timeout_s``.
+    """
+    if not topics:
+        return {}
+    client = as_client_config(bootstrap)
+    wanted = key.encode()
+    consumer = Consumer(
+        client.client(
+            {"enable.partition.eof": True, "fetch.wait.max.ms": 50},
+            group_id=f"shoal-jobs-{uuid.uuid4().hex}",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            logger=CLIENT_LOGGER,
+        )
+    )
+    latest: dict[str, bytes] = {}
+    try:
+        consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in sorted(set(topics))])
+        pending = set(topics)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.2):
+                topic = str(msg.topic())
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(topic)
+                        continue
+                    raise ConnectorError(f"cannot read {topic}: {err}")
+                if msg.key() != wanted:
+                    continue
+                value = msg.value()
+                if value is None:
+                    latest.pop(topic, None)
+                else:
+                    latest[topic] = value
+        if pending:
+            raise ConnectorError(
+                f"could not read {len(pending)} control topic(s) to their end within "
+                f"{timeout_s:.0f}s: {sorted(pending)[:3]}"
+            )
+        return latest
+    except KafkaException as exc:
+        raise ConnectorError(f"cannot read topics {sorted(topics)[:3]}: {exc}") from exc
+    finally:
+        consumer.close()
 
 
 def unconsumed(

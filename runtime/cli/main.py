@@ -17,10 +17,11 @@ from runtime.cli.broker_cmd import broker
 from runtime.cli.demo_cmd import demo
 from runtime.cli.generate_cmd import generate
 from runtime.cli.init_cmd import init
+from runtime.cli.jobs_cmd import jobs
 from runtime.cli.logs import LEVELS, configure
 from runtime.cli.run_cmd import run
 from runtime.cli.savepoint_cmd import savepoint, scale, state, stop
-from runtime.cli.status_cmd import jobs, status
+from runtime.cli.status_cmd import status
 from runtime.cli.topics_cmd import tail, topics
 
 

@@ -166,13 +166,17 @@ class NativeEngine:
 
             try:
                 service = start_service(
-                    runner, request.http.host, request.http.port, request.http.token
+                    runner,
+                    request.http.host,
+                    request.http.port,
+                    request.http.token,
+                    group=request.group or job.name,
                 )
             except BaseException:
                 runner.close()
                 raise
             say(
-                f"{job.name}: live page {service.url}/  (also /metrics /health /topology "
+                f"{job.name}: live page {service.url}/  (also /metrics /health /status /topology "
                 f"/streams/{job.name}/STEP /state/{job.name}/STEP/KEY)"
             )
         _watchdog(worker, request.stall_timeout, job.name, say)

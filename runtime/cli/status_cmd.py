@@ -1,17 +1,19 @@
-"""``shoal jobs`` and ``shoal status JOB``: what runs, read from Kafka alone.
+"""``shoal status JOB``: what a job's workers do, read from Kafka alone.
 
 A Shoal job is a consumer group whose committed offsets carry checkpoint metadata
 (``{"seq": ..., "id": ..., "wm": ..., "at": ...}``, written with every checkpoint). So
 without any service of Shoal's own, the group tells who the workers are (static member
 ids are ``<group>-<worker id>``, client ids name host and pid), which partitions each
 holds, and the offsets name how far each input partition is committed, its event-time
-watermark and when its last checkpoint committed.
+watermark and when its last checkpoint committed. ``shoal jobs`` (see
+:mod:`runtime.cli.jobs_cmd`) lists the jobs and reads each one's status from here.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,7 +62,8 @@ class JobStatus:
     lag: int
 
 
-def _meta(text: str) -> dict[str, Any] | None:
+def checkpoint_meta(text: str) -> dict[str, Any] | None:
+    """The checkpoint metadata of a committed offset, or ``None`` when it holds none."""
     if not text.startswith("{"):
         return None
     try:
@@ -70,10 +73,23 @@ def _meta(text: str) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and "seq" in meta else None
 
 
-def job_status(admin: Any, group: str, dead_letter_topic: str | None = None) -> JobStatus:
-    """Read a job's status from its consumer group and topics."""
+def job_status(
+    admin: Any,
+    group: str,
+    dead_letter_topic: str | None = None,
+    committed: Mapping[tuple[str, int], tuple[int, str]] | None = None,
+) -> JobStatus:
+    """Read a job's status from its consumer group and topics.
+
+    Args:
+        admin: the cluster's admin client.
+        group: the job's consumer group.
+        dead_letter_topic: the job's dead-letter topic (its records are counted).
+        committed: the group's committed offsets when already read (else read here).
+    """
     now_ms = time.time_ns() // 1_000_000
-    committed = admin.group_offsets(group)
+    if committed is None:
+        committed = admin.group_offsets(group)
     inputs = sorted(tp for tp in committed if not tp[0].endswith(_INTERNAL))
     ends = admin.end_offsets(inputs)
     owner: dict[tuple[str, int], str] = {}
@@ -92,7 +108,7 @@ def job_status(admin: Any, group: str, dead_letter_topic: str | None = None) -> 
     parts = []
     for tp in inputs:
         offset, text = committed[tp]
-        meta = _meta(text) or {}
+        meta = checkpoint_meta(text) or {}
         at = meta.get("at")
         parts.append(
             PartitionStatus(
@@ -130,13 +146,14 @@ def watermarks_on(admin: Any, topics: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for group in admin.groups():
         for (topic, _), (_, text) in admin.group_offsets(group).items():
-            wm = (_meta(text) or {}).get("wm") if topic in wanted else None
+            wm = (checkpoint_meta(text) or {}).get("wm") if topic in wanted else None
             if isinstance(wm, int) and wm > found.get(group, -(2**63)):
                 found[group] = wm
     return found
 
 
-def _age(seconds: float | None) -> str:
+def age_text(seconds: float | None) -> str:
+    """``"12s ago"``, or ``"-"`` when unknown."""
     return "-" if seconds is None else f"{seconds:.0f}s ago"
 
 
@@ -144,35 +161,6 @@ def _when(ms: int | None) -> str:
     if ms is None or ms < 0:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
-
-
-@click.command()
-@click.option("--bootstrap", default=None, help="Kafka address; default: the local broker.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
-@kafka_options
-def jobs(bootstrap: str | None, as_json: bool) -> None:
-    """List the Shoal jobs on the cluster (groups whose offsets carry checkpoints)."""
-    from connectors.kafka.admin import KafkaAdmin
-
-    admin = KafkaAdmin(resolve_client(bootstrap))
-    found = []
-    for group in admin.groups():
-        committed = admin.group_offsets(group)
-        if not any(_meta(text) for _, text in committed.values()):
-            continue
-        found.append(job_status(admin, group))
-    if as_json:
-        for status in found:
-            click.echo(json.dumps(asdict(status)))
-        return
-    if not found:
-        click.echo("no Shoal jobs (no consumer group holds checkpoint metadata)")
-        return
-    click.echo(f"{'JOB (GROUP)':32} {'WORKERS':>7} {'LAG':>10}  LAST CHECKPOINT")
-    for s in found:
-        click.echo(
-            f"{s.group:32} {len(s.workers):>7} {s.lag:>10}  {_age(s.last_checkpoint_age_s)}"
-        )
 
 
 @click.command()
@@ -196,7 +184,7 @@ def status(job: str, group: str | None, bootstrap: str | None, as_json: bool) ->
         return
     click.echo(
         f"job {job} (group {app}): {len(s.workers)} worker(s), lag {s.lag}, "
-        f"last checkpoint {_age(s.last_checkpoint_age_s)}, "
+        f"last checkpoint {age_text(s.last_checkpoint_age_s)}, "
         f"dead letters {'-' if s.dead_letters is None else s.dead_letters}"
     )
     click.echo(f"\n{'WORKER':24} {'HOST':20} {'PID':>7}  PARTITIONS")
@@ -210,5 +198,5 @@ def status(job: str, group: str | None, bootstrap: str | None, as_json: bool) ->
         click.echo(
             f"{p.topic + '[' + str(p.partition) + ']':28} {p.committed:>10} {p.lag:>8} "
             f"{p.checkpoint_seq if p.checkpoint_seq is not None else '-':>6}  "
-            f"{_when(p.watermark_ms):19}  {_age(p.checkpoint_age_s):12} {p.worker or '-'}"
+            f"{_when(p.watermark_ms):19}  {age_text(p.checkpoint_age_s):12} {p.worker or '-'}"
         )

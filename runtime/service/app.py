@@ -9,6 +9,10 @@ Endpoints (``{job}`` must be the worker's job; unknown names answer 404 with a J
 ``GET /health``                     JSON; 200 when healthy, 503 otherwise (never needs a
                                     token; with one set, only an authorised caller sees
                                     more than ``{"status": ...}``)
+``GET /status``                     JSON: this worker's tasks, partitions, lag, watermarks,
+                                    checkpoints and counters, its job and group, and the
+                                    ``shoal status`` command line for the whole job
+                                    (see ``runtime.service.status``)
 ``GET /topology``                   JSON: steps, edges, counters, panels the page can show
 ``GET /streams/{job}/{step}``       Server-Sent Events of the step's output;
                                     ``filter=`` (see ``runtime.service.filters``; its
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from importlib import resources
 from urllib.parse import unquote_to_bytes
 
@@ -67,6 +72,7 @@ from runtime.service.jsonable import to_jsonable
 from runtime.service.metrics import CONTENT_TYPE, CollectorRegistry, WorkerCollector, render
 from runtime.service.sampling import Sampler, parse_sample
 from runtime.service.sse import IDLE_TIMEOUT_S, SSEResponse, stream
+from runtime.service.status import worker_status
 from runtime.service.taps import TooManyFromClient, TooManySubscribers
 from runtime.service.topology import find_panels, topology
 
@@ -149,6 +155,10 @@ class _Endpoints:
         if not request.scope.get(AUTHORIZED, True):
             body = {"status": body["status"]}  # the details are for those with the token
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def status(self, request: Request) -> Response:
+        snap = await run_in_threadpool(self.handle.snapshot)
+        return JSONResponse(worker_status(self.handle, snap, time.time_ns() // 1_000_000))
 
     async def topology(self, request: Request) -> Response:
         snap = await run_in_threadpool(self.handle.snapshot)
@@ -303,6 +313,7 @@ async def _not_found(request: Request, exc: Exception) -> Response:
                 "/",
                 "/metrics",
                 "/health",
+                "/status",
                 "/topology",
                 "/streams/{job}/{step}",
                 "/state/{job}/{step}/{key}",
@@ -349,6 +360,7 @@ def make_app(
         Route("/static/{name}", ep.static_file),
         Route("/metrics", ep.metrics),
         Route("/health", ep.health),
+        Route("/status", ep.status),
         Route("/topology", ep.topology),
         Route("/filters", ep.check_filter),
         Route("/streams/{job}/{step}", ep.streams),

@@ -230,6 +230,7 @@ class WorkerHandle:
         timeout_s: how long a request waits for the worker thread.
         max_age_s: snapshots younger than this are shared between requests.
         worker_id: the worker's id (the ``worker`` label of its metrics).
+        group: the job's consumer group (default: the job's name), named by ``/status``.
         max_checkpoint_age_s: ``/health`` fails when the last checkpoint pass is older.
         max_state_queries: state reads waiting for the worker at once; more are
             refused (503), which keeps room in the worker's call queue for snapshots.
@@ -241,6 +242,7 @@ class WorkerHandle:
         worker: ServedWorker,
         *,
         worker_id: str = "",
+        group: str | None = None,
         timeout_s: float = 3.0,
         max_age_s: float = 0.25,
         max_checkpoint_age_s: float = 60.0,
@@ -250,6 +252,7 @@ class WorkerHandle:
         self.worker = worker
         self.job_name: str = worker.job.name
         self.worker_id = worker_id
+        self.group: str = group or self.job_name
         self.timeout_s = timeout_s
         self.max_age_s = max_age_s
         self.max_checkpoint_age_s = max_checkpoint_age_s

@@ -175,6 +175,7 @@ def start_service(
     token: str | None = None,
     *,
     registry: CollectorRegistry | None = None,
+    group: str | None = None,
     keepalive_s: float = 15.0,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
     start_timeout_s: float = 10.0,
@@ -188,6 +189,7 @@ def start_service(
         port: port to bind; 0 picks a free one (see the handle's ``url``).
         token: bearer token every endpoint but ``/health`` requires.
         registry: the Prometheus registry to use (default: a new one).
+        group: the job's consumer group, named by ``/status`` (default: the job's name).
         keepalive_s: quiet time after which SSE streams send a keepalive comment.
         idle_timeout_s: a tap whose reader takes nothing this long is disconnected.
         start_timeout_s: how long to wait for the server to start.
@@ -200,7 +202,7 @@ def start_service(
         host=host, port=port, token=token, keepalive_s=keepalive_s, idle_timeout_s=idle_timeout_s
     )
     worker, worker_id = _worker_of(runner_or_worker)
-    handle = WorkerHandle(worker, worker_id=worker_id)
+    handle = WorkerHandle(worker, worker_id=worker_id, group=group)
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)
         register_standard(registry)  # process, platform and GC families

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
+from connectors.kafka.control import ControlTopic, ensure_control_topic
 from runtime.generator import Generator, GeneratorConfig
 from tests.integration.helpers import unique
 from tests.integration.workers import Producer, WorkerPool, group_lag
@@ -68,8 +69,51 @@ def test_status_of_a_running_job(kafka: str, tmp_path: Path) -> None:
         assert table.returncode == 0 and "2 worker(s), lag 0" in table.stdout
         listed = shoal("jobs", "--bootstrap", kafka, "--json")
         assert listed.returncode == 0, listed.stderr
-        assert group in [json.loads(line)["group"] for line in listed.stdout.splitlines()]
+        by_group = {r["group"]: r for r in map(json.loads, listed.stdout.splitlines())}
+        assert group in by_group
+        # both traces: checkpoints in the offsets, the workers' announcement on the control topic
+        mine = by_group[group]
+        assert mine["checkpointed"] is True and mine["job"] == "user_counts"
+        assert "playback" in mine["steps"] and mine["announced_ms"] > 0
+        assert len(mine["workers"]) == 2
     finally:
         pool.stop_all()
     missing = shoal("status", "nope", "--group", unique("nope"), "--bootstrap", kafka)
     assert missing.returncode == 1 and missing.stderr.startswith("error: no job")
+
+
+def test_jobs_lists_a_job_announced_before_its_first_checkpoint(kafka: str) -> None:
+    admin = KafkaAdmin(kafka)
+    group, other = unique("announced"), unique("not-a-job")
+    channel = ControlTopic(kafka, ensure_control_topic(admin, group))
+    junk = ControlTopic(kafka, ensure_control_topic(admin, other))
+    try:
+        # what a worker writes as it starts (runtime.savepoint.wiring); no group, no offsets
+        channel.send(
+            "job",
+            {
+                "job": "orders",
+                "group": group,
+                "steps": [{"name": "in", "kind": "source", "parents": []},
+                          {"name": "out", "kind": "sink", "parents": ["in"]}],
+                "announced_ms": 1_700_000_000_000,
+            },
+        )
+        junk.send("job", {"hello": "world"})  # another tool's topic named like a control topic
+    finally:
+        channel.close()
+        junk.close()
+    listed = shoal("jobs", "--bootstrap", kafka, "--json")
+    assert listed.returncode == 0, listed.stderr
+    by_group = {r["group"]: r for r in map(json.loads, listed.stdout.splitlines())}
+    assert other not in by_group
+    assert f"warning: {other}.control: its job record is not a Shoal job announcement" in (
+        listed.stderr
+    )
+    mine = by_group[group]
+    assert mine["job"] == "orders" and mine["steps"] == ["in", "out"]
+    assert mine["checkpointed"] is False and mine["announced_ms"] == 1_700_000_000_000
+    assert mine["workers"] == [] and mine["partitions"] == [] and mine["lag"] == 0
+    table = shoal("jobs", "--bootstrap", kafka)
+    row = next(line for line in table.stdout.splitlines() if line.startswith(group))
+    assert row.split()[1:6] == ["orders", "2", "0", "0", "none"]

@@ -1,6 +1,6 @@
 // The live page of one Shoal worker: plain JS, no build step, no third-party code.
 // Data: GET /topology (polled each second: steps, counters, which panels this job feeds),
-// GET /health (polled), GET /state/... (on demand) and Server-Sent Events of step outputs
+// GET /health and GET /status (polled), GET /state/... (on demand) and Server-Sent Events of step outputs
 // (/streams/{job}/{step}?filter=...&sample=...), read with EventSource.
 "use strict";
 
@@ -108,6 +108,28 @@
     } catch (err) {
       pill.textContent = "unreachable";
       pill.className = "pill bad";
+    }
+  }
+
+  // ---- this worker's status, and the command for the whole job ---------------------
+  async function pollStatus() {
+    try {
+      const st = await getJSON("/status");
+      $("status-worker").textContent = st.worker || "–";
+      $("status-group").textContent = st.group;
+      $("status-checkpoint").textContent = st.last_checkpoint_age_s == null ? "none yet" : dur(st.last_checkpoint_age_s * 1000) + " ago";
+      $("status-dead").textContent = num(st.dead_lettered);
+      $("status-late").textContent = num(st.late);
+      $("status-rewinds").textContent = num(st.rewinds);
+      const marks = new Map(st.tasks.map((t) => [t.task, t.watermark_ms]));
+      $("status-partitions").querySelector("tbody").innerHTML = st.partitions
+        .map((p) => `<tr><td>${esc(p.topic)}[${p.partition}]</td><td>${p.task ?? "–"}</td><td>${num(p.lag)}</td><td>${hms(marks.get(p.task))}</td></tr>`)
+        .join("");
+      $("status-command").textContent = st.whole_job.command;
+      $("status-command").title = `as JSON: ${st.whole_job.json}; every job on the cluster: ${st.whole_job.list}`;
+      setLive("panel-status", st.responsive ? "live" : "not answering", st.responsive ? "on" : "err");
+    } catch (err) {
+      setLive("panel-status", err.status === 401 ? "needs a token" : "unreachable", "err");
     }
   }
 
@@ -529,9 +551,11 @@
 
   pollTopology();
   pollHealth();
+  pollStatus();
   tick();
   setInterval(pollTopology, 1000);
   setInterval(pollHealth, 3000);
+  setInterval(pollStatus, 3000);
   setInterval(tick, 1000);
   window.addEventListener("resize", throttle(renderQoe, 200));
 })();

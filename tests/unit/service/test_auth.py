@@ -73,6 +73,7 @@ def test_every_endpoint_but_health_needs_the_bearer_token(guarded: TestClient) -
     for path in [
         "/",
         "/metrics",
+        "/status",
         "/topology",
         "/streams/clicks/events",
         "/state/clicks/totals/u1",
