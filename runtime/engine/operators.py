@@ -195,12 +195,17 @@ class KeyByOperator(Operator):
 
 
 class SinkOperator(Operator):
-    """Collects records for a sink; the worker encodes and writes them per batch."""
+    """Collects records for a sink; the worker encodes and writes them per batch.
+
+    Records keep their origin (the raw source record, or ``None``) until they are
+    written, so one the sink's codec cannot encode is dead-lettered naming where it
+    came from (see :mod:`runtime.engine.encoding`).
+    """
 
     def __init__(self, name: str, task: TaskContext, key_fn: Callable[[Any], Any] | None) -> None:
         super().__init__(name, task)
         self.key_fn = key_fn
-        self.pending: list[tuple[Any, Any, int]] = []
+        self.pending: Batch = []
 
     def process(self, batch: Batch) -> None:
         """Queue records for writing."""
@@ -211,17 +216,17 @@ class SinkOperator(Operator):
                 tap(self.name, batch)
         key_fn = self.key_fn
         if key_fn is None:
-            self.pending.extend([(k, v, t) for k, v, t, _ in batch])
+            self.pending.extend(batch)
             self.counters.records_out += len(batch)
         else:
             for rec in batch:
                 try:
-                    self.pending.append((key_fn(rec[1]), rec[1], rec[2]))
+                    self.pending.append((key_fn(rec[1]), rec[1], rec[2], rec[3]))
                     self.counters.records_out += 1
                 except Exception as exc:
                     self.fail(exc, rec)
 
-    def drain(self) -> list[tuple[Any, Any, int]]:
-        """Take the queued records."""
+    def drain(self) -> Batch:
+        """Take the queued ``(key, value, event time, origin)`` records."""
         out, self.pending = self.pending, []
         return out

@@ -6,7 +6,9 @@ the transport (into the open transaction, with exactly-once):
 
 * **sink records**, encoded with the sink's codec and keyed with
   :func:`~runtime.engine.topics.message_key`, or handed to an external sink
-  (webhook, PostgreSQL, Redis), which writes them when the checkpoint flushes it;
+  (webhook, PostgreSQL, Redis), which writes them when the checkpoint flushes it. A
+  record that does not fit its sink's schema is not written: it becomes a dead letter
+  of the sink (see :mod:`runtime.engine.encoding`), in the same transaction;
 * **repartitioned records** and **watermark markers** of repartitioning ``key_by``
   steps, to their internal topics (see :mod:`runtime.engine.repartition`);
 * **dead letters**, as ``DeadLetter`` records with headers naming the error, the
@@ -28,12 +30,13 @@ from runtime.api.bindings import Bindings
 from runtime.api.errors import OutputRefused
 from runtime.api.io import CodecFactory, ExternalSink, RefusedWrite
 from runtime.api.job import Job
+from runtime.engine.encoding import encode_sink_records
 from runtime.engine.operators import Operator
 from runtime.engine.ports import Transport
 from runtime.engine.repartition import encode_marker, partition_for
 from runtime.engine.stats import LATENCY_BOUNDS_S, Histogram
 from runtime.engine.task import DeadLetter, Task
-from runtime.engine.topics import key_bytes, message_key, repartition_topic
+from runtime.engine.topics import key_bytes, repartition_topic
 
 __all__ = ["OutputWriter"]
 
@@ -75,7 +78,7 @@ class OutputWriter:
         #: Event-to-sink latency (wall clock at the write minus event time), for /metrics.
         self.sink_latency = Histogram(LATENCY_BOUNDS_S)
         self._sink_codecs = {
-            s.name: (bindings.sinks[s.name], codecs.sink(s.name, s.schema))
+            s.name: (bindings.sinks[s.name], s.schema, codecs.sink(s.name, s.schema))
             for s in job.sinks
             if s.name not in self.external
         }
@@ -97,14 +100,15 @@ class OutputWriter:
                 if not records:
                     continue
                 wrote = True
-                self.sink_latency.observe_many(now_s - t / 1000 for _, _, t in records)
+                self.sink_latency.observe_many(now_s - rec[2] / 1000 for rec in records)
                 external = self.external.get(name)
                 if external is not None:
-                    external.write(records)
+                    external.write([(k, v, t) for k, v, t, _ in records])
                     continue
-                topic, codec = self._sink_codecs[name]
-                encode = codec.encode
-                write_many(topic, [(message_key(k), encode(v), t) for k, v, t in records])
+                topic, schema, codec = self._sink_codecs[name]
+                encoded, _ = encode_sink_records(task, name, schema, codec, records)
+                if encoded:
+                    write_many(topic, encoded)
             if self.internal_partitions is not None:
                 wrote = self._write_internal(task, self.internal_partitions) or wrote
             self._dead_letter_refused(task)
@@ -139,7 +143,7 @@ class OutputWriter:
         self._refused_later = []
         if not refused:
             return
-        steps = {topic: name for name, (topic, _) in self._sink_codecs.items()}
+        steps = {topic: name for name, (topic, _, _) in self._sink_codecs.items()}
         writers = {repartition_topic(self.app, step): step for step in task.writers}
         now = self.clock()
         for r in refused:

@@ -412,16 +412,12 @@ class Task:
 
     # -- output ---------------------------------------------------------------------
     def dead_letter(self, step: str, exc: BaseException, origin: Any, value: Any) -> None:
-        """Handle a failed record according to the job's error policy."""
-        policy = self.job.on_error
-        if policy is ErrorPolicy.FAIL:
-            where = f"job {self.job.name!r}, step {step!r}"
-            if origin is not None:
-                where += f", record {origin.topic()}[{origin.partition()}]@{origin.offset()}"
-            if isinstance(exc, RecordError):
-                raise type(exc)(f"{exc.reason}; {where}") from exc
-            raise UserFunctionError(f"{type(exc).__name__}: {exc} ({where})") from exc
-        if policy is ErrorPolicy.SKIP:
+        """Handle a failed record according to the job's error policy.
+
+        The dead letter holds the raw source record (``origin``) when there is one,
+        else ``value``.
+        """
+        if not self._keeps(step, exc, origin):
             return
         self.dead_letters.append(
             DeadLetter(
@@ -438,8 +434,48 @@ class Task:
             )
         )
 
-    def drain_sinks(self) -> dict[str, list[tuple[Any, Any, int]]]:
-        """Take every sink's pending records."""
+    def dead_letter_output(
+        self, step: str, exc: BaseException, origin: Any, key: bytes | None, value: Any
+    ) -> None:
+        """Handle an output record ``step`` cannot write, according to the job's error
+        policy: its dead letter holds the output itself (``key``, ``value``) and names
+        the source record it came from (``origin``), when there is one."""
+        if not self._keeps(step, exc, origin):
+            return
+        self.dead_letters.append(
+            DeadLetter(
+                job=self.job.name,
+                step=step,
+                error_class=type(exc).__name__,
+                error_message=str(exc)[:1000],
+                topic=origin.topic() if origin is not None else None,
+                partition=origin.partition() if origin is not None else None,
+                offset=origin.offset() if origin is not None else None,
+                key=key,
+                value=value,
+                failed_ms=self.now_ms(),
+            )
+        )
+
+    def _keeps(self, step: str, exc: BaseException, origin: Any) -> bool:
+        """Whether the error policy keeps a dead letter of a failed record.
+
+        Raises:
+            RecordError: (the same class, naming job, step and record) under ``FAIL``.
+            UserFunctionError: a job function's exception, under ``FAIL``.
+        """
+        policy = self.job.on_error
+        if policy is ErrorPolicy.FAIL:
+            where = f"job {self.job.name!r}, step {step!r}"
+            if origin is not None:
+                where += f", record {origin.topic()}[{origin.partition()}]@{origin.offset()}"
+            if isinstance(exc, RecordError):
+                raise type(exc)(f"{exc.reason}; {where}") from exc
+            raise UserFunctionError(f"{type(exc).__name__}: {exc} ({where})") from exc
+        return policy is not ErrorPolicy.SKIP
+
+    def drain_sinks(self) -> dict[str, list[Rec]]:
+        """Take every sink's pending ``(key, value, event time, origin)`` records."""
         return {name: sink.drain() for name, sink in self.sinks.items()}
 
     def drain_dead_letters(self) -> list[DeadLetter]:

@@ -11,8 +11,9 @@ from typing import Any, Protocol
 
 from runtime.api.choices import StateBackendName, check_state_backend
 from runtime.api.errors import ConfigError
-from runtime.api.io import CodecFactory
+from runtime.api.io import Codec, CodecFactory
 from runtime.api.job import Job
+from runtime.engine.encoding import encode_sink_records
 from runtime.engine.operators import Batch, Operator
 from runtime.engine.queryable import lookup_state
 from runtime.engine.task import DeadLetter, Task
@@ -123,6 +124,15 @@ class TestDriver:
         self._state, self._state_dir, self._partitions = state, state_dir, partitions
         self.backend = self._backend(state, state_dir)
         self.codecs = codecs if codecs is not None else _default_codecs(job)
+        # A sink's codec, or None for a schema the codecs do not know (named only for the
+        # test: its records are kept as they are, like a source's).
+        self._sink_codecs: dict[str, tuple[str, Codec | None]] = {
+            s.name: (
+                s.schema,
+                self.codecs.sink(s.name, s.schema) if self.codecs.knows(s.schema) else None,
+            )
+            for s in job.sinks
+        }
         self._outputs: dict[str, list[tuple[Any, Any, int]]] = defaultdict(list)
         self._late: dict[str, list[Any]] = defaultdict(list)
         self._dead: list[DeadLetter] = []
@@ -339,8 +349,14 @@ class TestDriver:
         return self.task.watermark
 
     def _collect(self, _wm: int) -> None:
+        # Sink records go through the sink's real codec, as the worker writes them: one
+        # that does not fit the schema becomes the same dead letter it would in
+        # production. What is kept is the value the job emitted, not the decoded bytes.
         for name, records in self.task.drain_sinks().items():
-            self._outputs[name].extend(records)
+            schema, codec = self._sink_codecs[name]
+            if codec is not None and records:
+                _, records = encode_sink_records(self.task, name, schema, codec, records)
+            self._outputs[name].extend([(k, v, t) for k, v, t, _ in records])
         self._dead.extend(self.task.drain_dead_letters())
 
     # -- output ---------------------------------------------------------------------
@@ -364,7 +380,8 @@ class TestDriver:
         return [v for _, v, _, _ in self._late[window_step]]
 
     def dead_letters(self) -> list[DeadLetter]:
-        """Dead letters so far."""
+        """Dead letters so far: bad input, failed functions, and sink records that do not
+        fit their sink's schema (encoded as the worker encodes them)."""
         return list(self._dead)
 
     def counters(self) -> dict[str, dict[str, int]]:

@@ -188,7 +188,7 @@ def test_task_dead_letters_junk_and_goes_on(tmp_path: Path) -> None:
     assert all(f"{TOPIC}[0]@{d.offset}" in d.error_message for d in letters)
     # The good records were counted, and both markers moved event time on.
     out = task.drain_sinks()["counts"]
-    assert [v for _, v, _ in out] == [{"cdn": "cdn-a", "start": T0, "n": 3}]
+    assert [v for _, v, _, _ in out] == [{"cdn": "cdn-a", "start": T0, "n": 3}]
     assert (
         Counter(d.error_message.split(" (")[0] for d in letters)["internal record without a value"]
         == 1
