@@ -28,13 +28,14 @@ and ``collect`` windows all run here.
 State, through a key-value view (:class:`WindowStore`; the native engine passes its
 state store, Flink a view of the current key's keyed state):
 
-=============  ===================  ==================================================
-kinds          state key            value
-=============  ===================  ==================================================
-not merging    ``(key, start, end)``  the window's accumulator
-merging        ``key``              the key's windows: a list of
-                                    :class:`~runtime.state.records.WindowState`, by start
-=============  ===================  ==================================================
+===========  =====================  ===============================================
+kinds        state key              value
+===========  =====================  ===============================================
+not merging  ``(key, start, end)``  the window's accumulator
+merging      ``key``                the key's windows: a list of
+                                    :class:`~runtime.state.records.WindowState`,
+                                    by start
+===========  =====================  ===============================================
 
 Firing times go to a scheduler (``schedule(at, item)``: call :meth:`WindowLogic.fire`
 with ``item`` once the watermark reaches ``at``; items are state keys). Before
