@@ -152,6 +152,8 @@ class ControlTopic:
                 if err.code() == KafkaError._PARTITION_EOF:
                     self.at_end = True
                     continue
+                if _group_refused(err):
+                    continue
                 raise ConnectorError(f"cannot read {self.topic}: {err}")
             self.at_end = False
             raw_key = msg.key()
@@ -233,6 +235,8 @@ def latest_values(
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(topic)
                         continue
+                    if _group_refused(err):
+                        continue
                     raise ConnectorError(f"cannot read {topic}: {err}")
                 if msg.key() != wanted:
                     continue
@@ -296,6 +300,8 @@ def unconsumed(
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(tp)
                         continue
+                    if _group_refused(err):
+                        continue
                     raise ConnectorError(f"cannot read {tp[0]}[{tp[1]}]: {err}")
                 if tp in pending and not ignore(msg.value()):
                     found.add(tp)
@@ -357,3 +363,14 @@ def iter_partition(
         yield key, value
         if offset == end - 1:
             return
+
+
+def _group_refused(err: KafkaError) -> bool:
+    """The coordinator lookup of a reader's throwaway group was refused.
+
+    These readers assign partitions themselves and never use their group, but the client
+    looks up a coordinator for any ``group.id``; a principal with no rights on that
+    group (a job's ACLs name its own group only) gets this error, which is not about the
+    records being read.
+    """
+    return bool(err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED)

@@ -306,12 +306,14 @@ def test_state_endpoint_returns_the_state(served: tuple[ServedJob, str], kafka: 
     )
     assert live, "no open window to ask about"
     user = live[-1][0][0]
-    want = sorted((start, n) for (u, start), n in live if u == user)
+    # Window state keys are (key, window start, window end).
+    want = sorted((start, end, n) for (u, start, end), n in live if u == user)
     r = httpx2.get(f"{sj.url}/state/user_counts/counts_10s/{user}", timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["key"] == user and body["kind"] == "window" and body["step"] == "counts_10s"
-    assert sorted((e["window_start_ms"], e["value"]) for e in body["entries"]) == want
+    got = sorted((e["window_start_ms"], e["window_end_ms"], e["value"]) for e in body["entries"])
+    assert got == want
     missing = httpx2.get(f"{sj.url}/state/user_counts/counts_10s/nobody-{uuid.uuid4().hex}")
     assert missing.status_code == 404 and "no state" in missing.json()["error"]
 
