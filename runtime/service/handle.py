@@ -71,28 +71,12 @@ class StepInfo:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What the worker reported at ``time_ms`` (wall clock, epoch ms)."""
+    """What the worker reported at ``time_ms`` (wall clock, epoch ms): its own
+    :class:`~runtime.engine.stats.WorkerStats`, and whether it answered at all."""
 
     time_ms: int
     responsive: bool = True
-    failed: bool = False
-    counters: dict[str, dict[str, int]] = field(default_factory=dict)
-    lag: dict[tuple[str, int], int] = field(default_factory=dict)
-    watermarks: dict[int, int] = field(default_factory=dict)
-    partitions: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
-    state_entries: dict[str, int] = field(default_factory=dict)
-    checkpoint_seconds: float = 0.0
-    checkpoint_records: float = 0.0
-    checkpoint_failures: float = 0.0
-    checkpoints: int = 0
-    last_checkpoint_ms: int | None = None
-    checkpoint_interval_ms: int = 1000
-    restore_seconds: float = 0.0
-    restored_records: int = 0
-    records_read: int = 0
-    rewinds: int = 0
-    checkpoint_histogram: tuple[tuple[float, ...], list[int], float] | None = None
-    latency_histogram: tuple[tuple[float, ...], list[int], float] | None = None
+    stats: WorkerStats = field(default_factory=WorkerStats)
 
 
 @runtime_checkable
@@ -135,28 +119,7 @@ def _wall_ms() -> int:
 
 def take_snapshot(worker: ServedWorker) -> Snapshot:
     """Read everything the service reports; runs on the worker thread."""
-    stats = worker.snapshot()
-    return Snapshot(
-        time_ms=_wall_ms(),
-        failed=stats.failed,
-        counters=stats.counters,
-        lag=stats.lag,
-        watermarks=stats.watermarks,
-        partitions=stats.partitions,
-        state_entries=stats.state_entries,
-        checkpoint_seconds=stats.checkpoint_seconds,
-        checkpoint_records=float(stats.checkpoint_records),
-        checkpoint_failures=float(stats.checkpoint_failures),
-        checkpoints=stats.checkpoints,
-        last_checkpoint_ms=stats.last_checkpoint_ms,
-        checkpoint_interval_ms=stats.checkpoint_interval_ms,
-        restore_seconds=stats.restore_seconds,
-        restored_records=stats.restored_records,
-        records_read=stats.records_read,
-        rewinds=stats.rewinds,
-        checkpoint_histogram=stats.checkpoint_histogram,
-        latency_histogram=stats.latency_histogram,
-    )
+    return Snapshot(time_ms=_wall_ms(), stats=worker.snapshot())
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,8 +267,13 @@ class WorkerHandle:
     def _stale(self) -> Snapshot:
         last = self._last
         if last is None:
-            return Snapshot(time_ms=_wall_ms(), responsive=False, failed=bool(self.worker.failed))
-        return replace(last, responsive=False, failed=bool(self.worker.failed))
+            return Snapshot(
+                time_ms=_wall_ms(),
+                responsive=False,
+                stats=WorkerStats(failed=bool(self.worker.failed)),
+            )
+        stats = replace(last.stats, failed=bool(self.worker.failed))
+        return replace(last, responsive=False, stats=stats)
 
     async def query_state(self, step: str, key: str) -> StateAnswer | None:
         """The state entries of ``step`` for ``key``, as JSON-safe dicts (event loop side).
@@ -369,9 +337,13 @@ class WorkerHandle:
         """Whether the worker is healthy, and the details ``/health`` shows."""
         snap = self.snapshot()
         now = _wall_ms()
-        age = None if snap.last_checkpoint_ms is None else (now - snap.last_checkpoint_ms) / 1000
+        age = (
+            None
+            if snap.stats.last_checkpoint_ms is None
+            else (now - snap.stats.last_checkpoint_ms) / 1000
+        )
         problems = []
-        if snap.failed:
+        if snap.stats.failed:
             problems.append("the worker loop failed")
         if not snap.responsive:
             problems.append(f"the worker did not answer within {self.timeout_s:g}s")
@@ -385,13 +357,13 @@ class WorkerHandle:
                 {
                     "task": tid,
                     "watermark_ms": wm if wm != NO_WATERMARK else None,
-                    "partitions": [f"{t}[{p}]" for t, p in snap.partitions.get(tid, [])],
+                    "partitions": [f"{t}[{p}]" for t, p in snap.stats.partitions.get(tid, [])],
                 }
-                for tid, wm in sorted(snap.watermarks.items())
+                for tid, wm in sorted(snap.stats.watermarks.items())
             ],
-            "checkpoints": snap.checkpoints,
+            "checkpoints": snap.stats.checkpoints,
             "last_checkpoint_age_s": None if age is None else round(age, 3),
-            "records_read": snap.records_read,
+            "records_read": snap.stats.records_read,
             "uptime_s": round((now - self.started_ms) / 1000, 1),
         }
         return not problems, body

@@ -113,7 +113,7 @@ class WorkerCollector(Collector):
             for key, (name, doc) in _STEP_COUNTERS.items()
         }
         for step in handle.steps:
-            counts = snap.counters.get(step.name, {})
+            counts = snap.stats.counters.get(step.name, {})
             for key, family in step_families.items():
                 family.add_metric([*base, step.name], counts.get(key, 0))
         yield from step_families.values()
@@ -125,7 +125,7 @@ class WorkerCollector(Collector):
         )
         for step in handle.steps:
             if step.stateful:
-                entries.add_metric([*base, step.name], snap.state_entries.get(step.name, 0))
+                entries.add_metric([*base, step.name], snap.stats.state_entries.get(step.name, 0))
         yield entries
 
         lag = GaugeMetricFamily(
@@ -133,7 +133,7 @@ class WorkerCollector(Collector):
             "Records behind the end of an input partition (as of the last checkpoint).",
             labels=[*_BASE, "topic", "partition"],
         )
-        for (topic, partition), behind in sorted(snap.lag.items()):
+        for (topic, partition), behind in sorted(snap.stats.lag.items()):
             lag.add_metric([*base, topic, str(partition)], behind)
         yield lag
 
@@ -147,7 +147,7 @@ class WorkerCollector(Collector):
             "Wall clock minus the task's watermark.",
             labels=[*_BASE, "task"],
         )
-        for tid, wm in sorted(snap.watermarks.items()):
+        for tid, wm in sorted(snap.stats.watermarks.items()):
             if wm == NO_WATERMARK:
                 continue
             mark.add_metric([*base, str(tid)], wm / 1000)
@@ -159,60 +159,63 @@ class WorkerCollector(Collector):
             "shoal_checkpoint_duration_seconds",
             "Duration of the last committed checkpoint.",
             job,
-            snap.checkpoint_seconds,
+            snap.stats.checkpoint_seconds,
         )
-        if snap.checkpoint_histogram is not None:
+        if snap.stats.checkpoint_histogram is not None:
             yield _histogram(
                 "shoal_checkpoint_seconds",
                 "Durations of committed checkpoints.",
                 job,
-                snap.checkpoint_histogram,
+                snap.stats.checkpoint_histogram,
             )
-        if snap.latency_histogram is not None:
+        if snap.stats.latency_histogram is not None:
             yield _histogram(
                 "shoal_event_to_sink_seconds",
                 "Wall clock at the sink write minus the output record's event time.",
                 job,
-                snap.latency_histogram,
+                snap.stats.latency_histogram,
             )
         yield _gauge(
             "shoal_checkpoint_size_records",
             "State changes (changelog records) written by the last committed checkpoint.",
             job,
-            snap.checkpoint_records,
+            snap.stats.checkpoint_records,
         )
-        yield _counter("shoal_checkpoints", "Committed checkpoints.", job, snap.checkpoints)
+        yield _counter("shoal_checkpoints", "Committed checkpoints.", job, snap.stats.checkpoints)
         yield _counter(
             "shoal_checkpoint_failures",
             "Checkpoints that aborted (the worker rewound to the last committed one).",
             job,
-            snap.checkpoint_failures,
+            snap.stats.checkpoint_failures,
         )
-        if snap.last_checkpoint_ms is not None:
+        if snap.stats.last_checkpoint_ms is not None:
             yield _gauge(
                 "shoal_last_checkpoint_age_seconds",
                 "Time since the last checkpoint pass (committed, or nothing to commit).",
                 job,
-                max(0.0, (snap.time_ms - snap.last_checkpoint_ms) / 1000),
+                max(0.0, (snap.time_ms - snap.stats.last_checkpoint_ms) / 1000),
             )
         yield _counter(
             "shoal_state_restore_seconds",
             "Time spent restoring state from changelogs.",
             job,
-            snap.restore_seconds,
+            snap.stats.restore_seconds,
         )
         yield _counter(
             "shoal_state_restored_records",
             "Changelog records applied while restoring state.",
             job,
-            snap.restored_records,
+            snap.stats.restored_records,
         )
-        yield _counter("shoal_records_read", "Input records read.", job, snap.records_read)
+        yield _counter("shoal_records_read", "Input records read.", job, snap.stats.records_read)
         yield _counter(
-            "shoal_rewinds", "Rewinds to the last committed checkpoint.", job, snap.rewinds
+            "shoal_rewinds", "Rewinds to the last committed checkpoint.", job, snap.stats.rewinds
         )
         yield _gauge(
-            "shoal_tasks", "Tasks (input partitions' pipelines) running.", job, len(snap.watermarks)
+            "shoal_tasks",
+            "Tasks (input partitions' pipelines) running.",
+            job,
+            len(snap.stats.watermarks),
         )
         yield _gauge(
             "shoal_worker_responsive",

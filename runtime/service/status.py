@@ -34,44 +34,44 @@ def worker_status(handle: WorkerHandle, snap: Snapshot, now_ms: int) -> dict[str
         now_ms: wall clock, epoch ms (ages are measured from it).
     """
     age = None
-    if snap.last_checkpoint_ms is not None:
-        age = round(max(0, now_ms - snap.last_checkpoint_ms) / 1000, 3)
-    task_of = {tp: tid for tid, pairs in snap.partitions.items() for tp in pairs}
+    if snap.stats.last_checkpoint_ms is not None:
+        age = round(max(0, now_ms - snap.stats.last_checkpoint_ms) / 1000, 3)
+    task_of = {tp: tid for tid, pairs in snap.stats.partitions.items() for tp in pairs}
     partitions = [
         {
             "topic": topic,
             "partition": partition,
             "task": task_of.get((topic, partition)),
-            "lag": snap.lag.get((topic, partition)),
+            "lag": snap.stats.lag.get((topic, partition)),
         }
-        for topic, partition in sorted(set(task_of) | set(snap.lag))
+        for topic, partition in sorted(set(task_of) | set(snap.stats.lag))
     ]
     tasks = [
         {
             "task": tid,
             "watermark_ms": wm if wm != NO_WATERMARK else None,
-            "partitions": [f"{t}[{p}]" for t, p in snap.partitions.get(tid, [])],
+            "partitions": [f"{t}[{p}]" for t, p in snap.stats.partitions.get(tid, [])],
         }
-        for tid, wm in sorted(snap.watermarks.items())
+        for tid, wm in sorted(snap.stats.watermarks.items())
     ]
-    counters = snap.counters.values()
+    counters = snap.stats.counters.values()
     return {
         "job": handle.job_name,
         "group": handle.group,
         "worker": handle.worker_id or None,
         "time_ms": snap.time_ms,
         "responsive": snap.responsive,
-        "failed": snap.failed,
-        "records_read": snap.records_read,
-        "lag_records": sum(snap.lag.values()),
-        "checkpoints": snap.checkpoints,
+        "failed": snap.stats.failed,
+        "records_read": snap.stats.records_read,
+        "lag_records": sum(snap.stats.lag.values()),
+        "checkpoints": snap.stats.checkpoints,
         "last_checkpoint_age_s": age,
-        "checkpoint_interval_ms": snap.checkpoint_interval_ms,
-        "checkpoint_failures": int(snap.checkpoint_failures),
-        "rewinds": snap.rewinds,
+        "checkpoint_interval_ms": snap.stats.checkpoint_interval_ms,
+        "checkpoint_failures": int(snap.stats.checkpoint_failures),
+        "rewinds": snap.stats.rewinds,
         "late": sum(c.get("late", 0) for c in counters),
         "dead_lettered": sum(c.get("dead_lettered", 0) for c in counters),
-        "state_entries": dict(sorted(snap.state_entries.items())),
+        "state_entries": dict(sorted(snap.stats.state_entries.items())),
         "tasks": tasks,
         "partitions": partitions,
         "whole_job": {

@@ -67,7 +67,7 @@ def topology(handle: WorkerHandle, snap: Snapshot) -> dict[str, Any]:
     taps = handle.taps.stats()
     steps = []
     for s in handle.steps:
-        c = snap.counters.get(s.name, {})
+        c = snap.stats.counters.get(s.name, {})
         steps.append(
             {
                 "name": s.name,
@@ -80,20 +80,20 @@ def topology(handle: WorkerHandle, snap: Snapshot) -> dict[str, Any]:
                 "processed": c.get("processed", 0),
                 "late": c.get("late", 0),
                 "dead_lettered": c.get("dead_lettered", 0),
-                "state_entries": snap.state_entries.get(s.name) if s.stateful else None,
+                "state_entries": snap.stats.state_entries.get(s.name) if s.stateful else None,
                 "tap_subscribers": taps.get(s.name, (0, 0, 0))[0],
             }
         )
-    marks = [wm for wm in snap.watermarks.values() if wm != NO_WATERMARK]
+    marks = [wm for wm in snap.stats.watermarks.values() if wm != NO_WATERMARK]
     return {
         "job": handle.job_name,
         "time_ms": snap.time_ms,
         "responsive": snap.responsive,
-        "records_read": snap.records_read,
-        "checkpoints": snap.checkpoints,
-        "lag_records": sum(snap.lag.values()),
+        "records_read": snap.stats.records_read,
+        "checkpoints": snap.stats.checkpoints,
+        "lag_records": sum(snap.stats.lag.values()),
         "watermark_ms": min(marks) if marks else None,
-        "tasks": len(snap.watermarks),
+        "tasks": len(snap.stats.watermarks),
         "steps": steps,
         "panels": find_panels(handle.steps),
     }
