@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +17,17 @@ from connectors.kafka.client import (
 )
 from connectors.kafka.config import KafkaClientConfig, as_client_config
 from runtime.api.errors import ConnectorError
+
+#: Errors of a committed-offsets request that pass when asked again.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
 
 AssignListener = Callable[[list[tuple[str, int]]], None]
 #: Called with newly assigned partitions; may return where to start reading each one.
@@ -186,10 +198,22 @@ class KafkaSource:
         """Committed offset and metadata of each partition (offset < 0: none)."""
         if not pairs:
             return {}
-        try:
-            tps = self._consumer.committed([TopicPartition(t, p) for t, p in pairs], timeout=30)
-        except KafkaException as exc:
-            raise ConnectorError(f"cannot read committed offsets: {exc}") from exc
+        wanted = [TopicPartition(t, p) for t, p in pairs]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                tps = self._consumer.committed(wanted, timeout=30)
+                break
+            except KafkaException as exc:
+                # The group coordinator moving or loading (NOT_COORDINATOR,
+                # COORDINATOR_LOAD_IN_PROGRESS) is retriable: ask again.
+                error = exc.args[0] if exc.args else None
+                retriable = isinstance(error, KafkaError) and (
+                    error.retriable() or error.code() in COORDINATOR_MOVING
+                )
+                if not retriable or time.monotonic() > deadline:
+                    raise ConnectorError(f"cannot read committed offsets: {exc}") from exc
+                time.sleep(0.5)
         return {(tp.topic, tp.partition): (tp.offset, tp.metadata or "") for tp in tps}
 
     def lag(self, positions: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:

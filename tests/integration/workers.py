@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from connectors.codecs import codec_factory
-from connectors.kafka.client import Consumer, TopicPartition
+from connectors.kafka.client import Consumer, KafkaError, KafkaException, TopicPartition
 from connectors.kafka.sink import KafkaSink
+from connectors.kafka.source import COORDINATOR_MOVING
 from runtime.generator import GeneratedRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +143,19 @@ def group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=30)}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = consumer.committed(tps, timeout=30)
+                break
+            except KafkaException as exc:  # the coordinator moving or loading: ask again
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, KafkaError) and error.code() in COORDINATOR_MOVING):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        committed = {tp.partition: tp.offset for tp in answer}
         lag = 0
         for p in range(partitions):
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
