@@ -290,3 +290,44 @@ def test_random_series_match_the_reference(state: str, seed: int) -> None:
     want = lookback_alerts(rule, windows)
     assert len(want) >= 6 and sum(1 for w in want if w[0] == "fired") >= 3
     assert [(a["state"], a["window_end_ms"], a["alert_id"]) for a in got] == want
+
+
+@pytest.mark.parametrize("phase_s", [0, 15, 30, 40, 50])
+def test_demo_rule_fires_on_the_scripted_incident_whatever_the_start_phase(phase_s: int) -> None:
+    """``make demo`` starts at any second of a minute; its incident must fire either way.
+
+    The demo's generator (seed 1, 1,000 viewers, cdn-b degraded from minute 5, ten
+    minutes of simulated past) through the real QoE job and the demo alert job. Window
+    boundaries fall on the minute, so the start phase changes what each window holds;
+    with a minimum of three plays per window, starts 30-45 s into a minute did not fire
+    before the demo had caught up with the wall clock.
+    """
+    from jobs.qoe.alerts import demo_alerts_job
+    from jobs.qoe.job import job as qoe
+    from runtime.generator import Degradation, Generator, GeneratorConfig
+
+    origin = 1_796_000_000_000 - 1_796_000_000_000 % MIN + phase_s * 1000
+    caught_up = origin + 10 * MIN  # where the demo's lookback of ten minutes ends
+    config = GeneratorConfig(
+        seed=1,
+        users=1000,
+        start_ms=origin,
+        degradations=(Degradation("cdn-b", 5 * MIN, 20 * MIN),),
+    )
+    values = []
+    for r in Generator(config):
+        if r.stream != "playback" or r.corrupt is not None or r.label == "bad_timestamp":
+            continue
+        t = r.value["event_time_ms"]
+        if t > caught_up + MIN:  # past the out-of-order spread of the generator
+            break
+        if t <= caught_up:
+            values.append(r.value)
+    metrics = TestDriver(qoe, start_ms=origin)
+    for i in range(0, len(values), 500):
+        metrics.send_many("playback", values[i : i + 500])
+    alerts = TestDriver(demo_alerts_job, start_ms=origin)
+    alerts.send_many(SOURCE, metrics.output("qoe-metrics"))
+    fired = [a for a in alerts.output(SINK) if a["state"] == "fired"]
+    assert [a["group"] for a in fired] == [{"cdn": "cdn-b"}], fired
+    assert origin + 5 * MIN < fired[0]["window_end_ms"] <= caught_up
