@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from runtime.api.admin import ClientSettings
 from runtime.api.bindings import Bindings
@@ -57,8 +57,11 @@ class RunRequest:
         uses_registry: whether ``wire`` names a schema registry.
         guarantee: ``exactly_once`` or ``at_least_once``.
         state: ``rocksdb`` or ``memory``.
-        from_savepoint: seed the group from this savepoint before any worker starts
-            (``renames`` OLD=NEW and ``allow_dropped_state`` as ``shoal run`` documents).
+        from_savepoint: seed the group from this savepoint (a folder or a URL such as
+            ``s3://bucket/prefix``) before any worker starts (``renames`` OLD=NEW,
+            ``allow_dropped_state`` and the URL's filesystem ``storage_options`` as
+            ``shoal run`` documents; the options may hold secrets and stay out of
+            ``repr``).
         explicit_workers: ``--workers`` was given (even 1): run a supervisor, which
             ``shoal scale`` can change.
         state_dir: folder of local state.
@@ -104,7 +107,8 @@ class RunRequest:
     replication_factor: int = -1
     schema_dirs: tuple[Path, ...] = ()
     quiet: bool = False
-    from_savepoint: Path | None = None
+    from_savepoint: str | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     renames: tuple[str, ...] = ()
     allow_dropped_state: bool = False
     explicit_workers: bool = False

@@ -22,6 +22,9 @@ override them:
   like ``PATH`` (``:``), beside the built-in ``schemas/``.
 * ``SHOAL_REPLICATION_FACTOR``: replication of the topics Shoal creates (-1: the
   broker's default).
+* ``SHOAL_S3_ENDPOINT_URL``: the endpoint of ``s3://`` savepoint locations, for an
+  S3-compatible store (``--storage-option endpoint_url=...`` wins); credentials come
+  from the standard ``AWS_*`` variables (see ``runtime.savepoint.storage``).
 * ``SHOAL_HTTP``, ``SHOAL_HTTP_TOKEN``: defaults of ``shoal run --http`` and
   ``--http-token`` (read by those options; the container image sets ``SHOAL_HTTP``).
 """
@@ -75,6 +78,7 @@ class Settings:
     worker_id: str | None = None
     pod_name: str | None = None
     kubernetes: bool = False
+    s3_endpoint_url: str | None = None
 
     @property
     def kafka_pom(self) -> Path:
@@ -115,6 +119,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         worker_id=env.get("SHOAL_WORKER_ID") or None,
         pod_name=env.get("POD_NAME") or None,
         kubernetes=bool(env.get("KUBERNETES_SERVICE_HOST")),
+        s3_endpoint_url=env.get("SHOAL_S3_ENDPOINT_URL") or None,
         schema_path=tuple(Path(p) for p in env.get("SHOAL_SCHEMA_PATH", "").split(os.pathsep) if p),
     )
 

@@ -3,7 +3,7 @@ settings, wire formats, codecs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,6 +17,7 @@ from runtime.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from connectors.avro.registry import RegistryConfig
+    from runtime.savepoint.storage import Storage
 
 
 def settings() -> Settings:
@@ -192,3 +193,49 @@ def codecs(extra_dirs: tuple[Path, ...] = ()) -> Any:
     from connectors.codecs import codec_factory
 
     return codec_factory((*settings().schema_path, *extra_dirs))
+
+
+def storage_option(command: F) -> F:
+    """Add ``--storage-option KEY=VALUE`` (repeatable) to a command that takes savepoint
+    locations (see ``savepoint_storages``)."""
+    return click.option(
+        "--storage-option",
+        "storage_pairs",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="An option of a savepoint URL's filesystem (fsspec; repeatable), e.g. "
+        "endpoint_url=http://127.0.0.1:9000 for an S3-compatible store (also "
+        "SHOAL_S3_ENDPOINT_URL). Credentials: the standard AWS_* variables.",
+    )(command)
+
+
+def parse_storage_pairs(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--storage-option`` pairs as filesystem options.
+
+    Raises:
+        ConfigError: a malformed pair.
+    """
+    from runtime.savepoint.storage import parse_storage_options
+
+    return parse_storage_options(pairs)
+
+
+def savepoint_storages(locations: Sequence[str], options: Mapping[str, Any]) -> list[Storage]:
+    """The storage of each savepoint location (a folder or a URL such as
+    ``s3://bucket/prefix``), with ``--storage-option`` options and
+    ``SHOAL_S3_ENDPOINT_URL``.
+
+    Raises:
+        ConfigError: options given for local folders only, a URL whose filesystem is
+            not installed, or options that do not fit it.
+    """
+    from runtime.savepoint.storage import LocalStorage, open_storage
+
+    endpoint = settings().s3_endpoint_url
+    out = [open_storage(loc, options, s3_endpoint_url=endpoint) for loc in locations]
+    if options and all(isinstance(s, LocalStorage) for s in out):
+        raise ConfigError(
+            "--storage-option applies to savepoint URLs (s3://bucket/prefix), not to "
+            f"the folder {out[0].location}"
+        )
+    return out

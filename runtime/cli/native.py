@@ -31,6 +31,7 @@ _SUPERVISOR_OPTIONS = (
     # the supervisor seeds the group from a savepoint once, before its workers start
     "--from-savepoint",
     "--rename",
+    "--storage-option",
 )
 _SUPERVISOR_FLAGS = ("--allow-dropped-state",)
 
@@ -289,14 +290,16 @@ def _start_from_savepoint(request: RunRequest, say: Say) -> None:
     job, path = request.job, request.from_savepoint
     if path is None:
         return
+    from runtime.cli.common import savepoint_storages
     from runtime.composition import client_config as as_client_config
 
+    (storage,) = savepoint_storages([path], request.storage_options)
     problems = start_from_savepoint(
         as_client_config(request.client),
         job,
         request.bindings,
         request.group or job.name,
-        path,
+        storage,
         renames=parse_renames(request.renames),
         allow_dropped=request.allow_dropped_state,
         output_partitions=request.partitions,
@@ -304,7 +307,7 @@ def _start_from_savepoint(request: RunRequest, say: Say) -> None:
         echo=say,
     )
     if problems:
-        say(f"error: {job.name} cannot start from {path}; nothing was written:")
+        say(f"error: {job.name} cannot start from {storage.location}; nothing was written:")
         for line in problems:
             say(f"  {line}")
         sys.exit(2)

@@ -10,7 +10,15 @@ import click
 from runtime.api.bindings import Bindings
 from runtime.api.choices import GUARANTEES, STATE_BACKENDS, Guarantee, StateBackendName
 from runtime.api.errors import ConfigError
-from runtime.cli.common import kafka_options, resolve_client, resolve_wire, settings, wire_options
+from runtime.cli.common import (
+    kafka_options,
+    parse_storage_pairs,
+    resolve_client,
+    resolve_wire,
+    settings,
+    storage_option,
+    wire_options,
+)
 from runtime.composition import ENGINES
 from runtime.engines import HttpEndpoint, RunRequest
 from runtime.loader import load_job
@@ -169,10 +177,11 @@ __all__ = ["load_job", "run"]
     "--from-savepoint",
     "from_savepoint",
     default=None,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    metavar="DIR|URL",
     help="Start with the state and offsets of this savepoint (shoal savepoint / stop "
-    "--savepoint). The job is compared with it first; an incompatible change is reported "
-    "one line per step (exit code 2) and nothing starts. The group must have no live workers.",
+    "--savepoint): a folder or an object-store URL (s3://bucket/prefix). The job is "
+    "compared with it first; an incompatible change is reported one line per step (exit "
+    "code 2) and nothing starts. The group must have no live workers.",
 )
 @click.option(
     "--rename",
@@ -186,6 +195,7 @@ __all__ = ["load_job", "run"]
     is_flag=True,
     help="With --from-savepoint: leave behind the state of steps the job no longer has.",
 )
+@storage_option
 @kafka_options
 @wire_options
 @click.option("--quiet", "-q", is_flag=True, help="No live counters.")
@@ -214,9 +224,10 @@ def run(
     tick: float,
     replication_factor: int | None,
     schema_dirs: tuple[Path, ...],
-    from_savepoint: Path | None,
+    from_savepoint: str | None,
     renames: tuple[str, ...],
     allow_dropped_state: bool,
+    storage_pairs: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Run the job MODULE:ATTR (e.g. myjob.job:job) until Ctrl-C or SIGTERM.
@@ -287,6 +298,7 @@ def run(
         schema_dirs=(*settings().schema_path, *schema_dirs),
         quiet=quiet,
         from_savepoint=from_savepoint,
+        storage_options=parse_storage_pairs(storage_pairs),
         renames=renames,
         allow_dropped_state=allow_dropped_state,
         explicit_workers=(
@@ -294,8 +306,10 @@ def run(
             is click.core.ParameterSource.COMMANDLINE
         ),
     )
-    if (renames or allow_dropped_state) and from_savepoint is None:
-        raise ConfigError("--rename and --allow-dropped-state go with --from-savepoint")
+    if (renames or allow_dropped_state or storage_pairs) and from_savepoint is None:
+        raise ConfigError(
+            "--rename, --allow-dropped-state and --storage-option go with --from-savepoint"
+        )
     if from_savepoint is not None and (engine != "native" or jobmanager):
         raise ConfigError("--from-savepoint starts Shoal's own workers: leave out --engine flink")
     ENGINES.get(engine).run(request, _say)

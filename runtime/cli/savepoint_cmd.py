@@ -1,7 +1,9 @@
 """``shoal savepoint``, ``shoal stop``, ``shoal scale`` and ``shoal state dump|diff``.
 
 The first three talk to a running job through its control topic (see
-``runtime.engine.control``); ``state`` reads savepoint folders only.
+``runtime.engine.control``); ``state`` reads savepoints only. A savepoint location is
+a local folder or a URL of an object store (``s3://bucket/prefix``, with the ``s3``
+extra; see ``runtime.savepoint.storage``).
 """
 
 from __future__ import annotations
@@ -9,12 +11,22 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.cli.common import kafka_options, resolve_client
+from runtime.api.errors import ConfigError
+from runtime.cli.common import (
+    kafka_options,
+    parse_storage_pairs,
+    resolve_client,
+    savepoint_storages,
+    storage_option,
+)
+
+if TYPE_CHECKING:
+    from runtime.savepoint.format import Savepoint
+    from runtime.savepoint.storage import Storage
 
 _BOOTSTRAP = click.option(
     "--bootstrap", default=None, help="Kafka address; default: the local broker."
@@ -40,12 +52,16 @@ def _coordinator(job: str, group: str | None, bootstrap: str | None, timeout: fl
     return Coordinator(resolve_client(bootstrap), group or job, options, echo=_echo)
 
 
-def _summary(manifest: Any, path: Path) -> str:
+def _summary(manifest: Any, where: str) -> str:
     keys = sum(int(s.get("keys", 0)) for s in manifest.state.values())
     return (
-        f"savepoint of {manifest.job} written to {path}: {len(manifest.state)} stateful steps, "
-        f"{keys:,} keys, {manifest.partitions} tasks"
+        f"savepoint of {manifest.job} written to {where}: {len(manifest.state)} stateful "
+        f"steps, {keys:,} keys, {manifest.partitions} tasks"
     )
+
+
+def _storage(location: str, pairs: tuple[str, ...]) -> Storage:
+    return savepoint_storages([location], parse_storage_pairs(pairs))[0]
 
 
 @click.command()
@@ -54,15 +70,22 @@ def _summary(manifest: Any, path: Path) -> str:
     "--to",
     "dest",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The savepoint folder to write (new or empty).",
+    metavar="DIR|URL",
+    help="Where to write the savepoint: a folder, or an object-store URL such as "
+    "s3://bucket/prefix (pip install 'shoal[s3]'); new or empty.",
 )
+@storage_option
 @_GROUP
 @_BOOTSTRAP
 @_TIMEOUT
 @kafka_options
 def savepoint(
-    job: str, dest: Path, group: str | None, bootstrap: str | None, timeout: float
+    job: str,
+    dest: str,
+    storage_pairs: tuple[str, ...],
+    group: str | None,
+    bootstrap: str | None,
+    timeout: float,
 ) -> None:
     """Take a savepoint of the running job JOB and let it go on.
 
@@ -71,12 +94,13 @@ def savepoint(
     then they resume. Fails naming the worker that did not answer. Of a stopped job
     (no live workers) its last checkpoint is taken, if nothing is in flight.
     """
+    storage = _storage(dest, storage_pairs)
     coordinator = _coordinator(job, group, bootstrap, timeout)
     try:
-        manifest = coordinator.savepoint(dest)
+        manifest = coordinator.savepoint(storage)
     finally:
         coordinator.close()
-    click.echo(_summary(manifest, dest))
+    click.echo(_summary(manifest, storage.location))
 
 
 @click.command()
@@ -85,30 +109,40 @@ def savepoint(
     "--savepoint",
     "dest",
     default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Take a savepoint into this folder first, then stop at exactly that cut.",
+    metavar="DIR|URL",
+    help="Take a savepoint into this folder (or object-store URL, s3://bucket/prefix) "
+    "first, then stop at exactly that cut.",
 )
+@storage_option
 @_GROUP
 @_BOOTSTRAP
 @_TIMEOUT
 @kafka_options
 def stop(
-    job: str, dest: Path | None, group: str | None, bootstrap: str | None, timeout: float
+    job: str,
+    dest: str | None,
+    storage_pairs: tuple[str, ...],
+    group: str | None,
+    bootstrap: str | None,
+    timeout: float,
 ) -> None:
     """Stop every worker of JOB cleanly (each checkpoints and leaves the group).
 
     A local supervisor (shoal run --workers N) exits when its workers have stopped.
     """
+    if storage_pairs and dest is None:
+        raise ConfigError("--storage-option goes with --savepoint")
+    storage = None if dest is None else _storage(dest, storage_pairs)
     coordinator = _coordinator(job, group, bootstrap, timeout)
     try:
-        if dest is None:
+        if storage is None:
             coordinator.stop()
             click.echo(f"stopped {job}")
             return
-        manifest = coordinator.savepoint(dest, stop=True)
+        manifest = coordinator.savepoint(storage, stop=True)
     finally:
         coordinator.close()
-    click.echo(_summary(manifest, dest))
+    click.echo(_summary(manifest, storage.location))
     click.echo(f"stopped {job}")
 
 
@@ -136,11 +170,15 @@ def state() -> None:
     """Read savepoints: a step's state as JSON lines, or the difference of two."""
 
 
-def _rows(path: Path, step: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    from runtime.savepoint.datum import from_datum, json_ready
+def _open(locations: list[str], pairs: tuple[str, ...]) -> list[Savepoint]:
     from runtime.savepoint.format import Savepoint
 
-    sp = Savepoint(path)
+    return [Savepoint(s) for s in savepoint_storages(locations, parse_storage_pairs(pairs))]
+
+
+def _rows(sp: Savepoint, step: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    from runtime.savepoint.datum import from_datum, json_ready
+
     entry = sp.step_state(step)
     typed = entry.get("value_schema") is not None
     for tid, row in sp.rows(step):
@@ -160,19 +198,22 @@ def _matches(row: dict[str, Any], key: str) -> bool:
 
 
 @state.command()
-@click.argument("path", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("path", metavar="DIR|URL")
 @click.argument("step")
 @click.option("--key", default=None, help="Only this key (as printed, or its JSON).")
-def dump(path: Path, step: str, key: str | None) -> None:
-    """Print the state of STEP in the savepoint DIR as JSON lines."""
-    for _, row in _rows(path, step):
+@storage_option
+def dump(path: str, step: str, key: str | None, storage_pairs: tuple[str, ...]) -> None:
+    """Print the state of STEP in the savepoint DIR (or URL, s3://bucket/prefix) as JSON
+    lines."""
+    (sp,) = _open([path], storage_pairs)
+    for _, row in _rows(sp, step):
         if key is None or _matches(row, key):
             click.echo(json.dumps(row, sort_keys=True))
 
 
-def _by_key(path: Path, step: str) -> dict[str, list[str]]:
+def _by_key(sp: Savepoint, step: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for _, row in _rows(path, step):
+    for _, row in _rows(sp, step):
         body = {k: v for k, v in row.items() if k not in ("task", "key")}
         out.setdefault(json.dumps(row["key"], sort_keys=True), []).append(
             json.dumps(body, sort_keys=True)
@@ -181,18 +222,21 @@ def _by_key(path: Path, step: str) -> dict[str, list[str]]:
 
 
 @state.command()
-@click.argument("first", metavar="DIR1", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("second", metavar="DIR2", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("first_location", metavar="DIR1")
+@click.argument("second_location", metavar="DIR2")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
               help="Keys shown per step and kind of difference.")  # fmt: skip
-def diff(first: Path, second: Path, limit: int) -> None:
+@storage_option
+def diff(
+    first_location: str, second_location: str, limit: int, storage_pairs: tuple[str, ...]
+) -> None:
     """Compare the state of two savepoints, step by step and key by key.
 
-    Exit code 0 when they hold the same state, 1 when they differ.
+    DIR1 and DIR2 are folders or object-store URLs (s3://bucket/prefix). Exit code 0
+    when they hold the same state, 1 when they differ.
     """
-    from runtime.savepoint.format import Savepoint
-
-    a, b = Savepoint(first), Savepoint(second)
+    a, b = _open([first_location, second_location], storage_pairs)
+    first, second = a.location, b.location
     steps = sorted(set(a.manifest.state) | set(b.manifest.state))
     differ = False
     for step in steps:
@@ -201,7 +245,7 @@ def diff(first: Path, second: Path, limit: int) -> None:
             click.echo(f"{step}: only in {where}")
             differ = True
             continue
-        left, right = _by_key(first, step), _by_key(second, step)
+        left, right = _by_key(a, step), _by_key(b, step)
         gone = sorted(set(left) - set(right))
         new = sorted(set(right) - set(left))
         changed = sorted(k for k in set(left) & set(right) if left[k] != right[k])

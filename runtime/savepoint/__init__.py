@@ -1,4 +1,5 @@
-"""Savepoints: a running job's state and positions as a portable, versioned folder.
+"""Savepoints: a running job's state and positions as a portable, versioned folder
+(a local one, or a prefix of an object store such as ``s3://bucket/prefix``).
 
 Where things happen:
 
@@ -9,6 +10,8 @@ module              does
                     the control protocol (``runtime.engine.control`` is the worker's)
 ``take``            writes a savepoint from a cut: committed offsets + changelogs
 ``format``          the folder: ``manifest.json`` and the state files
+``storage``         where the folder lives: a local folder or an fsspec URL, the
+                    one place that reads and writes savepoint files
 ``layouts``         a stateful step's store entries as savepoint rows, and back
 ``datum``           generic state values as Avro (``shoal.savepoint.Datum``)
 ``compat``          a new job against a savepoint: kept, renamed, added, dropped,
@@ -20,13 +23,14 @@ module              does
 Format, version 1
 -----------------
 
-A savepoint is a folder::
+A savepoint is a folder (on an object store: the objects under a prefix)::
 
     manifest.json
     state/<step>/task-<n>.avro      one per stateful step and task that had state
 
-``manifest.json`` is written last (through a temporary name): a folder without it is
-the remains of a savepoint that failed and is never read. Its fields:
+``manifest.json`` is written last, in one piece (through a temporary name and a rename
+on a local folder, in one request on an object store): a folder without it is the
+remains of a savepoint that failed and is never read. Its fields:
 
 ==================  ==============================================================
 field               meaning

@@ -14,7 +14,6 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from connectors.kafka.admin import GroupMember, KafkaAdmin
@@ -22,7 +21,8 @@ from connectors.kafka.config import KafkaClientConfig
 from connectors.kafka.control import ControlTopic, control_topic, iter_partition, unconsumed
 from runtime.api.errors import ConfigError, ConnectorError
 from runtime.engine.repartition import MARK_TAG
-from runtime.savepoint.format import Manifest
+from runtime.savepoint.format import Manifest, ensure_empty
+from runtime.savepoint.storage import Location, Storage, open_storage
 from runtime.savepoint.take import changelog_name, repartition_name, write_savepoint
 
 __all__ = ["CommandOptions", "Coordinator"]
@@ -239,8 +239,11 @@ class Coordinator:
             time.sleep(0.5)
 
     # -- commands -----------------------------------------------------------------------
-    def savepoint(self, dest: Path, *, stop: bool = False) -> Manifest:
+    def savepoint(self, dest: Location, *, stop: bool = False) -> Manifest:
         """Align the workers on one cut, write it to ``dest``, resume (or stop) them.
+
+        ``dest`` is a folder, a URL (``s3://bucket/prefix``) or a storage; it is checked
+        before the workers are asked anything, so an unusable one costs them nothing.
 
         Raises:
             ConfigError: no live worker, a worker failed or did not answer, the group
@@ -249,16 +252,15 @@ class Coordinator:
         desc = self.description()
         op = "stop" if stop else "savepoint"
         members = self.members()
-        dest = Path(dest)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise ConfigError(f"savepoint folder {dest} exists and is not empty")
+        storage = open_storage(dest)
+        ensure_empty(storage)
         if not members:
             if stop:
                 raise ConfigError(f"group {self.group!r} has no live workers")
-            return self._offline(desc, dest)
+            return self._offline(desc, storage)
         self.echo(f"{op} {self.cmd_id}: {len(members)} workers of {desc.get('job')} ({self.group})")
         try:
-            manifest = self._take(desc, members, dest)
+            manifest = self._take(desc, members, storage)
         except BaseException:
             self.send(op, "abort")
             raise
@@ -271,7 +273,7 @@ class Coordinator:
         return manifest
 
     def _take(
-        self, desc: Mapping[str, Any], members: Mapping[str, GroupMember], dest: Path
+        self, desc: Mapping[str, Any], members: Mapping[str, GroupMember], dest: Storage
     ) -> Manifest:
         op = "savepoint"
         for round_ in range(1, MAX_ROUNDS + 1):
@@ -303,7 +305,7 @@ class Coordinator:
         self.echo("  workers hold at one cut; writing the savepoint")
         return self._write(desc, dest)
 
-    def _offline(self, desc: Mapping[str, Any], dest: Path) -> Manifest:
+    def _offline(self, desc: Mapping[str, Any], dest: Storage) -> Manifest:
         """A stopped job's committed checkpoint is a cut when nothing is in flight."""
         left = self.in_flight(desc)
         if left:
@@ -315,7 +317,7 @@ class Coordinator:
         self.echo(f"savepoint of the stopped job {desc.get('job')} ({self.group})")
         return self._write(desc, dest)
 
-    def _write(self, desc: Mapping[str, Any], dest: Path) -> Manifest:
+    def _write(self, desc: Mapping[str, Any], dest: Storage) -> Manifest:
         """Read the committed cut and the changelogs; write the savepoint."""
         committed = self._stable_offsets()
         partitions = int(desc["partitions"])

@@ -1,24 +1,32 @@
 """The savepoint folder: ``manifest.json`` and one Avro container file per step and task.
 
 See the package docstring (:mod:`runtime.savepoint`) for the layout and every
-manifest field. ``manifest.json`` is written last, through a temporary name, so a
-folder with a manifest is a complete savepoint; a folder without one is the
-remains of a savepoint that failed and is never read.
+manifest field. ``manifest.json`` is written last, in one piece (a rename on a local
+folder, one request on an object store), so a location with a manifest is a complete
+savepoint; one without is the remains of a savepoint that failed and is never read.
+Every file goes through a :class:`~runtime.savepoint.storage.Storage`: a local
+folder or an object-store URL alike.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from connectors.avro import container as _avro
 from runtime.api.errors import ConfigError, StateError
+from runtime.savepoint.storage import Location, Storage, open_storage
 
-__all__ = ["FORMAT_VERSION", "Manifest", "Savepoint", "SavepointWriter", "shoal_version"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Manifest",
+    "Savepoint",
+    "SavepointWriter",
+    "ensure_empty",
+    "shoal_version",
+]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -87,21 +95,37 @@ def _task_file(step: str, task: int) -> str:
     return f"state/{step}/task-{task}.avro"
 
 
-class SavepointWriter:
-    """Writes a savepoint folder: state files first, the manifest last.
-
-    Args:
-        path: the folder; it must not exist, or be empty.
+def ensure_empty(storage: Storage) -> None:
+    """Refuse a location that holds anything already (a savepoint is never mixed
+    with other files, nor written over another).
 
     Raises:
-        ConfigError: the folder holds something already.
+        ConfigError: the location holds files, is a file, or cannot be listed.
+    """
+    if storage.list():
+        raise ConfigError(f"savepoint folder {storage.location} exists and is not empty")
+
+
+class SavepointWriter:
+    """Writes a savepoint: state files first, the manifest last.
+
+    Args:
+        location: a folder, a URL (``s3://bucket/prefix``) or a storage; it must not
+            exist, or be empty.
+
+    Raises:
+        ConfigError: the location holds something already, or cannot be reached.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-            raise ConfigError(f"savepoint folder {self.path} exists and is not empty")
-        self.path.mkdir(parents=True, exist_ok=True)
+    def __init__(self, location: Location) -> None:
+        self.storage = open_storage(location)
+        ensure_empty(self.storage)
+        self.storage.mkdirs()
+
+    @property
+    def location(self) -> str:
+        """Where it writes, as shown to people."""
+        return self.storage.location
 
     def write_rows(
         self, step: str, task: int, layout: str, schema: Any, rows: Iterable[dict[str, Any]]
@@ -113,8 +137,7 @@ class SavepointWriter:
                 does not match the declared value schema).
         """
         rel = _task_file(step, task)
-        target = self.path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.storage.mkdirs(rel.rpartition("/")[0])
         count = 0
 
         def counted() -> Iterator[dict[str, Any]]:
@@ -124,40 +147,51 @@ class SavepointWriter:
                 yield row
 
         meta = {"shoal.step": step, "shoal.task": str(task), "shoal.layout": layout}
-        try:
-            with open(target, "wb") as fo:
+        with self.storage.open_write(rel) as fo:
+            try:
                 _avro.write_container(fo, schema, counted(), meta)
-        except ConfigError as exc:
-            raise StateError(f"step {step!r}, task {task}: {exc}") from exc
+            except ConfigError as exc:
+                raise StateError(f"step {step!r}, task {task}: {exc}") from exc
         return {"file": rel, "rows": count}
 
-    def finish(self, manifest: Manifest) -> Path:
-        """Write ``manifest.json`` (atomically); returns the folder."""
-        tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(manifest.to_json() + "\n")
-        os.replace(tmp, self.path / MANIFEST)
-        return self.path
+    def finish(self, manifest: Manifest) -> str:
+        """Write ``manifest.json`` in one piece, last; returns the location."""
+        self.storage.write_atomic(MANIFEST, (manifest.to_json() + "\n").encode())
+        return self.storage.location
 
 
 class Savepoint:
-    """A savepoint folder opened for reading.
+    """A savepoint opened for reading.
 
     Args:
-        path: the folder.
+        location: a folder, a URL (``s3://bucket/prefix``) or a storage.
 
     Raises:
-        ConfigError: no complete savepoint there, or one of another format.
+        ConfigError: no complete savepoint there, or one of another format, or the
+            location cannot be reached.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        manifest = self.path / MANIFEST
-        if not manifest.is_file():
+    def __init__(self, location: Location) -> None:
+        self.storage = open_storage(location)
+        if not self.storage.exists(MANIFEST):
+            if not self.storage.exists(""):
+                raise ConfigError(f"savepoint {self.storage.location} does not exist")
             raise ConfigError(
-                f"{self.path} is not a savepoint (no {MANIFEST}; an interrupted savepoint "
-                "leaves none)"
+                f"{self.storage.location} is not a savepoint (no {MANIFEST}; an interrupted "
+                "savepoint leaves none)"
             )
-        self.manifest = Manifest.from_json(manifest.read_text(), str(manifest))
+        where = self.storage.where(MANIFEST)
+        with self.storage.open_read(MANIFEST) as fo:
+            try:
+                text = fo.read().decode("utf-8")
+            except Exception as exc:  # network or decoding failures while reading
+                raise ConfigError(f"{where} cannot be read: {exc}") from exc
+        self.manifest = Manifest.from_json(text, where)
+
+    @property
+    def location(self) -> str:
+        """Where it is, as shown to people."""
+        return self.storage.location
 
     def step_state(self, step: str) -> dict[str, Any]:
         """The manifest's entry of a stateful step.
@@ -168,7 +202,9 @@ class Savepoint:
         entry: dict[str, Any] | None = self.manifest.state.get(step)
         if entry is None:
             have = ", ".join(sorted(self.manifest.state)) or "none"
-            raise ConfigError(f"savepoint {self.path} has no state of step {step!r} (has: {have})")
+            raise ConfigError(
+                f"savepoint {self.location} has no state of step {step!r} (has: {have})"
+            )
         return entry
 
     def writer_schema(self, step: str) -> Any:
@@ -194,12 +230,8 @@ class Savepoint:
             info = entry["tasks"].get(str(tid))
             if info is None:
                 continue
-            target = self.path / info["file"]
-            try:
-                fo = open(target, "rb")  # noqa: SIM115 - closed below, after the iterator
-            except OSError as exc:
-                raise ConfigError(f"savepoint file {target} cannot be read: {exc}") from exc
-            with fo:
+            target = self.storage.where(info["file"])
+            with self.storage.open_read(info["file"]) as fo:
                 try:
                     _, records = _avro.read_container(fo, reader_schema)
                     for row in records:

@@ -1,6 +1,6 @@
 """Starts a job from a savepoint: check, load, then seed the group before any worker runs.
 
-``shoal run --from-savepoint DIR`` does, in order:
+``shoal run --from-savepoint DIR|URL`` does, in order:
 
 1. **check** (:mod:`runtime.savepoint.compat`): the new job against the savepoint;
    problems are reported one line per step and nothing is written (exit code 2);
@@ -46,6 +46,7 @@ from runtime.savepoint.compat import RestorePlan, StepPlan
 from runtime.savepoint.datum import from_datum, to_datum
 from runtime.savepoint.format import Savepoint
 from runtime.savepoint.layouts import entries_from_rows, row_key, row_schema
+from runtime.savepoint.storage import Location
 from runtime.savepoint.take import changelog_name, repartition_name
 from runtime.state.serde import encode_key, encode_value
 
@@ -285,7 +286,7 @@ def start_from_savepoint(
     job: Job,
     bindings: Bindings,
     group: str,
-    path: Any,
+    path: Location,
     *,
     renames: Mapping[str, str],
     allow_dropped: bool,
@@ -295,7 +296,8 @@ def start_from_savepoint(
 ) -> list[str]:
     """Check, load and seed (see the module docstring); returns the problems found.
 
-    When the list is not empty nothing was written: not a topic, not an offset.
+    ``path`` is a folder, a URL (``s3://bucket/prefix``) or a storage. When the list
+    is not empty nothing was written: not a topic, not an offset.
     """
     from runtime.engine.describe import describe_job
     from runtime.runner import ensure_topics
@@ -323,7 +325,7 @@ def start_from_savepoint(
     if state.problems:
         return state.problems
     echo(
-        f"from savepoint {path} ({sp.manifest.job}, group {sp.manifest.group}, "
+        f"from savepoint {sp.location} ({sp.manifest.job}, group {sp.manifest.group}, "
         f"{sp.manifest.partitions} tasks) into group {group} ({partitions} tasks):"
     )
     for step in plan.steps:

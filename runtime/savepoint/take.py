@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from runtime.api.errors import StateError
 from runtime.engine.topics import changelog_topic, repartition_topic
 from runtime.savepoint.format import Manifest, SavepointWriter
 from runtime.savepoint.layouts import row_schema, rows_from_entries
+from runtime.savepoint.storage import Location
 from runtime.state.serde import decode_key, decode_value
 
 __all__ = ["KEY_KINDS", "changelog_name", "key_kind", "repartition_name", "write_savepoint"]
@@ -76,7 +76,7 @@ def _is_timer(key: Any) -> bool:
 
 
 def write_savepoint(
-    dest: Path,
+    dest: Location,
     description: Mapping[str, Any],
     committed: Mapping[tuple[str, int], tuple[int, str]],
     read_changelog: Callable[[str, int], Iterable[tuple[bytes, bytes | None]]],
@@ -88,7 +88,7 @@ def write_savepoint(
     """Write the savepoint of a cut to ``dest``.
 
     Args:
-        dest: an empty or new folder.
+        dest: an empty or new folder, a URL (``s3://bucket/prefix``) or a storage.
         description: the job as its workers announced it (``runtime.engine.describe``
             plus ``group`` and ``partitions``).
         committed: the group's committed ``(offset, metadata)`` per partition.
@@ -98,7 +98,7 @@ def write_savepoint(
         progress: receives one line per step written.
 
     Raises:
-        ConfigError: ``dest`` is not empty.
+        ConfigError: ``dest`` is not empty or cannot be written.
         StateError: a state entry does not decode or does not fit its declared schema.
     """
     group = str(description["group"])

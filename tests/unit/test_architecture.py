@@ -169,6 +169,10 @@ SINGLE_IMPORT = {
     "httpcore2": "connectors/webhook/http.py",
     "msgpack": "runtime/state/codec.py",
     "ddsketch": "runtime/api/aggregates.py",
+    # savepoints on object stores (the s3 extra): fsspec loads s3fs itself; storage.py
+    # imports it first only to name the extra when it is missing
+    "fsspec": "runtime/savepoint/storage.py",
+    "s3fs": "runtime/savepoint/storage.py",
 }
 
 # Modules that turn bytes into code, and builtins that run strings: never in the
