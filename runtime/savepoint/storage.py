@@ -18,11 +18,11 @@ Paths inside a location are relative and ``/``-separated (``state/s/task-0.avro`
 
 What a savepoint needs of the storage, and why it is enough:
 
-* a file being written is never visible half-written under its own name where that
-  can be had cheaply: :class:`LocalStorage` writes the manifest through a temporary
-  name and a rename; :class:`FsspecStorage` stages each file in a local temporary
-  file and uploads it in one request (an object store shows an object whole or not
-  at all, never a part);
+* a file being written is never visible half-written under its own name:
+  :class:`LocalStorage` writes through a temporary name and a rename;
+  :class:`FsspecStorage` stages each file in a local temporary file and uploads it
+  in one request (an object store shows an object whole or not at all). A write
+  that fails leaves no file of that name;
 * the manifest is written last and readers require it, so an interrupted savepoint
   (some state files, no manifest) is never read as complete. On a filesystem that
   could show a truncated manifest, the truncated JSON does not parse and is refused.
@@ -251,15 +251,25 @@ class LocalStorage:
 
     @contextmanager
     def open_write(self, rel: str) -> Iterator[IO[bytes]]:
-        """The file opened for writing (its folder is created)."""
+        """A temporary file beside ``rel`` (its folder created), renamed to ``rel`` when
+        the block exits without an error and removed when it raises."""
         path = self._path(rel)
-        self.mkdirs(str(Path(rel).parent) if "/" in rel else "")
+        self.mkdirs(rel.rpartition("/")[0])
+        tmp = path.with_name(path.name + ".tmp")
         try:
-            fo = open(path, "wb")  # noqa: SIM115 - closed below
+            fo = open(tmp, "wb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise ConfigError(f"savepoint file {path} cannot be written: {exc}") from exc
-        with fo:
-            yield fo
+        try:
+            with fo:
+                yield fo
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConfigError(f"savepoint file {path} cannot be written: {exc}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Write through a temporary name and rename it (atomic on one filesystem).
