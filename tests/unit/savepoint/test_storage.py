@@ -250,3 +250,11 @@ def test_state_dump_and_diff_read_s3_savepoints(
     refused = runner.invoke(cli, ["state", "dump", str(tmp_path / "local"), "sessions",
                                   "--storage-option", "anon=true"])  # fmt: skip
     assert refused.exit_code != 0 and "applies to savepoint URLs" in refused.output
+
+
+def test_a_supervisors_workers_get_no_savepoint_options() -> None:
+    from runtime.cli.native import _strip_workers
+
+    args = ["run", "j:job", "--workers", "2", "--from-savepoint", "s3://b/sp",
+            "--storage-option", "secret=x", "--storage-option=key=y", "--group", "g"]  # fmt: skip
+    assert _strip_workers(args) == ["run", "j:job", "--group", "g"]
