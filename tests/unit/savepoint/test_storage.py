@@ -258,3 +258,12 @@ def test_a_supervisors_workers_get_no_savepoint_options() -> None:
     args = ["run", "j:job", "--workers", "2", "--from-savepoint", "s3://b/sp",
             "--storage-option", "secret=x", "--storage-option=key=y", "--group", "g"]  # fmt: skip
     assert _strip_workers(args) == ["run", "j:job", "--group", "g"]
+
+
+def test_doctests() -> None:
+    import doctest
+
+    from runtime.savepoint import storage
+
+    result = doctest.testmod(storage)
+    assert result.attempted > 0 and result.failed == 0
