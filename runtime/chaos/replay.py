@@ -9,8 +9,10 @@ offsets did not move while the sinks' ends were read (:func:`span`).
 :func:`replay` runs the job's graph over the inputs between two spans in the test
 driver, as the job's tasks saw them: one driver per input partition number when the
 job keys without repartitioning (a task per partition, as the worker runs it), else
-one driver for all; each driver's watermark ends where the task's last checkpoint
-put it. :func:`committed_outputs` reads what the job wrote between the same spans.
+one driver for all; the driver's processing clock follows the records' timestamps
+(the job's clock while it kept up), and each driver's watermark ends where the
+task's last checkpoint put it. :func:`committed_outputs` reads what the job wrote
+between the same spans.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.kafka.admin import KafkaAdmin
 from connectors.kafka.ranges import RangeRecord, read_range
@@ -33,6 +35,7 @@ from runtime.engine.topics import message_key
 from runtime.testing import TestDriver
 
 TP = tuple[str, int]
+_T = TypeVar("_T")
 _CHUNK = 500
 
 
@@ -50,19 +53,35 @@ def sink_topics(bindings: Bindings) -> dict[str, str]:
     return {name: t for name, t in bindings.sinks.items() if "://" not in t}
 
 
-def partitions_of(admin: KafkaAdmin, topics: Iterable[str]) -> list[TP]:
-    """Every partition of ``topics``.
+def partitions_of(admin: KafkaAdmin, topics: Iterable[str], wait_s: float = 60.0) -> list[TP]:
+    """Every partition of ``topics``, waiting up to ``wait_s`` for a job to create them.
 
     Raises:
-        ConfigError: a topic does not exist.
+        ConfigError: a topic does not exist after ``wait_s``.
     """
-    counts = admin.topics()
-    out = []
-    for topic in topics:
-        if topic not in counts:
-            raise ConfigError(f"topic {topic!r} does not exist")
-        out += [(topic, p) for p in range(counts[topic])]
-    return out
+    wanted = list(topics)
+    deadline = time.monotonic() + wait_s
+    while True:
+        counts = admin.topics()
+        missing = [t for t in wanted if t not in counts]
+        if not missing:
+            return [(t, p) for t in wanted for p in range(counts[t])]
+        if time.monotonic() > deadline:
+            raise ConfigError(f"topic {missing[0]!r} does not exist (is the job running?)")
+        time.sleep(0.5)
+
+
+def _retrying(read: Callable[[], _T], timeout_s: float = 60.0) -> _T:
+    """``read()``, asked again while the cluster answers with a passing error (a new
+    topic without a leader yet, a coordinator moving after a broker pause)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return read()
+        except ConnectorError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def span(
@@ -82,13 +101,13 @@ def span(
     Raises:
         ConnectorError: no consistent reading within ``timeout_s`` (offsets kept moving).
     """
-    starts = admin.end_offsets(inputs, earliest=True)
+    starts = _retrying(lambda: admin.end_offsets(inputs, earliest=True))
     if from_start:
-        return Span(starts, admin.end_offsets(sinks, earliest=True))
+        return Span(starts, _retrying(lambda: admin.end_offsets(sinks, earliest=True)))
     deadline = time.monotonic() + timeout_s
     while True:
         before = _committed(admin, group, inputs)
-        ends = admin.end_offsets(sinks)
+        ends = _retrying(lambda: admin.end_offsets(sinks))
         after = _committed(admin, group, inputs)
         if before == after:
             offsets = {tp: after[tp][0] if tp in after else starts[tp] for tp in inputs}
@@ -107,15 +126,9 @@ def span(
 
 
 def _committed(admin: KafkaAdmin, group: str, inputs: list[TP]) -> dict[TP, tuple[int, str]]:
-    for attempt in range(20):
-        try:
-            found = admin.group_offsets(group, stable=True)
-            return {tp: v for tp, v in found.items() if tp in set(inputs)}
-        except ConnectorError:  # a transaction's offsets pending: ask again
-            if attempt == 19:
-                raise
-            time.sleep(0.25)
-    return {}
+    # stable: a transaction's offsets pending is an error, asked again
+    found = _retrying(lambda: admin.group_offsets(group, stable=True))
+    return {tp: v for tp, v in found.items() if tp in set(inputs)}
 
 
 def read_inputs(
@@ -143,10 +156,19 @@ def replay(
     groups = [numbers] if repartitions else [[p] for p in numbers]
     outputs: list[Output] = []
     for group in groups:
-        driver = TestDriver(job, partitions=max(group) + 1 if repartitions else 1)
+        parts = {tp: recs for tp, recs in records.items() if tp[1] in group}
+        first = min((r.timestamp_ms for recs in parts.values() for r in recs[:1]), default=0)
+        # The processing clock follows the records' own timestamps (when they were
+        # written): the job's clock when it kept up. It decides which event times are
+        # too far in the future, and when a quiet partition counts as idle.
+        driver = TestDriver(
+            job, partitions=max(group) + 1 if repartitions else 1, start_ms=max(first, 1)
+        )
         try:
-            parts = {tp: recs for tp, recs in records.items() if tp[1] in group}
             for source, partition, batch in _interleaved(parts, by_topic, repartitions):
+                newest = max(r.timestamp_ms for r in batch)
+                if newest > driver.processing_time_ms:
+                    driver.advance_time(newest - driver.processing_time_ms)
                 driver.send_raw_many(
                     source,
                     [(r.key, r.value, r.timestamp_ms) for r in batch],

@@ -34,7 +34,7 @@ def plan(
 
     Most faults are kills. With ``broker_pause`` (``sink_stall``) one fault near the
     middle (the last third) of the run pauses the broker (stalls the sink), and further
-    ones are drawn with probability 1/6 each, never two pauses in a row.
+    ones are drawn with probability 1/10 each, never two pauses in a row.
 
     Raises:
         ValueError: ``duration_s`` or ``every_s`` is not positive.
@@ -48,9 +48,9 @@ def plan(
         kind: FaultKind = "kill"
         roll = rng.random()
         previous = faults[-1].kind if faults else "kill"
-        if previous == "kill" and broker_pause and roll < 1 / 6:
+        if previous == "kill" and broker_pause and roll < 0.1:
             kind = "broker_pause"
-        elif previous == "kill" and sink_stall and 1 / 6 <= roll < 2 / 6:
+        elif previous == "kill" and sink_stall and 0.1 <= roll < 0.2:
             kind = "sink_stall"
         faults.append(Fault(round(t, 3), kind, rng.random()))
         t += rng.uniform(0.5, 1.5) * every_s

@@ -34,3 +34,25 @@ title_counts = Job("title_counts")
     .aggregate(Count(), output=_row)
     .sink("title-counts", Json())
 )
+
+
+# ``leaky_copies`` is deliberately broken for ``shoal chaos``: a copy of each playback
+# event, run with ``--guarantee at_least_once`` so that its sink writes go out before,
+# and outside, the checkpoint that commits the input offsets. A worker killed between
+# the two has its copies written again after the restart: the chaos verdict must
+# fail with duplicates.
+def _copy(e: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": e["event_id"], "user_id": e["user_id"], "ts": e["event_time_ms"]}
+
+
+leaky_copies = Job("leaky_copies")
+(
+    leaky_copies.source(
+        "playback",
+        schema="PlaybackEvent",
+        timestamp=lambda e: e["event_time_ms"],
+        watermarks=WatermarkStrategy.bounded(timedelta(seconds=5)),
+    )
+    .map(_copy, name="copy")
+    .sink("copies", Json(), key=lambda r: r["user_id"])
+)
