@@ -167,7 +167,7 @@ def test_chaos_sessionization_passes(kafka: str, broker_home: Path, tmp_path: Pa
     spec = "jobs.sessionization.job:demo_job"  # 5-minute gap: sessions close within the run
     supervisor = _supervisor(spec, kafka, group, binds, home, ["--checkpoint-ms", "500"])
     producer = SteadyProducer(kafka, {"playback": playback, "interactions": interactions},
-                              records, 1_200.0, last_ms + 30 * 60_000)  # fmt: skip
+                              records, 900.0, last_ms + 30 * 60_000)  # fmt: skip
     try:
         producer.start()
         result = _chaos(spec, kafka, group, binds, home,
@@ -181,6 +181,7 @@ def test_chaos_sessionization_passes(kafka: str, broker_home: Path, tmp_path: Pa
     assert producer.error is None, producer.error
     found = LINE.search(result.stdout)
     assert found is not None, result.stdout + logs
+    print(found.group(0))
     kills, pauses, _, events, outputs, lost, duplicated, verdict = found.groups()
     assert int(kills) >= 10 and int(pauses) == 1, found.group(0)
     assert (lost, duplicated, verdict) == ("0", "0", "pass"), found.group(0) + "\n" + logs
@@ -228,6 +229,7 @@ def test_chaos_fails_a_job_that_writes_outside_its_checkpoints(
     logs = result.stderr[-4000:] + (home / "supervisor.log").read_text()[-3000:]
     found = LINE.search(result.stdout)
     assert found is not None, result.stdout + logs
+    print(found.group(0))
     kills, _, _, events, outputs, lost, duplicated, verdict = found.groups()
     assert int(kills) >= 4, found.group(0)
     assert verdict == "fail" and int(duplicated) > 0 and lost == "0", found.group(0) + logs
