@@ -161,6 +161,7 @@ def chaos(
     processing time, or no sink on a Kafka topic).
     """
     from connectors.kafka.admin import KafkaAdmin
+    from runtime.api.graph import ProcessNode, WindowNode
     from runtime.chaos.campaign import Pauses, Record, Sampler, run_faults
     from runtime.chaos.replay import (
         committed_outputs,
@@ -184,9 +185,9 @@ def chaos(
     job = load_job(job_spec, paths)
     bindings = Bindings.for_job(job, binds)
     app = group or job.name
+    chaos_target = _target(target, app, statefulset, namespace)
     client = client_config(resolve_client(bootstrap))
     admin = KafkaAdmin(client)
-    chaos_target = _target(target, app, statefulset, namespace)
     pauses = Pauses(
         broker=_broker_pause(client.bootstrap, pause_for) if broker_pause else None,
         sink=_sink_stall(sink_stall, sink_pid_file, pause_for) if sink_stall else None,
@@ -203,6 +204,14 @@ def chaos(
         f"chaos on {job.name} (group {app}, {chaos_target.describe()}): {len(faults)} faults "
         f"over {duration:.0f}s, seed {seed}"
     )
+    if cannot:
+        say(f"note: the outputs cannot be judged ({'; '.join(cannot)}); the faults still run")
+    elif not from_start and any(isinstance(n, (WindowNode, ProcessNode)) for n in job.nodes):
+        say(
+            "note: judging from the offsets the group has committed now; state the job "
+            "built before is not in the replay, so windows open now may differ (use "
+            "--from-start when the job began at its inputs' start)"
+        )
     record = Record()
     sampler_admin = KafkaAdmin(client)
     topics = list(bindings.sources.values())

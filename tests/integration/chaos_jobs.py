@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime import Job, Json, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
+from runtime.api.functions import KeyedProcessFunction, ProcessContext
 
 WINDOW_MS = 10_000
 
@@ -55,4 +56,31 @@ leaky_copies = Job("leaky_copies")
     )
     .map(_copy, name="copy")
     .sink("copies", Json(), key=lambda r: r["user_id"])
+)
+
+
+class _QuietUsers(KeyedProcessFunction[str, dict[str, Any], dict[str, Any]]):
+    """Says a user went quiet a minute of processing time after their last event."""
+
+    def process(self, value: dict[str, Any], ctx: ProcessContext[str]) -> list[dict[str, Any]]:
+        ctx.timers.register_processing_time(ctx.processing_time_ms + 60_000)
+        return []
+
+    def on_timer(self, ts_ms: int, ctx: ProcessContext[str]) -> list[dict[str, Any]]:
+        return [{"user_id": ctx.key, "quiet_at_ms": ts_ms}]
+
+
+# ``quiet_users`` fires on processing time: its outputs depend on the wall clock, and
+# ``shoal chaos`` must say it cannot judge them instead of guessing.
+quiet_users = Job("quiet_users")
+(
+    quiet_users.source(
+        "playback",
+        schema="PlaybackEvent",
+        timestamp=lambda e: e["event_time_ms"],
+        watermarks=WatermarkStrategy.bounded(timedelta(seconds=5)),
+    )
+    .key_by("by_user", lambda e: e["user_id"])
+    .process("quiet", _QuietUsers())
+    .sink("quiet-users", Json())
 )

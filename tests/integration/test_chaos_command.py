@@ -239,3 +239,28 @@ def test_chaos_fails_a_job_that_writes_outside_its_checkpoints(
     assert set(got) == {r.value["event_id"] for r in records}
     assert len(got) - len(set(got)) == int(duplicated)
     assert int(events) == len(records) and int(outputs) == len(got)
+
+
+def test_chaos_cannot_judge_a_job_on_processing_time(
+    kafka: str, broker_home: Path, tmp_path: Path
+) -> None:
+    playback, out = unique("quiet-playback"), unique("quiet-out")
+    KafkaAdmin(kafka).ensure_topics([TopicSpec(playback, 2)])
+    binds = [f"playback={playback}", f"quiet-users={out}", f"dead-letters={unique('q-dead')}"]
+    home = _home(tmp_path, broker_home)
+    group = unique("quiet")
+    spec = "tests.integration.chaos_jobs:quiet_users"
+    supervisor = _supervisor(spec, kafka, group, binds, home, [])
+    try:
+        options = ["--duration", "4s", "--every", "1.5s", "--report", str(tmp_path / "r")]
+        result = _chaos(spec, kafka, group, binds, home, options)
+    finally:
+        _stop(supervisor)
+    assert result.returncode == 3, result.stdout + result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"chaos: kills=\d+ broker_pauses=0 sink_stalls=0 verdict=cannot-judge \(step 'quiet' "
+        r"uses register_processing_time \(processing time\)\)",
+        line,
+    ), line
+    assert "cannot judge" in (tmp_path / "r" / "chaos.md").read_text()
