@@ -177,8 +177,8 @@ def replay(
             marks = [wm for tp, wm in end.watermarks.items() if tp[1] in group]
             if marks:
                 driver.advance_watermark(min(marks))
-            for name in sinks:
-                outputs += _driver_outputs(driver, name)
+            for name, topic in sinks.items():
+                outputs += _driver_outputs(driver, name, topic)
         finally:
             driver.close()
         if progress is not None:
@@ -208,21 +208,25 @@ def _interleaved(
         yield by_topic[current[0]], current[1] if keep_partition else 0, batch
 
 
-def _driver_outputs(driver: TestDriver, sink: str) -> list[Output]:
+def _driver_outputs(driver: TestDriver, sink: str, topic: str) -> list[Output]:
     schema = next(s.schema for s in driver.job.sinks if s.name == sink)
     codec = driver.codecs.sink(sink, schema)
     out = []
     for key, value, _ in driver.records(sink):
         decoded, failures = codec.decode_batch([codec.encode(value)])
         shown = decoded[0] if not failures else value
-        out.append((sink, _key_text(message_key(key)), canonical(shown)))
+        out.append((topic, _key_text(message_key(key)), canonical(shown)))
     return out
 
 
 def committed_outputs(
     client: Any, job: Job, bindings: Bindings, codecs: Any, start: Span, end: Span
 ) -> list[Output]:
-    """What the job committed to its Kafka sinks between the two spans (read_committed)."""
+    """What the job committed to its Kafka sinks between the two spans (read_committed).
+
+    Outputs are named by topic, as :func:`replay` names them: sinks bound to one topic
+    are compared together.
+    """
     topics = sink_topics(bindings)
     schema = {s.name: s.schema for s in job.sinks}
     out: list[Output] = []
@@ -238,7 +242,7 @@ def committed_outputs(
             good = iter(values)
             for i, r in enumerate(recs):
                 shown: Any = r.value if i in bad else next(good)
-                out.append((name, _key_text(r.key), canonical(shown)))
+                out.append((topic, _key_text(r.key), canonical(shown)))
     return out
 
 

@@ -1,7 +1,7 @@
 """The verdict: what the job committed against what its own graph gives in batch.
 
-Outputs are compared key by key (sink, message key) as multisets of values: an output
-of the reference with no equal output under its key is ``lost``, an output of the job
+Outputs are compared key by key (sink topic, message key) as multisets of values: an
+output of the reference with no equal output under its key is ``lost``, an output of the job
 with no equal output in the reference is ``duplicated`` (an extra output: delivered
 twice, or a value the reference does not have, which then also counts one ``lost``).
 Values are compared in a canonical form (:func:`canonical`): mappings by sorted keys,
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.api.graph import ProcessNode
+from runtime.api.graph import FilterNode, FlatMapNode, KeyByNode, MapNode, ProcessNode
 from runtime.api.job import Job
 
 #: Names that show a step reads processing time (wall clock).
@@ -100,9 +100,10 @@ def wall_clock_steps(job: Job) -> list[str]:
     """
     found = []
     for node in job.nodes:
-        fn = getattr(node, "fn", None)
-        if fn is None:
+        if not isinstance(node, (MapNode, FilterNode, FlatMapNode, KeyByNode, ProcessNode)):
             continue
+        fn: object = node.fn
+        # the flag is the user's own attribute on their function, not a capability of ours
         if getattr(fn, "wall_clock", False) is True:
             found.append(f"step {node.name!r} is flagged wall_clock")
             continue

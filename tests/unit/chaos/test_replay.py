@@ -47,7 +47,7 @@ def test_replay_equals_brute_force_window_counts(job: Job, sink: str, key: str) 
     end = Span({tp: len(r) for tp, r in parts.items()}, {},
                {tp: START_MS + 10**9 for tp in parts})  # fmt: skip
     outputs = replay(job, Bindings.for_job(job), parts, end)
-    got = [json.loads(value) for s, _, value in outputs if s == sink]
+    got = [json.loads(value) for s, _, value in outputs if s == sink]  # default: topic = sink
     assert len(got) == len(outputs)
     counted = {(o[key], o["window_start_ms"]): o["count"] for o in got}
     assert len(counted) == len(got)
