@@ -11,6 +11,8 @@ module          what it does
                 kill) with its local target (``shoal run --workers N``), pausing a
                 process (the local broker, a local Redis or PostgreSQL)
 ``kubernetes``  the same ``Target`` for a StatefulSet's pods (untested here: no cluster)
+``campaign``    the fault period: faults done on time, lag and throughput sampled each
+                second
 ``replay``      the input range the job read and the outputs it committed, from Kafka,
                 and the job's own graph run over that range in the test driver
 ``verdict``     outputs compared key by key as multisets: lost and duplicated
