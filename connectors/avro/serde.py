@@ -24,7 +24,7 @@ from connectors.avro import _fastavro
 from connectors.avro.projection import Projector, compile_projection, identity
 from connectors.avro.repository import SchemaEntry
 from connectors.avro.schema_tree import describe, kind, normalize, same_name
-from connectors.avro.validation import find_violation
+from connectors.avro.validation import find_violation, integer_fields, misfit_integer
 from runtime.api.errors import (
     ConfigError,
     ConnectorError,
@@ -100,6 +100,7 @@ class FramedSerde:
         self._entry = entry
         self._header_size = header_size
         self._plans: dict[bytes, _Decoder] = {}
+        self._integers = integer_fields(entry.tree)
 
     @property
     def schema(self) -> SchemaEntry:
@@ -151,9 +152,10 @@ class FramedSerde:
             SchemaError: the value cannot be written with the schema.
             ConnectorError: the header needs a schema registry that failed.
 
-        Encoding does not check numeric ranges (fastavro writes an ``int`` field
-        of ``2**40`` without complaint); call :meth:`validate` first for values
-        that are not trusted.
+        The record's top-level integer fields are checked (a float, a bool or an
+        integer out of range there would be truncated or wrapped by fastavro without
+        a word); nested values are not: call :meth:`validate` first for values that
+        are not trusted.
         """
         return self._encode(self._write_header(), value)
 
@@ -174,6 +176,9 @@ class FramedSerde:
         return [self._encode(header, value) for value in values]
 
     def _encode(self, header: bytes, value: Mapping[str, Any]) -> bytes:
+        if self._integers and misfit_integer(value, self._integers):
+            # fastavro would truncate a float or write a bool in an integer field.
+            self.validate(value)  # raises, naming the field
         stream = io.BytesIO()
         stream.write(header)
         try:

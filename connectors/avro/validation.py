@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from connectors.avro.schema_tree import SchemaTree, describe, kind
 
-__all__ = ["find_violation"]
+__all__ = ["IntegerField", "find_violation", "integer_fields", "misfit_integer"]
 
 _INT_RANGE: Final = (-(2**31), 2**31 - 1)
 _LONG_RANGE: Final = (-(2**63), 2**63 - 1)
@@ -56,6 +56,51 @@ def _got(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"got {type(value).__name__} {text}"
+
+
+#: ``(field name, lowest, highest, None allowed)`` of a top-level int or long field.
+IntegerField = tuple[str, int, int, bool]
+
+
+def integer_fields(tree: SchemaTree) -> tuple[IntegerField, ...]:
+    """The record's top-level ``int``/``long`` fields (also ``["null", "long"]``).
+
+    fastavro's writer truncates a float written to them (``1.7`` becomes ``1``) and
+    writes a bool as ``0``/``1``, without a word: encoders check these fields with
+    :func:`misfit_integer` (a type test per field) and refuse such a value.
+    """
+    root = tree.deref(tree.root)
+    if kind(root) != "record":
+        return ()
+    found = []
+    for field in root["fields"]:
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        kinds = [kind(tree.deref(b)) for b in branches]
+        plain = [
+            k
+            for b, k in zip(branches, kinds, strict=True)
+            if k in ("int", "long") and not (isinstance(b, dict) and "logicalType" in b)
+        ]
+        if len(plain) == 1 and set(kinds) <= {plain[0], "null"}:
+            low, high = _INT_RANGE if plain[0] == "int" else _LONG_RANGE
+            found.append((field["name"], low, high, "null" in kinds))
+    return tuple(found)
+
+
+def misfit_integer(value: Any, fields: tuple[IntegerField, ...]) -> bool:
+    """Whether a value given for one of ``fields`` is not an integer in its range."""
+    if not isinstance(value, Mapping):
+        return False  # the writer refuses it anyway
+    for name, low, high, nullable in fields:
+        if name not in value:
+            continue
+        x = value[name]
+        if type(x) is int:
+            if not low <= x <= high:
+                return True
+        elif not (x is None and nullable):
+            return True
+    return False
 
 
 def _at(path: str) -> str:
@@ -103,7 +148,7 @@ def _fits_simple(value: Any, schema: Any, type_: str) -> bool:
         return isinstance(value, bool)
     if type_ in ("int", "long"):
         low, high = _INT_RANGE if type_ == "int" else _LONG_RANGE
-        return isinstance(value, int) and low <= value <= high
+        return type(value) is not bool and isinstance(value, int) and low <= value <= high
     if type_ in ("float", "double"):
         return isinstance(value, int | float)
     if type_ == "string":

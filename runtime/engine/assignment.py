@@ -127,6 +127,7 @@ class Assignment:
             self.restore_seconds += restored.seconds
             for tp in tps:
                 self._add_partition(task, tp, committed)
+            task.resume_event_time()
         return opened
 
     def _add_partition(

@@ -82,6 +82,11 @@ class Operator:
     def on_watermark(self, watermark_ms: int) -> None:
         """Event time advanced to ``watermark_ms``: fire what is due."""
 
+    def resume_watermark(self, watermark_ms: int) -> None:
+        """After a restore: event time is where the checkpoint left it. What was due
+        by then was done before the checkpoint and is not done again."""
+        self.watermark = watermark_ms
+
     def on_processing_time(self, now_ms: int) -> None:
         """The processing clock reached ``now_ms``."""
 

@@ -15,7 +15,10 @@ processes anything (:func:`restore_task`):
    written in the old format) fails the restore with one
    :class:`~runtime.api.errors.StateFormatError` naming the topic, partition and offset.
 4. **Event-time progress** of each partition comes back from its offset's metadata
-   (:func:`restore_progress`), so windows fire as if nothing had happened.
+   (:func:`restore_progress`); once all of a new task's partitions are back, every
+   stage takes up the watermark it had at the checkpoint before the first record
+   (``Task.resume_event_time``): a record that was late then is late now, and a window
+   that fired then (and is kept for allowed lateness) does not fire again.
 
 A checkpoint that loses a race with a rebalance makes the worker **rewind**: it
 reopens every task as above and moves the consumer back to the committed offsets

@@ -262,6 +262,16 @@ class Task:
         """Apply checkpointed event-time progress of a partition."""
         self.tracker_of(source).restore_partition(source, partition, max_ts, watermark)
 
+    def resume_event_time(self) -> int:
+        """After a restore, before any record: every stage takes up the watermark it
+        had at the checkpoint, so a record that was late then is late now, and what
+        fired then does not fire again. Returns the task's watermark."""
+        for stage, tracker in enumerate(self.trackers):
+            wm = tracker.resume()
+            for op in self.by_stage[stage]:
+                op.resume_watermark(wm)
+        return self.watermark
+
     def advance(self, force_watermark_ms: int | None = None) -> int:
         """Fire processing-time work, then move event time on; returns the watermark."""
         now = self.now_ms()

@@ -151,9 +151,25 @@ class WatermarkTracker:
                     clock.marks[task] = int(watermark)
         elif clock is not None and max_ts is not None and max_ts > clock.max_ts:
             clock.max_ts = int(max_ts)
-        if watermark is not None and watermark > self._forced:
-            # The task had reached this watermark before the checkpoint: never go back.
-            self._forced = int(watermark)
+        # The task had reached this watermark before the checkpoint: never go back.
+        # (An internal partition's marks hold its own watermark: forcing the stage to
+        # the furthest of them would run ahead of the others.)
+        if not isinstance(clock, MarkerClock) and watermark is not None:
+            self._forced = max(self._forced, int(watermark))
+
+    def resume(self) -> int:
+        """After a restore: take up the watermark reached at the checkpoint, no further.
+
+        A task's external partitions were checkpointed with the task's watermark (the
+        forced floor :meth:`restore_partition` set); internal partitions with the
+        marks they had received, whose minimum was the stage's watermark. Returns the
+        watermark; nothing moves it past that here, so nothing due later is skipped.
+        """
+        marks = [c.watermark for c in self._clocks.values() if isinstance(c, MarkerClock)]
+        wm = max(min(marks) if marks else NO_WATERMARK, self._forced)
+        if wm > self._current:
+            self._current = wm
+        return self._current
 
     def snapshot(self) -> dict[str, object]:
         """Checkpointable state: per-partition max event time and the task watermark."""

@@ -118,6 +118,14 @@ class WindowOperator(Operator):
         if due:
             self.emit(self.records(self.logic.fire(due, watermark_ms)))
 
+    def resume_watermark(self, watermark_ms: int) -> None:
+        """After a restore: windows that ended by ``watermark_ms`` fired before the
+        checkpoint; settle their schedule without firing them again."""
+        self.watermark = watermark_ms
+        due = self.index.pop_due(watermark_ms)
+        if due:
+            self.emit(self.records(self.logic.resume(due, watermark_ms)))
+
     def on_processing_time(self, now_ms: int) -> None:
         """Emit early (speculative) results of open windows that changed."""
         if self.early_every is None:

@@ -221,6 +221,7 @@ class TestDriver:
         done = self._committed or _Committed()
         for (source, p), (max_ts, wm) in done.progress.items():
             self.task.restore_progress(source, p, max_ts, wm)
+        self.task.resume_event_time()
         self._crashed = False
 
     def state(self, step: str, key: Any) -> list[tuple[Any, Any]]:

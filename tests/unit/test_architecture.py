@@ -78,6 +78,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "runtime.engines": ("runtime.api",),
     "runtime.runner": ("runtime.api", "runtime.engine", "runtime.state"),
     "runtime.service": ("runtime.api", "runtime.engine", "runtime.service"),
+    "runtime.canary": ("runtime.canary",),
     "runtime.testing": ("runtime.api", "runtime.engine", "runtime.state", "runtime.testing"),
     # The Flink engine: the API and the shared engine pieces (never the worker: see
     # FLINK_FORBIDDEN), the engine interface and its own modules.

@@ -357,6 +357,36 @@ def test_encode_rejects_a_bad_value_with_a_schema_error(serde: AvroSerde) -> Non
         serde.encode(play(qoe={"buffer_ms": "x", "counters": {}}))
 
 
+@pytest.mark.parametrize(
+    "value, path",
+    [
+        (play(event_time_ms=1.7), "event_time_ms: expected long, got float 1.7"),
+        (play(event_time_ms=2.0), "event_time_ms: expected long, got float 2.0"),
+        (play(bitrate_kbps=True), "bitrate_kbps: expected int, got bool True"),
+        (play(bitrate_kbps=2**31), "bitrate_kbps: expected int"),
+        (play(event_time_ms=2**63), "event_time_ms: expected long"),
+    ],
+)
+def test_encode_refuses_what_the_writer_would_truncate(
+    serde: AvroSerde, value: Any, path: str
+) -> None:
+    """fastavro writes 1.7 into a long as 1 and True as 1, silently: encode refuses."""
+    with pytest.raises(SchemaError, match="test.events.Play: " + _escape(path)):
+        serde.encode(value)
+    with pytest.raises(SchemaError, match=_escape(path)):
+        serde.encode_many([play(), value])
+
+
+def test_integer_check_leaves_nullable_and_good_integers_alone() -> None:
+    schema = copy.deepcopy(PLAY_V1)
+    schema["fields"].append({"name": "retries", "type": ["null", "long"], "default": None})
+    nullable = AvroSerde("Play", SchemaRepository([schema]))
+    for value in (play(), play(retries=None), play(retries=3), play(event_time_ms=-(2**63))):
+        assert nullable.decode(nullable.encode(value))["event_time_ms"] == value["event_time_ms"]
+    with pytest.raises(SchemaError, match=r"retries: expected union\[null, long\]"):
+        nullable.encode(play(retries=0.5))
+
+
 # -- schema repository and loader -------------------------------------------
 
 

@@ -295,6 +295,23 @@ class WindowLogic:
                     delete(sk)
         return out
 
+    def resume(self, due: Iterable[tuple[int, Iterable[Any]]], watermark_ms: int) -> list[Emission]:
+        """After a restore at ``watermark_ms``: settle what was scheduled by then.
+
+        Windows that do not merge and ended by then fired before the checkpoint:
+        their firing is not repeated (a window kept for allowed lateness would be
+        emitted twice); what expired is purged. Merging windows carry their own
+        ``pending`` flag, so firing them emits only what was never emitted.
+        """
+        if self.merging:
+            return self.fire(due, watermark_ms)
+        retain, delete = self.assigner.retain_ms, self.store.delete
+        for _, items in due:
+            for sk in items:
+                if sk[2] + retain <= watermark_ms:
+                    delete(sk)
+        return []
+
     def _fire_keys(self, keys: Iterable[Any], wm: int) -> list[Emission]:
         """Emit complete windows of merging ``keys`` not emitted as they are; purge old."""
         get, put, delete = self.store.get, self.store.put, self.store.delete
