@@ -204,7 +204,7 @@ class NativeEngine:
     def _supervise(self, request: RunRequest, workers: int, autoscale: Any) -> None:
         from runtime.cli.common import settings
         from runtime.cli.identity import worker_base
-        from runtime.cli.supervisor import supervise
+        from runtime.cli.supervisor import supervise, workers_file
         from runtime.composition import client_config as as_client_config
 
         # Options before ``run`` (e.g. -v) are the program's; the rest are run's own.
@@ -221,6 +221,7 @@ class NativeEngine:
             base=request.explicit_worker_id or worker_base(settings())[0],
             autoscale=autoscale,
             control=(as_client_config(request.client), request.group or request.job.name),
+            pid_file=workers_file(settings().home, request.group or request.job.name),
         )
 
     def _autoscale(self, request: RunRequest) -> Any:

@@ -4,10 +4,17 @@ Each worker gets a stable slot id (``BASE-w0`` .. ``BASE-wN-1``, ``BASE`` from
 ``runtime.cli.identity``: the host name unless an id or pod name is given) that names
 its transactional id and its local state folder; a worker that dies is restarted in
 the same slot, which fences and aborts the dead one's open transaction at once.
+
+While it runs, the supervisor keeps a small state file, ``SHOAL_HOME/run/<group>.workers.json``
+(:func:`workers_file`): its own pid and the pid of each slot's current worker, rewritten
+whenever a worker starts or ends and removed when the supervisor stops. Other commands on
+the same machine find the job's processes there (``shoal chaos`` kills them), never by
+guessing from process names.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,6 +37,41 @@ class Autoscale:
     rule: LagRule
     lag: Callable[[], int]
     interval_s: float = 5.0
+
+
+def workers_file(home: Path, group: str) -> Path:
+    """Where the supervisor of ``group`` on this machine lists its worker processes."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in group)
+    return home / "run" / f"{safe}.workers.json"
+
+
+def read_workers(path: Path) -> dict[str, Any]:
+    """A supervisor's state file: ``{"supervisor": pid, "group": ..., "workers": {id: pid}}``.
+
+    Returns an empty dict when there is none (no supervisor of that group runs here) or it
+    cannot be read.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_workers(
+    path: Path | None, group: str, base: str, procs: dict[int, subprocess.Popen[bytes]]
+) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "supervisor": os.getpid(),
+        "group": group,
+        "workers": {f"{base}-w{slot}": p.pid for slot, p in sorted(procs.items())},
+    }
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)  # readers never see half a file
 
 
 def _spawn(
@@ -69,6 +112,7 @@ def supervise(
     base: str = "w",
     autoscale: Autoscale | None = None,
     control: tuple[Any, str] | None = None,
+    pid_file: Path | None = None,
 ) -> None:
     """Run and watch the workers until Ctrl-C/SIGTERM; restart any that die.
 
@@ -77,7 +121,7 @@ def supervise(
     between the rule's bounds (see ``runtime.cli.scaling``), starting at ``workers``;
     a worker taken away gets SIGTERM (it checkpoints and leaves the group).
     ``control`` (client settings, group): answer ``shoal scale`` through the job's
-    control topic.
+    control topic. ``pid_file``: keep the worker pids there (see :func:`workers_file`).
     """
     top = list(global_args or [])
     clean: list[str] = []
@@ -91,6 +135,9 @@ def supervise(
             continue
         clean.append(a)
     procs = {i: _spawn(base, i, job_spec, server, clean, top) for i in range(workers)}
+    group = control[1] if control is not None else job_name
+    _write_workers(pid_file, group, base, procs)
+    known = {slot: p.pid for slot, p in procs.items()}
     stop = {"now": False}
 
     def _stop(*_: object) -> None:
@@ -137,10 +184,15 @@ def supervise(
                         continue
                     click.echo(f"worker {base}-w{slot} exited with {code}; restarting", err=True)
                     procs[slot] = _spawn(base, slot, job_spec, server, clean, top)
+            if {slot: p.pid for slot, p in procs.items()} != known:
+                known = {slot: p.pid for slot, p in procs.items()}
+                _write_workers(pid_file, group, base, procs)
             if not procs:
                 return
             time.sleep(0.5)
     finally:
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
         if requests is not None:
             requests.close()
         for proc in procs.values():

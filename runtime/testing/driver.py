@@ -315,12 +315,37 @@ class TestDriver:
         self.task.ingest(source, partition, [rec])
         self._collect(self.task.advance())
 
+    def send_raw_many(
+        self,
+        source: str,
+        records: Iterable[tuple[bytes | None, bytes | None, int]],
+        *,
+        partition: int = 0,
+    ) -> None:
+        """Send encoded ``(key, value, record timestamp ms)`` records as one batch.
+
+        As a worker reads them from Kafka: decoded with the source's codec (a record
+        that does not decode becomes a dead letter), then event time advances. Replays
+        of real topics use this (``shoal chaos``).
+        """
+        self._check_source(source)
+        self._check_alive()
+        raws = [self._origin(source, partition, k, v, ts) for k, v, ts in records]
+        if raws:
+            self.task.ingest(source, partition, raws)
+            self._collect(self.task.advance())
+
     def _origin(
-        self, source: str, partition: int, key: bytes | None, value: bytes | None
+        self,
+        source: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        ts: int | None = None,
     ) -> TestRecord:
         off = self._offsets[(source, partition)]
         self._offsets[(source, partition)] = off + 1
-        return TestRecord(source, partition, off, key, value, self._now)
+        return TestRecord(source, partition, off, key, value, self._now if ts is None else ts)
 
     def _check_source(self, source: str) -> None:
         if source not in self.task.sources:

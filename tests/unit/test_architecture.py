@@ -49,7 +49,7 @@ PRODUCT = ("runtime", "connectors", "jobs", "schemas")
 # The top layer: the composition root (the one module that wires connectors into the
 # engine), the command line built on it, and savepoints: cluster operations that read
 # and write a job's topics and group offsets themselves. They may import everything.
-TOP = ("runtime.composition", "runtime.cli", "runtime.savepoint")
+TOP = ("runtime.composition", "runtime.cli", "runtime.savepoint", "runtime.chaos")
 
 # An entry starting with "=" allows that one module, not its submodules.
 RUNTIME_PUBLIC = ("=runtime", "runtime.api", "runtime.aggregates")
