@@ -81,15 +81,26 @@ class RunConfig:
         check_state_backend(self.state)
 
 
-def make_backend(config: RunConfig, worker_id: str) -> StateBackend:
-    """The state backend of one worker (RocksDB folders are per worker slot)."""
+def worker_state_dir(state_dir: Path, worker_id: str, job: str, group: str | None) -> Path:
+    """The RocksDB folder of one worker of ``job`` in ``group``.
+
+    ``STATE/WORKER`` for a job in its default group (its name), where stores live at
+    ``JOB/STEP/PARTITION``; ``STATE/WORKER/group=GROUP`` for any other group: two groups
+    of one job on one host (a second instance, a canary's shadow) never share a store.
+    """
+    base = state_dir / worker_id
+    return base if group in (None, job) else base / f"group={group}"
+
+
+def make_backend(config: RunConfig, worker_id: str, job: str) -> StateBackend:
+    """The state backend of one worker (RocksDB folders per worker slot and group)."""
     if config.state == "memory":
         from runtime.state.memory import MemoryBackend
 
         return MemoryBackend()
     from runtime.state.rocksdb import RocksDBBackend
 
-    return RocksDBBackend(config.state_dir / worker_id)
+    return RocksDBBackend(worker_state_dir(config.state_dir, worker_id, job, config.group))
 
 
 class JobCodecs(CodecFactory, Protocol):
@@ -425,7 +436,7 @@ class KafkaRunner:
         instance = f"{app}-{worker_id}"
         if config.worker_id:
             check_identity(admin, app, instance, worker_id)
-        self.backend = make_backend(config, worker_id)
+        self.backend = make_backend(config, worker_id, job.name)
         internal = list(internal_topics(job, app))
         topics = list(bindings.sources.values()) + internal
         source_conf = dict(config.source_overrides)

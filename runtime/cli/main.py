@@ -14,6 +14,7 @@ from runtime.api.errors import ShoalError
 from runtime.api.redact import redact_text
 from runtime.cli import _own_packages  # noqa: F401 - first: see its docstring
 from runtime.cli.broker_cmd import broker
+from runtime.cli.canary_cmd import canary
 from runtime.cli.chaos_cmd import chaos
 from runtime.cli.demo_cmd import demo
 from runtime.cli.generate_cmd import generate
@@ -90,6 +91,7 @@ def cli(verbose: bool, log_level: str | None, log_format: str) -> None:
 
 
 cli.add_command(broker)
+cli.add_command(canary)
 cli.add_command(chaos)
 cli.add_command(demo)
 cli.add_command(generate)

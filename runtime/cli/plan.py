@@ -15,7 +15,7 @@ from runtime.api.errors import ConfigError
 from runtime.api.job import Job
 from runtime.api.redact import redact_url
 from runtime.api.watermarks import WatermarkStrategy
-from runtime.runner import PlannedTopic, topic_plan
+from runtime.runner import PlannedTopic, topic_plan, worker_state_dir
 
 
 def _duration(ms: int | None) -> str:
@@ -85,7 +85,8 @@ def describe_run(
         engine: ``native`` or ``flink``.
         http: the HTTP service's address, if any.
     """
-    where = f" in {state_dir / worker_id}" if state == "rocksdb" else ""
+    folder = worker_state_dir(state_dir, worker_id, job.name, group)
+    where = f" in {folder}" if state == "rocksdb" else ""
     lines = [
         f"job {job.name}: group {group}, {workers} worker(s) (this one {worker_id}), "
         f"{guarantee}, {state} state{where}, checkpoint every {_duration(checkpoint_ms)}, "

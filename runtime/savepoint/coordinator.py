@@ -239,11 +239,20 @@ class Coordinator:
             time.sleep(0.5)
 
     # -- commands -----------------------------------------------------------------------
-    def savepoint(self, dest: Location, *, stop: bool = False) -> Manifest:
+    def savepoint(
+        self,
+        dest: Location,
+        *,
+        stop: bool = False,
+        on_hold: Callable[[Manifest], None] | None = None,
+    ) -> Manifest:
         """Align the workers on one cut, write it to ``dest``, resume (or stop) them.
 
         ``dest`` is a folder, a URL (``s3://bucket/prefix``) or a storage; it is checked
         before the workers are asked anything, so an unusable one costs them nothing.
+        ``on_hold(manifest)`` runs once the savepoint is written while the workers
+        still hold at the cut (``shoal canary`` reads the sinks' ends there: what the
+        job had committed exactly up to the cut).
 
         Raises:
             ConfigError: no live worker, a worker failed or did not answer, the group
@@ -261,6 +270,8 @@ class Coordinator:
         self.echo(f"{op} {self.cmd_id}: {len(members)} workers of {desc.get('job')} ({self.group})")
         try:
             manifest = self._take(desc, members, storage)
+            if on_hold is not None:
+                on_hold(manifest)
         except BaseException:
             self.send(op, "abort")
             raise

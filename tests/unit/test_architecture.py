@@ -49,7 +49,13 @@ PRODUCT = ("runtime", "connectors", "jobs", "schemas")
 # The top layer: the composition root (the one module that wires connectors into the
 # engine), the command line built on it, and savepoints: cluster operations that read
 # and write a job's topics and group offsets themselves. They may import everything.
-TOP = ("runtime.composition", "runtime.cli", "runtime.savepoint", "runtime.chaos")
+TOP = (
+    "runtime.composition",
+    "runtime.cli",
+    "runtime.savepoint",
+    "runtime.chaos",
+    "runtime.canary",
+)
 
 # An entry starting with "=" allows that one module, not its submodules.
 RUNTIME_PUBLIC = ("=runtime", "runtime.api", "runtime.aggregates")
@@ -78,7 +84,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "runtime.engines": ("runtime.api",),
     "runtime.runner": ("runtime.api", "runtime.engine", "runtime.state"),
     "runtime.service": ("runtime.api", "runtime.engine", "runtime.service"),
-    "runtime.canary": ("runtime.canary",),
     "runtime.testing": ("runtime.api", "runtime.engine", "runtime.state", "runtime.testing"),
     # The Flink engine: the API and the shared engine pieces (never the worker: see
     # FLINK_FORBIDDEN), the engine interface and its own modules.
