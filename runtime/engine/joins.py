@@ -30,7 +30,7 @@ everything else):
 ===============================  ==================================================
 state key                        value
 ===============================  ==================================================
-``("L", key)`` / ``("R", key)``  the side's kept records of ``key``, sorted by event
+``(key, "L")`` / ``(key, "R")``  the side's kept records of ``key``, sorted by event
                                  time (arrival order among equal times): a list of
                                  ``[ts, value, matched]``; ``matched`` is kept for
                                  left joins (has the left record paired yet)
@@ -38,7 +38,8 @@ state key                        value
                                  watermark reaches ``at``
 ===============================  ==================================================
 
-One list per key and side makes a lookup one read (a prefix scan would read every
+Record keys come first, as in every stateful step, so queryable state finds a key's
+entries by key. One list per key and side makes a lookup one read (a prefix scan would read every
 pending change on RocksDB); a key with very many records in its interval costs a
 rewrite of its list per record. Cleanup timers are kept in the store, their heap in
 memory is rebuilt from it after a restore. A value that the state codec cannot store
@@ -167,7 +168,7 @@ class JoinOperator(Operator):
         """Keep a record and return ``(ts, value)`` of the other side's records it pairs
         with. Nothing is changed when it raises (the record is dead-lettered)."""
         store = self.store
-        own_key, other_key = (_TAGS[side], key), (_TAGS[1 - side], key)
+        own_key, other_key = (key, _TAGS[side]), (key, _TAGS[1 - side])
         encode_key(own_key)  # raises for a key state cannot hold
         encode_value(value)  # raises for a value state cannot hold
         if side == LEFT:
@@ -234,7 +235,7 @@ class JoinOperator(Operator):
     def _expire(self, key: Any, watermark_ms: int, out: Batch) -> None:
         floor = watermark_ms - self.lateness  # kept while its last partner time >= floor
         for side, reach in ((LEFT, self.upper), (RIGHT, -self.lower)):
-            sk = (_TAGS[side], key)
+            sk = (key, _TAGS[side])
             entries: list[list[Any]] | None = self.store.get(sk)
             if not entries:
                 continue
