@@ -241,3 +241,14 @@ def test_a_join_is_described_with_its_state_layout() -> None:
     assert step["layout"] == "join"
     assert step["params"] == {"lower_ms": 0, "upper_ms": 300_000, "lateness_ms": 500, "how": "left"}
     assert step["keyed_by"] == {"step": "imp_user", "repartition": True}
+
+
+def test_a_join_gets_a_compacted_changelog_topic() -> None:
+    from runtime.api.bindings import Bindings
+    from runtime.runner import topic_plan
+
+    job = attribution_job()
+    plan = {p.owner: p for p in topic_plan(job, Bindings.for_job(job), 4, app="g")}
+    changelog = plan["attributed"]
+    assert changelog.role == "changelog" and changelog.name == "g.attributed.changelog"
+    assert changelog.config == {"cleanup.policy": "compact"}
