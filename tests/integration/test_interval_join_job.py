@@ -78,7 +78,7 @@ def test_interval_join_on_the_broker_equals_brute_force(kafka: str) -> None:
         f"playback={playback}", f"interactions={interactions}", f"attributions={out}",
         f"late-impressions={late}", f"dead-letters={dead}",
     ])  # fmt: skip
-    worker = run_job_until_idle(kafka, job, bindings, idle_s=6.0)
+    run_job_until_idle(kafka, job, bindings, idle_s=6.0)
 
     far = config.start_ms + 10 * 24 * 3_600_000
     arrivals = [
