@@ -38,6 +38,11 @@ state key                        value
                                  watermark reaches ``at``
 ===============================  ==================================================
 
+A cleanup timer fires when the watermark reaches it, so a record that expired as it
+arrived (``upper < 0``) is dropped at the next watermark move; after a restore, timers
+the checkpoint still held fire at the first watermark move too (their drops and any
+left-join output were not committed, so nothing goes out twice).
+
 Record keys come first, as in every stateful step, so queryable state finds a key's
 entries by key. One list per key and side makes a lookup one read (a prefix scan would read every
 pending change on RocksDB); a key with very many records in its interval costs a
