@@ -313,7 +313,7 @@ def topic_plan(
             {"cleanup.policy": "compact"},
         )
         for n in job.nodes
-        if n.kind in ("window", "process")
+        if n.kind in ("window", "process", "join")
     ]
     plan += [
         PlannedTopic("repartition", n.name, repartition_topic(group, n.name), None, replication)

@@ -22,7 +22,14 @@ from runtime.api.functions import (
 )
 from runtime.api.graph import ErrorPolicy
 from runtime.api.io import Avro, Json
-from runtime.api.job import AggregatedStream, Job, KeyedStream, Stream, WindowedStream
+from runtime.api.job import (
+    AggregatedStream,
+    Job,
+    JoinedStream,
+    KeyedStream,
+    Stream,
+    WindowedStream,
+)
 from runtime.api.watermarks import WatermarkStrategy
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "ErrorPolicy",
     "Job",
     "JobDefinitionError",
+    "JoinedStream",
     "Json",
     "KeyedProcessFunction",
     "KeyedStream",

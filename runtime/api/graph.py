@@ -91,7 +91,13 @@ class WindowNode(Node):
 
 @dataclass(frozen=True, eq=False)
 class LateNode(Node):
-    """Side output of a window step: records that came after allowed lateness."""
+    """Side output of a window or join step: records that came after allowed lateness.
+
+    ``side`` is ``"left"`` or ``"right"`` for a join step (which input's late records),
+    empty for a window step.
+    """
+
+    side: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +105,30 @@ class ProcessNode(Node):
     """Keyed process function with state and timers."""
 
     fn: KeyedProcessFunction[Any, Any, Any] | None = None
+
+
+class JoinKind(StrEnum):
+    """Which records an interval join emits."""
+
+    INNER = "inner"  # every matching pair
+    LEFT = "left"  # every matching pair, and each left record that matched nothing
+
+
+@dataclass(frozen=True, eq=False)
+class JoinNode(Node):
+    """Interval join of two keyed streams; ``parents`` are ``(left, right)``.
+
+    A pair of records of the same key joins when ``left.ts + lower_ms <= right.ts <=
+    left.ts + upper_ms``; ``output(key, left, right)`` builds the emitted record
+    (``right`` is ``None`` for an unmatched left record of a left join). Declarative
+    on purpose: each engine runs it its own way (see ``runtime.engine.joins``).
+    """
+
+    lower_ms: int = 0
+    upper_ms: int = 0
+    how: JoinKind = JoinKind.INNER
+    allowed_lateness_ms: int = 0
+    output: Callable[[Any, Any, Any], Any] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,3 +147,8 @@ def default_window_output(key: Any, window: Window, result: Any) -> dict[str, An
         "window_end_ms": window.end_ms,
         "value": result,
     }
+
+
+def default_join_output(key: Any, left: Any, right: Any) -> dict[str, Any]:
+    """The default record a join step emits (``right`` is ``None`` when unmatched)."""
+    return {"key": key, "left": left, "right": right}

@@ -28,8 +28,9 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from os import PathLike, fspath
-from typing import Any, Generic, Never, TypeVar, overload
+from typing import Any, Generic, Literal, Never, TypeVar, overload
 
 from runtime.api.aggregates import Collect, Reduce
 from runtime.api.errors import JobDefinitionError
@@ -39,6 +40,8 @@ from runtime.api.graph import (
     ErrorPolicy,
     FilterNode,
     FlatMapNode,
+    JoinKind,
+    JoinNode,
     KeyByNode,
     LateNode,
     MapNode,
@@ -48,6 +51,7 @@ from runtime.api.graph import (
     SinkNode,
     SourceNode,
     WindowNode,
+    default_join_output,
     default_window_output,
 )
 from runtime.api.io import Avro, Json, SinkFormat, format_schema
@@ -61,6 +65,7 @@ A = TypeVar("A")  # an aggregate's accumulator
 R = TypeVar("R")  # an aggregate's result
 L = TypeVar("L")  # the records of a window step's late output (its input records)
 N = TypeVar("N")  # what a window's result may also be: None where windows merge away
+V = TypeVar("V")  # the records a join step emits
 
 _NO_SCHEMA = object()  # ``sink(schema=...)`` not given
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -288,6 +293,26 @@ class Stream(Generic[T]):
         node = self._job._add(KeyByNode(name, (self._node,), fn=key, repartition=repartition))
         return KeyedStream(self._job, node)
 
+    def join(
+        self,
+        other: Never,
+        name: str,
+        *,
+        within: tuple[timedelta, timedelta],
+        how: Literal["inner", "left"] = "inner",
+        allowed_lateness: timedelta = timedelta(0),
+        output: None = None,
+    ) -> object:
+        """Joins pair records by key: only a ``KeyedStream`` joins (see
+        :meth:`KeyedStream.join`).
+
+        Raises:
+            JobDefinitionError: always; key the stream first.
+        """
+        raise JobDefinitionError(
+            f"join {name!r}: the left stream is not keyed; key it first with .key_by(name, key)"
+        )
+
     @overload
     def sink(
         self,
@@ -328,6 +353,24 @@ class Stream(Generic[T]):
         """
         fmt = _sink_format(name, format, schema)
         self._job._add(SinkNode(name, (self._node,), schema=format_schema(fmt), key=key))
+
+
+def _join_bounds(name: str, within: object) -> tuple[int, int]:
+    """``(lower_ms, upper_ms)`` of a join's ``within``."""
+    if (
+        not isinstance(within, tuple)
+        or len(within) != 2
+        or not all(isinstance(b, timedelta) for b in within)
+    ):
+        raise JobDefinitionError(
+            f"join {name!r}: within must be a (lower, upper) pair of timedeltas, got {within!r}"
+        )
+    lower, upper = (b // timedelta(milliseconds=1) for b in within)
+    if lower > upper:
+        raise JobDefinitionError(
+            f"join {name!r}: the lower bound {within[0]} is above the upper bound {within[1]}"
+        )
+    return lower, upper
 
 
 def _sink_format(name: str, format: object, schema: object) -> SinkFormat:
@@ -374,6 +417,115 @@ class KeyedStream(Stream[T], Generic[K, T]):
         as the result of a session a late record merged into another (a retraction).
         """
         return WindowedStream(self, name, spec)
+
+    @overload
+    def join(
+        self,
+        other: KeyedStream[K, U],
+        name: str,
+        *,
+        within: tuple[timedelta, timedelta],
+        how: Literal["inner", "left"] = "inner",
+        allowed_lateness: timedelta = ...,
+        output: None = None,
+    ) -> JoinedStream[K, dict[str, Any], T, U]: ...
+
+    @overload
+    def join(
+        self,
+        other: KeyedStream[K, U],
+        name: str,
+        *,
+        within: tuple[timedelta, timedelta],
+        how: Literal["inner"] = "inner",
+        allowed_lateness: timedelta = ...,
+        output: Callable[[K, T, U], V],
+    ) -> JoinedStream[K, V, T, U]: ...
+
+    @overload
+    def join(
+        self,
+        other: KeyedStream[K, U],
+        name: str,
+        *,
+        within: tuple[timedelta, timedelta],
+        how: Literal["left"],
+        allowed_lateness: timedelta = ...,
+        output: Callable[[K, T, U | None], V],
+    ) -> JoinedStream[K, V, T, U]: ...
+
+    def join(
+        self,
+        other: KeyedStream[K, U],
+        name: str,
+        *,
+        within: tuple[timedelta, timedelta],
+        how: str = "inner",
+        allowed_lateness: timedelta = timedelta(0),
+        output: Callable[[K, T, Any], Any] | None = None,
+    ) -> JoinedStream[K, Any, T, U]:
+        """Interval join: pair each record of this (left) stream with the records of
+        ``other`` (right) of the same key whose event times are close to its own.
+
+        A left record at ``l`` and a right record at ``r`` pair when ``l + lower <= r <=
+        l + upper`` (``within=(lower, upper)``; bounds may be negative: ``(-5 min, 0)``
+        pairs a record with the right records of the five minutes before it). Each pair
+        is emitted once, when its second record arrives, with event time ``max(l, r)``.
+        With ``how="left"``, a left record that matched nothing is emitted once with
+        ``None`` as its right value, at its own event time, when the watermark has
+        passed ``l + upper + allowed_lateness``.
+
+        A record is late when ``ts + allowed_lateness`` is below the watermark it
+        arrives at (the lower of both inputs'): it joins nothing and goes to
+        ``late_left()``/``late_right()``. Every pair of records that are not late is
+        emitted; state is kept only until no such record can still match it.
+
+        Both streams must be keyed by the same key, partitioned alike (two ``key_by``
+        steps, or inputs declared already partitioned by it).
+
+        Args:
+            other: the right stream.
+            name: the step's stable name (names its state and changelog).
+            within: ``(lower, upper)`` bounds of ``right.ts - left.ts``, inclusive.
+            how: ``"inner"`` (pairs only) or ``"left"`` (also unmatched left records).
+            allowed_lateness: how far behind the watermark a record may still join.
+            output: builds the emitted record from ``(key, left, right)``; default: a
+                dict with ``key``, ``left`` and ``right``.
+
+        Returns:
+            The joined stream, keyed by the join key.
+
+        Raises:
+            JobDefinitionError: a stream is not keyed, the bounds are not timedeltas or
+                ``lower > upper``, ``how`` is unknown, or the lateness is negative.
+        """
+        if not isinstance(other, KeyedStream):
+            raise JobDefinitionError(
+                f"join {name!r}: the right stream is not keyed; key it first with "
+                ".key_by(name, key)"
+            )
+        if other.job is not self.job:
+            raise JobDefinitionError(f"join {name!r}: the right stream belongs to another job")
+        lower_ms, upper_ms = _join_bounds(name, within)
+        if how not in ("inner", "left"):
+            raise JobDefinitionError(f"join {name!r}: how must be 'inner' or 'left', not {how!r}")
+        if not isinstance(allowed_lateness, timedelta) or allowed_lateness < timedelta(0):
+            raise JobDefinitionError(
+                f"join {name!r}: allowed_lateness must be a non-negative timedelta, "
+                f"got {allowed_lateness!r}"
+            )
+        node = self._job._add(
+            JoinNode(
+                name,
+                (self._node, other.node),
+                lower_ms=lower_ms,
+                upper_ms=upper_ms,
+                how=JoinKind(how),
+                allowed_lateness_ms=allowed_lateness // timedelta(milliseconds=1),
+                output=output or default_join_output,
+            )
+        )
+        return JoinedStream(self._job, node)
 
     def process(self, name: str, fn: KeyedProcessFunction[K, T, U]) -> KeyedStream[K, U]:
         """Run a keyed process function with state and timers; outputs stay keyed."""
@@ -474,3 +626,22 @@ class AggregatedStream(KeyedStream[K, T], Generic[K, T, L]):
     def late(self, name: str | None = None) -> Stream[L]:
         """Side output: records that arrived after their window's allowed lateness."""
         return self._then(LateNode(name or f"{self._node.name}.late", (self._node,)))
+
+
+class JoinedStream(KeyedStream[K, V], Generic[K, V, T, U]):
+    """Records ``V`` of a join step keyed by ``K``; ``late_left()`` and ``late_right()``
+    give the input records (``T``, ``U``) that came too late to join."""
+
+    __slots__ = ()
+
+    def late_left(self, name: str | None = None) -> Stream[T]:
+        """Side output: left records that arrived after allowed lateness."""
+        return self._then(
+            LateNode(name or f"{self._node.name}.late_left", (self._node,), side="left")
+        )
+
+    def late_right(self, name: str | None = None) -> Stream[U]:
+        """Side output: right records that arrived after allowed lateness."""
+        return self._then(
+            LateNode(name or f"{self._node.name}.late_right", (self._node,), side="right")
+        )

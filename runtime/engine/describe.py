@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.api.graph import KeyByNode, Node, ProcessNode, WindowNode
+from runtime.api.graph import JoinNode, KeyByNode, Node, ProcessNode, WindowNode
 from runtime.api.job import Job
 from runtime.api.windows import Hopping, Session, Tumbling
 from runtime.engine.windowing import assigner_for
@@ -22,7 +22,7 @@ from runtime.engine.windowing import assigner_for
 __all__ = ["STATEFUL_LAYOUTS", "describe_job", "fingerprint", "layout_of"]
 
 #: How each kind of stateful step keeps its state (see runtime.savepoint.layouts).
-STATEFUL_LAYOUTS = ("session", "fixed", "process")
+STATEFUL_LAYOUTS = ("session", "fixed", "process", "join")
 
 
 def layout_of(node: Node) -> tuple[str, dict[str, Any]] | None:
@@ -54,6 +54,13 @@ def layout_of(node: Node) -> tuple[str, dict[str, Any]] | None:
     if isinstance(node, ProcessNode):
         states = sorted(d.name for d in getattr(node.fn, "states", ()) or ())
         return "process", {"states": states}
+    if isinstance(node, JoinNode):
+        return "join", {
+            "lower_ms": node.lower_ms,
+            "upper_ms": node.upper_ms,
+            "lateness_ms": node.allowed_lateness_ms,
+            "how": str(node.how),
+        }
     return None
 
 

@@ -27,6 +27,8 @@ from runtime.api.graph import (
     ErrorPolicy,
     FilterNode,
     FlatMapNode,
+    JoinKind,
+    JoinNode,
     KeyByNode,
     LateNode,
     MapNode,
@@ -39,6 +41,7 @@ from runtime.api.graph import (
 )
 from runtime.api.io import CodecFactory, RawRecord
 from runtime.api.job import Job
+from runtime.engine.joins import SIDES, JoinOperator
 from runtime.engine.operators import (
     FilterOperator,
     FlatMapOperator,
@@ -158,21 +161,31 @@ class Task:
             op.stage = stage
             self.stage[node.name] = stage
             self.ops[node.name] = op
-            for parent in node.parents:
+            for i, parent in enumerate(node.parents):
                 parent_op = self.ops[parent.name]
                 if isinstance(node, LateNode):
-                    if not isinstance(parent_op, WindowOperator):
-                        raise JobDefinitionError(
-                            f"step {node.name!r}: late records come from a window step, "
-                            f"not from {parent.name!r}"
-                        )
-                    parent_op.late_children.append(op)
+                    self._add_late(node, parent_op, op)
+                elif isinstance(op, JoinOperator):
+                    parent_op.children.append(op.inputs[i])
                 else:
                     parent_op.children.append(op)
         self.order = list(self.ops.values())
         self.by_stage: list[list[Operator]] = [[] for _ in self.trackers]
         for op in self.order:
             self.by_stage[op.stage].append(op)
+
+    @staticmethod
+    def _add_late(node: LateNode, parent_op: Operator, op: Operator) -> None:
+        """Attach a late side output to its window or join step."""
+        if isinstance(parent_op, WindowOperator) and not node.side:
+            parent_op.late_children.append(op)
+        elif isinstance(parent_op, JoinOperator) and node.side in SIDES:
+            parent_op.late_children[node.side].append(op)
+        else:
+            raise JobDefinitionError(
+                f"step {node.name!r}: late records come from a window step or one side "
+                f"of a join step, not from {parent_op.name!r}"
+            )
 
     def _build(self, node: Node, backend: StateBackend) -> Operator:
         name = node.name
@@ -208,6 +221,21 @@ class Task:
             store = backend.open_store(self.job.name, name, self.task_id)
             self.stores.append(store)
             return ProcessOperator(name, self, node.fn, store)
+        if isinstance(node, JoinNode):
+            if node.output is None or len(node.parents) != 2:
+                raise JobDefinitionError(f"join step {name!r} needs two inputs and an output")
+            store = backend.open_store(self.job.name, name, self.task_id)
+            self.stores.append(store)
+            return JoinOperator(
+                name,
+                self,
+                lower_ms=node.lower_ms,
+                upper_ms=node.upper_ms,
+                lateness_ms=node.allowed_lateness_ms,
+                outer=node.how is JoinKind.LEFT,
+                output=node.output,
+                store=store,
+            )
         raise ShoalError(f"step {name!r}: unsupported step type {type(node).__name__}")
 
     def reindex(self) -> None:

@@ -39,6 +39,9 @@ Where Flink differs from the native engine (the same results otherwise):
   event time of the record that merged the sessions (native: the retracted
   session's ``end - 1``).
 * Windows with ``early_updates`` are refused (no Flink trigger is wired for them).
+* Interval joins (``join``) are refused with a ``ConfigError`` (not translated yet;
+  Flink's interval join judges lateness as the native engine does with no allowed
+  lateness: a record is late when its time is below the watermark).
 * The ``skip`` and ``dead_letter`` policies behave alike; ``fail`` fails the task and
   Flink restarts it from the last checkpoint until its restart attempts run out.
 * The skew bound (``WatermarkStrategy.max_future_ms``) is checked against each
@@ -59,6 +62,7 @@ from runtime.api.errors import ConfigError, JobDefinitionError
 from runtime.api.graph import (
     FilterNode,
     FlatMapNode,
+    JoinNode,
     KeyByNode,
     LateNode,
     MapNode,
@@ -135,9 +139,16 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
     """Add ``job`` to the Flink environment ``env``: sources, steps, sinks, dead letters.
 
     Raises:
-        ConfigError: a source topic's partition count is unknown.
+        ConfigError: a source topic's partition count is unknown, or the job has an
+            interval join (not translated yet).
         JobDefinitionError: the job uses something the Flink engine does not run.
     """
+    for node in job.nodes:
+        if isinstance(node, JoinNode):
+            raise ConfigError(
+                f"job {job.name!r}, step {node.name!r}: the Flink engine cannot run interval "
+                "joins yet; run the job on the native engine"
+            )
     out = Translation()
     for node in job.nodes:
         out.streams[node.name] = _translate(env, job, bindings, kafka, node, out)

@@ -49,7 +49,7 @@ field               meaning
 ``repartition``     per repartitioning ``key_by``: its topic and per partition the
                     group's position and watermark (nothing was in flight at the cut)
 ``state``           per stateful step: ``layout`` (``session``, ``fixed``,
-                    ``process``), ``params``, ``schema`` (the rows' Avro schema),
+                    ``process``, ``join``), ``params``, ``schema`` (the rows' Avro schema),
                     ``value_schema`` and ``key_type`` and ``version`` as declared,
                     ``key_kinds`` (Python types of the keys seen), ``keys``, and per
                     task its ``file``, ``rows`` and ``keys``

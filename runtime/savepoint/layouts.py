@@ -15,8 +15,13 @@ process     ``(key, state) -> (value, written_ms)``        ``key kind="state" na
                                                            time_ms=written_ms``
             ``(timer kind, ts, key) -> 1``                 ``key kind="event_timer"|
                                                            "processing_timer" time_ms=ts``
+join        ``(key, "L"|"R") -> [[ts, value, matched],     one row per kept record:
+            ...]``                                         ``key kind="left"|"right"
+                                                           time_ms=ts value matched``
+            ``(JOIN_TIMER, at, key) -> 1``                 ``key kind="timer" time_ms=at``
 ==========  =============================================  ============================
 
+(Join steps are described in :mod:`runtime.engine.joins`; they declare no state type.)
 ``key`` is always a :mod:`~runtime.savepoint.datum` ``Datum``; ``acc`` is the step's
 declared value schema, or a ``Datum`` when it declares none; ``value`` of process
 state is a ``Datum``. Session ``emitted``/``pending`` are those of
@@ -38,6 +43,11 @@ __all__ = ["entries_from_rows", "row_key", "row_schema", "rows_from_entries"]
 # Timer keys of process steps (runtime/engine/process.py keeps timers under these).
 EVENT_TIMER, PROCESSING_TIMER = "\x00timer:event", "\x00timer:proc"
 _TIMER_KINDS = {EVENT_TIMER: "event_timer", PROCESSING_TIMER: "processing_timer"}
+# Cleanup timers of join steps (runtime/engine/joins.py keeps them under this), and the
+# tags of its two sides' record lists.
+JOIN_TIMER = "\x00timer:join"
+_JOIN_SIDES = {"L": "left", "R": "right"}
+_JOIN_TAGS = {v: k for k, v in _JOIN_SIDES.items()}
 _TIMER_KEYS = {v: k for k, v in _TIMER_KINDS.items()}
 
 
@@ -45,7 +55,7 @@ def row_schema(layout: str, step: str, value_schema: Any | None) -> dict[str, An
     """The Avro schema of a step's savepoint rows.
 
     Args:
-        layout: ``session``, ``fixed`` or ``process``.
+        layout: ``session``, ``fixed``, ``process`` or ``join``.
         step: the step's name (for errors).
         value_schema: the declared accumulator schema, or ``None`` (a ``Datum``).
 
@@ -77,6 +87,14 @@ def row_schema(layout: str, step: str, value_schema: Any | None) -> dict[str, An
             {"name": "name", "type": "string"},
             {"name": "value", "type": DATUM_NAME},
             {"name": "time_ms", "type": "long"},
+        ]
+    elif layout == "join":
+        fields = [
+            key,
+            {"name": "kind", "type": "string"},
+            {"name": "time_ms", "type": "long"},
+            {"name": "value", "type": DATUM_NAME},
+            {"name": "matched", "type": "boolean"},
         ]
     else:
         raise StateError(f"step {step!r}: unknown state layout {layout!r}")
@@ -130,6 +148,8 @@ def rows_from_entries(
                 }
             elif layout == "process":
                 yield _process_row(key, value)
+            elif layout == "join":
+                yield from _join_rows(key, value)
             else:
                 raise StateError(f"unknown state layout {layout!r}")
         except (TypeError, ValueError) as exc:
@@ -158,6 +178,18 @@ def _process_row(key: Any, value: Any) -> dict[str, Any]:
         "value": to_datum(state),
         "time_ms": written,
     }
+
+
+def _join_rows(key: Any, value: Any) -> Iterator[dict[str, Any]]:
+    if len(key) == 3 and key[0] == JOIN_TIMER:
+        yield {"key": to_datum(key[2]), "kind": "timer", "time_ms": key[1],
+               "value": to_datum(None), "matched": False}  # fmt: skip
+        return
+    user_key, tag = key
+    kind = _JOIN_SIDES[tag]
+    for ts, record, matched in value:
+        yield {"key": to_datum(user_key), "kind": kind, "time_ms": ts,
+               "value": to_datum(record), "matched": bool(matched)}  # fmt: skip
 
 
 def row_key(row: dict[str, Any]) -> Any:
@@ -204,6 +236,20 @@ def entries_from_rows(
                     yield (_TIMER_KEYS[row["kind"]], row["time_ms"], key), 1
                 else:
                     raise StateError(f"unknown process row kind {row['kind']!r}")
+        elif layout == "join":
+            sides: dict[tuple[Any, str], list[list[Any]]] = {}
+            for row in rows:
+                key = row_key(row)
+                if row["kind"] == "timer":
+                    yield (JOIN_TIMER, row["time_ms"], key), 1
+                elif row["kind"] in _JOIN_TAGS:
+                    record = [row["time_ms"], from_datum(row["value"]), row["matched"]]
+                    sides.setdefault((key, _JOIN_TAGS[row["kind"]]), []).append(record)
+                else:
+                    raise StateError(f"unknown join row kind {row['kind']!r}")
+            for state_key, records in sides.items():
+                records.sort(key=lambda r: r[0])  # stable: equal times keep their order
+                yield state_key, records
         else:
             raise StateError(f"unknown state layout {layout!r}")
     except KeyError as exc:

@@ -79,6 +79,9 @@ def _rows(
     typed_old = entry.get("value_schema") is not None
     reader = row_schema(layout, plan.old, new_schema) if plan.values == "resolved" else None
     for tid, row in sp.rows(plan.old, reader_schema=reader):
+        if layout == "join":  # kept records as they are: a join declares no state type
+            yield tid, row
+            continue
         if layout == "process":
             if plan.values == "migrated" and row["kind"] == "state" and migrate is not None:
                 row["value"] = to_datum(migrate(from_datum(row["value"])))
@@ -117,7 +120,7 @@ def load_state(
         label = step_plan.old if step_plan.old == name else f"{step_plan.old} -> {name}"
         try:
             for tid, row in _rows(sp, step_plan, new_schema, migrate):
-                if tree is not None and step_plan.layout != "process":
+                if tree is not None and step_plan.layout not in ("process", "join"):
                     bad = find_violation(row["acc"], tree)
                     if bad is not None:
                         problems.append(

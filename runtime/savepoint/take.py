@@ -64,9 +64,9 @@ def _latest(changes: Iterable[tuple[bytes, bytes | None]]) -> dict[bytes, bytes]
 
 
 def _user_key(layout: str, key: Any) -> Any:
-    if layout == "fixed" or (layout == "process" and not _is_timer(key)):
+    if layout == "fixed" or (layout in ("process", "join") and not _is_timer(key)):
         return key[0]
-    if layout == "process":
+    if layout in ("process", "join"):
         return key[2]
     return key
 

@@ -14,6 +14,7 @@ from runtime.api.errors import ConfigError
 from runtime.api.io import Codec, CodecFactory
 from runtime.api.job import Job
 from runtime.engine.encoding import encode_sink_records
+from runtime.engine.joins import SIDES, JoinOperator
 from runtime.engine.operators import Batch, Operator
 from runtime.engine.queryable import lookup_state
 from runtime.engine.task import DeadLetter, Task
@@ -151,6 +152,10 @@ class TestDriver:
         for name, op in task.ops.items():
             if isinstance(op, WindowOperator):
                 op.late_children.append(_Capture(f"{name}.capture", task, self._late[name]))
+            elif isinstance(op, JoinOperator):
+                for side in SIDES:
+                    into = self._late[f"{name}:{side}"]
+                    op.late_children[side].append(_Capture(f"{name}.capture", task, into))
         for source in task.sources:
             for p in range(self._partitions):
                 task.add_partition(source, p)
@@ -399,11 +404,20 @@ class TestDriver:
             )
         return list(self._outputs[sink])
 
-    def late(self, window_step: str) -> list[Any]:
-        """Values of records that were too late for ``window_step``."""
-        if window_step not in self._late:
-            raise ConfigError(f"job {self.job.name!r} has no window step {window_step!r}")
-        return [v for _, v, _, _ in self._late[window_step]]
+    def late(self, step: str, side: str | None = None) -> list[Any]:
+        """Values of records that were too late for window step ``step``, or for the
+        ``side`` (``"left"`` or ``"right"``) of join step ``step``.
+
+        Raises:
+            ConfigError: no such window step, or no such join step and side.
+        """
+        name = step if side is None else f"{step}:{side}"
+        if name not in self._late:
+            if side is None and f"{step}:{SIDES[0]}" in self._late:
+                raise ConfigError(f"step {step!r} is a join: name its side, 'left' or 'right'")
+            what = "window step" if side is None else f"join step with a {side!r} side"
+            raise ConfigError(f"job {self.job.name!r} has no {what} {step!r}")
+        return [v for _, v, _, _ in self._late[name]]
 
     def dead_letters(self) -> list[DeadLetter]:
         """Dead letters so far: bad input, failed functions, and sink records that do not

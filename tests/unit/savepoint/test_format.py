@@ -67,12 +67,27 @@ ENTRIES: dict[str, list[tuple[Any, Any]]] = {
         (("\x00timer:event", 5000, "u1"), 1),
         (("\x00timer:proc", 7000, ("k", 2)), 1),
     ],
+    "join": [
+        (("u1", "L"), [[1000, {"id": "i1", "rank": 2}, True], [1000, {"id": "i2"}, False],
+                       [4000, {"id": "i3"}, False]]),
+        (("u1", "R"), [[2500, {"id": "p1", "pos": None}, False]]),
+        ((("u", 7), "L"), [[9, b"raw", True]]),
+        (("\x00timer:join", 1801001, "u1"), 1),
+        (("\x00timer:join", 10, ("u", 7)), 1),
+    ],
 }  # fmt: skip
 
 
 # Process state is always generic (no declared value schema).
 LAYOUTS = [(layout, typed) for layout in sorted(ENTRIES) for typed in (False, True)
-           if not (typed and layout == "process")]  # fmt: skip
+           if not (typed and layout in ("process", "join"))]  # fmt: skip
+
+
+def test_join_rows_use_the_engines_timer_tag() -> None:
+    from runtime.engine.joins import TIMER
+    from runtime.savepoint.layouts import JOIN_TIMER
+
+    assert JOIN_TIMER == TIMER
 
 
 @pytest.mark.parametrize("layout,typed", LAYOUTS)

@@ -83,3 +83,28 @@ changes = by_user.process("bitrate_changes", Changes())
 changes.map(lambda mbps: {"mbps": mbps}, name="as_record").sink("changes", Json())
 minutes.late("late_samples").map(lambda s: s["user"], name="late_users").sink("late", Json())
 plays.sink("copies", Json())
+
+
+class Pairing(TypedDict):
+    """The output of the join step: a sample and the bitrate change after it, if any."""
+
+    user: str
+    sample_mbps: float
+    next_change_mbps: float | None
+
+
+def pairing(user: str, s: Sample, change: float | None) -> Pairing:
+    """The join step's output (a left join: the change may be missing)."""
+    return {"user": user, "sample_mbps": s["mbps"], "next_change_mbps": change}
+
+
+joined = by_user.join(
+    changes, "sample_then_change", within=(timedelta(0), timedelta(minutes=1)), how="left",
+    output=pairing,
+)  # fmt: skip
+joined.filter(lambda p: p["next_change_mbps"] is not None, name="changed").sink(
+    "paired", Json(), key=lambda p: p["user"]
+)
+joined.late_right("late_changes").map(lambda mbps: {"mbps": mbps + 0.0}, name="late_mbps").sink(
+    "late-changes", Json()
+)

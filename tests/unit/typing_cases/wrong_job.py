@@ -49,3 +49,17 @@ samples.sink("out", Json(), key=lambda s: s["user_id"])  # mypy: has no key "use
 def untyped_state_use(s: Sample) -> None:
     """A sample is not a PlaybackEvent."""
     per_minute(s["user"], Window(0, 1), s["event_time_ms"])  # mypy: has no key "event_time_ms"
+
+
+# Only keyed streams join: key the samples first.
+WEEK = (timedelta(0), timedelta(days=7))
+samples.join(by_user, "unkeyed", within=WEEK)  # mypy: "Never"
+
+
+# A left join's output also gets None for the right side.
+def strict_pair(user: str, left: Sample, right: Sample) -> float:
+    """Ignores unmatched left records."""
+    return left["mbps"] - right["mbps"]
+
+
+by_user.join(by_user, "self", within=WEEK, how="left", output=strict_pair)  # mypy: No overload
