@@ -88,9 +88,7 @@ def test_records_keep_their_key_and_event_time() -> None:
     with closing(TestDriver(catalogue_job("inner", "co-partitioned"))) as driver:
         driver.send_table("titles", "t9", {"genre": "sport"})
         driver.send("plays", {"id": 1, "title": "t9", "ts": T0 + 5})
-        assert driver.records("out") == [
-            ("t9", {"key": "t9", "id": 1, "genre": "sport"}, T0 + 5)
-        ]
+        assert driver.records("out") == [("t9", {"key": "t9", "id": 1, "genre": "sport"}, T0 + 5)]
 
 
 def test_default_output_and_key_function_of_a_keyed_stream() -> None:
