@@ -353,9 +353,7 @@ def run_canary(
         theirs = _outputs(
             client, candidate, shadow_bind, codecs, {}, _sink_ends(admin, shadow_bind), until
         )
-        agreement = compare_outputs(
-            mine, theirs, lambda item: item[0], tolerance=options.tolerance
-        )
+        agreement = compare_outputs(mine, theirs, lambda item: item[0], tolerance=options.tolerance)
         results = []
         not_measured = tuple(r.name for r in rules if r.name not in MEASURED)
         for rule in rules:

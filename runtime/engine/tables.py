@@ -22,7 +22,11 @@ task and the worker's follower overlap) is applied once.
 
 A table record that cannot be applied is dead-lettered with its topic, partition and
 offset, and the table goes on: one without a key, whose key ``key`` cannot turn or
-state cannot hold, or whose value does not decode (or cannot be stored).
+state cannot hold, or whose value does not decode (or cannot be stored). Every task
+holding a global table reads it, but only one reports each partition's bad records
+(partition ``p`` by task ``p mod tasks``). As a table is read again from its start when
+a task opens, a bad record stays in the table topic and is dead-lettered again after a
+restart, until compaction or retention removes it.
 
 A join step (:class:`TableJoinOperator`) looks each record up in the table store of
 its own task when the record is processed; ``how="inner"`` drops a record whose key
@@ -81,6 +85,9 @@ class TableOperator(Operator):
         self.partitions = partitions
         #: partition -> next offset to apply (records before it were applied).
         self.positions: dict[int, int] = {}
+        #: Partitions whose bad records this task dead-letters (``None``: all). A global
+        #: table is held by every task: one of them reports each partition's bad records.
+        self.reports: frozenset[int] | None = None
 
     def process(self, batch: Batch) -> None:
         """A table is fed through :meth:`apply`, not by a parent step."""
@@ -119,7 +126,7 @@ class TableOperator(Operator):
                 value = self._decode(raw, data)
                 encode_value(value)  # raises for a value state cannot hold
             except Exception as exc:
-                self._reject(exc, raw)
+                self._reject(exc, raw, partition)
                 continue
             self.store.put(key, value)
         self.flush()
@@ -169,9 +176,10 @@ class TableOperator(Operator):
             raise failures[0][1]
         return values[0]
 
-    def _reject(self, exc: BaseException, raw: RawRecord) -> None:
+    def _reject(self, exc: BaseException, raw: RawRecord, partition: int) -> None:
         self.counters.dead_lettered += 1
-        self.task.dead_letter(self.name, exc, raw, raw.value())
+        if self.reports is None or partition in self.reports:
+            self.task.dead_letter(self.name, exc, raw, raw.value())
 
 
 def _origin(raw: RawRecord) -> RecordOrigin:
