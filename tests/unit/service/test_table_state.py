@@ -94,8 +94,8 @@ class FakeTableFeed:
 
 def table_job() -> Job:
     job = Job("plays")
-    events = job.source("events", schema="", timestamp=lambda e: e["t"],
-                        watermarks=WatermarkStrategy.bounded(timedelta(0), idle_timeout=None))  # fmt: skip
+    strategy = WatermarkStrategy.bounded(timedelta(0), idle_timeout=None)
+    events = job.source("events", schema="", timestamp=lambda e: e["t"], watermarks=strategy)
     titles = job.table("titles", schema="", kind="global")
     events.join_table(titles, "with_genre", key=lambda e: e["title"]).sink("out", Json())
     return job
