@@ -198,3 +198,28 @@ def test_table_state_and_description() -> None:
     assert steps["with_genre"]["parents"] == ["plays", "titles"]
     bindings = Bindings.for_job(job, ["titles=catalogue.v2"])
     assert bindings.tables == {"titles": "catalogue.v2"}
+
+
+def test_the_flink_engine_refuses_a_table_in_one_line() -> None:
+    from runtime.flink.translate import KafkaSettings, translate
+
+    job = catalogue_job()
+    settings = KafkaSettings("127.0.0.1:1", "g", codecs=lambda: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigError, match=r"step 'titles'.*cannot run tables") as err:
+        translate(object(), job, Bindings.for_job(job), settings)
+    assert "\n" not in str(err.value)
+
+
+def test_table_topics_must_exist_and_a_co_partitioned_one_fit_the_inputs() -> None:
+    from runtime.runner import check_table_topics
+
+    job = catalogue_job("inner", "co-partitioned")
+    bindings = Bindings.for_job(job, ["titles=catalogue"])
+    check_table_topics(job, bindings, {"plays": 4, "catalogue": 4}, 4)
+    with pytest.raises(ConfigError, match=r"co-partitioned table 'titles' has 2 partitions") as e:
+        check_table_topics(job, bindings, {"plays": 4, "catalogue": 2}, 4)
+    assert "\n" not in str(e.value) and "kind='global'" in str(e.value)
+    with pytest.raises(ConfigError, match=r"table 'titles' reads topic 'catalogue', which does"):
+        check_table_topics(job, bindings, {"plays": 4}, 4)
+    global_job = catalogue_job("inner", "global")
+    check_table_topics(global_job, Bindings.for_job(global_job), {"plays": 4, "titles": 1}, 4)
