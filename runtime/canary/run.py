@@ -448,9 +448,7 @@ def run_canary(
         theirs = _outputs(
             client, candidate, shadow_bind, codecs, {}, _sink_ends(admin, shadow_bind), until
         )
-        agreement = compare_outputs(
-            mine, theirs, lambda item: item[0], tolerance=options.tolerance
-        )
+        agreement = compare_outputs(mine, theirs, lambda item: item[0], tolerance=options.tolerance)
         results = []
         measured = MEASURED + (FROM_HTTP if base.served and shadow.served else ())
         not_measured = tuple(r.name for r in rules if r.name not in measured)

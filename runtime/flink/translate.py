@@ -42,6 +42,9 @@ Where Flink differs from the native engine (the same results otherwise):
 * Interval joins (``join``) are refused with a ``ConfigError`` (not translated yet;
   Flink's interval join judges lateness as the native engine does with no allowed
   lateness: a record is late when its time is below the watermark).
+* Tables (``Job.table``, ``join_table``) are refused with a ``ConfigError`` (not
+  translated yet; they would map to keyed state for co-partitioned tables and to
+  broadcast state for global ones).
 * The ``skip`` and ``dead_letter`` policies behave alike; ``fail`` fails the task and
   Flink restarts it from the last checkpoint until its restart attempts run out.
 * The skew bound (``WatermarkStrategy.max_future_ms``) is checked against each
@@ -140,7 +143,7 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
 
     Raises:
         ConfigError: a source topic's partition count is unknown, or the job has an
-            interval join (not translated yet).
+            interval join or a table (not translated yet).
         JobDefinitionError: the job uses something the Flink engine does not run.
     """
     for node in job.nodes:
@@ -148,6 +151,11 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
             raise ConfigError(
                 f"job {job.name!r}, step {node.name!r}: the Flink engine cannot run interval "
                 "joins yet; run the job on the native engine"
+            )
+        if node.kind in ("table", "tablejoin"):
+            raise ConfigError(
+                f"job {job.name!r}, step {node.name!r}: the Flink engine cannot run tables "
+                "(Job.table, join_table) yet; run the job on the native engine"
             )
     out = Translation()
     for node in job.nodes:
