@@ -152,3 +152,12 @@ def test_p99_of_an_interval_from_cumulative_histograms() -> None:
     assert p99_ms(after, after) is None
     assert p99_ms(after, before) is None
     assert p99_ms([], [(0.1, 0.0), (float("inf"), 5.0)]) is None
+
+
+def test_the_compared_value_can_be_part_of_a_record() -> None:
+    base = [((f"u{i}",), [{"n": 10.0 + i}]) for i in range(30)]
+    more = [((f"u{i}",), [{"n": (10.0 + i) * 1.03}]) for i in range(30)]
+    found = compare_outputs(
+        base, more, lambda it: it[0], tolerance=0.05, compared=lambda it: it[1][0]
+    )
+    assert found.agreement == 1.0 and "n" in found.shifted
