@@ -18,7 +18,10 @@ each engine's late side outputs say which records it judged late. The checks:
   (``tests.reference.joins``) of the records it did not judge late, event times
   included (the sink stamps each record with its event time); the native engine's
   unmatched left records as far as its watermark got;
-* where the two engines judged the same records late, their pairs are equal.
+* the pairs of records that neither engine judged late are equal on both engines.
+
+Late records on the real engines depend on timing, so they are not counted here (the
+unit tests drive them explicitly): the checks above hold whichever were late.
 """
 
 from __future__ import annotations
@@ -163,7 +166,14 @@ def test_interval_joins_on_both_engines_equal_brute_force(kafka: str, tmp_path: 
             matched[engine][name] = pairs
             late_by[engine][name] = late
     for name in JOINS:
-        if late_by["native"][name] == late_by["flink"][name]:
-            assert matched["native"][name] == matched["flink"][name], name
+        # The pairs of records neither engine judged late are the same on both.
+        late_anywhere = {i for engine in late_by for side in late_by[engine][name] for i in side}
+
+        def on_time(pairs: Counter[Any], late: set[str] = late_anywhere) -> Counter[Any]:
+            return Counter({p: n for p, n in pairs.items() if not {p[0], p[1]} & late})
+
+        both = on_time(matched["native"][name])
+        assert both == on_time(matched["flink"][name]), name
+        assert len(both) > 20, name
     could_be_late = [i for i, (ts, highest) in bounds.items() if ts < highest]
     assert could_be_late, "the input has no record that could be late"
