@@ -8,6 +8,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 0
+# e.g. make demo DEMO_ARGS=--chaos (kill workers on the way, a verdict at the end)
+DEMO_ARGS ?=
 
 .PHONY: venv venv-test system-deps system-deps-demo demo test check unit integration bench lint typecheck image image-flink clean
 
@@ -34,7 +36,7 @@ system-deps-demo:
 	@deploy/setup/system-deps demo
 
 demo: system-deps-demo venv
-	$(BIN)/shoal demo --seconds $(DEMO_SECONDS)
+	$(BIN)/shoal demo --seconds $(DEMO_SECONDS) $(DEMO_ARGS)
 
 test: system-deps venv-test
 	$(BIN)/python -m pytest -q --durations=15 tests

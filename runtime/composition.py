@@ -35,6 +35,7 @@ from connectors.kafka.admin import KafkaAdmin
 from connectors.kafka.broker import BrokerSettings
 from connectors.kafka.config import KafkaClientConfig, load_client_config
 from connectors.kafka.source import KafkaSource
+from connectors.kafka.tables import TableReader
 from connectors.kafka.transport import ChangelogReader, KafkaTransport
 from connectors.wire import EndpointCodecs, WireConfig
 from runtime.api.admin import ClientSettings, TopicAdmin
@@ -43,7 +44,7 @@ from runtime.api.errors import ConfigError
 from runtime.api.io import ExternalSink
 from runtime.api.job import Job
 from runtime.engine.control import ControlAgent
-from runtime.engine.ports import ChangelogRead
+from runtime.engine.ports import ChangelogRead, TableFeed
 from runtime.engine.worker import Worker
 from runtime.engines import Engine, EngineRegistry
 from runtime.flink.options import FlinkConnectors
@@ -199,6 +200,10 @@ class KafkaConnectors:
     def changelog(self, bootstrap: Bootstrap) -> ChangelogRead:
         """Reads changelog partitions (read_committed)."""
         return ChangelogReader(client_config(bootstrap)).read
+
+    def tables(self, bootstrap: Bootstrap) -> TableFeed:
+        """Reads table topics (``connectors.kafka.tables``)."""
+        return TableReader(client_config(bootstrap))
 
     def is_external(self, target: str) -> bool:
         """Whether a binding target is an external sink's URL."""

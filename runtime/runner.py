@@ -24,10 +24,10 @@ from runtime.api.choices import (
     check_state_backend,
 )
 from runtime.api.errors import ConfigError
-from runtime.api.graph import KeyByNode
+from runtime.api.graph import KeyByNode, TableKind
 from runtime.api.io import CodecFactory, ExternalSink, SourceReader
 from runtime.api.job import Job
-from runtime.engine.ports import ChangelogRead, Offsets, Transport
+from runtime.engine.ports import ChangelogRead, Offsets, TableFeed, Transport
 from runtime.engine.topics import changelog_topic, internal_topics, repartition_topic
 from runtime.engine.worker import Worker, WorkerOptions
 from runtime.state.base import StateBackend
@@ -194,6 +194,10 @@ class RunnerConnectors(Protocol):
         """Reads a changelog partition from the start (read_committed)."""
         ...
 
+    def tables(self, bootstrap: Bootstrap) -> TableFeed:
+        """Reads table topics (read_committed; see ``runtime.engine.tables``)."""
+        ...
+
     def control(
         self,
         bootstrap: Bootstrap,
@@ -254,6 +258,7 @@ def ensure_topics(
             f"({', '.join(f'{t}: {n}' for t, n in sorted({**uneven}.items()))}, others "
             f"{inputs}); inputs must be co-partitioned: give them the same partition count"
         )
+    check_table_topics(job, bindings, existing, inputs)
     plan = topic_plan(job, bindings, partitions, app, replication)
     specs = [t.spec(inputs) for t in plan]
     admin.ensure_topics(specs)
@@ -261,6 +266,30 @@ def ensure_topics(
     repartitions = [t.spec(inputs) for t in plan if t.role == "repartition"]
     check_internal_topics(admin, changelogs, repartitions)
     return inputs
+
+
+def check_table_topics(
+    job: Job, bindings: Bindings, existing: Mapping[str, int], inputs: int
+) -> None:
+    """A job's table topics must exist (a table is read, never created, by a job), and
+    a co-partitioned table's must have the inputs' partition count.
+
+    Raises:
+        ConfigError: one line naming the table, its topic and what is wrong.
+    """
+    for node in job.tables:
+        topic = bindings.tables.get(node.name, node.name)
+        if topic not in existing:
+            raise ConfigError(
+                f"job {job.name!r}: table {node.name!r} reads topic {topic!r}, which does "
+                "not exist (create it, compacted, and write the table to it)"
+            )
+        if node.table_kind is TableKind.CO_PARTITIONED and existing[topic] != inputs:
+            raise ConfigError(
+                f"job {job.name!r}: co-partitioned table {node.name!r} has {existing[topic]} "
+                f"partitions in {topic!r}, the job's inputs {inputs}: give it {inputs} "
+                "partitions keyed like the stream, or declare it kind='global'"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +509,7 @@ class KafkaRunner:
                     target, node.name, node.schema, self.codecs
                 )
         self.external = sinks
+        self.table_feed = connectors.tables(client) if job.tables else None
         self.worker = Worker(
             job,
             bindings,
@@ -492,6 +522,7 @@ class KafkaRunner:
             options=config.options,
             repartition_partitions=self.input_partitions,
             app=app,
+            tables=self.table_feed,
         )
         # Savepoints and stops arrive through <group>.control (runtime.engine.control).
         self.control = connectors.control(
@@ -542,3 +573,5 @@ class KafkaRunner:
                 sink.close()
             self.codecs.close()
             self.control.close()  # hook: the control topic's clients
+            if self.table_feed is not None:
+                self.table_feed.close()

@@ -201,6 +201,18 @@ class KafkaAdmin:
             for m in desc.members or []
         ]
 
+    def _coordinator_ready(self, group: str) -> None:
+        """Wait until the group's coordinator answers (describing the group) before its
+        offsets are listed.
+
+        librdkafka dereferences a null group handle when an admin client's offset
+        fetch gets NOT_COORDINATOR back (the coordinator of a group never seen, or one
+        still loading on a broker that just started): the process dies with SIGSEGV
+        (librdkafka issue 5040). Describing the group first finds the coordinator and
+        waits out its loading, so the offset fetch goes to the right, ready broker.
+        """
+        self.group_members(group)
+
     def group_lag(self, group: str, topics: list[str]) -> int:
         """Records of ``topics`` the group has not committed yet (read_committed ends).
 
@@ -215,6 +227,7 @@ class KafkaAdmin:
         tps = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
         if not tps:
             return 0
+        self._coordinator_ready(group)
         try:
             request = [ConsumerGroupTopicPartitions(group, tps)]
             fut = self._admin.list_consumer_group_offsets(request)[group]
@@ -359,6 +372,7 @@ class KafkaAdmin:
             ConnectorError: the offsets could not be read; with ``stable``, also while a
                 transaction's offsets are pending (ask again).
         """
+        self._coordinator_ready(group)
         try:
             fut = self._admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], require_stable=stable

@@ -118,7 +118,7 @@ def config_from_url(
     if not schema:
         raise ConfigError(
             f"sink {sink!r}: a PostgreSQL sink needs the sink's Avro schema "
-            "(declare it in the job: .sink(name, Avro(\"Record\")))"
+            '(declare it in the job: .sink(name, Avro("Record")))'
         )
     if avro is None:
         try:

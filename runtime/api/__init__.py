@@ -28,6 +28,7 @@ from runtime.api.job import (
     JoinedStream,
     KeyedStream,
     Stream,
+    Table,
     WindowedStream,
 )
 from runtime.api.watermarks import WatermarkStrategy
@@ -53,6 +54,7 @@ __all__ = [
     "StateError",
     "StateSchema",
     "Stream",
+    "Table",
     "UserFunctionError",
     "ValueState",
     "Window",

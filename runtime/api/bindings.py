@@ -17,11 +17,12 @@ from runtime.api.redact import redact_text, redact_url
 
 @dataclass(frozen=True, slots=True)
 class Bindings:
-    """Topic of every source and sink, and the dead-letter topic."""
+    """Topic of every source, sink and table, and the dead-letter topic."""
 
     sources: Mapping[str, str] = field(default_factory=dict)
     sinks: Mapping[str, str] = field(default_factory=dict)
     dead_letters: str = ""
+    tables: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
     def for_job(job: Job, overrides: Iterable[str] = ()) -> Bindings:
@@ -32,6 +33,7 @@ class Bindings:
         """
         sources = {s.name: s.name for s in job.sources}
         sinks = {s.name: s.name for s in job.sinks}
+        tables = {t.name: t.name for t in job.tables}
         dead = job.dead_letter_topic
         for item in overrides:
             name, sep, topic = item.partition("=")
@@ -42,15 +44,17 @@ class Bindings:
                 sources[name] = topic
             elif name in sinks:
                 sinks[name] = topic
+            elif name in tables:
+                tables[name] = topic
             elif name == "dead-letters":
                 dead = topic
             else:
-                known = ", ".join(sorted([*sources, *sinks, "dead-letters"]))
+                known = ", ".join(sorted([*sources, *sinks, *tables, "dead-letters"]))
                 raise ConfigError(
                     f"binding {shown!r}: job {job.name!r} has no source or sink "
                     f"{name!r} (known: {known})"
                 )
-        return Bindings(sources=sources, sinks=sinks, dead_letters=dead)
+        return Bindings(sources=sources, sinks=sinks, dead_letters=dead, tables=tables)
 
     def describe(self) -> str:
         """``source<-topic, ... -> sink->target, ...`` for start-up lines, URLs redacted.

@@ -131,6 +131,46 @@ class JoinNode(Node):
     output: Callable[[Any, Any, Any], Any] | None = None
 
 
+class TableKind(StrEnum):
+    """How a table is spread over a job's tasks."""
+
+    CO_PARTITIONED = "co-partitioned"  # task N holds partition N of the table topic
+    GLOBAL = "global"  # every task holds the whole table (every partition)
+
+
+def utf8_key(raw: bytes) -> str:
+    """The default key of a table record: its Kafka key as UTF-8 text."""
+    return raw.decode("utf-8")
+
+
+@dataclass(frozen=True, eq=False)
+class TableNode(Node):
+    """A table materialized from a (compacted) topic: the latest value per key.
+
+    ``key`` turns a record's Kafka key into the table key; a record without a value
+    (a tombstone) deletes its key. It has no parents: it reads its topic itself.
+    """
+
+    schema: str = ""
+    key: Callable[[bytes], Any] = utf8_key
+    table_kind: TableKind = TableKind.CO_PARTITIONED
+
+
+@dataclass(frozen=True, eq=False)
+class TableJoinNode(Node):
+    """Enriches a stream from a table; ``parents`` are ``(stream, table)``.
+
+    Each record is looked up under ``key(record)`` (``None``: the record's own key)
+    in the table as the task holds it when the record is processed, and
+    ``output(key, record, table_value)`` builds the emitted record (``table_value``
+    is ``None`` for a record of a left join whose key the table lacks).
+    """
+
+    how: JoinKind = JoinKind.INNER
+    key: Callable[[Any], Any] | None = None
+    output: Callable[[Any, Any, Any], Any] | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class SinkNode(Node):
     """Writes to a named output, bound to a topic (or another sink) by config."""
@@ -152,3 +192,8 @@ def default_window_output(key: Any, window: Window, result: Any) -> dict[str, An
 def default_join_output(key: Any, left: Any, right: Any) -> dict[str, Any]:
     """The default record a join step emits (``right`` is ``None`` when unmatched)."""
     return {"key": key, "left": left, "right": right}
+
+
+def default_table_join_output(key: Any, record: Any, table_value: Any) -> dict[str, Any]:
+    """The default record a table join emits (``table`` is ``None`` when unmatched)."""
+    return {"key": key, "value": record, "table": table_value}

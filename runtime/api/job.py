@@ -50,9 +50,14 @@ from runtime.api.graph import (
     ProcessNode,
     SinkNode,
     SourceNode,
+    TableJoinNode,
+    TableKind,
+    TableNode,
     WindowNode,
     default_join_output,
+    default_table_join_output,
     default_window_output,
+    utf8_key,
 )
 from runtime.api.io import Avro, Json, SinkFormat, format_schema
 from runtime.api.watermarks import WatermarkStrategy
@@ -66,6 +71,8 @@ R = TypeVar("R")  # an aggregate's result
 L = TypeVar("L")  # the records of a window step's late output (its input records)
 N = TypeVar("N")  # what a window's result may also be: None where windows merge away
 V = TypeVar("V")  # the records a join step emits
+TK = TypeVar("TK")  # a table's keys
+W = TypeVar("W")  # a table's values
 
 _NO_SCHEMA = object()  # ``sink(schema=...)`` not given
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -119,6 +126,11 @@ class Job:
     def sinks(self) -> tuple[SinkNode, ...]:
         """The job's sinks."""
         return tuple(n for n in self._nodes if isinstance(n, SinkNode))
+
+    @property
+    def tables(self) -> tuple[TableNode, ...]:
+        """The job's tables."""
+        return tuple(n for n in self._nodes if isinstance(n, TableNode))
 
     def node(self, name: str) -> Node:
         """The step called ``name``.
@@ -180,6 +192,94 @@ class Job:
             watermarks=watermarks or WatermarkStrategy(),
         )
         return Stream(self, self._add(node))
+
+    @overload
+    def table(
+        self,
+        name: str,
+        *,
+        schema: str,
+        key: Callable[[bytes], TK],
+        kind: Literal["co-partitioned", "global"] = "co-partitioned",
+        record: type[W],
+    ) -> Table[TK, W]: ...
+
+    @overload
+    def table(
+        self,
+        name: str,
+        *,
+        schema: str,
+        key: Callable[[bytes], TK],
+        kind: Literal["co-partitioned", "global"] = "co-partitioned",
+    ) -> Table[TK, Any]: ...
+
+    @overload
+    def table(
+        self,
+        name: str,
+        *,
+        schema: str,
+        kind: Literal["co-partitioned", "global"] = "co-partitioned",
+        record: type[W],
+    ) -> Table[str, W]: ...
+
+    @overload
+    def table(
+        self,
+        name: str,
+        *,
+        schema: str,
+        kind: Literal["co-partitioned", "global"] = "co-partitioned",
+    ) -> Table[str, Any]: ...
+
+    def table(
+        self,
+        name: str,
+        *,
+        schema: str,
+        key: Callable[[bytes], Any] = utf8_key,
+        kind: str = "co-partitioned",
+        record: type[Any] | None = None,
+    ) -> Table[Any, Any]:
+        """Declare a table: a (compacted) topic materialized as the latest value per key.
+
+        Each record of the topic sets the value of its key (its Kafka key, turned into
+        the table key by ``key``); a record with no value (a tombstone) deletes the
+        key. Streams are enriched from it with :meth:`Stream.join_table`.
+
+        ``kind="co-partitioned"`` (large tables): the topic must have as many
+        partitions as the job's inputs, keyed alike, and task ``N`` holds partition
+        ``N``. ``kind="global"`` (small dimension data such as a title catalogue):
+        every task holds the whole table, read from every partition.
+
+        The topic itself is the table's changelog: a task reads its part from the
+        start when it opens, and follows updates while it runs.
+
+        Args:
+            name: the table's name; config binds it to a topic (default: the name).
+            schema: the Avro record name its values are read as (``""``: JSON).
+            key: turns a record's Kafka key (bytes) into the table key; default:
+                UTF-8 text. A record whose key is missing or does not turn is
+                dead-lettered.
+            kind: ``"co-partitioned"`` or ``"global"``.
+            record: for type checkers only: the type of its values as decoded.
+
+        Returns:
+            The table, to join streams with.
+
+        Raises:
+            JobDefinitionError: ``kind`` is unknown or ``key`` is not callable.
+        """
+        del record  # typing only
+        if kind not in ("co-partitioned", "global"):
+            raise JobDefinitionError(
+                f"table {name!r}: kind must be 'co-partitioned' or 'global', not {kind!r}"
+            )
+        if not callable(key):
+            raise JobDefinitionError(f"table {name!r}: key must be a function of the key bytes")
+        node = TableNode(name, (), schema=schema, key=key, table_kind=TableKind(kind))
+        return Table(self, self._add(node))
 
     def state_schema(
         self,
@@ -314,6 +414,73 @@ class Stream(Generic[T]):
         )
 
     @overload
+    def join_table(
+        self,
+        table: Table[TK, W],
+        name: str,
+        *,
+        key: Callable[[T], TK],
+        how: Literal["inner", "left"] = "inner",
+        output: None = None,
+    ) -> Stream[dict[str, Any]]: ...
+
+    @overload
+    def join_table(
+        self,
+        table: Table[TK, W],
+        name: str,
+        *,
+        key: Callable[[T], TK],
+        how: Literal["inner"] = "inner",
+        output: Callable[[TK, T, W], V],
+    ) -> Stream[V]: ...
+
+    @overload
+    def join_table(
+        self,
+        table: Table[TK, W],
+        name: str,
+        *,
+        key: Callable[[T], TK],
+        how: Literal["left"],
+        output: Callable[[TK, T, W | None], V],
+    ) -> Stream[V]: ...
+
+    def join_table(
+        self,
+        table: Table[TK, W],
+        name: str,
+        *,
+        key: Callable[[T], TK],
+        how: str = "inner",
+        output: Callable[[TK, T, Any], Any] | None = None,
+    ) -> Stream[Any]:
+        """Enrich each record with a global table's value under ``key(record)``.
+
+        The lookup is made when the record is processed (see
+        :meth:`KeyedStream.join_table` for the semantics); an unkeyed stream can only
+        join a ``global`` table, since any task may need any key.
+
+        Args:
+            table: the table (``Job.table``).
+            name: the step's stable name.
+            key: the table key of a record.
+            how: ``"inner"`` (records whose key the table lacks are dropped) or
+                ``"left"`` (they go on with ``None`` as the table value).
+            output: builds the emitted record from ``(key, record, table_value)``;
+                default: a dict with ``key``, ``value`` and ``table``.
+
+        Returns:
+            The enriched stream.
+
+        Raises:
+            JobDefinitionError: the table is co-partitioned or of another job, ``key``
+                is missing, or ``how`` is unknown.
+        """
+        node = _table_join(self, table, name, key, how, output, keyed=False)
+        return Stream(self._job, node)
+
+    @overload
     def sink(
         self,
         name: str,
@@ -353,6 +520,78 @@ class Stream(Generic[T]):
         """
         fmt = _sink_format(name, format, schema)
         self._job._add(SinkNode(name, (self._node,), schema=format_schema(fmt), key=key))
+
+
+def _table_join(
+    stream: Stream[Any],
+    table: object,
+    name: str,
+    key: object,
+    how: object,
+    output: object,
+    *,
+    keyed: bool,
+) -> Node:
+    """Check a ``join_table`` call and add its step."""
+    if not isinstance(table, Table):
+        raise JobDefinitionError(f"join_table {name!r}: {table!r} is not a table (Job.table)")
+    if table.job is not stream.job:
+        raise JobDefinitionError(f"join_table {name!r}: the table belongs to another job")
+    if how not in ("inner", "left"):
+        raise JobDefinitionError(f"join_table {name!r}: how must be 'inner' or 'left', not {how!r}")
+    if key is not None and not callable(key):
+        raise JobDefinitionError(f"join_table {name!r}: key must be a function of the record")
+    if output is not None and not callable(output):
+        raise JobDefinitionError(f"join_table {name!r}: output must be a function")
+    kind = table.node.table_kind
+    if kind is TableKind.CO_PARTITIONED and (not keyed or key is not None):
+        raise JobDefinitionError(
+            f"join_table {name!r}: table {table.name!r} is co-partitioned, so only a keyed "
+            "stream joins it, by its own key; use kind='global' to look up by key="
+        )
+    if key is None and not keyed:
+        raise JobDefinitionError(
+            f"join_table {name!r}: the stream is not keyed; give key= (the table key of a record)"
+        )
+    node = TableJoinNode(
+        name,
+        (stream.node, table.node),
+        how=JoinKind(how),
+        key=key,
+        output=output or default_table_join_output,
+    )
+    return stream.job._add(node)
+
+
+class Table(Generic[TK, W]):
+    """A table of values ``W`` by key ``TK`` (``Job.table``): the latest value per key
+    of a compacted topic, held in state; streams join it with ``join_table``."""
+
+    __slots__ = ("_job", "_node")
+
+    def __init__(self, job: Job, node: Node) -> None:
+        if not isinstance(node, TableNode):
+            raise JobDefinitionError(f"step {node.name!r} is not a table")
+        self._job = job
+        self._node = node
+
+    def __repr__(self) -> str:
+        return f"Table({self._node.name!r}, kind={str(self._node.table_kind)!r})"
+
+    @property
+    def name(self) -> str:
+        """The table's name (names its state and, by default, its topic)."""
+        return self._node.name
+
+    @property
+    def node(self) -> TableNode:
+        """The table's step."""
+        return self._node
+
+    @property
+    def job(self) -> Job:
+        """The job this table belongs to."""
+        return self._job
 
 
 def _join_bounds(name: str, within: object) -> tuple[int, int]:
@@ -526,6 +765,118 @@ class KeyedStream(Stream[T], Generic[K, T]):
             )
         )
         return JoinedStream(self._job, node)
+
+    @overload
+    def join_table(
+        self,
+        table: Table[K, W],
+        name: str,
+        *,
+        key: None = None,
+        how: Literal["inner", "left"] = "inner",
+        output: None = None,
+    ) -> KeyedStream[K, dict[str, Any]]: ...
+
+    @overload
+    def join_table(
+        self,
+        table: Table[K, W],
+        name: str,
+        *,
+        key: None = None,
+        how: Literal["inner"] = "inner",
+        output: Callable[[K, T, W], V],
+    ) -> KeyedStream[K, V]: ...
+
+    @overload
+    def join_table(
+        self,
+        table: Table[K, W],
+        name: str,
+        *,
+        key: None = None,
+        how: Literal["left"],
+        output: Callable[[K, T, W | None], V],
+    ) -> KeyedStream[K, V]: ...
+
+    @overload
+    def join_table(
+        self,
+        table: Table[TK, W],
+        name: str,
+        *,
+        key: Callable[[T], TK],
+        how: Literal["inner", "left"] = "inner",
+        output: None = None,
+    ) -> KeyedStream[K, dict[str, Any]]: ...
+
+    @overload
+    def join_table(
+        self,
+        table: Table[TK, W],
+        name: str,
+        *,
+        key: Callable[[T], TK],
+        how: Literal["inner"] = "inner",
+        output: Callable[[TK, T, W], V],
+    ) -> KeyedStream[K, V]: ...
+
+    @overload
+    def join_table(
+        self,
+        table: Table[TK, W],
+        name: str,
+        *,
+        key: Callable[[T], TK],
+        how: Literal["left"],
+        output: Callable[[TK, T, W | None], V],
+    ) -> KeyedStream[K, V]: ...
+
+    def join_table(
+        self,
+        table: Table[Any, Any],
+        name: str,
+        *,
+        key: Callable[[T], Any] | None = None,
+        how: str = "inner",
+        output: Callable[[Any, T, Any], Any] | None = None,
+    ) -> KeyedStream[K, Any]:
+        """Enrich each record with the table's value for its key, as of its processing.
+
+        Each record is looked up under its own key (or ``key(record)``, for a global
+        table) in the table as this task holds it *when the record is processed*, like
+        Kafka Streams' KStream-KTable join: a table update counts for the records
+        processed after it, whatever their event times. This is deliberate: an
+        event-time ("as of") join would need every version of every key kept in state
+        until the watermark passes it; that is later work. Before a task processes
+        its first record, its table has read the table topic up to the end it had
+        when the task opened; updates arriving while it runs are applied between
+        batches of records.
+
+        ``how="inner"`` drops a record whose key the table lacks; ``how="left"`` emits
+        it with ``None`` as the table value. Records keep their key and event time.
+
+        A co-partitioned table is looked up by the record's key only, and its topic
+        must have the stream's partition count (partitioned by the same key). A
+        global table can be looked up by any ``key=`` function.
+
+        Args:
+            table: the table (``Job.table``).
+            name: the step's stable name.
+            key: the table key of a record; default: the record's key.
+            how: ``"inner"`` or ``"left"``.
+            output: builds the emitted record from ``(key, record, table_value)``;
+                default: a dict with ``key``, ``value`` and ``table``.
+
+        Returns:
+            The enriched stream, keyed as this one.
+
+        Raises:
+            JobDefinitionError: the table is of another job, ``how`` is unknown, or a
+                co-partitioned table is given a ``key=``.
+        """
+        node = _table_join(self, table, name, key, how, output, keyed=True)
+        return KeyedStream(self._job, node)
 
     def process(self, name: str, fn: KeyedProcessFunction[K, T, U]) -> KeyedStream[K, U]:
         """Run a keyed process function with state and timers; outputs stay keyed."""

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -32,7 +33,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,79 @@ from runtime.canary.judge import (
 )
 from runtime.canary.usage import usage_of
 from runtime.chaos.replay import partitions_of, sink_topics, span
-from runtime.cli.supervisor import read_workers, workers_file
+from runtime.cli.supervisor import read_workers, service_urls, workers_file
 
 __all__ = ["CanaryOptions", "CanaryRun", "Samples", "candidate_bindings", "run_canary"]
 
 TP = tuple[str, int]
 Say = Callable[[str], None]
 
-#: The metrics a canary can measure from Kafka and the workers' processes alone.
+#: The metrics a canary measures from Kafka and the workers' processes alone.
 MEASURED = ("throughput", "dead_letter_rate", "rss_mb")
+#: The metrics it measures from the workers' HTTP service (``/metrics``) when both
+#: jobs serve one (``shoal run --http``).
+FROM_HTTP = ("late_rate", "checkpoint_ms", "latency_p99_ms")
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """Counters of a job's workers summed from their ``/metrics``."""
+
+    late: float = 0.0
+    checkpoint_sum: float = 0.0
+    checkpoint_count: float = 0.0
+    latency: tuple[tuple[float, float], ...] = ()  # (upper bound s, cumulative count)
+    workers: int = 0
+
+
+def scrape(urls: Sequence[str], token: str | None = None, timeout_s: float = 2.0) -> Scrape:
+    """Read and sum the workers' metrics (unreachable workers are left out)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    late = ck_sum = ck_count = 0.0
+    buckets: dict[float, float] = defaultdict(float)
+    read = 0
+    for url in urls:
+        req = urllib.request.Request(f"{url}/metrics")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - our own loopback service
+                text = resp.read().decode()
+        except OSError:
+            continue
+        read += 1
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "shoal_step_records_late_total" or (
+                    sample.name == "shoal_step_records_late"
+                ):
+                    late += sample.value
+                elif sample.name == "shoal_checkpoint_seconds_sum":
+                    ck_sum += sample.value
+                elif sample.name == "shoal_checkpoint_seconds_count":
+                    ck_count += sample.value
+                elif sample.name == "shoal_event_to_sink_seconds_bucket":
+                    buckets[float(sample.labels["le"])] += sample.value
+    return Scrape(late, ck_sum, ck_count, tuple(sorted(buckets.items())), read)
+
+
+Buckets = Sequence[tuple[float, float]]
+
+
+def p99_ms(before: Buckets, after: Buckets) -> float | None:
+    """The 99th percentile (bucket upper bound, ms) of what was observed in between."""
+    old = dict(before)
+    diffs = [(le, count - old.get(le, 0.0)) for le, count in after]
+    if not diffs or diffs[-1][1] <= 0 or any(d < 0 for _, d in diffs):
+        return None
+    total = diffs[-1][1]
+    for le, cum in diffs:
+        if cum >= 0.99 * total:
+            return None if math.isinf(le) else le * 1000
+    return None
 
 
 @dataclass(frozen=True)
@@ -129,6 +194,33 @@ class _Job:
         self.pid_file = workers_file(home, group)
         self.samples = Samples()
         self._last: tuple[float, int, int, float] | None = None
+        self._home = home
+        self._scraped: Scrape | None = None
+        self.served = False
+
+    def urls(self) -> list[str]:
+        return service_urls(self._home, self.group)
+
+    def _sample_http(self, records: int) -> None:
+        urls = self.urls()
+        if not urls:
+            return
+        now = scrape(urls, os.environ.get("SHOAL_HTTP_TOKEN"))
+        last, self._scraped = self._scraped, now
+        if last is None or now.workers != len(urls) or last.workers != now.workers:
+            return
+        self.served = True
+        series = self.samples.series
+        late = now.late - last.late
+        if records > 0 and late >= 0:
+            series["late_rate"].append(late / records)
+        count = now.checkpoint_count - last.checkpoint_count
+        if count > 0 and now.checkpoint_sum >= last.checkpoint_sum:
+            spent = now.checkpoint_sum - last.checkpoint_sum
+            series["checkpoint_ms"].append(spent / count * 1000)
+        p99 = p99_ms(last.latency, now.latency)
+        if p99 is not None:
+            series["latency_p99_ms"].append(p99)
 
     def committed(self) -> int:
         offsets = self.admin.group_offsets(self.group)
@@ -152,6 +244,7 @@ class _Job:
         except ConnectorError:
             return  # the coordinator moving: this interval is skipped
         use = usage_of(self.pids())
+        self._sample_http(records - self._last[1] if self._last is not None else 0)
         if self._last is not None:
             _, r0, d0, c0 = self._last
             n, cpu = records - r0, use.cpu_s - c0
@@ -301,6 +394,8 @@ def run_canary(
     )  # fmt: skip
     say(f"canary: baseline cut at its savepoint ({savepoint}), watermark {cut_ms}")
     log = options.folder / "candidate.log"
+    if base.urls():  # the baseline serves its metrics: so does the shadow, for comparison
+        options = replace(options, run_args=(*options.run_args, "--http", "127.0.0.1:0"))
     proc = _spawn_candidate(candidate_spec, savepoint, shadow_group, shadow_args, options, log)
     say(f"canary: candidate {candidate_spec} started in shadow as {shadow_group} (log {log})")
     try:
@@ -353,15 +448,17 @@ def run_canary(
         theirs = _outputs(
             client, candidate, shadow_bind, codecs, {}, _sink_ends(admin, shadow_bind), until
         )
-        agreement = compare_outputs(
-            mine, theirs, lambda item: item[0], tolerance=options.tolerance
-        )
+        agreement = compare_outputs(mine, theirs, lambda item: item[0], tolerance=options.tolerance)
         results = []
-        not_measured = tuple(r.name for r in rules if r.name not in MEASURED)
+        measured = MEASURED + (FROM_HTTP if base.served and shadow.served else ())
+        not_measured = tuple(r.name for r in rules if r.name not in measured)
         for rule in rules:
-            if rule.name not in MEASURED:
+            if rule.name not in measured:
                 continue
             b, c = base.samples.series.get(rule.name), shadow.samples.series.get(rule.name)
+            if rule.name in FROM_HTTP and (not b or not c):
+                not_measured += (rule.name,)  # e.g. no checkpoint finished in an interval
+                continue
             if not b or not c:
                 raise ConfigError(
                     f"no {rule.name} samples for the "

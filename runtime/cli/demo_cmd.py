@@ -224,16 +224,34 @@ def _view(
     show_default=True,
     help="Seconds of simulated past the generator plays first, then it follows the clock.",
 )
-def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
+@click.option(
+    "--chaos",
+    is_flag=True,
+    help="Kill the sessionization job's workers at random while the demo runs (it runs "
+    "with two under a supervisor), then judge its outputs as shoal chaos does and "
+    "print the verdict; exit 1 when it fails.",
+)
+@click.option(
+    "--chaos-every",
+    type=click.FloatRange(min=1),
+    default=8.0,
+    show_default=True,
+    help="With --chaos: mean seconds between kills.",
+)
+def demo(
+    seconds: float, rate: float, users: int, lookback: float, chaos: bool, chaos_every: float
+) -> None:
     """Run the reference jobs on generated traffic with live output.
 
     Each run starts fresh (its own topics and groups; earlier runs' are deleted) and
-    runs until Ctrl-C or ``--seconds``.
+    runs until Ctrl-C or ``--seconds``. ``--chaos`` (``make demo DEMO_ARGS=--chaos``)
+    kills workers of one job on the way and gives a verdict at the end.
     """
     import importlib
 
     from connectors.kafka.admin import KafkaAdmin, TopicSpec
     from runtime.api.bindings import Bindings
+    from runtime.cli.demo_chaos import CHAOS_JOB, CHAOS_WORKERS, DemoChaos, judge
     from runtime.loader import load_job
 
     # The demo's job list lives with the jobs; the runtime loads it by name, never imports it.
@@ -259,6 +277,8 @@ def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
     lock = threading.Lock()
     procs: list[subprocess.Popen[bytes]] = []
     viewer: threading.Thread | None = None
+    killer: DemoChaos | None = None
+    chaos_group, chaos_binds, failed = "", [], False
     prefix = run_prefix()
     try:
         admin = KafkaAdmin(bootstrap)
@@ -310,11 +330,13 @@ def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
         # Every output exists before any job starts: some jobs read others' outputs.
         admin.ensure_topics([TopicSpec(t, 4) for t in sink_topics])
         for spec, job, b in zip(demo_jobs, jobs, binds, strict=True):
+            judged = chaos and spec == CHAOS_JOB
             procs.append(
                 _spawn(
                     [
                         "run",
                         spec,
+                        *(["--workers", str(CHAOS_WORKERS)] if judged else []),
                         *env_boot,
                         "--group",
                         f"{prefix}{job.name}",
@@ -330,10 +352,14 @@ def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
                     lock,
                 )
             )
+            if judged:
+                chaos_group, chaos_binds = f"{prefix}{job.name}", b
         viewer = threading.Thread(
             target=_view, args=(bootstrap, sink_topics, stop, lock, prefix), daemon=True
         )
         viewer.start()
+        if chaos:
+            killer = _start_chaos(chaos_group, chaos_every, lock)
         deadline = time.monotonic() + seconds if seconds > 0 else None
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
@@ -345,8 +371,17 @@ def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
                 )
                 break
             stop.wait(0.5)
+        if killer is not None:
+            killer.stop()
+            _terminate(procs[:1])  # the generator first: the judged job catches up
+            click.echo("demo: chaos over; waiting for the job to catch up", err=True)
+            line, passed = judge(bootstrap, chaos_group, chaos_binds, killer.kills, _say)
+            click.echo(f"demo: {line}", err=True)
+            failed = not passed
     finally:
         stop.set()
+        if killer is not None:
+            killer.stop()
         click.echo("demo: stopping...", err=True)
         _terminate(procs)
         if viewer is not None:
@@ -354,3 +389,30 @@ def demo(seconds: float, rate: float, users: int, lookback: float) -> None:
         if started_broker:
             broker.stop()
         click.echo("demo: stopped everything it started", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _start_chaos(group: str, every_s: float, lock: threading.Lock) -> Any:
+    """Wait for the judged job's supervisor, then start killing its workers."""
+    from runtime.cli.common import settings
+    from runtime.cli.demo_chaos import DemoChaos
+    from runtime.cli.supervisor import read_workers, workers_file
+
+    pid_file = workers_file(settings().home, group)
+    deadline = time.monotonic() + 60
+    while not read_workers(pid_file).get("workers") and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+    def say(line: str) -> None:
+        with lock:
+            click.echo(line, err=True)
+
+    killer = DemoChaos(pid_file, every_s, seed=1, say=say)
+    killer.start()
+    say(f"demo: chaos on {group}: a worker killed every ~{every_s:g}s")
+    return killer

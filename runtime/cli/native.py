@@ -7,11 +7,13 @@ that starts ``shoal run`` once per worker slot instead.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from runtime.api.bindings import Bindings
@@ -162,6 +164,7 @@ class NativeEngine:
         view = LiveView(job, request.quiet, say)
         worker = runner.worker
         service = None
+        address: Path | None = None
         if request.http is not None:
             from runtime.service import start_service
 
@@ -180,6 +183,7 @@ class NativeEngine:
                 f"{job.name}: live page {service.url}/  (also /metrics /health /status /topology "
                 f"/streams/{job.name}/STEP /state/{job.name}/STEP/KEY)"
             )
+            address = _announce(service.url, request.group or job.name, config.worker_id)
         _watchdog(worker, request.stall_timeout, job.name, say)
         try:
             runner.run(should_stop=should_stop, on_tick=view, tick_s=request.tick)
@@ -192,6 +196,8 @@ class NativeEngine:
         finally:
             if service is not None:
                 service.stop()
+                if address is not None:
+                    address.unlink(missing_ok=True)
         view(worker)
         totals = worker.counters()
         dead = sum(c["dead_lettered"] for c in totals.values())
@@ -312,3 +318,18 @@ def _start_from_savepoint(request: RunRequest, say: Say) -> None:
         for line in problems:
             say(f"  {line}")
         sys.exit(2)
+
+
+def _announce(url: str, group: str, worker_id: str | None) -> Path | None:
+    """Write the service's address where other commands on this machine find it
+    (``runtime.cli.supervisor.service_file``); ``None`` when it cannot be written."""
+    from runtime.cli.common import settings
+    from runtime.cli.supervisor import service_file
+
+    path = service_file(settings().home, group, worker_id or f"pid{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"group": group, "worker": worker_id, "url": url}))
+    except OSError:
+        return None
+    return path

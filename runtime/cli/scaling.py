@@ -62,9 +62,7 @@ class LagRule:
             return Decision(0, "cooling down")
         growing = previous is None or lag >= previous
         if lag > self.up_lag * workers and growing and workers < ceiling:
-            return self._change(
-                +1, f"lag {lag} > {self.up_lag} per worker and not falling", now_s
-            )
+            return self._change(+1, f"lag {lag} > {self.up_lag} per worker and not falling", now_s)
         if self._quiet >= self.quiet_samples and workers > self.min_workers:
             self._quiet = 0
             return self._change(

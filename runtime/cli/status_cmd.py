@@ -101,9 +101,7 @@ def job_status(
         for tp in m.partitions:
             owner[tp] = wid
         workers.append(
-            WorkerStatus(
-                wid, host, pid, m.host.strip("/"), [f"{t}[{p}]" for t, p in m.partitions]
-            )
+            WorkerStatus(wid, host, pid, m.host.strip("/"), [f"{t}[{p}]" for t, p in m.partitions])
         )
     parts = []
     for tp in inputs:

@@ -45,6 +45,28 @@ def workers_file(home: Path, group: str) -> Path:
     return home / "run" / f"{safe}.workers.json"
 
 
+def service_file(home: Path, group: str, worker_id: str) -> Path:
+    """Where a worker of ``group`` on this machine writes its HTTP service's address
+    (while it serves; ``shoal canary`` reads the workers' metrics there)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{group}.{worker_id}")
+    return home / "run" / f"{safe}.http"
+
+
+def service_urls(home: Path, group: str) -> list[str]:
+    """The HTTP service addresses the live workers of ``group`` on this machine wrote."""
+    urls = []
+    for path in sorted((home / "run").glob("*.http")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(entry, dict) and entry.get("group") == group:
+            url = entry.get("url")
+            if isinstance(url, str) and url.startswith("http"):
+                urls.append(url)
+    return urls
+
+
 def read_workers(path: Path) -> dict[str, Any]:
     """A supervisor's state file: ``{"supervisor": pid, "group": ..., "workers": {id: pid}}``.
 

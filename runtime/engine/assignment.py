@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from runtime.api.graph import KeyByNode
+from runtime.api.graph import KeyByNode, TableKind
 from runtime.api.io import CodecFactory
 from runtime.api.job import Job
 from runtime.engine.context import Tap
-from runtime.engine.ports import ChangelogRead
+from runtime.engine.ports import ChangelogRead, TableFeed
 from runtime.engine.recovery import latest_checkpoint, restore_progress, restore_task
 from runtime.engine.task import Task
 from runtime.state.base import StateBackend
@@ -53,6 +53,9 @@ class Assignment:
         app: names changelog topics (the consumer group).
         repartition_partitions: partitions of the internal topics (``None``: the job
             repartitions in process).
+        tables: reads table topics (``None``: the job's tables stay empty, as in
+            tests that feed them themselves).
+        table_topics: table name -> its topic.
     """
 
     def __init__(
@@ -67,8 +70,12 @@ class Assignment:
         changelog: ChangelogRead | None,
         app: str,
         repartition_partitions: int | None,
+        tables: TableFeed | None = None,
+        table_topics: Mapping[str, str] | None = None,
     ) -> None:
         self.job = job
+        self.tables = tables
+        self.table_topics = dict(table_topics or {})
         self.codecs = codecs
         self.backend = backend
         self.clock = clock
@@ -125,10 +132,44 @@ class Assignment:
             opened[tid] = restored.seq
             self.restored_records += restored.records
             self.restore_seconds += restored.seconds
+            self._load_tables(task, tid)
             for tp in tps:
                 self._add_partition(task, tp, committed)
             task.resume_event_time()
         return opened
+
+    def _load_tables(self, task: Task, tid: int) -> None:
+        """Read a new task's tables from the start of their partitions to the end they
+        have now, before the task processes any record (``runtime.engine.tables``)."""
+        if self.tables is None:
+            return
+        for name, table in task.tables.items():
+            topic = self.table_topics.get(name, name)
+            node = self.job.node(name)
+            count = self.tables.partitions(topic)
+            everything = self.single_task or getattr(node, "table_kind", None) is TableKind.GLOBAL
+            held = frozenset(range(count)) if everything else frozenset({tid})
+            table.reset()
+            table.partitions = held
+            tasks = self.repartition_partitions
+            if everything and not self.single_task and tasks:
+                table.reports = frozenset(p for p in held if p % tasks == tid)
+            for partition in sorted(held):
+                for batch in self.tables.load(topic, partition):
+                    table.apply(batch)
+
+    def table_positions(self) -> dict[TopicPartition, int]:
+        """Where to follow each table partition the open tasks hold: the lowest next
+        offset among them (a task already past a record passes it over)."""
+        out: dict[TopicPartition, int] = {}
+        for task in self.tasks.values():
+            for name, table in task.tables.items():
+                topic = self.table_topics.get(name, name)
+                for partition in table.partitions or ():
+                    at = table.positions.get(partition, 0)
+                    tp = (topic, partition)
+                    out[tp] = min(out.get(tp, at), at)
+        return out
 
     def _add_partition(
         self, task: Task, tp: TopicPartition, committed: Mapping[Any, tuple[int, str]]

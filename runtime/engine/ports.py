@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
-from runtime.api.io import RefusedWrite
+from runtime.api.io import RawRecord, RefusedWrite
 
-__all__ = ["ChangelogRead", "Offsets", "ReportsLag", "ReportsUnread", "Transport"]
+__all__ = ["ChangelogRead", "Offsets", "ReportsLag", "ReportsUnread", "TableFeed", "Transport"]
 
 TopicPartition = tuple[str, int]
 
@@ -86,4 +86,30 @@ class ReportsUnread(Protocol):
 
     def unread(self, start: Mapping[TopicPartition, int]) -> list[TopicPartition]:
         """Partitions with records at or after ``start`` that the worker has not read."""
+        ...
+
+
+class TableFeed(Protocol):
+    """Reads table topics (see ``runtime.engine.tables``): a partition from its start
+    when a task opens, then every partition the worker's tasks hold as records come
+    (``connectors.kafka.tables.TableReader``)."""
+
+    def partitions(self, topic: str) -> int:
+        """The partition count of ``topic``."""
+        ...
+
+    def load(self, topic: str, partition: int) -> Iterator[list[RawRecord]]:
+        """Batches of the partition's records, from its start to the end it has now."""
+        ...
+
+    def follow(self, positions: Mapping[TopicPartition, int]) -> None:
+        """From now on :meth:`poll` reads these partitions from these offsets on."""
+        ...
+
+    def poll(self) -> list[RawRecord]:
+        """Records of the followed partitions that came since the last poll (no wait)."""
+        ...
+
+    def close(self) -> None:
+        """Release the reader."""
         ...

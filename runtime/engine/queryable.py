@@ -57,10 +57,12 @@ def lookup_state(
         raise ConfigError(f"not a state key: {exc}") from None
     found = StateLookup()
     entries = found.entries
+    answered = False  # a global table is answered by the first task that holds it
     for tid, task in tasks:
-        for store in task.stores:
-            if store.name != step:
+        for store, is_global in task.queryable_stores():
+            if store.name != step or (is_global and answered):
                 continue
+            answered = answered or is_global
             value = store.get(key, _MISSING)
             if value is not _MISSING:
                 if len(entries) >= limit:

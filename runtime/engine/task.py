@@ -37,6 +37,9 @@ from runtime.api.graph import (
     ProcessNode,
     SinkNode,
     SourceNode,
+    TableJoinNode,
+    TableKind,
+    TableNode,
     WindowNode,
 )
 from runtime.api.io import CodecFactory, RawRecord
@@ -55,6 +58,7 @@ from runtime.engine.operators import (
 from runtime.engine.process import ProcessOperator
 from runtime.engine.repartition import RECORD, RepartitionWriter, internal_source
 from runtime.engine.repartition import decode as decode_internal
+from runtime.engine.tables import TableJoinOperator, TableOperator
 from runtime.engine.watermarks import NO_WATERMARK, WatermarkTracker
 from runtime.engine.windows import WindowOperator
 from runtime.state.base import StateBackend, StateStore
@@ -131,6 +135,9 @@ class Task:
         self.sources: dict[str, tuple[SourceNode, SourceOperator]] = {}
         self.sinks: dict[str, SinkOperator] = {}
         self.stores: list[StateStore] = []
+        # Tables (runtime.engine.tables): their stores are read from the table topics,
+        # never written to a changelog, so they are not among ``stores``.
+        self.tables: dict[str, TableOperator] = {}
         self._extra_ops: list[tuple[int, Operator]] = []
         for node in job.nodes:
             stage = max((self.stage[p.name] for p in node.parents), default=0)
@@ -167,6 +174,8 @@ class Task:
                     self._add_late(node, parent_op, op)
                 elif isinstance(op, JoinOperator):
                     parent_op.children.append(op.inputs[i])
+                elif isinstance(parent_op, TableOperator):
+                    continue  # a join reads the table's store; the table emits nothing
                 else:
                     parent_op.children.append(op)
         self.order = list(self.ops.values())
@@ -236,7 +245,43 @@ class Task:
                 output=node.output,
                 store=store,
             )
+        if isinstance(node, TableNode):
+            store = backend.open_store(self.job.name, name, self.task_id)
+            codecs, schema = self.codecs, node.schema
+            table = TableOperator(name, self, store, node.key, lambda: codecs.source(name, schema))
+            self.tables[name] = table
+            return table
+        if isinstance(node, TableJoinNode):
+            if node.output is None or len(node.parents) != 2:
+                raise JobDefinitionError(f"table join {name!r} needs a stream, a table, an output")
+            table_op = self.ops.get(node.parents[1].name)
+            if not isinstance(table_op, TableOperator):
+                raise JobDefinitionError(
+                    f"table join {name!r}: {node.parents[1].name!r} is no table"
+                )
+            return TableJoinOperator(
+                name,
+                self,
+                table=table_op,
+                key=node.key,
+                outer=node.how is JoinKind.LEFT,
+                output=node.output,
+            )
         raise ShoalError(f"step {name!r}: unsupported step type {type(node).__name__}")
+
+    def queryable_stores(self) -> list[tuple[StateStore, bool]]:
+        """Stores state queries read: ``(store, global)``; a global table's store is
+        the same in every task, so a query reads it in one task only."""
+        out = [(store, False) for store in self.stores]
+        for name, table in self.tables.items():
+            node = self.job.node(name)
+            is_global = isinstance(node, TableNode) and node.table_kind is TableKind.GLOBAL
+            out.append((table.store, is_global))
+        return out
+
+    def ingest_table(self, table: str, raws: Sequence[RawRecord]) -> None:
+        """Apply records read from ``table``'s topic (see ``runtime.engine.tables``)."""
+        self.tables[table].apply(raws)
 
     def reindex(self) -> None:
         """Rebuild in-memory indexes (firing times, timers) after state was restored."""
@@ -530,6 +575,8 @@ class Task:
         return out
 
     def close(self) -> None:
-        """Close the task's state stores."""
+        """Close the task's state stores (its tables' too)."""
         for store in self.stores:
             store.close()
+        for table in self.tables.values():
+            table.store.close()

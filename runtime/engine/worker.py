@@ -31,7 +31,14 @@ from runtime.engine.calls import CallQueue
 from runtime.engine.checkpoint import Checkpointer, Outcome
 from runtime.engine.context import Tap
 from runtime.engine.outputs import OutputWriter
-from runtime.engine.ports import ChangelogRead, Offsets, ReportsLag, ReportsUnread, Transport
+from runtime.engine.ports import (
+    ChangelogRead,
+    Offsets,
+    ReportsLag,
+    ReportsUnread,
+    TableFeed,
+    Transport,
+)
 from runtime.engine.queryable import MAX_ENTRIES, StateLookup, lookup_state
 from runtime.engine.recovery import RewindGuard, seek_committed
 from runtime.engine.stats import WorkerStats
@@ -74,6 +81,7 @@ class Worker:
         repartition_partitions: partitions of the internal topics (every input
             partition is then its own task); ``None``: repartition in process.
         app: names internal and changelog topics (the consumer group; default: the job).
+        tables: reads the job's table topics (``runtime.engine.tables``).
     """
 
     def __init__(
@@ -91,8 +99,15 @@ class Worker:
         clock: Callable[[], int] = wall_clock_ms,
         repartition_partitions: int | None = None,
         app: str | None = None,
+        tables: TableFeed | None = None,
     ) -> None:
         self.job = job
+        self.table_feed = tables if job.tables else None
+        # Table topic -> the tables read from it.
+        self.table_of_topic: dict[str, list[str]] = {}
+        for node in job.tables:
+            topic = bindings.tables.get(node.name, node.name)
+            self.table_of_topic.setdefault(topic, []).append(node.name)
         self.app = app or job.name
         # Internal topics of repartitioning key_by steps (see runtime.engine.repartition):
         # with a partition count every input partition is its own task.
@@ -119,6 +134,8 @@ class Worker:
             changelog=changelog,
             app=self.app,
             repartition_partitions=repartition_partitions,
+            tables=self.table_feed,
+            table_topics=bindings.tables,
         )
         # The assignment's own (never rebound) dicts, read by the loop and by tests.
         self.tasks = self.assignment.tasks
@@ -170,6 +187,8 @@ class Worker:
         # "assigned [(topic, partition, offset, metadata), ...]": tests and operators grep it
         log.info("assigned %s", sorted((*tp, *committed.get(tp, (-1, ""))) for tp in pairs))
         self.checkpointer.seq.update(self.assignment.assign(pairs, committed))
+        if self.table_feed is not None:
+            self.table_feed.follow(self.assignment.table_positions())
         return {tp: self.positions[tp] for tp in pairs}
 
     def on_revoke(self, pairs: list[tuple[str, int]]) -> None:
@@ -235,6 +254,8 @@ class Worker:
         """One iteration: poll, process, write; checkpoint when due. Returns records read."""
         self.calls.serve(self)
         self.last_progress = time.monotonic()
+        if self.table_feed is not None:
+            self._read_tables(self.table_feed)
         msgs = source.poll(self.options.batch_size, self.options.poll_timeout_s)
         if msgs:
             groups: dict[tuple[str, int], list[Any]] = {}
@@ -273,6 +294,20 @@ class Worker:
         if now - self.checkpointer.last_pass_ms >= self.options.checkpoint_interval_ms:
             self.checkpoint()
         return len(msgs)
+
+    def _read_tables(self, feed: TableFeed) -> None:
+        """Apply table records that came since the last step to every task holding
+        their partition (before the batch: a record is joined as of its processing)."""
+        updates = feed.poll()
+        if not updates:
+            return
+        by_topic: dict[str | None, list[Any]] = {}
+        for raw in updates:
+            by_topic.setdefault(raw.topic(), []).append(raw)
+        for topic, raws in by_topic.items():
+            for name in self.table_of_topic.get(topic or "", ()):
+                for task in self.tasks.values():
+                    task.ingest_table(name, raws)
 
     def _hold_unread(self) -> None:
         """Partitions with records fetched or fetchable but not yet read are behind,

@@ -49,6 +49,9 @@ Where Flink differs from the native engine (the same results otherwise):
   first watermark past its bound (native: the batch's). A value the native state
   codec cannot store is dead-lettered there; Flink's state stores any value, so it
   joins.
+* Tables (``Job.table``, ``join_table``) are refused with a ``ConfigError`` (not
+  translated yet; they would map to keyed state for co-partitioned tables and to
+  broadcast state for global ones).
 * The ``skip`` and ``dead_letter`` policies behave alike; ``fail`` fails the task and
   Flink restarts it from the last checkpoint until its restart attempts run out.
 * The skew bound (``WatermarkStrategy.max_future_ms``) is checked against each
@@ -149,9 +152,16 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
     """Add ``job`` to the Flink environment ``env``: sources, steps, sinks, dead letters.
 
     Raises:
-        ConfigError: a source topic's partition count is unknown.
+        ConfigError: a source topic's partition count is unknown, or the job has a
+            table (not translated yet).
         JobDefinitionError: the job uses something the Flink engine does not run.
     """
+    for node in job.nodes:
+        if node.kind in ("table", "tablejoin"):
+            raise ConfigError(
+                f"job {job.name!r}, step {node.name!r}: the Flink engine cannot run tables "
+                "(Job.table, join_table) yet; run the job on the native engine"
+            )
     out = Translation()
     for node in job.nodes:
         out.streams[node.name] = _translate(env, job, bindings, kafka, node, out)

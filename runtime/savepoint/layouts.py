@@ -22,6 +22,8 @@ join        ``(key, "L"|"R") -> [[ts, value, matched],     one row per kept reco
 ==========  =============================================  ============================
 
 (Join steps are described in :mod:`runtime.engine.joins`; they declare no state type.)
+Tables (:mod:`runtime.engine.tables`) have no layout and are not in savepoints: their
+state is their topic, read again from its start when a restored job's tasks open.
 ``key`` is always a :mod:`~runtime.savepoint.datum` ``Datum``; ``acc`` is the step's
 declared value schema, or a ``Datum`` when it declares none; ``value`` of process
 state is a ``Datum``. Session ``emitted``/``pending`` are those of

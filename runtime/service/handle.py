@@ -51,7 +51,7 @@ MAX_KEY_BYTES = 1024
 _INT_KEY = re.compile(r"-?[0-9]{1,600}")
 
 #: Node kinds that keep keyed state (queryable through ``/state``).
-STATEFUL_KINDS = frozenset({"window", "process", "join"})
+STATEFUL_KINDS = frozenset({"window", "process", "join", "table"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,6 +142,9 @@ class TestDriver:
         # so): committed changelog records per stateful step, and what had been emitted,
         # read and reached in event time when the last checkpoint committed.
         self._changelog: dict[str, list[Change]] = defaultdict(list)
+        # What was sent to each table, in order: its topic (a table is read again from
+        # it after a restore, as a worker reads the table topic when a task opens).
+        self._table_topics: dict[str, list[TestRecord | tuple[Any, Any]]] = defaultdict(list)
         self._committed: _Committed | None = None
         self._crashed = False
         self.checkpoints = 0
@@ -217,6 +220,9 @@ class TestDriver:
             self._state, None if self._state_dir is None else self._fresh_dir(self._state_dir)
         )
         self.task = self._open_task()
+        for table, sent in self._table_topics.items():
+            for item in sent:
+                self._apply_table(table, item)
         for store in self.task.stores:
             changes = self._changelog.get(store.name, [])
             if changes:
@@ -239,8 +245,9 @@ class TestDriver:
         Raises:
             ConfigError: ``step`` keeps no state, or ``key`` cannot be a state key.
         """
-        if step not in {s.name for s in self.task.stores}:
-            stateful = sorted(s.name for s in self.task.stores)
+        stores = {s.name for s, _ in self.task.queryable_stores()}
+        if step not in stores:
+            stateful = sorted(stores)
             raise ConfigError(f"step {step!r} keeps no state; stateful steps: {stateful}")
         found = lookup_state([(0, self.task)], step, key)
         return [(k, v) for _, k, v in found.entries]
@@ -351,6 +358,43 @@ class TestDriver:
         off = self._offsets[(source, partition)]
         self._offsets[(source, partition)] = off + 1
         return TestRecord(source, partition, off, key, value, self._now if ts is None else ts)
+
+    def send_table(self, table: str, key: Any, value: Any) -> None:
+        """Set ``key`` of ``table`` to ``value`` (``None``: a tombstone, deleting it),
+        as a record of the table topic read between two batches.
+
+        Raises:
+            ConfigError: the job has no such table.
+        """
+        self._send_table(table, (key, value))
+
+    def send_table_raw(self, table: str, key: bytes | None, value: bytes | None) -> None:
+        """Send an encoded table record, decoded as a worker decodes the table topic
+        (with the table's ``key`` function and codec): one that does not decode is
+        dead-lettered.
+
+        Raises:
+            ConfigError: the job has no such table.
+        """
+        offset = len(self._table_topics[table])  # the table topic is never rolled back
+        self._send_table(table, TestRecord(table, 0, offset, key, value, self._now))
+
+    def _send_table(self, table: str, item: TestRecord | tuple[Any, Any]) -> None:
+        self._check_alive()
+        if table not in self.task.tables:
+            raise ConfigError(
+                f"job {self.job.name!r} has no table {table!r}; "
+                f"tables: {', '.join(sorted(self.task.tables)) or 'none'}"
+            )
+        self._table_topics[table].append(item)
+        self._apply_table(table, item)
+        self._collect(self.task.advance())
+
+    def _apply_table(self, table: str, item: TestRecord | tuple[Any, Any]) -> None:
+        if isinstance(item, TestRecord):
+            self.task.ingest_table(table, [item])
+        else:
+            self.task.tables[table].apply_values([item])
 
     def _check_source(self, source: str) -> None:
         if source not in self.task.sources:

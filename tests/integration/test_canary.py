@@ -105,7 +105,8 @@ class Baseline:
     def _start(self) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "runtime.cli.main", "run",
                "tests.integration.canary_jobs:counts", "--workers", "1", "--bootstrap",
-               self.kafka, "--group", self.group, "--quiet", "--checkpoint-ms", "500"]  # fmt: skip
+               self.kafka, "--group", self.group, "--quiet", "--checkpoint-ms", "500",
+               "--http", "127.0.0.1:0"]  # fmt: skip
         for b in self.binds:
             cmd += ["--bind", b]
         log = open(self.home / "baseline.log", "ab")  # noqa: SIM115 - the child owns it
@@ -119,6 +120,15 @@ class Baseline:
             assert time.monotonic() < deadline, "the baseline's supervisor wrote no state file"
             time.sleep(0.2)
         return proc
+
+    def wait_running(self) -> None:
+        """Until the baseline has checkpointed input (it runs and announced itself)."""
+        admin = KafkaAdmin(self.kafka)
+        deadline = time.monotonic() + 90
+        while not any(tp[0] == self.events for tp in admin.group_offsets(self.group)):
+            assert self.proc.poll() is None, (self.home / "baseline.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the baseline committed nothing"
+            time.sleep(0.5)
 
     def canary(self, candidate: str, *extra: str) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "runtime.cli.main", "canary",
@@ -150,6 +160,7 @@ def baseline(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
     base = Baseline(kafka, home)
     base.producer.start()
     try:
+        base.wait_running()
         yield base
     finally:
         base.producer.halt.set()
@@ -174,6 +185,9 @@ def test_a_refactor_passes_and_its_shadow_is_removed(baseline: Baseline, tmp_pat
     assert _verdict(result) == "pass", result.stderr[-4000:]
     assert result.returncode == 0
     assert "outputs: agreement=100.00%" in result.stderr
+    # both serve /metrics: lateness and event-to-sink latency are compared too
+    assert _metric(result, "late_rate") == "pass"
+    assert _metric(result, "latency_p99_ms") == "pass"
     matched = int(re.search(r"matched=(\d+)", result.stderr).group(1))  # type: ignore[union-attr]
     assert matched >= USERS, result.stderr[-2000:]  # windows closed in both, compared
     report = (tmp_path / "report" / "canary.md").read_text()

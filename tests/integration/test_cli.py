@@ -163,3 +163,25 @@ def test_demo_runs_live_past_the_brokers_limit_and_a_second_run_starts_fresh(
         assert stopped, text[-3000:]
         read_total, late = (int(g.replace(",", "")) for g in stopped.groups())
         assert read_total > 0 and late * 100 < read_total, (run, read_total, late)
+
+
+def test_demo_with_chaos_kills_workers_and_gives_a_verdict(tmp_path: Path) -> None:
+    """``make demo DEMO_ARGS=--chaos``: workers of the sessionization job are killed on
+    the way, and the demo ends with the chaos verdict over everything the job read."""
+    home = tmp_path / "chaos-home"
+    out = shoal(
+        "demo", "--seconds", "40", "--rate", "3000", "--users", "1000", "--lookback", "600",
+        "--chaos", "--chaos-every", "5", home=home, timeout=400,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    kills = re.findall(r"\[chaos +[\d.]+s\] killed \S+ \(SIGKILL\)", out.stderr)
+    line = re.search(
+        r"chaos: kills=(\d+) broker_pauses=0 sink_stalls=0 events=(\d+) outputs=(\d+) "
+        r"lost=(\d+) duplicated=(\d+) verdict=(pass|fail)",
+        out.stderr,
+    )
+    assert line is not None, out.stderr[-4000:]
+    assert int(line.group(1)) == len(kills) >= 3, line.group(0)
+    assert int(line.group(2)) > 10_000 and int(line.group(3)) > 0, line.group(0)
+    assert line.groups()[3:] == ("0", "0", "pass"), line.group(0)
+    assert not processes_mentioning(str(home)), "the demo left processes behind"

@@ -139,3 +139,16 @@ def test_rules_and_scores_are_checked() -> None:
         compare_metric(RULES["throughput"], [], [1.0])
     with pytest.raises(ValueError, match="scores"):
         verdict([], pass_score=50, marginal_score=80)
+
+
+def test_p99_of_an_interval_from_cumulative_histograms() -> None:
+    from runtime.canary.run import p99_ms
+
+    before = [(0.1, 10.0), (0.5, 20.0), (1.0, 20.0), (float("inf"), 20.0)]
+    # 100 more observations: 90 under 0.1 s, 9 more under 0.5 s, 1 under 1 s
+    after = [(0.1, 100.0), (0.5, 119.0), (1.0, 120.0), (float("inf"), 120.0)]
+    assert p99_ms(before, after) == 500.0
+    # nothing observed, a reset (counts went down), or the 99th beyond the last bound
+    assert p99_ms(after, after) is None
+    assert p99_ms(after, before) is None
+    assert p99_ms([], [(0.1, 0.0), (float("inf"), 5.0)]) is None

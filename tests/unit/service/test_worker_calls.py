@@ -123,6 +123,9 @@ class _Task:
     def __init__(self, stores: list[StateStore]) -> None:
         self.stores = stores
 
+    def queryable_stores(self) -> list[tuple[StateStore, bool]]:
+        return [(store, False) for store in self.stores]
+
 
 class _NoScan(dict[Any, Any]):
     """A dict that fails the test when anything iterates over all of it."""

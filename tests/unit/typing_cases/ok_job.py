@@ -108,3 +108,19 @@ joined.filter(lambda p: p["next_change_mbps"] is not None, name="changed").sink(
 joined.late_right("late_changes").map(lambda mbps: {"mbps": mbps + 0.0}, name="late_mbps").sink(
     "late-changes", Json()
 )
+
+
+class Plan(TypedDict):
+    """A user's plan, from a global table on a compacted topic."""
+
+    tier: str
+
+
+def with_plan(user: str, s: Sample, plan: Plan | None) -> dict[str, str | float]:
+    """The table join's output (a left join: the plan may be missing)."""
+    return {"user": user, "mbps": s["mbps"], "tier": "none" if plan is None else plan["tier"]}
+
+
+plans = job.table("plans", schema="Plan", record=Plan, kind="global")
+by_user.join_table(plans, "with_plan", how="left", output=with_plan).sink("planned", Json())
+samples.join_table(plans, "sample_plan", key=lambda s: s["user"]).sink("raw_planned", Json())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TypedDict
 
 from runtime import Job, Json, Window, windows
 from runtime.aggregates import Mean, Sum
@@ -63,3 +64,19 @@ def strict_pair(user: str, left: Sample, right: Sample) -> float:
 
 
 by_user.join(by_user, "self", within=WEEK, how="left", output=strict_pair)  # mypy: No overload
+
+
+# A left table join's output also gets None for the table value.
+class Plan(TypedDict):
+    """A table's values."""
+
+    tier: str
+
+
+def strict_plan(user: str, s: Sample, plan: Plan) -> str:
+    """Ignores users without a plan."""
+    return plan["tier"]
+
+
+plans = job.table("plans", schema="Plan", record=Plan, kind="global")
+by_user.join_table(plans, "planned", how="left", output=strict_plan)  # mypy: No overload
