@@ -21,6 +21,7 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (
     CheckpointingMode,
     DataStream,
+    KeyedCoProcessFunction,
     KeyedProcessFunction,
     OutputTag,
     ProcessFunction,
@@ -64,6 +65,7 @@ __all__ = [
     "KafkaOffsetResetStrategy",
     "KafkaOffsetsInitializer",
     "KafkaSource",
+    "KeyedCoProcessFunction",
     "KeyedProcessFunction",
     "MapStateDescriptor",
     "MergingWindowAssigner",

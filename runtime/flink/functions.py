@@ -16,6 +16,12 @@ Flink stamps what the timer emits with ``ts - 1``. Those pairs are ``TimerPair``
 every step downstream reads their event time as their Flink timestamp plus one
 (``event_time``), so windows assign them, process steps see them and sinks stamp
 them at ``ts``, as the native engine does.
+
+A join emits pairs whose event time is neither the Flink timestamp of the element
+being processed nor of the timer (a pair's time is the later of its two records; an
+unmatched left record of a left join goes out at its own time when its cleanup timer
+fires). Those are ``StampedPair``s, which carry their event time; stateless and process
+steps downstream keep it (``like``).
 """
 
 from __future__ import annotations
@@ -48,14 +54,52 @@ class TimerPair(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
 
+class StampedPair(tuple):  # type: ignore[type-arg]
+    """A ``(key, value)`` pair that carries its own event time (``ts``), whatever its
+    Flink timestamp is: emitted by a join step."""
+
+    ts: int
+
+    def __new__(cls, pair: Pair, ts: int) -> StampedPair:
+        obj = super().__new__(cls, pair)
+        obj.ts = ts
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StampedPair, (tuple(self), self.ts))
+
+
 def event_time(pair: Any, flink_timestamp: int) -> int:
     """Shoal's event time of an element with this Flink timestamp."""
-    return flink_timestamp + 1 if type(pair) is TimerPair else flink_timestamp
+    kind = type(pair)
+    if kind is TimerPair:
+        return flink_timestamp + 1
+    if kind is StampedPair:
+        return int(pair.ts)
+    return flink_timestamp
 
 
-def late_tag(step: str) -> Any:
-    """The side-output tag of a window step's late records."""
-    return pf.OutputTag(f"{step}.late", pf.Types.PICKLED_BYTE_ARRAY())
+def stamped(pair: Pair, ts: int, flink_timestamp: int) -> Pair:
+    """``pair`` as an element whose event time is ``ts`` when Flink stamps it
+    ``flink_timestamp``: a plain pair when the two agree, else a ``StampedPair``."""
+    return pair if ts == flink_timestamp else StampedPair(pair, ts)
+
+
+def like(source: Any, pair: Pair) -> Pair:
+    """``pair`` derived from ``source`` (same Flink timestamp): the same event time."""
+    kind = type(source)
+    if kind is TimerPair:
+        return TimerPair(pair)
+    if kind is StampedPair:
+        return StampedPair(pair, source.ts)
+    return pair
+
+
+def late_tag(step: str, side: str = "") -> Any:
+    """The side-output tag of a window step's late records (``side``: of a join step's
+    ``"left"`` or ``"right"`` input)."""
+    name = f"{step}.late" if not side else f"{step}.late_{side}"
+    return pf.OutputTag(name, pf.Types.PICKLED_BYTE_ARRAY())
 
 
 # -- sources ---------------------------------------------------------------------------
@@ -152,8 +196,8 @@ class _Step(pf.ProcessFunction):  # type: ignore[misc]
         except Exception as exc:
             yield from self.failures.reject(exc, pair[1], DEAD_LETTERS)
             return
-        if type(pair) is TimerPair:
-            out = [TimerPair(p) for p in out]
+        if type(pair) is not tuple:
+            out = [like(pair, p) for p in out]
         yield from out
 
 
@@ -240,10 +284,13 @@ __all__ = [
     "FlatMapStep",
     "KeyStep",
     "MapStep",
+    "StampedPair",
     "TimerPair",
     "encode_dead_letter",
     "event_time",
     "late_tag",
+    "like",
     "pair_key",
     "shoal_watermark",
+    "stamped",
 ]

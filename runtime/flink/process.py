@@ -19,7 +19,7 @@ from runtime.api.functions import KeyedProcessFunction as ShoalProcess
 from runtime.api.functions import ListState, MapState, StateDescriptor
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import Failures
-from runtime.flink.functions import DEAD_LETTERS, TimerPair, event_time, shoal_watermark
+from runtime.flink.functions import DEAD_LETTERS, TimerPair, event_time, like, shoal_watermark
 
 
 class _Handle:
@@ -133,11 +133,9 @@ class ProcessStep(pf.KeyedProcessFunction):  # type: ignore[misc]
         service = ctx.timer_service()
         return _Handle(state, desc, lambda: int(service.current_processing_time()))
 
-    def _run(
-        self, calls: Iterable[Any], key: Any, failed_value: Any, timed: bool = False
-    ) -> Iterator[Any]:
+    def _run(self, calls: Iterable[Any], key: Any, failed_value: Any, source: Any) -> Iterator[Any]:
         try:
-            out = [TimerPair((key, x)) if timed else (key, x) for x in calls or ()]
+            out = [like(source, (key, x)) for x in calls or ()]
         except Exception as exc:
             yield from self.failures.reject(exc, failed_value, DEAD_LETTERS)
             return
@@ -145,15 +143,14 @@ class ProcessStep(pf.KeyedProcessFunction):  # type: ignore[misc]
 
     def process_element(self, pair: tuple[Any, Any], ctx: Any) -> Iterator[Any]:
         key, value = pair
-        timed = type(pair) is TimerPair
         context = _Context(self, ctx, key, event_time(pair, ctx.timestamp()))
         try:
             calls = self.fn.process(value, context)
         except Exception as exc:
             yield from self.failures.reject(exc, value, DEAD_LETTERS)
             return
-        # Outputs keep the record's Flink timestamp, so they stay TimerPairs.
-        yield from self._run(calls, key, value, timed)
+        # Outputs keep the record's Flink timestamp, so they keep its kind of pair.
+        yield from self._run(calls, key, value, pair)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         key = ctx.get_current_key()
@@ -167,4 +164,4 @@ class ProcessStep(pf.KeyedProcessFunction):  # type: ignore[misc]
             yield from self.failures.reject(exc, info, DEAD_LETTERS)
             return
         # Flink stamps them ``timestamp`` (= ts - 1): TimerPairs read as ts downstream.
-        yield from self._run(calls, key, info, timed)
+        yield from self._run(calls, key, info, TimerPair(()) if timed else ())

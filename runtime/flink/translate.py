@@ -17,8 +17,12 @@ window              ``WindowStep``, a ``KeyedProcessFunction`` that runs the win
                     (``runtime.engine.windowing``) on keyed state and event-time
                     timers: every kind, merges, retractions, allowed lateness; late
                     side output
-late                the window's late side output
+late                the window's late side output, or the join's of one input
 process             ``KeyedProcessFunction`` on Flink state and timers (``process``)
+join                ``JoinStep``, a ``KeyedCoProcessFunction`` over both inputs
+                    connected and keyed by the pairs' keys: Shoal's interval join
+                    rules on keyed state and event-time timers (``joins``): inner and
+                    left joins, allowed lateness; a late side output per input
 sink                ``EncodeStep`` (message key and value bytes) + Flink's Kafka table
                     sink with raw key and value formats (the DataStream API of PyFlink
                     cannot write keys), exactly-once: transactions that commit with
@@ -39,9 +43,12 @@ Where Flink differs from the native engine (the same results otherwise):
   event time of the record that merged the sessions (native: the retracted
   session's ``end - 1``).
 * Windows with ``early_updates`` are refused (no Flink trigger is wired for them).
-* Interval joins (``join``) are refused with a ``ConfigError`` (not translated yet;
-  Flink's interval join judges lateness as the native engine does with no allowed
-  lateness: a record is late when its time is below the watermark).
+* A join judges each record at the watermark it arrives at (native: the watermark
+  before its batch), so whether a record near the lateness bound is late can differ
+  as it does for windows. An unmatched left record of a left join goes out at the
+  first watermark past its bound (native: the batch's). A value the native state
+  codec cannot store is dead-lettered there; Flink's state stores any value, so it
+  joins.
 * Tables (``Job.table``, ``join_table``) are refused with a ``ConfigError`` (not
   translated yet; they would map to keyed state for co-partitioned tables and to
   broadcast state for global ones).
@@ -65,6 +72,7 @@ from runtime.api.errors import ConfigError, JobDefinitionError
 from runtime.api.graph import (
     FilterNode,
     FlatMapNode,
+    JoinKind,
     JoinNode,
     KeyByNode,
     LateNode,
@@ -75,6 +83,7 @@ from runtime.api.graph import (
     SinkNode,
     SourceNode,
     WindowNode,
+    default_join_output,
 )
 from runtime.api.io import CodecFactory
 from runtime.api.job import Job
@@ -93,6 +102,7 @@ from runtime.flink.functions import (
     late_tag,
     pair_key,
 )
+from runtime.flink.joins import SIDES, JoinBounds, JoinStep
 from runtime.flink.process import ProcessStep
 from runtime.flink.windows import WindowStep
 
@@ -142,16 +152,11 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
     """Add ``job`` to the Flink environment ``env``: sources, steps, sinks, dead letters.
 
     Raises:
-        ConfigError: a source topic's partition count is unknown, or the job has an
-            interval join or a table (not translated yet).
+        ConfigError: a source topic's partition count is unknown, or the job has a
+            table (not translated yet).
         JobDefinitionError: the job uses something the Flink engine does not run.
     """
     for node in job.nodes:
-        if isinstance(node, JoinNode):
-            raise ConfigError(
-                f"job {job.name!r}, step {node.name!r}: the Flink engine cannot run interval "
-                "joins yet; run the job on the native engine"
-            )
         if node.kind in ("table", "tablejoin"):
             raise ConfigError(
                 f"job {job.name!r}, step {node.name!r}: the Flink engine cannot run tables "
@@ -190,8 +195,10 @@ def _translate(
         return _with_dead(_parent(out, node).process(step).name(node.name).uid(node.name), out)
     if isinstance(node, WindowNode):
         return _window(job, node, out)
+    if isinstance(node, JoinNode):
+        return _join(job, node, out)
     if isinstance(node, LateNode):
-        return out.late[node.parents[0].name]
+        return out.late[_late_key(node.parents[0].name, node.side)]
     if isinstance(node, ProcessNode):
         if node.fn is None:
             raise JobDefinitionError(f"process step {node.name!r} has no function")
@@ -283,6 +290,22 @@ def _window(job: Job, node: WindowNode, out: Translation) -> Any:
     step = WindowStep(node.name, spec, agg, output, _failures(job, node))
     result = _parent(out, node).key_by(pair_key).process(step).name(node.name).uid(node.name)
     out.late[node.name] = result.get_side_output(late_tag(node.name))
+    return _with_dead(result, out)
+
+
+def _late_key(step: str, side: str = "") -> str:
+    return f"{step}.late_{side}" if side else step
+
+
+def _join(job: Job, node: JoinNode, out: Translation) -> Any:
+    left, right = (out.streams[p.name] for p in node.parents)
+    bounds = JoinBounds(node.lower_ms, node.upper_ms, node.allowed_lateness_ms)
+    output = node.output or default_join_output
+    step = JoinStep(node.name, bounds, node.how == JoinKind.LEFT, output, _failures(job, node))
+    connected = left.connect(right).key_by(pair_key, pair_key)
+    result = connected.process(step).name(node.name).uid(node.name)
+    for side in SIDES:
+        out.late[_late_key(node.name, side)] = result.get_side_output(late_tag(node.name, side))
     return _with_dead(result, out)
 
 

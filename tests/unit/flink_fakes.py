@@ -1,13 +1,14 @@
 """A fake of Flink's keyed process operator, to run Flink functions without a JVM.
 
-``FakeKeyedOperator`` drives a PyFlink ``KeyedProcessFunction`` the way Flink's
-operator does, as far as Shoal's functions can tell: keyed ``ValueState`` that is
-copied on every write and read (as a serializing state backend does), event-time
-timers deduplicated per key and time, fired in time order when the watermark
-advances (a timer registered at or below the watermark fires with the next advance),
-outputs stamped with the element's timestamp or the timer's time, and side outputs
-yielded as ``(tag, value)``. It is a stand-in for the unit tests; the real Flink runs
-in ``tests/integration/test_flink_*.py``.
+``FakeKeyedOperator`` drives a PyFlink ``KeyedProcessFunction`` (``element``) or
+``KeyedCoProcessFunction`` (``element1``, ``element2``) the way Flink's operator does,
+as far as Shoal's functions can tell: keyed ``ValueState`` that is copied on every write
+and read (as a serializing state backend does), event-time timers deduplicated per key
+and time, fired in time order when the watermark advances (a timer registered at or
+below the watermark fires with the next advance), outputs stamped with the element's
+timestamp or the timer's time, and side outputs yielded as ``(tag, value)``. It is a
+stand-in for the unit tests; the real Flink runs in
+``tests/integration/test_flink_*.py``.
 """
 
 from __future__ import annotations
@@ -121,6 +122,20 @@ class FakeKeyedOperator:
         self.key = pair[0]
         return self._collect(
             self.function.process_element(pair, _Context(self, timestamp)), timestamp
+        )
+
+    def element1(self, pair: Any, timestamp: int) -> list[Output]:
+        """Process one element of a co-process function's first input."""
+        self.key = pair[0]
+        return self._collect(
+            self.function.process_element1(pair, _Context(self, timestamp)), timestamp
+        )
+
+    def element2(self, pair: Any, timestamp: int) -> list[Output]:
+        """Process one element of a co-process function's second input."""
+        self.key = pair[0]
+        return self._collect(
+            self.function.process_element2(pair, _Context(self, timestamp)), timestamp
         )
 
     def advance(self, watermark: int) -> list[Output]:

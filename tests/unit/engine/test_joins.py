@@ -221,17 +221,6 @@ def test_state_is_kept_only_while_a_record_can_still_match(state: str) -> None:
         driver.close()
 
 
-def test_the_flink_engine_refuses_a_join_in_one_line() -> None:
-    from runtime.api.bindings import Bindings
-    from runtime.flink.translate import KafkaSettings, translate
-
-    job = attribution_job()
-    settings = KafkaSettings("127.0.0.1:1", "g", codecs=lambda: None)  # type: ignore[arg-type,return-value]
-    with pytest.raises(ConfigError, match=r"step 'attributed'.*cannot run interval joins") as err:
-        translate(object(), job, Bindings.for_job(job), settings)
-    assert "\n" not in str(err.value)
-
-
 def test_a_join_is_described_with_its_state_layout() -> None:
     from runtime.engine.describe import describe_job
 
