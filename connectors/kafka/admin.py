@@ -165,7 +165,11 @@ class KafkaAdmin:
         """
         import time
 
-        deadline = time.monotonic() + min(self.timeout_s, 15.0)
+        start = time.monotonic()
+        deadline = start + min(self.timeout_s, 15.0)
+        # A broker that has just created its offsets topic loads it for a while, and
+        # under load a describe can go unanswered that long: ask again, within limits.
+        patience = start + 2 * self.timeout_s
         while True:
             fut = self._admin.describe_consumer_groups([group], request_timeout=self.timeout_s)
             try:
@@ -181,9 +185,11 @@ class KafkaAdmin:
                     continue
                 raise ConnectorError(f"cannot describe consumer group {group!r}: {exc}") from exc
             except TimeoutError as exc:
+                if time.monotonic() < patience:
+                    continue
                 raise ConnectorError(
                     f"the broker did not describe consumer group {group!r} within "
-                    f"{self.timeout_s:.0f}s (overloaded or unreachable); try again"
+                    f"{time.monotonic() - start:.0f}s (overloaded or unreachable); try again"
                 ) from exc
         return [
             GroupMember(
