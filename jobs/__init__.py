@@ -7,4 +7,5 @@ DEMO_JOBS = (
     "jobs.qoe:job",
     "jobs.qoe.alerts:demo_alerts_job",
     "jobs.personalization:job",
+    "jobs.attribution:job",
 )

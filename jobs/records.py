@@ -14,12 +14,23 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict
 
-__all__ = ["DeviceType", "PlaybackEvent", "PlaybackEventType"]
+__all__ = [
+    "DeviceType",
+    "InteractionEvent",
+    "InteractionEventType",
+    "PlaybackEvent",
+    "PlaybackEventType",
+    "TitleCatalogEntry",
+]
 
 DeviceType = Literal["tv", "mobile", "tablet", "web", "console"]
 PlaybackEventType = Literal[
     "start", "play", "pause", "resume", "seek", "rebuffer_start", "rebuffer_end",
     "bitrate_change", "error", "heartbeat", "stop",
+]  # fmt: skip
+InteractionEventType = Literal[
+    "impression", "hover", "search", "play_intent", "add_to_list", "remove_from_list",
+    "thumbs_up", "thumbs_down", "rating",
 ]  # fmt: skip
 
 
@@ -44,3 +55,32 @@ class PlaybackEvent(TypedDict):
     buffer_ms: int
     error_code: str | None
     seek_from_ms: int | None
+
+
+class InteractionEvent(TypedDict):
+    """An ``InteractionEvent`` (``schemas/InteractionEvent.avsc``)."""
+
+    event_id: str
+    user_id: str
+    profile_id: str
+    device_id: str
+    device_type: DeviceType
+    country: str
+    event_type: InteractionEventType
+    event_time_ms: int
+    title_id: str | None
+    genre: str | None
+    row_name: str | None
+    row_index: int | None
+    rank: int | None
+    search_query: str | None
+    rating: int | None
+
+
+class TitleCatalogEntry(TypedDict):
+    """A ``TitleCatalogEntry`` (``schemas/TitleCatalogEntry.avsc``): one catalogue title."""
+
+    title_id: str
+    genre: str
+    kind: str
+    duration_ms: int

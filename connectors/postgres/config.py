@@ -55,6 +55,8 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "QoeAlert": ("alert_id",),
     # a user's current scores
     "PersonalizationScore": ("user_id",),
+    # one impression window of one (row, rank) or one genre
+    "AttributionMetric": ("window_start_ms", "group_kind", "row_name", "rank", "genre"),
 }
 
 _SINK_PARAMS = ("table", "key", "create", "ddl_file")

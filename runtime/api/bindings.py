@@ -57,12 +57,16 @@ class Bindings:
         return Bindings(sources=sources, sinks=sinks, dead_letters=dead, tables=tables)
 
     def describe(self) -> str:
-        """``source<-topic, ... -> sink->target, ...`` for start-up lines, URLs redacted.
+        """``source<-topic, ..., table<-topic (table), ... -> sink->target, ...`` for
+        start-up lines, URLs redacted.
 
         >>> Bindings({"in": "t"}, {"out": "postgres://u:pw@db/x"}).describe()
         'in<-t -> out->postgres://u:***@db/x'
         """
-        ins = ", ".join(f"{n}<-{redact_url(t)}" for n, t in self.sources.items())
+        ins = ", ".join(
+            [f"{n}<-{redact_url(t)}" for n, t in self.sources.items()]
+            + [f"{n}<-{redact_url(t)} (table)" for n, t in self.tables.items()]
+        )
         outs = ", ".join(f"{n}->{redact_url(t)}" for n, t in self.sinks.items())
         return f"{ins} -> {outs}"
 

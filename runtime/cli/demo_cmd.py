@@ -68,6 +68,10 @@ def _terminate(procs: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> N
             p.wait(timeout=5)
 
 
+#: The title catalogue topic (a table of the attribution job), filled by the generator.
+CATALOGUE = "title-catalogue"
+
+
 class DemoView:
     """Turns the output topics into a few readable lines every few seconds."""
 
@@ -78,6 +82,7 @@ class DemoView:
         self.tops: dict[str, list[str]] = {}
         self.errors = 0
         self.alerts: list[str] = []
+        self.ctr: dict[str, dict[str, Any]] = {}  # genre -> its latest AttributionMetric
 
     def add(self, topic: str, value: Any) -> None:
         if not isinstance(value, dict):
@@ -97,6 +102,10 @@ class DemoView:
                 self.tops.pop(next(iter(self.tops)))
         elif topic == "playback-errors":
             self.errors += 1
+        elif topic == "attribution-metrics" and value.get("group_kind") == "genre":
+            prev = self.ctr.get(value["genre"])
+            if prev is None or prev["window_start_ms"] <= value["window_start_ms"]:
+                self.ctr[value["genre"]] = value
         elif topic == "qoe-alerts":
             group = ",".join(f"{k}={v}" for k, v in sorted(value.get("group", {}).items()))
             self.alerts.append(
@@ -127,6 +136,17 @@ class DemoView:
             )
         if self.errors:
             out.append(f"  playback errors seen: {self.errors}")
+        if self.ctr:
+            start = max(m["window_start_ms"] for m in self.ctr.values())
+            latest = [m for m in self.ctr.values() if m["window_start_ms"] == start]
+            shown = sum(m["impressions"] for m in latest)
+            played = sum(m["attributed_plays"] for m in latest)
+            top = max(latest, key=lambda m: (m["ctr"], m["impressions"]))
+            out.append(
+                f"  impressions played within 30 min (5-min window {_clock(start)} UTC): "
+                f"{played}/{shown} ({played / max(shown, 1) * 100:.1f}%), best genre "
+                f"{top['genre']} {top['ctr'] * 100:.1f}%"
+            )
         return out
 
 
@@ -162,6 +182,7 @@ def job_bindings(job: Any, prefix: str) -> list[str]:
     """``--bind`` arguments that put every source, sink and dead letter of ``job`` under
     ``prefix`` (jobs that read others' outputs then read this run's)."""
     binds = [f"{s.name}={prefix}{s.name}" for s in job.sources]
+    binds += [f"{t.name}={prefix}{t.name}" for t in job.tables]
     binds += [f"{s.name}={prefix}{s.name}" for s in job.sinks]
     binds.append(f"dead-letters={prefix}{job.dead_letter_topic}")
     return binds
@@ -291,7 +312,12 @@ def demo(
             )
         click.echo(f"demo: this run's topics and groups start with {prefix}", err=True)
         admin.ensure_topics(
-            [TopicSpec(f"{prefix}playback", 4), TopicSpec(f"{prefix}interactions", 4)]
+            [
+                TopicSpec(f"{prefix}playback", 4),
+                TopicSpec(f"{prefix}interactions", 4),
+                # the generator fills it first; tables must exist before their jobs start
+                TopicSpec(f"{prefix}{CATALOGUE}", 1, config={"cleanup.policy": "compact"}),
+            ]
         )
         env_boot = ["--bootstrap", bootstrap]
         procs.append(
@@ -313,6 +339,8 @@ def demo(
                     f"{prefix}playback",
                     "--interactions-topic",
                     f"{prefix}interactions",
+                    "--catalogue-topic",
+                    f"{prefix}{CATALOGUE}",
                     "-q",
                     *env_boot,
                 ],
@@ -391,6 +419,10 @@ def demo(
         click.echo("demo: stopped everything it started", err=True)
     if failed:
         sys.exit(1)
+
+
+def _clock(ms: int) -> str:
+    return time.strftime("%H:%M", time.gmtime(ms / 1000))
 
 
 def _say(line: str) -> None:

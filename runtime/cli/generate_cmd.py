@@ -104,6 +104,13 @@ MAX = "max"
 )
 @click.option("--playback-topic", default="playback", show_default=True)
 @click.option("--interactions-topic", default="interactions", show_default=True)
+@click.option(
+    "--catalogue-topic",
+    default="title-catalogue",
+    show_default=True,
+    help="Compacted topic the title catalogue (TitleCatalogEntry records keyed by title id, "
+    "the titles the events name) is written to before the events; '' skips it.",
+)
 @click.option("--late-rate", type=click.FloatRange(0, 1), default=0.002, show_default=True)
 @click.option("--duplicate-rate", type=click.FloatRange(0, 1), default=0.005, show_default=True)
 @click.option("--malformed-rate", type=click.FloatRange(0, 1), default=0.001, show_default=True)
@@ -133,6 +140,7 @@ def generate(
     partitions: int,
     playback_topic: str,
     interactions_topic: str,
+    catalogue_topic: str,
     late_rate: float,
     duplicate_rate: float,
     malformed_rate: float,
@@ -149,6 +157,8 @@ def generate(
     Viewers with devices browse rows, start plays with startup delay, switch bitrate
     with their bandwidth, rebuffer, seek, pause, fail and stop. Out-of-order, late,
     duplicated, malformed and badly-timestamped records are mixed in at the given rates.
+    The titles they name are first written to --catalogue-topic (a compacted topic, one
+    TitleCatalogEntry per title: genre, kind, duration), for jobs that look them up.
 
     \b
     How event time advances:
@@ -170,11 +180,20 @@ def generate(
     from connectors.kafka.admin import KafkaAdmin, TopicSpec
     from connectors.kafka.sink import KafkaSink
     from connectors.wire import EndpointCodecs
-    from runtime.generator import Degradation, Generator, GeneratorConfig, corrupt_bytes
+    from runtime.generator import (
+        Degradation,
+        Generator,
+        GeneratorConfig,
+        catalogue_entries,
+        corrupt_bytes,
+    )
 
     server = resolve_client(bootstrap)
     topic = {"playback": playback_topic, "interactions": interactions_topic}
     schemas = {"playback": "PlaybackEvent", "interactions": "InteractionEvent"}
+    if catalogue_topic:
+        topic["catalogue"] = catalogue_topic
+        schemas["catalogue"] = "TitleCatalogEntry"
     streams = EndpointCodecs(codecs(), resolve_wire(), {}, topic, owner="shoal generate")
     try:
         for registered in streams.prepare(schemas.items()):
@@ -208,6 +227,8 @@ def generate(
     admin.ensure_topics(
         [TopicSpec(playback_topic, partitions), TopicSpec(interactions_topic, partitions)]
     )
+    if catalogue_topic:
+        admin.ensure_topics([TopicSpec(catalogue_topic, 1, config={"cleanup.policy": "compact"})])
     click.echo(f"generator: {_describe_time(origin, now_ms, pace)}", err=True)
     # In the background: on a busy cluster (or a broker that just started) listing the
     # groups takes seconds, and the generator must not keep the jobs waiting for it.
@@ -221,6 +242,12 @@ def generate(
     pacer = Pacer(pace, _now_ms, DEFAULT_MAX_FUTURE_MS, origin_ms=origin)
     encoders = {name: streams.sink(name, schema).encode for name, schema in schemas.items()}
     sink = KafkaSink(server, linger_ms=50)
+    if catalogue_topic:
+        entries = catalogue_entries(config)
+        for key, value in entries:
+            sink.write(catalogue_topic, key, encoders["catalogue"](value), None)
+        sink.flush()
+        click.echo(f"generator: {len(entries)} titles written to {catalogue_topic!r}", err=True)
     rng = random.Random(seed ^ 0x5EED)
     counts: dict[str, int] = {}
     interrupted = False

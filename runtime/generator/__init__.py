@@ -12,7 +12,7 @@ records marked ``corrupt``.
 (100, True)
 """
 
-from runtime.generator.catalogue import GENRES, Title, catalogue
+from runtime.generator.catalogue import GENRES, Title, catalogue, catalogue_entries
 from runtime.generator.config import CDNS, DEFAULT_START_MS, Degradation, GeneratorConfig
 from runtime.generator.corruption import CORRUPTIONS, corrupt_bytes
 from runtime.generator.delivery import LABELS, GeneratedRecord, Generator
@@ -34,5 +34,6 @@ __all__ = [
     "GeneratorConfig",
     "Title",
     "catalogue",
+    "catalogue_entries",
     "corrupt_bytes",
 ]

@@ -81,3 +81,33 @@ def catalogue(config: GeneratorConfig) -> tuple[Title, ...]:
             )
         )
     return tuple(titles)
+
+
+def catalogue_entries(config: GeneratorConfig) -> list[tuple[bytes, dict[str, object]]]:
+    """The catalogue as records of a ``TitleCatalogEntry`` table topic: ``(key, value)``.
+
+    Each key is the title id (UTF-8), each value a ``TitleCatalogEntry``
+    (``schemas/TitleCatalogEntry.avsc``), for the titles a generator with ``config``
+    draws from: what ``shoal generate --catalogue`` writes to ``title-catalogue``.
+
+    Args:
+        config: the generator configuration (only ``seed`` and ``titles`` matter).
+
+    Returns:
+        One ``(key, value)`` per title, most popular first.
+
+    >>> catalogue_entries(GeneratorConfig(seed=1, titles=1))[0][0]
+    b't0001'
+    """
+    return [
+        (
+            t.title_id.encode(),
+            {
+                "title_id": t.title_id,
+                "genre": t.genre,
+                "kind": t.kind,
+                "duration_ms": t.duration_ms,
+            },
+        )
+        for t in catalogue(config)
+    ]

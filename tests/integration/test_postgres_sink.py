@@ -136,6 +136,9 @@ def test_ddl_is_derived_from_the_avro_schema(server: PostgresServer) -> None:
     assert constraints[sessions] == "PRIMARY KEY (user_id, device_id, session_start_ms)"
     assert constraints[alerts] == "PRIMARY KEY (alert_id)"
     assert constraints[scores] == "PRIMARY KEY (user_id)"
+    assert constraints[tables["AttributionMetric"]] == (
+        "UNIQUE NULLS NOT DISTINCT (window_start_ms, group_kind, row_name, rank, genre)"
+    )
 
 
 def test_replayed_records_update_rows_and_never_duplicate(server: PostgresServer) -> None:

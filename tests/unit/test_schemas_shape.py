@@ -12,8 +12,15 @@ import pytest
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_FILES = sorted(SCHEMA_DIR.glob("*.avsc"))
 
-INPUTS = {"PlaybackEvent", "InteractionEvent"}
-OUTPUTS = {"SessionSummary", "QoeMetric", "PersonalizationScore", "QoeAlert", "DeadLetter"}
+INPUTS = {"PlaybackEvent", "InteractionEvent", "TitleCatalogEntry"}
+OUTPUTS = {
+    "SessionSummary",
+    "QoeMetric",
+    "PersonalizationScore",
+    "QoeAlert",
+    "DeadLetter",
+    "AttributionMetric",
+}
 
 PLAYBACK_FIELDS = [
     "event_id",

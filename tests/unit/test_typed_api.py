@@ -21,7 +21,7 @@ from typing import Any, Literal, get_type_hints
 
 import pytest
 
-from jobs.records import PlaybackEvent
+from jobs.records import InteractionEvent, PlaybackEvent, TitleCatalogEntry
 from runtime import Avro, ConfigError, Job, JobDefinitionError, Json, ValueState
 from runtime.aggregates import Count, Mean, Quantiles, Sum
 from runtime.api.choices import (
@@ -231,9 +231,17 @@ def _python_type(avro: Any) -> object:
     return AVRO_TYPES[avro]
 
 
-def test_the_typed_view_of_playback_events_matches_its_schema() -> None:
-    schema = load_schema("PlaybackEvent")
-    hints = get_type_hints(PlaybackEvent)
+@pytest.mark.parametrize(
+    ("name", "typed"),
+    [
+        ("PlaybackEvent", PlaybackEvent),
+        ("InteractionEvent", InteractionEvent),
+        ("TitleCatalogEntry", TitleCatalogEntry),
+    ],
+)
+def test_the_typed_views_of_input_records_match_their_schemas(name: str, typed: type) -> None:
+    schema = load_schema(name)
+    hints = get_type_hints(typed)
     assert list(hints) == [f["name"] for f in schema["fields"]]
     for f in schema["fields"]:
         assert hints[f["name"]] == _python_type(f["type"]), f["name"]
