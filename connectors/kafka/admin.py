@@ -207,6 +207,41 @@ class KafkaAdmin:
             for m in desc.members or []
         ]
 
+    def _committed(self, group: str, tps: list[Any]) -> dict[tuple[str, int], int]:
+        """The group's committed offsets of ``tps``, read by a consumer of the group
+        that joins nothing: a consumer finds and follows the group's coordinator
+        itself (the admin client's offset fetch can crash, see ``_coordinator_ready``).
+
+        Raises:
+            ConnectorError: the offsets could not be read within the admin timeout.
+        """
+        import time
+
+        from connectors.kafka.client import Consumer
+
+        consumer = Consumer(
+            self.client.client(
+                {"enable.auto.commit": False}, group_id=group, logger=CLIENT_LOGGER
+            )
+        )
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while True:
+                try:
+                    found = consumer.committed(tps, timeout=self.timeout_s)
+                    return {(tp.topic, tp.partition): tp.offset for tp in found}
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    code = err.code() if isinstance(err, KafkaError) else None
+                    if code in _COORDINATOR_MOVING and time.monotonic() < deadline:
+                        time.sleep(0.3)
+                        continue
+                    raise ConnectorError(
+                        f"cannot read the offsets of group {group!r}: {exc}"
+                    ) from exc
+        finally:
+            consumer.close()
+
     def _coordinator_ready(self, group: str) -> None:
         """Wait until the group's coordinator answers (describing the group) before its
         offsets are listed.
@@ -233,14 +268,8 @@ class KafkaAdmin:
         tps = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
         if not tps:
             return 0
-        self._coordinator_ready(group)
+        committed = self._committed(group, tps)
         try:
-            request = [ConsumerGroupTopicPartitions(group, tps)]
-            fut = self._admin.list_consumer_group_offsets(request)[group]
-            committed = {
-                (tp.topic, tp.partition): tp.offset
-                for tp in fut.result(timeout=self.timeout_s).topic_partitions
-            }
             ends = self._admin.list_offsets(
                 {tp: OffsetSpec.latest() for tp in tps},  # type: ignore[no-untyped-call]
                 isolation_level=IsolationLevel.READ_COMMITTED,

@@ -19,6 +19,7 @@ from connectors.kafka.sink import KafkaSink
 from jobs.user_counts import build
 from runtime.api.bindings import Bindings
 from runtime.generator import Generator, GeneratorConfig
+from runtime.runner import worker_state_dir
 from runtime.state.rocksdb import RocksDBBackend
 from tests.integration.helpers import decoded, read_all, run_job_until_idle, unique
 from tests.reference.counts import window_counts
@@ -59,7 +60,7 @@ def test_local_state_of_another_commit_is_not_reused(kafka: str, tmp_path: Path)
 
     # Make each local store look like state of the same checkpoint number written by
     # another commit: same sequence number, other contents (here: none at all).
-    backend = RocksDBBackend(state_dir / "w0")
+    backend = RocksDBBackend(worker_state_dir(state_dir, "w0", job.name, group))
     marked = 0
     for p in range(PARTITIONS):
         store = backend.open_store(job.name, "counts_10s", p)
