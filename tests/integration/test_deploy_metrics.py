@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,14 @@ def scrape(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, se
             "GET", f"{sj.url}/streams/user_counts/counts_10s?recent=1&limit=1", timeout=30
         ) as r:
             assert r.status_code == 200
-        text = httpx2.get(f"{sj.url}/metrics", timeout=30).text
+        # Lag is known after the first checkpoint that followed the reads (from the
+        # fetched partitions' ends): wait for it rather than scrape before it.
+        deadline = time.monotonic() + 60
+        while True:
+            text = httpx2.get(f"{sj.url}/metrics", timeout=30).text
+            if "shoal_consumer_lag_records{" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     finally:
         sj.close()
     names: dict[str, set[str]] = {}
