@@ -23,7 +23,7 @@ from connectors.kafka.client import (
     ResourceType,
 )
 from connectors.kafka.config import KafkaClientConfig, as_client_config
-from connectors.kafka.errors import ClientErrors, explain
+from connectors.kafka.errors import COORDINATOR_MOVING, ClientErrors, explain
 from connectors.kafka.limits import TopicLimits, limits_from_configs
 from runtime.api.admin import TopicSpec
 from runtime.api.errors import ConnectorError
@@ -32,12 +32,6 @@ from runtime.api.errors import ConnectorError
 __all__ = ["GroupMember", "KafkaAdmin", "TopicSpec"]
 
 log = logging.getLogger("shoal.kafka.admin")
-
-_COORDINATOR_MOVING = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +174,7 @@ class KafkaAdmin:
                 code = err.code() if isinstance(err, KafkaError) else None
                 if code == KafkaError.GROUP_ID_NOT_FOUND:
                     return []
-                if code in _COORDINATOR_MOVING and time.monotonic() < deadline:
+                if code in COORDINATOR_MOVING and time.monotonic() < deadline:
                     time.sleep(0.3)  # the group's coordinator is loading or moving
                     continue
                 raise ConnectorError(f"cannot describe consumer group {group!r}: {exc}") from exc
@@ -233,7 +227,7 @@ class KafkaAdmin:
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args else None
                     code = err.code() if isinstance(err, KafkaError) else None
-                    if code in _COORDINATOR_MOVING and time.monotonic() < deadline:
+                    if code in COORDINATOR_MOVING and time.monotonic() < deadline:
                         time.sleep(0.3)
                         continue
                     raise ConnectorError(

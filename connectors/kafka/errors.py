@@ -15,7 +15,17 @@ from typing import Any
 from connectors.kafka.client import KafkaError
 from runtime.api.redact import redact_text
 
-__all__ = ["ClientErrors", "explain"]
+__all__ = ["COORDINATOR_MOVING", "ClientErrors", "explain"]
+
+#: A group's coordinator moving or still loading (a broker that has just started, a
+#: leader change): a group request that fails with one of these passes when asked again.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
 
 # Errors that will not go away by waiting: report them at once.
 _DECISIVE = {

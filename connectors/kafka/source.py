@@ -16,18 +16,11 @@ from connectors.kafka.client import (
     TopicPartition,
 )
 from connectors.kafka.config import KafkaClientConfig, as_client_config
+from connectors.kafka.errors import COORDINATOR_MOVING
 from runtime.api.errors import ConnectorError
 
 #: Errors of a committed-offsets request that pass when asked again.
-COORDINATOR_MOVING = frozenset(
-    {
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-    }
-)
+ASK_AGAIN = COORDINATOR_MOVING | {KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
 
 AssignListener = Callable[[list[tuple[str, int]]], None]
 #: Called with newly assigned partitions; may return where to start reading each one.
@@ -209,7 +202,7 @@ class KafkaSource:
                 # COORDINATOR_LOAD_IN_PROGRESS) is retriable: ask again.
                 error = exc.args[0] if exc.args else None
                 retriable = isinstance(error, KafkaError) and (
-                    error.retriable() or error.code() in COORDINATOR_MOVING
+                    error.retriable() or error.code() in ASK_AGAIN
                 )
                 if not retriable or time.monotonic() > deadline:
                     raise ConnectorError(f"cannot read committed offsets: {exc}") from exc

@@ -17,7 +17,7 @@ from typing import Any
 from connectors.codecs import codec_factory
 from connectors.kafka.client import Consumer, KafkaError, KafkaException, TopicPartition
 from connectors.kafka.sink import KafkaSink
-from connectors.kafka.source import COORDINATOR_MOVING
+from connectors.kafka.source import ASK_AGAIN
 from runtime.generator import GeneratedRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ def group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
                 break
             except KafkaException as exc:  # the coordinator moving or loading: ask again
                 error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and error.code() in COORDINATOR_MOVING):
+                if not (isinstance(error, KafkaError) and error.code() in ASK_AGAIN):
                     raise
                 if time.monotonic() > deadline:
                     raise
