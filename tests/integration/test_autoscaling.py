@@ -1,7 +1,8 @@
 """Autoscaling on lag: a burst raises the worker count, draining lowers it, output exact.
 
 ``shoal run --min-workers 1 --max-workers 3`` supervises the workers of
-``jobs.user_counts``; a backlog produced at once makes the supervisor add workers (the
+``jobs.user_counts`` (slowed down per record, ``scaling_jobs``, so that the burst
+outlasts the supervisor's first lag sample on any machine); a backlog produced at once makes the supervisor add workers (the
 rule in ``runtime/cli/scaling.py``), and once the lag stays low it takes them away
 again. Every decision is printed with its reason; the read_committed output equals
 the brute-force reference exactly, across every rebalance the scaling caused.
@@ -44,7 +45,7 @@ def test_burst_scales_up_and_draining_scales_down(kafka: str, tmp_path: Path) ->
     group = unique("scale")
     log_path = tmp_path / "supervisor.log"
     env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "runtime.cli.main", "run", "jobs.user_counts:job",
+    cmd = [sys.executable, "-m", "runtime.cli.main", "run", "tests.integration.scaling_jobs:job",
            "--bootstrap", kafka, "--group", group, "--min-workers", "1", "--max-workers", "3",
            "--bind", f"playback={playback}", "--bind", f"user-counts={out}",
            "--checkpoint-ms", "500", "--quiet"]
