@@ -242,9 +242,17 @@ def _java_properties(bootstrap: str, properties: Mapping[str, str]) -> dict[str,
     return KafkaClientConfig(bootstrap, properties).java_properties()
 
 
-#: What the Flink engine uses of the connectors (its codecs run in Flink's workers too).
+def _table_reader(bootstrap: str, properties: Mapping[str, str]) -> TableReader:
+    return TableReader(KafkaClientConfig(bootstrap, properties))
+
+
+#: What the Flink engine uses of the connectors (its codecs and table readers run in
+#: Flink's workers too).
 FLINK_CONNECTORS = FlinkConnectors(
-    admin=_flink_admin, java_properties=_java_properties, codecs=codec_factory
+    admin=_flink_admin,
+    java_properties=_java_properties,
+    codecs=codec_factory,
+    tables=_table_reader,
 )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from runtime.api.admin import TopicAdmin
 from runtime.api.errors import ConfigError
 from runtime.api.io import CodecFactory
+from runtime.engine.ports import TableFeed
 from runtime.settings import load_settings
 
 INSTALL_HINT = 'pip install "shoal[flink]"'
@@ -56,11 +57,14 @@ class FlinkConnectors:
             settings)`` (the one place that builds client settings, for Java).
         codecs: the codec factory of Shoal's schemas. Flink's Python workers call it
             again, so it must be a module-level function (pickled by reference).
+        tables: a table reader for ``(bootstrap, client settings)``; Flink's Python
+            workers call it (jobs with tables), so a module-level function too.
     """
 
     admin: Callable[[str, Mapping[str, str]], TopicAdmin]
     java_properties: Callable[[str, Mapping[str, str]], dict[str, str]]
     codecs: Callable[[], CodecFactory]
+    tables: Callable[[str, Mapping[str, str]], TableFeed] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,9 @@ def topic_partitions(
     """
     admin = connectors.admin(options.bootstrap, options.kafka_properties)
     existing = admin.topics()
-    missing = [t for t in bindings.sources.values() if t not in existing]
+    missing = [
+        t for t in [*bindings.sources.values(), *bindings.tables.values()] if t not in existing
+    ]
     if missing:
         raise ConfigError(
             f"job {job.name!r} reads topics that do not exist: {', '.join(missing)} "
@@ -168,6 +171,9 @@ def build_environment(
         bounded=options.bounded,
         transaction_timeout_ms=options.transaction_timeout_ms,
         codecs=connectors.codecs,
+        tables=None
+        if connectors.tables is None
+        else partial(connectors.tables, options.bootstrap, dict(options.kafka_properties)),
     )
     return env, translate(env, job, bindings, kafka), restored
 

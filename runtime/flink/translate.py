@@ -27,6 +27,10 @@ sink                ``EncodeStep`` (message key and value bytes) + Flink's Kafka
                     sink with raw key and value formats (the DataStream API of PyFlink
                     cannot write keys), exactly-once: transactions that commit with
                     checkpoints
+table               nothing of its own: the steps that join it read its topic
+join_table          ``TableJoinStep``, a ``ProcessFunction`` that reads the table's topic
+                    when it opens and follows it (``tables``), and looks each record up
+                    in the table as it stands then (a join of processing time)
 dead letters        every step's dead-letter side output, unioned into one sink
 ==================  ================================================================
 
@@ -49,9 +53,9 @@ Where Flink differs from the native engine (the same results otherwise):
   first watermark past its bound (native: the batch's). A value the native state
   codec cannot store is dead-lettered there; Flink's state stores any value, so it
   joins.
-* Tables (``Job.table``, ``join_table``) are refused with a ``ConfigError`` (not
-  translated yet; they would map to keyed state for co-partitioned tables and to
-  broadcast state for global ones).
+* A table is read by each subtask of the step that joins it, whole (co-partitioned
+  tables too), and is not in Flink's checkpoints: its topic is its changelog, as on the
+  native engine (``runtime.flink.tables`` says why not broadcast state).
 * The ``skip`` and ``dead_letter`` policies behave alike; ``fail`` fails the task and
   Flink restarts it from the last checkpoint until its restart attempts run out.
 * The skew bound (``WatermarkStrategy.max_future_ms``) is checked against each
@@ -82,11 +86,15 @@ from runtime.api.graph import (
     ProcessNode,
     SinkNode,
     SourceNode,
+    TableJoinNode,
+    TableNode,
     WindowNode,
     default_join_output,
+    default_table_join_output,
 )
 from runtime.api.io import CodecFactory
 from runtime.api.job import Job
+from runtime.engine.ports import TableFeed
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import Failures
 from runtime.flink.functions import (
@@ -104,6 +112,7 @@ from runtime.flink.functions import (
 )
 from runtime.flink.joins import SIDES, JoinBounds, JoinStep
 from runtime.flink.process import ProcessStep
+from runtime.flink.tables import TableJoinStep, TableSpec
 from runtime.flink.windows import WindowStep
 
 BYTES = pf.Types.PRIMITIVE_ARRAY(pf.Types.BYTE())
@@ -126,6 +135,8 @@ class KafkaSettings:
             place that builds client settings): the address, TLS, SASL ...
         codecs: gives the codec factory of the records' schemas (decode, encode, dead
             letters); Flink's Python workers call it, so it is a module-level function.
+        tables: makes a table reader (for jobs with tables; Flink's Python workers call
+            it, so a module-level function or a ``partial`` of one).
     """
 
     bootstrap: str
@@ -135,6 +146,7 @@ class KafkaSettings:
     transaction_timeout_ms: int = 600_000
     properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     codecs: Callable[[], CodecFactory] = field(kw_only=True)
+    tables: Callable[[], TableFeed] | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -153,15 +165,11 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
 
     Raises:
         ConfigError: a source topic's partition count is unknown, or the job has a
-            table (not translated yet).
+            table and ``kafka`` no table reader.
         JobDefinitionError: the job uses something the Flink engine does not run.
     """
-    for node in job.nodes:
-        if node.kind in ("table", "tablejoin"):
-            raise ConfigError(
-                f"job {job.name!r}, step {node.name!r}: the Flink engine cannot run tables "
-                "(Job.table, join_table) yet; run the job on the native engine"
-            )
+    if job.tables and kafka.tables is None:
+        raise ConfigError(f"job {job.name!r} has tables and the Flink engine no table reader")
     out = Translation()
     for node in job.nodes:
         out.streams[node.name] = _translate(env, job, bindings, kafka, node, out)
@@ -199,6 +207,10 @@ def _translate(
         return _join(job, node, out)
     if isinstance(node, LateNode):
         return out.late[_late_key(node.parents[0].name, node.side)]
+    if isinstance(node, TableNode):
+        return None  # read by the steps that join it
+    if isinstance(node, TableJoinNode):
+        return _table_join(job, bindings, kafka, node, out)
     if isinstance(node, ProcessNode):
         if node.fn is None:
             raise JobDefinitionError(f"process step {node.name!r} has no function")
@@ -307,6 +319,26 @@ def _join(job: Job, node: JoinNode, out: Translation) -> Any:
     for side in SIDES:
         out.late[_late_key(node.name, side)] = result.get_side_output(late_tag(node.name, side))
     return _with_dead(result, out)
+
+
+def _table_join(
+    job: Job, bindings: Bindings, kafka: KafkaSettings, node: TableJoinNode, out: Translation
+) -> Any:
+    table = node.parents[1]
+    if not isinstance(table, TableNode) or kafka.tables is None:
+        raise JobDefinitionError(f"step {node.name!r} joins no table, or there is no reader")
+    topic = bindings.tables[table.name]
+    spec = TableSpec(topic, table.key, table.schema, _failures(job, table, topic))
+    step = TableJoinStep(
+        spec,
+        node.key,
+        node.how == JoinKind.LEFT,
+        node.output or default_table_join_output,
+        _failures(job, node),
+        kafka.tables,
+        kafka.codecs,
+    )
+    return _with_dead(_parent(out, node).process(step).name(node.name).uid(node.name), out)
 
 
 def _write_sinks(env: Any, kafka: KafkaSettings, outputs: list[tuple[str, str, Any]]) -> None:

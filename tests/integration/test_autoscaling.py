@@ -2,10 +2,11 @@
 
 ``shoal run --min-workers 1 --max-workers 3`` supervises the workers of
 ``jobs.user_counts`` (slowed down per record, ``scaling_jobs``, so that the burst
-outlasts the supervisor's first lag sample on any machine); a backlog produced at once makes the supervisor add workers (the
-rule in ``runtime/cli/scaling.py``), and once the lag stays low it takes them away
-again. Every decision is printed with its reason; the read_committed output equals
-the brute-force reference exactly, across every rebalance the scaling caused.
+outlasts the supervisor's first lag sample on any machine); a backlog produced at once
+makes the supervisor add workers (the rule in ``runtime/cli/scaling.py``), and once the
+lag stays low it takes them away again. Every decision is printed with its reason; the
+read_committed output equals the brute-force reference exactly, across every rebalance
+the scaling caused.
 """
 
 from __future__ import annotations

@@ -439,13 +439,14 @@ def flink_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def reference_jobs() -> list[Any]:
+    from jobs.attribution import job as attribution
     from jobs.personalization import job as personalization
     from jobs.playback_health import job as playback_health
     from jobs.qoe import job as qoe
     from jobs.sessionization import job as sessionization
     from jobs.user_counts import job as user_counts
 
-    return [user_counts, sessionization, qoe, personalization, playback_health]
+    return [user_counts, sessionization, qoe, personalization, playback_health, attribution]
 
 
 @pytest.mark.parametrize("job", reference_jobs(), ids=lambda j: j.name)

@@ -200,16 +200,6 @@ def test_table_state_and_description() -> None:
     assert bindings.tables == {"titles": "catalogue.v2"}
 
 
-def test_the_flink_engine_refuses_a_table_in_one_line() -> None:
-    from runtime.flink.translate import KafkaSettings, translate
-
-    job = catalogue_job()
-    settings = KafkaSettings("127.0.0.1:1", "g", codecs=lambda: None)  # type: ignore[arg-type,return-value]
-    with pytest.raises(ConfigError, match=r"step 'titles'.*cannot run tables") as err:
-        translate(object(), job, Bindings.for_job(job), settings)
-    assert "\n" not in str(err.value)
-
-
 def test_table_topics_must_exist_and_a_co_partitioned_one_fit_the_inputs() -> None:
     from runtime.runner import check_table_topics
 
