@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from connectors.kafka.client import Consumer, KafkaError, KafkaException, TopicP
 from connectors.kafka.sink import KafkaSink
 from connectors.kafka.source import ASK_AGAIN
 from runtime.generator import GeneratedRecord
+from tests.integration.helpers import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,12 +107,20 @@ class WorkerPool:
 
 
 class Producer(threading.Thread):
-    """Produces generated playback records at a steady rate in the background."""
+    """Produces generated records at a steady rate in the background: to ``topic``, or
+    with a mapping of stream name to topic, each record to its stream's topic."""
 
-    def __init__(self, bootstrap: str, topic: str, records: list[GeneratedRecord],
-                 rate: float, corrupt: Any = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str | Mapping[str, str],
+        records: list[GeneratedRecord],
+        rate: float,
+        corrupt: Any = None,
+    ) -> None:
         super().__init__(daemon=True)
-        self.bootstrap, self.topic, self.records, self.rate = bootstrap, topic, records, rate
+        self.bootstrap, self.records, self.rate = bootstrap, records, rate
+        self.topics = dict(topic) if isinstance(topic, Mapping) else {"playback": topic}
         self.corrupt = corrupt
         self.sent = 0
         self.error: BaseException | None = None
@@ -119,13 +128,13 @@ class Producer(threading.Thread):
     def run(self) -> None:
         try:
             sink = KafkaSink(self.bootstrap)
-            encode = codec_factory()("PlaybackEvent").encode
+            encoders = {s: codec_factory()(SCHEMA[s]).encode for s in self.topics}
             t0 = time.monotonic()
             for i, rec in enumerate(self.records):
-                data = encode(rec.value)
+                data = encoders[rec.stream](rec.value)
                 if self.corrupt is not None and rec.corrupt is not None:
                     data = self.corrupt(data, rec.corrupt)
-                sink.write(self.topic, rec.key, data, None)
+                sink.write(self.topics[rec.stream], rec.key, data, None)
                 self.sent = i + 1
                 if i % 500 == 499:
                     sink.poll()
