@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.codecs import codec_factory
 from runtime import ConfigError
@@ -18,7 +20,7 @@ from runtime.api.graph import ErrorPolicy
 from runtime.flink.failures import Failures
 from runtime.flink.functions import DEAD_LETTERS, StampedPair
 from runtime.flink.tables import TableJoinStep, TableSpec
-from tests.reference.tables import Update, table_join
+from tests.reference.tables import Record, Update, table_join
 from tests.unit.engine.test_tables import SCRIPT, catalogue_job, enrich
 from tests.unit.test_flink_translate import flink_env  # noqa: F401  (a fixture)
 
@@ -135,6 +137,43 @@ def test_updates_and_tombstones_between_records_equal_the_reference(how: str) ->
     assert out == table_join(SCRIPT, how, enrich)
     s.close()
     assert feed.closed
+
+
+events = st.lists(
+    st.one_of(
+        st.builds(Update, st.sampled_from(("a", "b", "c")),
+                  st.one_of(st.none(), st.builds(lambda g: {"genre": g}, st.sampled_from("xyz")))),
+        st.builds(Record, st.sampled_from(("a", "b", "c")), st.just(None)),
+    ),
+    max_size=40,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(events, st.sampled_from(["inner", "left"]), st.integers(0, 40), st.integers(1, 3))
+def test_random_updates_and_records_equal_the_reference(
+    script: list[Update | Record], how: str, opened_at: int, partitions: int
+) -> None:
+    """The table written up to ``opened_at`` is there when the step opens; the rest of
+    the updates come while it runs, spread over ``partitions`` partitions."""
+    script = [
+        Record(e.key, {"id": i, "title": e.key}) if isinstance(e, Record) else e
+        for i, e in enumerate(script)
+    ]
+    feed = InMemoryFeed(partitions)
+    opened_at = min(opened_at, len(script))
+    before = [e for e in script[:opened_at] if isinstance(e, Update)]
+    for event in before:
+        feed.write(event.key, event.value)
+    s = step(feed, how)
+    out = []
+    for event in script[opened_at:]:
+        if isinstance(event, Update):
+            feed.write(event.key, event.value)
+        else:
+            out.extend(v for _, v in process(s, event.value))
+    # The records before the step opened are not processed; the table they saw is.
+    assert out == table_join([*before, *script[opened_at:]], how, enrich)
 
 
 def test_the_table_is_read_before_the_first_record_and_followed_only_when_due() -> None:
