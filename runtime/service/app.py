@@ -91,6 +91,7 @@ HISTORY: dict[str, tuple[int, str | None]] = {
     "alerts": (500, None),
     "sessions": (100, None),
     "qoe": (1000, 'window_kind == "tumbling_1m" and group_kind == "cdn"'),
+    "attribution": (400, None),
 }
 _MAX_LIMIT = 10**9
 

@@ -4,15 +4,17 @@ The page is one for every job. It finds its panels by the Avro schema of the job
 sinks, not by step names, so a job of its own that writes ``QoeMetric`` records gets
 the QoE charts too:
 
-=========  ========================  ===========================================
-panel      sink schema               what the page taps
-=========  ========================  ===========================================
-qoe        ``QoeMetric``             the sink step (1-minute tumbling windows)
-alerts     ``QoeAlert``              the sink step
-sessions   ``SessionSummary``        the sink step
-scores     ``PersonalizationScore``  the sink step; ``/state`` of the process step
-                                     that feeds it (a user's current top titles)
-=========  ========================  ===========================================
+===========  ========================  ===========================================
+panel        sink schema               what the page taps
+===========  ========================  ===========================================
+qoe          ``QoeMetric``             the sink step (1-minute tumbling windows)
+alerts       ``QoeAlert``              the sink step
+sessions     ``SessionSummary``        the sink step
+scores       ``PersonalizationScore``  the sink step; ``/state`` of the process step
+                                       that feeds it (a user's current top titles)
+attribution  ``AttributionMetric``     the sink step (click-through rates per
+                                       impression window: row and rank, genre)
+===========  ========================  ===========================================
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ PANEL_SCHEMAS: dict[str, str] = {
     "alerts": "QoeAlert",
     "sessions": "SessionSummary",
     "scores": "PersonalizationScore",
+    "attribution": "AttributionMetric",
 }
 
 

@@ -22,10 +22,11 @@ from connectors.codecs import codec_factory
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.sink import KafkaSink
 from jobs import personalization, sessionization
+from jobs.attribution import job as attribution_job
 from jobs.qoe import job as qoe_job
 from jobs.qoe.alerts import build_alerts
 from jobs.qoe.alerts_rules import parse_rules
-from runtime.generator import Degradation, Generator, GeneratorConfig
+from runtime.generator import Degradation, Generator, GeneratorConfig, catalogue_entries
 from tests.integration.helpers import unique
 from tests.integration.test_service import ServedJob, recent_start_ms
 
@@ -48,6 +49,17 @@ class Trickle:
     all the time. CDN ``cdn-b`` degrades from minute 5 to minute 40.
     """
 
+    CONFIG = GeneratorConfig(
+        seed=7,
+        users=300,
+        start_ms=recent_start_ms() - 60 * MINUTE,
+        interaction_ratio=0.2,
+        late_rate=0.0,
+        malformed_rate=0.0,
+        bad_timestamp_rate=0.0,
+        degradations=(Degradation("cdn-b", 5 * MINUTE, 40 * MINUTE),),
+    )
+
     def __init__(self, kafka: str, topics: dict[str, str], per_second: int = 2000) -> None:
         self.topics = topics
         self.sink = KafkaSink(kafka)
@@ -56,17 +68,7 @@ class Trickle:
             "playback": codecs("PlaybackEvent"),
             "interactions": codecs("InteractionEvent"),
         }
-        config = GeneratorConfig(
-            seed=7,
-            users=300,
-            start_ms=recent_start_ms() - 60 * MINUTE,
-            interaction_ratio=0.2,
-            late_rate=0.0,
-            malformed_rate=0.0,
-            bad_timestamp_rate=0.0,
-            degradations=(Degradation("cdn-b", 5 * MINUTE, 40 * MINUTE),),
-        )
-        self.records = iter(Generator(config))
+        self.records = iter(Generator(self.CONFIG))
         self.per_second = per_second
         self.sent = 0
         self._stop = threading.Event()
@@ -234,8 +236,16 @@ def other_pages(
     qoe_served: tuple[ServedJob, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, str]]:
-    """Sessionization (2-minute gap), personalization and QoE alerts, each with its page."""
+    """Sessionization (2-minute gap), personalization, QoE alerts and attribution (with
+    the generator's title catalogue on a compacted topic), each with its page."""
     inputs = [f"playback={topics['playback']}", f"interactions={topics['interactions']}"]
+    catalogue = unique("catalogue")
+    KafkaAdmin(kafka).ensure_topics([TopicSpec(catalogue, 1, config={"cleanup.policy": "compact"})])
+    sink = KafkaSink(kafka)
+    encode = codec_factory()("TitleCatalogEntry").encode
+    for key, value in catalogue_entries(Trickle.CONFIG):
+        sink.write(catalogue, key, encode(value), None)
+    sink.flush()
     sessions_job = sessionization.build(gap=timedelta(minutes=2), allowed_lateness=timedelta(0))
     # Thresholds this small traffic reaches: cdn-b is degraded from minute 5.
     rules = parse_rules(
@@ -274,6 +284,18 @@ def other_pages(
             ],
             tmp_path_factory.mktemp("alerts-state"),
         ),
+        "attribution": ServedJob(
+            kafka,
+            attribution_job,
+            [
+                *inputs,
+                f"title-catalogue={catalogue}",
+                f"attribution-metrics={unique('attribution')}",
+                f"attribution-late={unique('attribution-late')}",
+                f"dead-letters={unique('dead')}",
+            ],
+            tmp_path_factory.mktemp("attribution-state"),
+        ),
     }
     try:
         yield {name: sj.url for name, sj in served.items()}
@@ -284,7 +306,7 @@ def other_pages(
             sj.close()
 
 
-def test_sessions_scores_and_alerts_panels(
+def test_sessions_scores_alerts_and_attribution_panels(
     other_pages: dict[str, str], browser_page: Page, tmp_path: Path
 ) -> None:
     page = browser_page
@@ -332,4 +354,23 @@ def test_sessions_scores_and_alerts_panels(
         assert "cdn_rebuffering" in recent and "cdn=cdn-b" in recent
     finally:
         page.screenshot(path=str(tmp_path / "alerts-page.png"), full_page=True)
+
+    page.goto(other_pages["attribution"] + "/")
+    try:
+        expect(page.locator("#job-name")).to_have_text("attribution", timeout=15_000)
+        expect(page.locator("#panel-qoe")).to_have_class(re.compile(r"\babsent\b"))
+        # Windows settle 40 minutes of event time after they start (about 40 s here).
+        expect(page.locator("#attribution-rows tbody tr").first).to_be_visible(timeout=120_000)
+        head = page.inner_text("#attribution-window")
+        m = re.search(r"([\d,]+) impressions, ([\d,]+) attributed plays, CTR ([\d.]+)%", head)
+        assert m, head
+        impressions, plays, ctr = number(m[1]), number(m[2]), float(m[3])
+        assert impressions > 0 and 0 <= plays <= impressions
+        assert abs(ctr - 100 * plays / impressions) < 0.01
+        for row in page.locator("#attribution-rows tbody tr").all_inner_texts():
+            cells = row.split("\t")
+            assert len(cells) == 5 and number(cells[3]) <= number(cells[2]), row
+        expect(page.locator("#attribution-genres .bar-row").first).to_be_visible()
+    finally:
+        page.screenshot(path=str(tmp_path / "attribution-page.png"), full_page=True)
     assert not errors, errors

@@ -352,6 +352,46 @@
       .join("");
   }
 
+  // ---- attribution -----------------------------------------------------------------------
+  // AttributionMetric records: per impression window, one per (row, rank) and one per genre.
+  const attribution = { windows: new Map(), keep: 12 };
+
+  function onAttribution(rec) {
+    const m = rec.value;
+    if (!m || m.window_start_ms == null) return;
+    let w = attribution.windows.get(m.window_start_ms);
+    if (!w) {
+      w = { start: m.window_start_ms, end: m.window_end_ms, rows: [], genres: [] };
+      attribution.windows.set(m.window_start_ms, w);
+      const starts = [...attribution.windows.keys()].sort((a, b) => a - b);
+      while (starts.length > attribution.keep) attribution.windows.delete(starts.shift());
+    }
+    (m.group_kind === "genre" ? w.genres : w.rows).push(m);
+    renderAttributionSoon();
+  }
+
+  const renderAttributionSoon = throttle(() => {
+    const starts = [...attribution.windows.keys()].sort((a, b) => a - b);
+    if (!starts.length) return;
+    const w = attribution.windows.get(starts[starts.length - 1]);
+    const total = w.genres.reduce((n, m) => n + m.impressions, 0);
+    const plays = w.genres.reduce((n, m) => n + m.attributed_plays, 0);
+    $("attribution-window").textContent =
+      `impressions of ${hm(w.start)}–${hm(w.end)} (UTC): ${num(total)} impressions, ${num(plays)} attributed plays, CTR ${pct(total ? plays / total : null)}`;
+    const rows = [...w.rows].sort((a, b) => b.impressions - a.impressions).slice(0, 10);
+    $("attribution-rows").tBodies[0].innerHTML = rows
+      .map((m) => `<tr><td>${esc(m.row_name)}</td><td>${esc(m.rank)}</td><td>${num(m.impressions)}</td>` +
+        `<td>${num(m.attributed_plays)}</td><td>${pct(m.ctr)}</td></tr>`)
+      .join("");
+    const genres = [...w.genres].sort((a, b) => b.ctr - a.ctr);
+    const max = Math.max(0.0001, ...genres.map((m) => m.ctr));
+    $("attribution-genres").innerHTML = genres
+      .map((m) => `<div class="bar-row" data-genre="${esc(m.genre)}"><span>${esc(m.genre)}</span>` +
+        `<div class="track"><div class="fill" style="width:${((100 * m.ctr) / max).toFixed(1)}%"></div></div>` +
+        `<span class="val">${pct(m.ctr)}<small>${num(m.impressions)}</small></span></div>`)
+      .join("");
+  }, 500);
+
   // ---- alerts --------------------------------------------------------------------------
   const alerts = { byId: new Map(), recent: [] };
 
@@ -527,6 +567,9 @@
       $("user-form").addEventListener("submit", (e) => { e.preventDefault(); showUser($("user-id").value); });
       $("user-chips").addEventListener("click", (e) => { const u = e.target.dataset && e.target.dataset.user; if (u) showUser(u); });
     } else absent("panel-scores", "top titles need a step that writes PersonalizationScore records (the personalization job)");
+
+    if (p.attribution) tap(p.attribution.step, { recent: "400" }, { panel: "panel-attribution", onRecord: onAttribution });
+    else absent("panel-attribution", "click-through rates need a sink of AttributionMetric records (the attribution job)");
 
     const select = $("tap-step");
     const ordered = [...t.steps.filter((s) => s.kind === "sink"), ...t.steps.filter((s) => s.kind !== "sink")];

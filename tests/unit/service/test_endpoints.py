@@ -217,7 +217,9 @@ def test_topology_and_the_page(live: LiveWorker, client: TestClient) -> None:
     steps = {s["name"]: s for s in topo["steps"]}
     assert steps["totals"]["parents"] == ["by_user"] and steps["totals"]["stateful"] is True
     assert steps["big"]["in"] == 1 and steps["big"]["kind"] == "sink"
-    assert topo["panels"] == {"qoe": None, "alerts": None, "sessions": None, "scores": None}
+    assert topo["panels"] == {
+        "qoe": None, "alerts": None, "sessions": None, "scores": None, "attribution": None
+    }
     page = client.get("/")
     assert page.status_code == 200 and "EventSource" not in page.text  # the HTML only
     assert '<script src="/static/app.js">' in page.text
@@ -236,12 +238,14 @@ def test_panels_are_found_by_sink_schema() -> None:
         StepInfo("only", "filter", ("scores",), None),
         StepInfo("out", "sink", ("only",), "PersonalizationScore"),
         StepInfo("s", "sink", ("events",), "SessionSummary"),
+        StepInfo("ctr", "sink", ("events",), "AttributionMetric"),
     ]
     assert find_panels(steps) == {
         "qoe": None,
         "alerts": None,
         "sessions": {"step": "s"},
         "scores": {"step": "out", "state_step": "scores"},
+        "attribution": {"step": "ctr"},
     }
 
 
