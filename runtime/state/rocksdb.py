@@ -173,6 +173,7 @@ class RocksDBStore:
         self._no_wal.disable_wal = True  # type: ignore[method-assign, assignment]
         try:
             self._disk_count = self._load_count()
+            self._count_stale = False
         except Exception as exc:
             self._db.close()
             self._fail("reading the entry count", exc)
@@ -280,7 +281,7 @@ class RocksDBStore:
         if self._closed:
             self._raise_closed()
         self._resolve_bases()
-        count = self._disk_count
+        count = self._count()
         base = self._base
         for key, value in self._dirty.items():
             count += (value is not _ABSENT) - bool(base[key])
@@ -312,7 +313,7 @@ class RocksDBStore:
             self._raise_closed()
         encoded = self._resolve_bases()
         base = self._base
-        count = self._disk_count
+        count = self._count()
         batch = WriteBatch(raw_mode=True)
         changes: list[Change] = []
         add_change = changes.append
@@ -423,6 +424,7 @@ class RocksDBStore:
         self._base = {}
         self._pending_meta = {}
         self._disk_count = 0
+        self._count_stale = False
 
     def close(self) -> None:
         """Close the database; changes since the last checkpoint are discarded."""
@@ -526,29 +528,32 @@ class RocksDBStore:
         return dict(zip(unknown, raw_keys, strict=True))
 
     def _restore_chunk(self, chunk: dict[bytes, bytes | None]) -> None:
-        """Write one chunk of a changelog, keeping the stored entry count exact."""
-        raw_keys = list(chunk)
-        try:
-            found = self._multi_get(raw_keys)
-        except Exception as exc:
-            self._fail("reading during restore", exc)
-        count = self._disk_count
+        """Write one chunk of a changelog as it is, without reading what is there: the
+        entry count is counted again when next needed (:meth:`_count`), and is not on
+        disk meanwhile (a store opened after a crash mid-restore counts its entries)."""
         batch = WriteBatch(raw_mode=True)
-        for raw_key, existing in zip(raw_keys, found, strict=True):
-            raw_value = chunk[raw_key]
+        for raw_key, raw_value in chunk.items():
             if raw_value is None:
-                if existing is not None:
-                    batch.delete(raw_key)
-                    count -= 1
+                batch.delete(raw_key)
             else:
                 batch.put(raw_key, raw_value)
-                count += existing is None
-        batch.put(_COUNT_KEY, count.to_bytes(8, "big"))
+        if not self._count_stale:
+            batch.delete(_COUNT_KEY)
         try:
             self._db.write(batch, self._no_wal)
         except Exception as exc:
             self._fail("writing restored state", exc)
-        self._disk_count = count
+        self._count_stale = True
+
+    def _count(self) -> int:
+        """The entry count on disk (counted once after a restore, kept up to date else)."""
+        if self._count_stale:
+            try:
+                self._disk_count = sum(1 for _ in self._db.keys(from_key=_DATA_START))
+            except Exception as exc:
+                self._fail("counting restored entries", exc)
+            self._count_stale = False
+        return self._disk_count
 
     def _multi_get(self, raw_keys: list[bytes]) -> list[bytes | None]:
         """Read many keys in one call; ``None`` for the missing ones."""

@@ -114,6 +114,13 @@ def decode_key(data: bytes) -> Any:
     Raises:
         StateError: the bytes are not a valid encoded key.
     """
+    # Fast path for a plain str key (the tag, UTF-8 without NUL bytes, the terminator):
+    # keys are decoded for every changelog record restored.
+    if data[:1] == _STR_TAG and data.find(_TERMINATOR) == len(data) - 1:
+        try:
+            return data[1:-1].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise StateError(f"malformed state key {data!r}") from exc
     try:
         key, pos = _decode_at(data, 0)
     except (IndexError, ValueError) as exc:

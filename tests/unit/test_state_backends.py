@@ -440,6 +440,41 @@ def test_restore_applies_repeated_keys_in_order(store: StateStore) -> None:
     assert store.checkpoint() == []
 
 
+def test_restore_in_batches_keeps_the_count_exact_through_writes_and_a_reopen(
+    tmp_path: Path,
+) -> None:
+    """RocksDB restores write without reading and count once afterwards: the count
+    after several batches with repeated keys and tombstones, after later writes, and
+    after a reopen mid-restore (no count on disk then) is the number of live keys."""
+    backend = RocksDBBackend(tmp_path)
+    store = backend.open_store("job", "step", 0)
+    store.put("old", 0)
+    store.checkpoint()
+    live: dict[str, int] = {"old": 0}
+    for batch in range(4):
+        changes: list[Change] = []
+        for i in range(50):
+            key = f"k{(i * 7 + batch * 13) % 60}"
+            if i % 9 == 4:
+                changes.append((encode_key(key), None))
+                live.pop(key, None)
+            else:
+                changes.append((encode_key(key), encode_value(i)))
+                live[key] = i
+        store.restore(changes)
+    assert len(store) == len(live) and dict(store.items()) == live
+    store.put("new", 1)
+    store.delete("old")
+    store.checkpoint()
+    live = {**{k: v for k, v in live.items() if k != "old"}, "new": 1}
+    assert len(store) == len(live)
+    store.restore([(encode_key("after"), encode_value(2))])
+    store.close()  # before anything counted: the count is not on disk
+    reopened = backend.open_store("job", "step", 0)
+    assert len(reopened) == len(live) + 1
+    backend.close()
+
+
 def test_restore_refuses_a_store_with_pending_changes(store: StateStore) -> None:
     store.put("k", 1)
     with pytest.raises(StateError, match="uncheckpointed changes"):
