@@ -147,14 +147,18 @@ class WindowLogic:
         return self._add_fixed(batch, watermark_ms)
 
     def _add_fixed(self, batch: Iterable[Rec], wm: int) -> Changes:
+        # One state read and one write per window per batch: accumulators of the
+        # windows the batch touches are folded in ``held`` and stored at the end.
         changes = Changes()
         late, failed = changes.late, changes.failed
         assign = self.assigner.assign
         lateness, retain = self.lateness, self.assigner.retain_ms
-        get, put = self.store.get, self.store.put
+        get = self.store.get
         create, add = self.agg.create, self.agg.add
         schedule, touched = self.schedule, self.touched
         complete: set[tuple[Any, int, int]] = set()
+        held: dict[tuple[Any, int, int], Any] = {}
+        hold = held.get
         for rec in batch:
             k, v, t, _ = rec
             windows = assign(t)
@@ -166,27 +170,33 @@ class WindowLogic:
                     if end + lateness <= wm:
                         continue  # this window is gone
                     sk = (k, start, end)
-                    acc = get(sk, MISSING)
+                    acc = hold(sk, MISSING)
                     if acc is MISSING:
-                        acc = create()
-                        if end > wm:  # else it is emitted with the batch, not again later
-                            schedule(end, sk)
-                        if retain:
-                            schedule(end + retain, sk)
-                    put(sk, add(acc, v))
+                        acc = get(sk, MISSING)
+                        if acc is MISSING:
+                            acc = create()
+                            if end > wm:  # else it is emitted with the batch, not again later
+                                schedule(end, sk)
+                            if retain:
+                                schedule(end + retain, sk)
+                    held[sk] = add(acc, v)
                     if end <= wm:
                         complete.add(sk)
                     elif touched is not None:
                         touched.add(sk)
             except Exception as exc:
                 failed.append((exc, rec))
+        if held:
+            put = self.store.put
+            for sk, acc in held.items():
+                put(sk, acc)
         if complete:
             ordered = sorted(complete, key=lambda sk: (sk[1], sk[2]))
             if self.defer_complete:
                 for sk in ordered:
                     schedule(sk[2], sk)
             else:
-                changes.results = [(k, s, e, get((k, s, e))) for k, s, e in ordered]
+                changes.results = [(k, s, e, held[(k, s, e)]) for k, s, e in ordered]
         return changes
 
     def _add_merging(self, batch: Iterable[Rec], wm: int) -> Changes:
