@@ -41,7 +41,7 @@ from typing import Any
 from runtime.api.errors import CheckpointAborted, InvariantError
 from runtime.engine.outputs import OutputWriter
 from runtime.engine.ports import Transport
-from runtime.engine.stats import CHECKPOINT_BOUNDS_S, Histogram
+from runtime.engine.stats import CHECKPOINT_BOUNDS_S, Histogram, Phases
 from runtime.engine.task import Task
 from runtime.engine.topics import changelog_topic
 from runtime.state.base import StateStore
@@ -161,10 +161,16 @@ class Checkpointer:
         outputs: writes outputs (step 1) and flushes external sinks (step 4).
         app: names changelog topics (the consumer group).
         clock: processing clock in epoch ms.
+        phases: where to add the time checkpoints spend (the worker's; default: own).
     """
 
     def __init__(
-        self, transport: Transport, outputs: OutputWriter, app: str, clock: Callable[[], int]
+        self,
+        transport: Transport,
+        outputs: OutputWriter,
+        app: str,
+        clock: Callable[[], int],
+        phases: Phases | None = None,
     ) -> None:
         self.transport = transport
         self.outputs = outputs
@@ -176,6 +182,8 @@ class Checkpointer:
         self.failures = 0
         self.last_seconds = 0.0
         self.last_records = 0
+        #: Where checkpoints spend their time (``emit``, ``state``, ``commit``).
+        self.phases = phases if phases is not None else Phases()
         #: Wall clock of the last checkpoint pass (committed, or nothing to commit).
         self.last_pass_ms = clock()
         self.durations = Histogram(CHECKPOINT_BOUNDS_S)
@@ -198,8 +206,11 @@ class Checkpointer:
             dirty: whether records were read or outputs written since the last commit.
         """
         t0 = time.monotonic()
+        phases = self.phases
+        t = time.perf_counter()
         # 1. outputs
         dirty = self.outputs.write(tasks.values()) or dirty
+        t, phases.emit = time.perf_counter(), phases.emit + time.perf_counter() - t
         # 2. state changes, to the changelog partition of each store's task
         prepared: list[StateStore] = []
         changed = 0
@@ -218,7 +229,9 @@ class Checkpointer:
         if not dirty:
             for store in prepared:
                 store.commit_checkpoint()
+            phases.state += time.perf_counter() - t
             return Outcome.NOTHING_TO_COMMIT
+        t, phases.state = time.perf_counter(), phases.state + time.perf_counter() - t
         # 4. external sinks
         self.outputs.flush_external()
         # 5. name it
@@ -229,7 +242,9 @@ class Checkpointer:
         except CheckpointAborted as exc:
             log.warning("%s; rewinding to the last committed checkpoint", exc)
             self.failures += 1
+            phases.commit += time.perf_counter() - t
             return Outcome.ABORTED
+        t, phases.commit = time.perf_counter(), phases.commit + time.perf_counter() - t
         self.seq.update(next_seq)
         # 7. mark local state, only of tasks whose offsets this commit carried: a store
         # marked with a checkpoint that Kafka does not hold for it could be taken for it later
@@ -239,6 +254,7 @@ class Checkpointer:
         # 8. local state
         for store in prepared:
             store.commit_checkpoint()
+        phases.state += time.perf_counter() - t
         # 9. count
         self.committed += 1
         self.last_seconds = time.monotonic() - t0

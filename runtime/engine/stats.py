@@ -11,7 +11,14 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["CHECKPOINT_BOUNDS_S", "LATENCY_BOUNDS_S", "Histogram", "WorkerStats"]
+__all__ = [
+    "CHECKPOINT_BOUNDS_S",
+    "LATENCY_BOUNDS_S",
+    "PHASES",
+    "Histogram",
+    "Phases",
+    "WorkerStats",
+]
 
 #: Checkpoint durations (seconds): from a quick commit to one that nears the timeout.
 CHECKPOINT_BOUNDS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -48,6 +55,31 @@ class Histogram:
 
 HistogramSnapshot = tuple[tuple[float, ...], list[int], float]
 
+#: Where a worker's time goes, in the order a record meets them: waiting for and
+#: fetching input (``fetch``), decoding it (``decode``), the job's steps with their
+#: state and timers (``operators``), encoding and handing outputs to the producer
+#: (``emit``), writing state changes to changelogs and local stores (``state``), and
+#: committing the checkpoint (``commit``: external sinks, offsets, the transaction).
+PHASES = ("fetch", "decode", "operators", "emit", "state", "commit")
+
+
+class Phases:
+    """Seconds spent per phase of :data:`PHASES` (wall clock, summed per batch)."""
+
+    __slots__ = PHASES
+
+    def __init__(self) -> None:
+        self.fetch = 0.0
+        self.decode = 0.0
+        self.operators = 0.0
+        self.emit = 0.0
+        self.state = 0.0
+        self.commit = 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        """Seconds per phase: a copy."""
+        return {name: getattr(self, name) for name in PHASES}
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerStats:
@@ -77,6 +109,7 @@ class WorkerStats:
         rewinds: rewinds to the last committed checkpoint.
         checkpoint_histogram: checkpoint durations (bounds, counts, sum).
         latency_histogram: event-to-sink latency (bounds, counts, sum).
+        phase_seconds: seconds spent per phase of the loop (:data:`PHASES`).
     """
 
     failed: bool = False
@@ -98,3 +131,4 @@ class WorkerStats:
     rewinds: int = 0
     checkpoint_histogram: HistogramSnapshot | None = None
     latency_histogram: HistogramSnapshot | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)

@@ -135,6 +135,8 @@ class Task:
         self.sources: dict[str, tuple[SourceNode, SourceOperator]] = {}
         self.sinks: dict[str, SinkOperator] = {}
         self.stores: list[StateStore] = []
+        #: Seconds spent decoding input (the worker's ``decode`` phase).
+        self.decode_seconds = 0.0
         # Tables (runtime.engine.tables): their stores are read from the table topics,
         # never written to a changelog, so they are not among ``stores``.
         self.tables: dict[str, TableOperator] = {}
@@ -370,6 +372,7 @@ class Task:
         tracker = self.tracker_of(source)
         upstream = self.repartition_partitions
         batch: list[Rec] = []
+        t = time.perf_counter()
         for raw in raws:
             data = raw.value()
             try:
@@ -383,6 +386,7 @@ class Task:
                 batch.append((item[1], item[2], item[3], raw))
             else:
                 tracker.mark(source, partition, item[1], item[2])
+        self.decode_seconds += time.perf_counter() - t
         op.counters.records_in += len(batch)
         op.process(batch)
 
@@ -410,7 +414,9 @@ class Task:
         node, op = self.sources[source]
         op.counters.records_in += len(raws)
         codec = self.codecs.source(source, node.schema)
+        t = time.perf_counter()
         values, failures = codec.decode_batch([r.value() for r in raws], raws)
+        self.decode_seconds += time.perf_counter() - t
         if failures:
             bad = set()
             for idx, err in failures:

@@ -41,7 +41,7 @@ from runtime.engine.ports import (
 )
 from runtime.engine.queryable import MAX_ENTRIES, StateLookup, lookup_state
 from runtime.engine.recovery import RewindGuard, seek_committed
-from runtime.engine.stats import WorkerStats
+from runtime.engine.stats import Phases, WorkerStats
 from runtime.engine.task import wall_clock_ms
 from runtime.engine.topics import internal_topics
 from runtime.state.base import StateBackend
@@ -158,7 +158,9 @@ class Worker:
             internal_partitions=repartition_partitions if self.internal_topics else None,
             clock=clock,
         )
-        self.checkpointer = Checkpointer(transport, self.outputs, self.app, clock)
+        #: Where the loop's time goes (``runtime.engine.stats.PHASES``).
+        self.phases = Phases()
+        self.checkpointer = Checkpointer(transport, self.outputs, self.app, clock, self.phases)
 
     @property
     def checkpoints(self) -> int:
@@ -254,10 +256,15 @@ class Worker:
         """One iteration: poll, process, write; checkpoint when due. Returns records read."""
         self.calls.serve(self)
         self.last_progress = time.monotonic()
+        phases, clock = self.phases, time.perf_counter
+        t = clock()
         if self.table_feed is not None:
             self._read_tables(self.table_feed)
+        t, phases.operators = clock(), phases.operators + clock() - t
         msgs = source.poll(self.options.batch_size, self.options.poll_timeout_s)
+        t, phases.fetch = clock(), phases.fetch + clock() - t
         if msgs:
+            decoded_before = phases.decode
             groups: dict[tuple[str, int], list[Any]] = {}
             for m in msgs:
                 tp: Any = (m.topic(), m.partition())
@@ -276,21 +283,29 @@ class Worker:
                     group = guard.accept(topic, partition, group)
                     if not group:
                         continue
+                decoding = task.decode_seconds
                 if topic in self.internal_topics:
                     task.ingest_internal(names[topic], partition, group)
                 else:
                     task.ingest(names[topic], partition, group)
+                phases.decode += task.decode_seconds - decoding
                 positions[(topic, partition)] = group[-1].offset() + 1
             self.records_read += len(msgs)
             self._dirty = True
+            now_t = clock()
+            ingest = now_t - t
+            phases.operators += ingest - (phases.decode - decoded_before)
+            t = now_t
         now = self.clock()
         if now >= self._next_unread_check:
             self._next_unread_check = now + UNREAD_CHECK_MS
             self._hold_unread()
         for task in self.tasks.values():
             task.advance()
+        t, phases.operators = clock(), phases.operators + clock() - t
         if self.outputs.write(self.tasks.values()):
             self._dirty = True
+        phases.emit += clock() - t
         if now - self.checkpointer.last_pass_ms >= self.options.checkpoint_interval_ms:
             self.checkpoint()
         return len(msgs)
@@ -374,6 +389,7 @@ class Worker:
             rewinds=self.rewinds,
             checkpoint_histogram=ckpt.durations.snapshot(),
             latency_histogram=self.outputs.sink_latency.snapshot(),
+            phase_seconds=self.phases.snapshot(),
         )
 
     def close(self) -> None:

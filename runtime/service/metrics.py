@@ -84,6 +84,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "shoal_state_restored_records_total",
         "shoal_records_read_total",
         "shoal_rewinds_total",
+        "shoal_phase_seconds_total",
         "shoal_tasks",
         "shoal_worker_responsive",
         "shoal_tap_subscribers",
@@ -211,6 +212,15 @@ class WorkerCollector(Collector):
         yield _counter(
             "shoal_rewinds", "Rewinds to the last committed checkpoint.", job, snap.stats.rewinds
         )
+        phases = CounterMetricFamily(
+            "shoal_phase_seconds",
+            "Seconds the worker loop spent per phase (fetch, decode, operators, emit, state, "
+            "commit).",
+            labels=[*_BASE, "phase"],
+        )
+        for phase, seconds in snap.stats.phase_seconds.items():
+            phases.add_metric([*job, phase], seconds)
+        yield phases
         yield _gauge(
             "shoal_tasks",
             "Tasks (input partitions' pipelines) running.",

@@ -363,3 +363,43 @@ def test_rewind_guard_drops_replayed_records_and_seeks_again_when_a_seek_was_los
     # a third look at the same gap is accepted (offsets of transactional input skip)
     assert [m.offset() for m in guard.accept("events", 1, batch(7))] == [7, 8, 9]
     assert not guard
+
+
+class SlowTotals(Totals):
+    """``Totals`` that takes 2 ms per record (time the operators phase must show)."""
+
+    def process(self, value: dict[str, Any], ctx: Any) -> list[dict[str, Any]]:
+        import time
+
+        time.sleep(0.002)
+        return super().process(value, ctx)
+
+
+def test_the_loop_counts_where_its_time_goes() -> None:
+    """Each phase is counted once, apart from the others: a slow step's time is in
+    ``operators`` and nowhere else, and the phases never add up to more than the wall
+    clock of the steps and checkpoints that spent them."""
+    import time
+
+    from runtime.engine.stats import PHASES
+
+    values = events(20)
+    kafka = FakeKafka([json.dumps(v).encode() for v in values])
+    job = Job("slow")
+    bound = WatermarkStrategy.bounded(timedelta(0), idle_timeout=None)
+    source = job.source("events", schema="", timestamp=lambda e: e["t"], watermarks=bound)
+    source.key_by("by_user", lambda e: e["user"], repartition=False).process(
+        "sum", SlowTotals()
+    ).sink("out", Json())
+    worker = worker_on(kafka, job, MemoryBackend())
+    t0 = time.perf_counter()
+    while worker.step(kafka):
+        pass
+    worker.checkpoint()
+    elapsed = time.perf_counter() - t0
+    phases = worker.snapshot().phase_seconds
+    assert list(phases) == list(PHASES)
+    assert phases["operators"] >= 20 * 0.002
+    assert all(phases[p] > 0 for p in ("fetch", "decode", "emit", "state", "commit")), phases
+    assert sum(phases.values()) <= elapsed
+    worker.close()
