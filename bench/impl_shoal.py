@@ -266,6 +266,7 @@ def main() -> None:
             drain(worker, source, watch)
         worker.checkpoint()
         counters = worker.counters()
+        phases = worker.snapshot().phase_seconds
     finally:
         runner.close()
     watch.records = source.records
@@ -281,6 +282,8 @@ def main() -> None:
         restored_records=worker.restored_records,
         restore_s=round(worker.restore_seconds, 3),
         versions={"shoal": package_version("shoal")},
+        # Where the time went (the worker loop's counters; summed over W5's workers).
+        **{f"phase_{name}_s": round(seconds, 4) for name, seconds in phases.items()},
     )
     watch.write(args.report)
 

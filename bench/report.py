@@ -133,6 +133,35 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def breakdown(outcomes: list[Outcome]) -> str:
+    """Where one event's time goes, per phase of Shoal's worker loop, in microseconds
+    per input record (``""`` when no outcome carries the loop's counters)."""
+    # The phases in the order the worker reports them (``runtime.engine.stats.PHASES``).
+    phases = [k[len("phase_") : -len("_s")] for o in outcomes for k in o.extra
+              if k.startswith("phase_") and k.endswith("_s")]  # fmt: skip
+    phases = list(dict.fromkeys(phases))
+    rows = []
+    for o in outcomes:
+        spent = [o.extra.get(f"phase_{name}_s") for name in phases]
+        if o.unavailable is not None or not o.records or not spent or None in spent:
+            continue
+        per = [1e6 * float(x) / o.records for x in spent if x is not None]
+        rows.append(f"| {o.name} | " + " | ".join(f"{x:.2f}" for x in per) + f" | {sum(per):.2f} |")
+    if not rows:
+        return ""
+    return "\n".join([
+        "Where one event's time goes (microseconds per input record, wall clock, from the "
+        "worker loop's counters, `shoal_phase_seconds_total`; `fetch` includes waiting "
+        "for input, `operators` the job's steps with their state and timers, `state` "
+        "changelog writes and local state at checkpoints, `commit` the transaction). The "
+        "peers have no such counters.",
+        "",
+        "| implementation | " + " | ".join(phases) + " | total |",
+        "| --- |" + " ---: |" * (len(phases) + 1),
+        *rows,
+    ]) + "\n"  # fmt: skip
+
+
 def markdown_all(sections: list[Any], document: dict[str, Any]) -> str:
     """One Markdown section per workload."""
     parts = []
@@ -148,6 +177,9 @@ def markdown_all(sections: list[Any], document: dict[str, Any]) -> str:
                 target=workload.target,
             )
         )
+        split = breakdown(outcomes)
+        if split:
+            parts.append("\n" + split)
         parts.append("\n")
     return "".join(parts)
 

@@ -126,6 +126,28 @@ def test_reports_of_two_workers_span_first_start_to_last_end() -> None:
     assert out.cpu_measured_s == 3.0 and out.extra["outputs"] == 12
 
 
+def test_breakdown_per_event_sums_the_workers_phases() -> None:
+    from bench.report import breakdown
+
+    phases = ("fetch", "decode", "operators", "emit", "state", "commit")
+    out = Outcome("shoal-memory")
+    merge_reports(
+        [
+            {"records": 60, "elapsed_s": 1.0, "cpu_measured_s": 1.0, "wall_first": 1.0,
+             "wall_last": 2.0, **{f"phase_{p}_s": 0.001 * (i + 1) for i, p in enumerate(phases)}},
+            {"records": 40, "elapsed_s": 1.0, "cpu_measured_s": 1.0, "wall_first": 1.0,
+             "wall_last": 2.0,
+             **{f"phase_{p}_s": 0.001 * (i + 1) for i, p in enumerate(phases)}},
+        ],  # fmt: skip
+        out,
+    )
+    text = breakdown([out, Outcome("raw", records=100, events_per_s=1.0)])
+    # Two workers' 2 ms of decode over 100 records: 40 us per record; total 420.
+    assert "| shoal-memory | 20.00 | 40.00 | 60.00 | 80.00 | 100.00 | 120.00 | 420.00 |" in text
+    assert "| raw |" not in text  # no counters, no row
+    assert breakdown([Outcome("raw", records=100)]) == ""
+
+
 def test_update_keeps_the_workloads_this_run_did_not_measure(tmp_path: Any) -> None:
     from bench import report
 
