@@ -48,7 +48,7 @@ from runtime.state.serde import encode_key
 if TYPE_CHECKING:
     from runtime.state.base import StateStore
 
-__all__ = ["TableJoinOperator", "TableOperator"]
+__all__ = ["TableJoinOperator", "TableOperator", "table_key"]
 
 _MISSING: Any = object()
 
@@ -155,20 +155,7 @@ class TableOperator(Operator):
         self.store.checkpoint()
 
     def _key(self, raw: RawRecord) -> Any:
-        data = raw.key()
-        if data is None:
-            raise DecodeError("table record without a key", origin=_origin(raw), step=self.name)
-        try:
-            key = self.key(data)
-            encode_key(key)
-        except Exception as exc:
-            raise DecodeError(
-                f"table key {data[:64]!r} does not turn into a table key: "
-                f"{type(exc).__name__}: {exc}",
-                origin=_origin(raw),
-                step=self.name,
-            ) from exc
-        return key
+        return table_key(raw, self.key, self.name, encode_key)
 
     def _decode(self, raw: RawRecord, data: bytes) -> Any:
         values, failures = self.codec().decode_batch([data], [raw])
@@ -184,6 +171,35 @@ class TableOperator(Operator):
 
 def _origin(raw: RawRecord) -> RecordOrigin:
     return RecordOrigin(raw.topic(), raw.partition(), raw.offset())
+
+
+def table_key(
+    raw: RawRecord,
+    key: Callable[[bytes], Any],
+    step: str,
+    check: Callable[[Any], object] | None = None,
+) -> Any:
+    """The table key of a table record: ``key`` of its Kafka key, which ``check`` (if
+    given) accepts; the native engine checks that state can hold it, Flink that it hashes.
+
+    Raises:
+        DecodeError: the record has no key, or it does not turn (naming where it is).
+    """
+    data = raw.key()
+    if data is None:
+        raise DecodeError("table record without a key", origin=_origin(raw), step=step)
+    try:
+        turned = key(data)
+        if check is not None:
+            check(turned)
+    except Exception as exc:
+        raise DecodeError(
+            f"table key {data[:64]!r} does not turn into a table key: "
+            f"{type(exc).__name__}: {exc}",
+            origin=_origin(raw),
+            step=step,
+        ) from exc
+    return turned
 
 
 class TableJoinOperator(Operator):

@@ -36,9 +36,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from runtime.api.errors import DecodeError
 from runtime.api.io import Codec, CodecFactory, RawRecord
 from runtime.engine.ports import TableFeed
+from runtime.engine.tables import table_key
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import Failures
 from runtime.flink.functions import DEAD_LETTERS, Pair, like
@@ -148,7 +148,7 @@ class TableJoinStep(pf.ProcessFunction):  # type: ignore[misc]
                     continue
                 self.positions[partition] = offset + 1
             try:
-                key = self._key(raw)
+                key = table_key(raw, self.table.key, self.table.failures.step, hash)
                 data = raw.value()
                 if data is None:
                     self.values.pop(key, None)
@@ -162,19 +162,6 @@ class TableJoinStep(pf.ProcessFunction):  # type: ignore[misc]
             except Exception as exc:
                 if partition in self.reports:
                     self._reject(exc, raw)
-
-    def _key(self, raw: RawRecord) -> Any:
-        data = raw.key()
-        if data is None:
-            raise DecodeError("table record without a key", step=self.table.failures.step)
-        try:
-            return self.table.key(data)
-        except Exception as exc:
-            raise DecodeError(
-                f"table key {data[:64]!r} does not turn into a table key: "
-                f"{type(exc).__name__}: {exc}",
-                step=self.table.failures.step,
-            ) from exc
 
     def _reject(self, exc: BaseException, raw: RawRecord) -> None:
         for tag, letter in self.table.failures.reject(exc, raw.value(), DEAD_LETTERS):

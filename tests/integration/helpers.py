@@ -18,7 +18,13 @@ from runtime.api.bindings import Bindings
 from runtime.api.job import Job
 from runtime.composition import kafka_runner
 from runtime.engine.worker import Worker, WorkerOptions
-from runtime.generator import GeneratedRecord, Generator, GeneratorConfig, corrupt_bytes
+from runtime.generator import (
+    GeneratedRecord,
+    Generator,
+    GeneratorConfig,
+    catalogue_entries,
+    corrupt_bytes,
+)
 from runtime.runner import KafkaRunner, RunConfig
 
 SCHEMA = {"playback": "PlaybackEvent", "interactions": "InteractionEvent"}
@@ -139,3 +145,18 @@ def decoded(messages: Iterable[Any], schema: str) -> list[Any]:
     values, failures = codec.decode_batch([m.value() for m in messages])
     assert not failures, failures[:3]
     return values
+
+
+def write_catalogue(
+    bootstrap: str, topic: str, config: GeneratorConfig
+) -> list[tuple[bytes, dict[str, Any]]]:
+    """Write the title catalogue of ``config``'s generator to ``topic`` (Avro
+    ``TitleCatalogEntry`` keyed by title id, as ``shoal generate --catalogue-topic`` does);
+    returns its ``(key, value)`` records."""
+    catalogue: list[tuple[bytes, dict[str, Any]]] = list(catalogue_entries(config))
+    sink = KafkaSink(bootstrap)
+    encode = codec_factory()("TitleCatalogEntry").encode
+    for key, value in catalogue:
+        sink.write(topic, key, encode(value), None)
+    sink.flush()
+    return catalogue

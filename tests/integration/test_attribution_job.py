@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import time
 
-from connectors.codecs import codec_factory
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
-from connectors.kafka.sink import KafkaSink
 from jobs.attribution import job
 from jobs.attribution.job import SETTLE_MS, WINDOW_MS
 from runtime.api.bindings import Bindings
-from runtime.generator import GeneratorConfig, catalogue_entries
+from runtime.generator import GeneratorConfig
 from tests.integration.helpers import (
     decoded,
     produce_generated,
     read_all,
     run_job_until_idle,
     unique,
+    write_catalogue,
 )
 from tests.reference.attribution import reference_metrics, sort_metrics
 
@@ -48,12 +47,7 @@ def test_attribution_matches_reference(kafka: str) -> None:
         malformed_rate=0.0,
         bad_timestamp_rate=0.0,
     )
-    catalogue = catalogue_entries(config)
-    sink = KafkaSink(kafka)
-    encode = codec_factory()("TitleCatalogEntry").encode
-    for key, value in catalogue:
-        sink.write(catalogue_t, key, encode(value), None)
-    sink.flush()
+    catalogue = write_catalogue(kafka, catalogue_t, config)
     sent = produce_generated(
         kafka, {"interactions": interactions, "playback": playback}, config, 6_000
     )

@@ -24,8 +24,8 @@ from connectors.codecs import codec_factory
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.sink import KafkaSink
 from connectors.kafka.source import KafkaSource
-from runtime.generator import Generator, GeneratorConfig, catalogue_entries
-from tests.integration.helpers import SCHEMA, decoded, read_all, unique
+from runtime.generator import Generator, GeneratorConfig
+from tests.integration.helpers import SCHEMA, decoded, read_all, unique, write_catalogue
 from tests.integration.workers import Producer, WorkerPool
 from tests.reference.attribution import reference_metrics, sort_metrics
 
@@ -89,12 +89,7 @@ def test_kill9_chaos_attribution_job(kafka: str, tmp_path: Path) -> None:
     config = GeneratorConfig(start_ms=start_ms, seed=31, users=300, late_rate=0.0,
                              out_of_order_ms=2_000, duplicate_rate=0.01,
                              malformed_rate=0.0, bad_timestamp_rate=0.0)  # fmt: skip
-    catalogue = catalogue_entries(config)
-    sink = KafkaSink(kafka)
-    encode = codec_factory()("TitleCatalogEntry").encode
-    for key, value in catalogue:
-        sink.write(catalogue_t, key, encode(value), None)
-    sink.flush()
+    catalogue = write_catalogue(kafka, catalogue_t, config)
     records = list(Generator(config).take(EVENTS))
     want = reference_metrics(
         [r.value for r in records if r.stream == "interactions"],

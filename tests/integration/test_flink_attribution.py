@@ -22,8 +22,8 @@ from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.sink import KafkaSink
 from jobs.attribution import job
 from jobs.attribution.job import SETTLE_MS, WINDOW_MS
-from runtime.generator import GeneratorConfig, catalogue_entries
-from tests.integration.helpers import decoded, produce_generated, unique
+from runtime.generator import GeneratorConfig
+from tests.integration.helpers import decoded, produce_generated, unique, write_catalogue
 from tests.integration.test_flink_equality import FLINK_MARKS, recent_start_ms
 from tests.integration.test_flink_reference_jobs import run_both
 from tests.reference.attribution import reference_metrics, sort_metrics
@@ -51,11 +51,9 @@ def test_attribution_on_both_engines_equals_reference(kafka: str, tmp_path: Path
         malformed_rate=0.0,
         bad_timestamp_rate=0.0,
     )
-    catalogue = catalogue_entries(config)
+    catalogue = write_catalogue(kafka, catalogue_t, config)
     sink = KafkaSink(kafka)
     encode = codec_factory()("TitleCatalogEntry").encode
-    for key, value in catalogue:
-        sink.write(catalogue_t, key, encode(value), None)
     sink.write(catalogue_t, b"\xff", encode(catalogue[0][1]), None)  # not UTF-8: a dead letter
     sink.flush()
     sent = produce_generated(

@@ -26,8 +26,8 @@ from jobs.attribution import job as attribution_job
 from jobs.qoe import job as qoe_job
 from jobs.qoe.alerts import build_alerts
 from jobs.qoe.alerts_rules import parse_rules
-from runtime.generator import Degradation, Generator, GeneratorConfig, catalogue_entries
-from tests.integration.helpers import unique
+from runtime.generator import Degradation, Generator, GeneratorConfig
+from tests.integration.helpers import unique, write_catalogue
 from tests.integration.test_service import ServedJob, recent_start_ms
 
 CHROMIUM = "/usr/bin/chromium"
@@ -241,11 +241,7 @@ def other_pages(
     inputs = [f"playback={topics['playback']}", f"interactions={topics['interactions']}"]
     catalogue = unique("catalogue")
     KafkaAdmin(kafka).ensure_topics([TopicSpec(catalogue, 1, config={"cleanup.policy": "compact"})])
-    sink = KafkaSink(kafka)
-    encode = codec_factory()("TitleCatalogEntry").encode
-    for key, value in catalogue_entries(Trickle.CONFIG):
-        sink.write(catalogue, key, encode(value), None)
-    sink.flush()
+    write_catalogue(kafka, catalogue, Trickle.CONFIG)
     sessions_job = sessionization.build(gap=timedelta(minutes=2), allowed_lateness=timedelta(0))
     # Thresholds this small traffic reaches: cdn-b is degraded from minute 5.
     rules = parse_rules(
