@@ -340,7 +340,9 @@ def test_health_and_clear_errors(served: tuple[ServedJob, str]) -> None:
         "counts_10s",
         "user-counts",
     ]
-    assert topo["panels"] == {"qoe": None, "alerts": None, "sessions": None, "scores": None}
+    assert topo["panels"] == {
+        "qoe": None, "alerts": None, "sessions": None, "scores": None, "attribution": None
+    }  # fmt: skip
 
 
 def test_shoal_run_serves_with_http(kafka: str, tmp_path: Path) -> None:
