@@ -15,9 +15,9 @@
    records per CPU second (what a record costs, which wall-clock rates hide while
    both keep up), ``dead_letter_rate`` dead letters per record, ``rss_mb``.
 4. **Outputs.** Each job's sink records after the cut, up to the lower of the two
-   jobs' committed watermarks, keyed by ``(sink, message key, event time)``: a window's
-   result has one such identity, and per-record outputs are compared as the multiset
-   of values under it.
+   jobs' committed watermarks (of their inputs and their repartition topics), keyed by
+   ``(sink, message key, event time)``: a window's result has one such identity, and
+   per-record outputs are compared as the multiset of values under it.
 5. **Judgement** (``runtime.canary.judge``) and, on request, promotion: the baseline
    stops with a savepoint and the candidate starts from it on the production bindings.
 """
@@ -53,6 +53,7 @@ from runtime.canary.judge import (
 from runtime.canary.usage import usage_of
 from runtime.chaos.replay import partitions_of, sink_topics, span
 from runtime.cli.supervisor import read_workers, service_urls, workers_file
+from runtime.engine.topics import internal_topics
 
 __all__ = ["CanaryOptions", "CanaryRun", "Samples", "candidate_bindings", "run_canary"]
 
@@ -264,9 +265,14 @@ def _sink_ends(admin: KafkaAdmin, bindings: Bindings) -> dict[TP, int]:
     return admin.end_offsets(partitions_of(admin, topics)) if topics else {}
 
 
-def _watermark(admin: KafkaAdmin, group: str, inputs: Sequence[str], sinks: list[TP]) -> int:
-    """The lowest watermark the group's last checkpoints recorded on its inputs."""
-    parts = partitions_of(admin, inputs)
+def _watermark(
+    admin: KafkaAdmin, group: str, job: Job, inputs: Sequence[str], sinks: list[TP]
+) -> int:
+    """The lowest watermark the group's last checkpoints recorded on its inputs and on
+    its repartition topics: a window downstream of a repartition fires when the marks
+    that crossed the topic pass its end, one checkpoint or more after the inputs'
+    watermark did, so only the lower of both says what the job has emitted."""
+    parts = partitions_of(admin, [*inputs, *internal_topics(job, group)])
     where = span(admin, group, parts, sinks)
     if not where.watermarks or len(where.watermarks) < len(parts):
         raise ConfigError(f"group {group!r} has not checkpointed every input partition yet")
@@ -438,8 +444,8 @@ def run_canary(
         base_sinks = list(held["sinks"])
         shadow_sinks = partitions_of(admin, list(sink_topics(shadow_bind).values()))
         until = min(
-            _watermark(admin, options.group, base.inputs, base_sinks),
-            _watermark(admin, shadow_group, shadow.inputs, shadow_sinks),
+            _watermark(admin, options.group, baseline, base.inputs, base_sinks),
+            _watermark(admin, shadow_group, candidate, shadow.inputs, shadow_sinks),
         )
         say(f"canary: comparing outputs with event time in [{cut_ms}, {until})")
         mine = _outputs(
