@@ -22,6 +22,7 @@ import click
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.cli.common import kafka_options, resolve_client, settings
+from runtime.engine.topics import internal_topics
 from runtime.loader import load_job
 
 if TYPE_CHECKING:
@@ -228,7 +229,9 @@ def chaos(
     try:
         run_faults(chaos_target, faults, duration, pauses, record, t0, say)
         say(f"[chaos {time.monotonic() - t0:5.1f}s] faults over; waiting for the job to catch up")
-        _catch_up(admin, app, topics, catch_up_timeout, t0)
+        # Its repartition topics too: a window after a repartition fires only once the
+        # marks that crossed the topic were read, after the inputs' lag reached 0.
+        _catch_up(admin, app, [*topics, *internal_topics(job, app)], catch_up_timeout, t0)
     finally:
         sampler.stop()
     kills, bp, ss = record.count("kill"), record.count("broker_pause"), record.count("sink_stall")
@@ -333,7 +336,8 @@ def _sink_stall(kind: str, pid_file: Path | None, seconds: float) -> Callable[[]
 def _catch_up(
     admin: KafkaAdmin, group: str, topics: list[str], timeout_s: float, t0: float
 ) -> None:
-    """Wait until the group's lag on its inputs is 0 (read_committed ends).
+    """Wait until the group's lag on ``topics`` (its inputs and repartition topics) is 0
+    (read_committed ends).
 
     Raises:
         ConfigError: the lag is not 0 within ``timeout_s``.
