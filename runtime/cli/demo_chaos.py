@@ -87,16 +87,20 @@ def judge(
     )
     from runtime.chaos.verdict import compare, summary_line
     from runtime.composition import default_codecs
+    from runtime.engine.topics import internal_topics
     from runtime.loader import load_job
 
     job = load_job(CHAOS_JOB)
     bindings = Bindings.for_job(job, binds)
     admin = KafkaAdmin(client)  # type: ignore[arg-type]
     topics = list(bindings.sources.values())
+    # Its repartition topics too (see ``shoal chaos``): windows after a repartition
+    # fire once the marks that crossed the topic are read.
+    waited = [*topics, *internal_topics(job, group)]
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            lag = admin.group_lag(group, topics)
+            lag = admin.group_lag(group, waited)
         except ShoalError:
             lag = -1
         if lag == 0:
