@@ -14,7 +14,6 @@ window. The read_committed metrics must equal the brute-force reference
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from pathlib import Path
@@ -108,15 +107,9 @@ def test_kill9_chaos_attribution_job(kafka: str, tmp_path: Path) -> None:
         pool.start(slot)
     producer = Producer(kafka, topics, records, RATE)
     producer.start()
-    rng = random.Random(19)
     try:
         time.sleep(5)
-        while producer.is_alive() or pool.kills < MIN_KILLS:
-            assert not pool.crashed(), pool.log_tail()
-            slot = rng.choice([0, 1, 2])
-            pool.kill(slot)
-            pool.start(slot)
-            time.sleep(rng.uniform(1.5, 2.5))
+        pool.kill_while(producer.is_alive, [0, 1, 2], MIN_KILLS, seed=19)
         assert producer.error is None, producer.error
         last_ms = max(r.value["event_time_ms"] for r in records)
         send_sentinels(kafka, topics, records, last_ms + 3 * 3_600_000)

@@ -9,7 +9,6 @@ the brute-force reference exactly: nothing lost, nothing duplicated.
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
@@ -56,15 +55,9 @@ def test_kill9_chaos_exactly_once(kafka: str, tmp_path: Path) -> None:
         pool.start(slot)
     producer = Producer(kafka, playback, records, RATE)
     producer.start()
-    rng = random.Random(7)
     try:
         time.sleep(4)
-        while producer.is_alive() or pool.kills < MIN_KILLS:
-            assert not pool.crashed(), pool.log_tail()
-            slot = rng.choice([0, 1, 2])
-            pool.kill(slot)
-            pool.start(slot)
-            time.sleep(rng.uniform(1.5, 2.5))
+        pool.kill_while(producer.is_alive, [0, 1, 2], MIN_KILLS, seed=7)
         assert producer.error is None, producer.error
         last_ts = max(r.value["event_time_ms"] for r in records)
         close_all_windows(kafka, playback, last_ts + 3_600_000)

@@ -10,7 +10,6 @@ read_committed output must equal the brute-force reference exactly.
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from pathlib import Path
@@ -63,15 +62,9 @@ def test_kill9_chaos_repartitioning_job(kafka: str, tmp_path: Path) -> None:
     pool.start(1)
     producer = Producer(kafka, playback, records, RATE)
     producer.start()
-    rng = random.Random(11)
     try:
         time.sleep(4)
-        while producer.is_alive() or pool.kills < MIN_KILLS:
-            assert not pool.crashed(), pool.log_tail()
-            slot = rng.choice([0, 1])
-            pool.kill(slot)
-            pool.start(slot)
-            time.sleep(rng.uniform(1.5, 2.5))
+        pool.kill_while(producer.is_alive, [0, 1], MIN_KILLS, seed=11)
         assert producer.error is None, producer.error
         last_ts = max(r.value["event_time_ms"] for r in records)
         close_all_windows(kafka, playback, last_ts + 3_600_000, PARTITIONS)

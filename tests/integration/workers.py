@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,19 @@ class WorkerPool:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
             self.kills += 1
+
+    def kill_while(
+        self, busy: Callable[[], bool], slots: Sequence[int], min_kills: int, seed: int
+    ) -> None:
+        """Every 1.5-2.5 s (seeded), SIGKILL a random worker of ``slots`` and start it
+        again, while ``busy()`` and until at least ``min_kills`` kills."""
+        rng = random.Random(seed)
+        while busy() or self.kills < min_kills:
+            assert not self.crashed(), self.log_tail()
+            slot = rng.choice(list(slots))
+            self.kill(slot)
+            self.start(slot)
+            time.sleep(rng.uniform(1.5, 2.5))
 
     def stop(self, slot: int, timeout_s: float = 60.0) -> int:
         """SIGTERM the worker of ``slot`` and wait for its graceful exit; returns the code."""
