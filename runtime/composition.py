@@ -199,7 +199,7 @@ class KafkaConnectors:
 
     def changelog(self, bootstrap: Bootstrap) -> ChangelogRead:
         """Reads changelog partitions (read_committed)."""
-        return ChangelogReader(client_config(bootstrap)).read
+        return ChangelogReader(client_config(bootstrap))
 
     def tables(self, bootstrap: Bootstrap) -> TableFeed:
         """Reads table topics (``connectors.kafka.tables``)."""

@@ -214,9 +214,7 @@ class KafkaAdmin:
         from connectors.kafka.client import Consumer
 
         consumer = Consumer(
-            self.client.client(
-                {"enable.auto.commit": False}, group_id=group, logger=CLIENT_LOGGER
-            )
+            self.client.client({"enable.auto.commit": False}, group_id=group, logger=CLIENT_LOGGER)
         )
         deadline = time.monotonic() + self.timeout_s
         try:

@@ -16,9 +16,10 @@ from typing import Any
 from runtime.api.graph import KeyByNode, TableKind
 from runtime.api.io import CodecFactory
 from runtime.api.job import Job
+from runtime.engine.checkpoint import CheckpointMeta
 from runtime.engine.context import Tap
 from runtime.engine.ports import ChangelogRead, TableFeed
-from runtime.engine.recovery import latest_checkpoint, restore_progress, restore_task
+from runtime.engine.recovery import latest_checkpoint, restore_progress, restore_tasks
 from runtime.engine.task import Task
 from runtime.state.base import StateBackend
 
@@ -116,6 +117,7 @@ class Assignment:
             else:
                 self._add_partition(self.tasks[tid], tp, committed)
         opened: dict[int, int] = {}
+        fresh: list[tuple[Task, int, CheckpointMeta | None]] = []
         for tid, tps in new_tasks.items():
             task = Task(
                 self.job,
@@ -127,13 +129,16 @@ class Assignment:
                 repartition_partitions=self.repartition_partitions,
             )
             self.tasks[tid] = task
-            last = latest_checkpoint(committed.get(tp, _NONE)[1] for tp in tps)
-            restored = restore_task(task, tid, last, self.changelog, self.app)
-            opened[tid] = restored.seq
-            self.restored_records += restored.records
-            self.restore_seconds += restored.seconds
+            fresh.append((task, tid, latest_checkpoint(committed.get(tp, _NONE)[1] for tp in tps)))
+        # Every new task's changelog partitions are read together.
+        restored = restore_tasks(fresh, self.changelog, self.app)
+        if restored:
+            self.restore_seconds += max(r.seconds for r in restored.values())
+        for task, tid, _ in fresh:
+            opened[tid] = restored[tid].seq
+            self.restored_records += restored[tid].records
             self._load_tables(task, tid)
-            for tp in tps:
+            for tp in new_tasks[tid]:
                 self._add_partition(task, tp, committed)
             task.resume_event_time()
         return opened

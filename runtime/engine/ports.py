@@ -9,17 +9,38 @@ capabilities, each a protocol of its own that the worker checks for once
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from runtime.api.io import RawRecord, RefusedWrite
 
-__all__ = ["ChangelogRead", "Offsets", "ReportsLag", "ReportsUnread", "TableFeed", "Transport"]
+__all__ = [
+    "ChangelogRead",
+    "ChangelogChunks",
+    "Offsets",
+    "ReadsChangelogs",
+    "ReportsLag",
+    "ReportsUnread",
+    "TableFeed",
+    "Transport",
+]
 
 TopicPartition = tuple[str, int]
 
 # Reads a changelog partition from the start: (key, value, offset) records, oldest first.
 ChangelogRead = Callable[[str, int], Iterator[tuple[bytes, bytes | None, int]]]
+# Changelog records of several partitions: ((topic, partition), [(key, value, offset), ...])
+# chunks, each partition's oldest first.
+ChangelogChunks = Iterator[tuple[TopicPartition, list[tuple[bytes, bytes | None, int]]]]
+
+
+@runtime_checkable
+class ReadsChangelogs(Protocol):
+    """A changelog reader that reads several partitions at once (restores them together)."""
+
+    def read_many(self, pairs: Sequence[TopicPartition], chunk: int) -> ChangelogChunks:
+        """Every record of ``pairs`` in chunks of at most ``chunk`` per partition."""
+        ...
 
 
 class Transport(Protocol):

@@ -11,7 +11,8 @@ processes anything (:func:`restore_task`):
    so that state in an old format fails now (:func:`check_local_state`).
 3. **Otherwise replay the changelog**: the store is cleared and the step's changelog
    partition of the task is read from the start (read_committed) into it, in
-   batches (:func:`apply_changes`); a record this version cannot decode (corrupt, or
+   batches (:func:`apply_changes`); the partitions of every task a worker opens at
+   once are read together (:func:`restore_tasks`); a record this version cannot decode (corrupt, or
    written in the old format) fails the restore with one
    :class:`~runtime.api.errors.StateFormatError` naming the topic, partition and offset.
 4. **Event-time progress** of each partition comes back from its offset's metadata
@@ -30,13 +31,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from runtime.api.errors import StateError, StateFormatError
 from runtime.engine.checkpoint import STORE_META, CheckpointMeta, store_mark, stored_checkpoint
-from runtime.engine.ports import ChangelogRead, Offsets
+from runtime.engine.ports import ChangelogRead, Offsets, ReadsChangelogs
 from runtime.engine.task import Task
 from runtime.engine.topics import changelog_topic
 from runtime.state.base import Change, StateStore
@@ -51,6 +52,7 @@ __all__ = [
     "locate_bad_change",
     "restore_progress",
     "restore_task",
+    "restore_tasks",
     "seek_committed",
 ]
 
@@ -105,13 +107,75 @@ def restore_task(
     Raises:
         StateFormatError: a changelog record or the reused local state does not decode.
     """
+    return restore_tasks([(task, tid, last)], changelog, app)[tid]
+
+
+@dataclass(slots=True)
+class _Replay:
+    """One store to fill from its changelog partition."""
+
+    task: Task
+    tid: int
+    store: StateStore
+    last: CheckpointMeta
+    records: int = 0
+
+
+def restore_tasks(
+    tasks: Sequence[tuple[Task, int, CheckpointMeta | None]],
+    changelog: ChangelogRead | None,
+    app: str,
+) -> dict[int, Restored]:
+    """Bring new tasks' state to their committed checkpoints (steps 2 and 3), reading
+    every changelog partition they replay together when the reader can
+    (:class:`~runtime.engine.ports.ReadsChangelogs`).
+
+    Args:
+        tasks: ``(task, tid, last)``: each task just opened, its id (its changelog
+            partition) and the checkpoint its partitions' offsets were committed with.
+        changelog: reads changelog partitions from the start (``None``: no changelog).
+        app: names changelog topics (the consumer group).
+
+    Returns:
+        What was done, per task id (``seconds`` is the time of the whole restore).
+
+    Raises:
+        StateFormatError: a changelog record or the reused local state does not decode.
+    """
+    t0 = time.monotonic()
+    replays: dict[TopicPartition, _Replay] = {}
+    for task, tid, last in tasks:
+        for replay in _plan(task, tid, last, changelog is not None):
+            replays[(changelog_topic(app, replay.store.name), tid)] = replay
+    if replays and changelog is not None:
+        _replay_all(replays, changelog, t0)
+    for replay in replays.values():
+        replay.store.put_meta(STORE_META, store_mark(replay.last))
+        replay.store.checkpoint()
+    took = time.monotonic() - t0
+    out: dict[int, Restored] = {}
+    for task, tid, last in tasks:
+        if task.stores:
+            task.reindex()
+        records = sum(r.records for r in replays.values() if r.tid == tid)
+        if records:
+            log.warning(
+                "task %s of %s restored %d changelog records in %.2fs",
+                tid,
+                task.job.name,
+                records,
+                took,
+            )
+        out[tid] = Restored(last.seq if last is not None else 0, records, took)
+    return out
+
+
+def _plan(task: Task, tid: int, last: CheckpointMeta | None, has_changelog: bool) -> list[_Replay]:
+    """Reuse or clear each of the task's stores; the ones to replay."""
     seq = last.seq if last is not None else 0
     # Sequence numbers alone can repeat across workers; the id names one commit.
     ckpt = last.name if last is not None else None
-    if not task.stores:
-        return Restored(seq, 0, 0.0)
-    t0 = time.monotonic()
-    restored = 0
+    out: list[_Replay] = []
     for store in task.stores:
         local_ckpt = stored_checkpoint(store)
         log.info(
@@ -126,51 +190,51 @@ def restore_task(
             continue  # local state is exactly the committed checkpoint
         if local_ckpt is not None or len(store):
             store.clear()
-        if seq == 0 or changelog is None:
-            continue
-        restored += _replay(store, changelog, changelog_topic(app, store.name), tid, t0, task)
-        store.put_meta(STORE_META, store_mark(last))
-        store.checkpoint()
-    task.reindex()
-    took = time.monotonic() - t0
-    if restored:
-        log.warning(
-            "task %s of %s restored %d changelog records in %.2fs",
-            tid,
-            task.job.name,
-            restored,
-            took,
-        )
-    return Restored(seq, restored, took)
+        if last is not None and seq > 0 and has_changelog:
+            out.append(_Replay(task, tid, store, last))
+    return out
 
 
-def _replay(
-    store: StateStore, changelog: ChangelogRead, topic: str, tid: int, t0: float, task: Task
-) -> int:
-    """Read the task's changelog partition into ``store``; returns the records read."""
+def _chunks(
+    changelog: ChangelogRead, pairs: list[TopicPartition]
+) -> Iterator[tuple[TopicPartition, list[tuple[bytes, bytes | None, int]]]]:
+    """The partitions' records in chunks: all at once when the reader can, else one
+    partition after another."""
+    if isinstance(changelog, ReadsChangelogs):
+        yield from changelog.read_many(pairs, RESTORE_BATCH)
+        return
+    for tp in pairs:
+        chunk: list[tuple[bytes, bytes | None, int]] = []
+        for record in changelog(*tp):
+            chunk.append(record)
+            if len(chunk) >= RESTORE_BATCH:
+                yield tp, chunk
+                chunk = []
+        if chunk:
+            yield tp, chunk
+
+
+def _replay_all(
+    replays: dict[TopicPartition, _Replay], changelog: ChangelogRead, t0: float
+) -> None:
+    """Read the changelog partitions into their stores, logging progress."""
+    pairs = sorted(replays)
     restored = 0
-    batch: list[Change] = []
-    offsets: list[int] = []
-    for key, value, offset in changelog(topic, tid):
-        batch.append((key, value))
-        offsets.append(offset)
-        if len(batch) >= RESTORE_BATCH:
-            apply_changes(store, batch, offsets, topic, tid)
-            restored += len(batch)
-            batch, offsets = [], []
-            if restored % RESTORE_PROGRESS_EVERY == 0:
-                log.warning(
-                    "task %s of %s: restoring %s, %d records so far (%.1fs)",
-                    tid,
-                    task.job.name,
-                    topic,
-                    restored,
-                    time.monotonic() - t0,
-                )
-    if batch:
-        apply_changes(store, batch, offsets, topic, tid)
-        restored += len(batch)
-    return restored
+    reported = 0
+    for tp, chunk in _chunks(changelog, pairs):
+        replay = replays[tp]
+        apply_changes(replay.store, [(k, v) for k, v, _ in chunk], [o for _, _, o in chunk], *tp)
+        replay.records += len(chunk)
+        restored += len(chunk)
+        if restored - reported >= RESTORE_PROGRESS_EVERY:
+            reported = restored
+            log.warning(
+                "restoring %d changelog partition(s) of %s: %d records so far (%.1fs)",
+                len(pairs),
+                replay.task.job.name,
+                restored,
+                time.monotonic() - t0,
+            )
 
 
 def restore_progress(task: Task, source: str, partition: int, metadata: str) -> None:

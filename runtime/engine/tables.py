@@ -194,8 +194,7 @@ def table_key(
             check(turned)
     except Exception as exc:
         raise DecodeError(
-            f"table key {data[:64]!r} does not turn into a table key: "
-            f"{type(exc).__name__}: {exc}",
+            f"table key {data[:64]!r} does not turn into a table key: {type(exc).__name__}: {exc}",
             origin=_origin(raw),
             step=step,
         ) from exc

@@ -1,10 +1,11 @@
-"""The worker's transport on the real broker: aborted checkpoints leave no trace."""
+"""The worker's transport on the real broker: aborted checkpoints leave no trace, and
+changelogs read back committed records only."""
 
 from __future__ import annotations
 
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.source import KafkaSource
-from connectors.kafka.transport import KafkaTransport
+from connectors.kafka.transport import ChangelogReader, KafkaTransport
 from tests.integration.helpers import read_all, unique
 
 
@@ -33,3 +34,41 @@ def test_an_aborted_checkpoint_does_not_fail_the_next_one(kafka: str) -> None:
     values = [m.value() for m in read_all(kafka, out)]
     assert len(values) == 301
     assert set(values) == {b"committed"}
+
+
+def test_changelog_partitions_are_read_together_committed_only_and_in_order(kafka: str) -> None:
+    """``read_many`` hands over every committed record of each partition once, oldest
+    first, in chunks no larger than asked; aborted records, a partition holding only
+    aborted ones and an empty partition give nothing."""
+    inp, log = unique("cl-in"), unique("cl")
+    KafkaAdmin(kafka).ensure_topics([TopicSpec(inp, 1), TopicSpec(log, 4)])
+    source = KafkaSource(kafka, unique("cl-group"), [inp])
+    transport = KafkaTransport(kafka, source, exactly_once=True)
+    expected: dict[int, list[tuple[bytes, bytes | None]]] = {0: [], 1: []}
+    try:
+        for round_ in range(3):
+            for partition in (0, 1):
+                for i in range(9 + partition * 5):
+                    key, value = b"k%d" % (i % 4), (None if i % 5 == 4 else b"v%d.%d" % (round_, i))
+                    transport.write(log, key, value, partition=partition)
+                    expected[partition].append((key, value))
+            transport.commit({})
+            for partition in (0, 1, 2):
+                transport.write(log, b"gone", b"aborted", partition=partition)
+            transport.abort()
+    finally:
+        transport.close()
+        source.close()
+    pairs = [(log, p) for p in range(4)]
+    got: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+    offsets: dict[tuple[str, int], list[int]] = {}
+    for tp, chunk in ChangelogReader(kafka).read_many(pairs, chunk=7):
+        assert 0 < len(chunk) <= 7
+        got.setdefault(tp, []).extend((k, v) for k, v, _ in chunk)
+        offsets.setdefault(tp, []).extend(o for _, _, o in chunk)
+    assert set(got) == {(log, 0), (log, 1)}
+    for partition in (0, 1):
+        assert got[(log, partition)] == expected[partition]
+        assert offsets[(log, partition)] == sorted(offsets[(log, partition)])
+    # One partition alone reads the same records.
+    assert [(k, v) for k, v, _ in ChangelogReader(kafka).read(log, 1)] == expected[1]

@@ -11,8 +11,9 @@ against a brute-force reference computed here from the same input.
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,11 +27,13 @@ from runtime.api.bindings import Bindings
 from runtime.api.errors import CheckpointAborted
 from runtime.api.io import RefusedWrite
 from runtime.engine.checkpoint import CheckpointMeta, Outcome
-from runtime.engine.recovery import RewindGuard, latest_checkpoint
+from runtime.engine.recovery import RewindGuard, latest_checkpoint, restore_tasks
+from runtime.engine.task import Task
 from runtime.engine.topics import changelog_topic
 from runtime.engine.worker import Worker, WorkerOptions
 from runtime.state.base import StateBackend
 from runtime.state.memory import MemoryBackend
+from runtime.state.serde import encode_key, encode_value
 
 T0 = 1_700_000_000_000
 TOTAL = ValueState("total")
@@ -403,3 +406,80 @@ def test_the_loop_counts_where_its_time_goes() -> None:
     assert all(phases[p] > 0 for p in ("fetch", "decode", "emit", "state", "commit")), phases
     assert sum(phases.values()) <= elapsed
     worker.close()
+
+
+class ChunkedChangelog:
+    """Changelog partitions in memory, read the way a consumer of all of them at once
+    hands them over: chunks of every partition interleaved in a seeded random order."""
+
+    def __init__(self, topics: dict[tuple[str, int], list[tuple[bytes, bytes | None]]]) -> None:
+        self.topics = topics
+        self.asked: list[list[tuple[str, int]]] = []
+
+    def __call__(self, topic: str, partition: int) -> Iterator[tuple[bytes, bytes | None, int]]:
+        raise AssertionError("partitions were read one at a time")
+
+    def read_many(
+        self, pairs: Sequence[tuple[str, int]], chunk: int
+    ) -> Iterator[tuple[tuple[str, int], list[tuple[bytes, bytes | None, int]]]]:
+        self.asked.append(list(pairs))
+        rng = random.Random(7)
+        queues = {
+            tp: [(k, v, o) for o, (k, v) in enumerate(self.topics.get(tp, []))] for tp in pairs
+        }
+        while any(queues.values()):
+            tp = rng.choice([tp for tp, q in queues.items() if q])
+            size = min(chunk, rng.randint(1, 5))
+            yield tp, queues[tp][:size]
+            del queues[tp][:size]
+
+
+@pytest.mark.parametrize("kind", ["memory", "rocksdb"])
+@pytest.mark.parametrize("together", [True, False], ids=["together", "one-by-one"])
+def test_tasks_restore_their_changelog_partitions_together_or_one_by_one(
+    kind: str, together: bool, tmp_path: Path
+) -> None:
+    job = totals_job()
+    rng = random.Random(11)
+    topic = changelog_topic("totals", "sum")
+    topics: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+    expected: dict[int, dict[Any, Any]] = {}
+    for tid in range(4):
+        model: dict[Any, Any] = {}
+        records: list[tuple[bytes, bytes | None]] = []
+        for _ in range(rng.randint(0, 60)):
+            key = f"u{rng.randint(0, 9)}"
+            value = None if rng.random() < 0.2 else [rng.randint(0, 99), tid]
+            records.append((encode_key(key), None if value is None else encode_value(value)))
+            if value is None:
+                model.pop(key, None)
+            else:
+                model[key] = value
+        topics[(topic, tid)] = records
+        expected[tid] = model
+    state = backend(kind, tmp_path)
+    tasks = [
+        (Task(job, tid, codec_factory(), state), tid, CheckpointMeta(3, "c")) for tid in range(4)
+    ]
+    reader = ChunkedChangelog(topics)
+    plain = FakeKafka([])
+    plain.topics = dict(topics)
+    restored = restore_tasks(tasks, reader if together else plain.read_changelog, "totals")
+    if together:
+        assert reader.asked == [sorted((topic, tid) for tid in range(4))]  # one read for all
+    for task, tid, _ in tasks:
+        (store,) = task.stores
+        assert dict(store.items()) == expected[tid]
+        assert restored[tid].records == len(topics[(topic, tid)])
+        assert restored[tid].seq == 3
+    # Restored stores hold the checkpoint: reopening them reuses them, nothing replayed.
+    for task, _, _ in tasks:
+        task.close()
+    again = [
+        (Task(job, tid, codec_factory(), state), tid, CheckpointMeta(3, "c")) for tid in range(4)
+    ]
+    if kind == "rocksdb":
+        assert all(r.records == 0 for r in restore_tasks(again, reader, "totals").values())
+    for task, _, _ in again:
+        task.close()
+    state.close()
