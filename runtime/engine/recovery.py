@@ -30,10 +30,12 @@ partition really starts there.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from runtime.api.errors import StateError, StateFormatError
 from runtime.engine.checkpoint import STORE_META, CheckpointMeta, store_mark, stored_checkpoint
@@ -61,10 +63,13 @@ log = logging.getLogger("shoal.worker")
 
 #: Changelog records applied to a store at once.
 RESTORE_BATCH = 50_000
+#: Chunks of changelog records fetched ahead while earlier ones are written.
+PREFETCH_CHUNKS = 8
 #: A long restore logs its progress every this many records.
 RESTORE_PROGRESS_EVERY = 250_000
 
 TopicPartition = tuple[str, int]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +206,9 @@ def _chunks(
     """The partitions' records in chunks: all at once when the reader can, else one
     partition after another."""
     if isinstance(changelog, ReadsChangelogs):
-        yield from changelog.read_many(pairs, RESTORE_BATCH)
+        # Fetched ahead on a thread: the client waits for the broker without the
+        # interpreter lock while the stores are written.
+        yield from prefetched(changelog.read_many(pairs, RESTORE_BATCH), PREFETCH_CHUNKS)
         return
     for tp in pairs:
         chunk: list[tuple[bytes, bytes | None, int]] = []
@@ -212,6 +219,56 @@ def _chunks(
                 chunk = []
         if chunk:
             yield tp, chunk
+
+
+_END = object()
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced on a thread of their own at most ``depth`` ahead.
+
+    An exception of ``items`` is raised here, where the item would have come; when the
+    reader stops early, the thread stops and ``items`` is closed on it.
+    """
+    handoff: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        end: tuple[Any, BaseException | None] = (_END, None)
+        try:
+            for item in items:
+                if not put((item, None)):
+                    break
+        except BaseException as exc:  # handed to the reader, raised there
+            end = (_END, exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+            put(end)
+
+    thread = threading.Thread(target=pump, name="shoal-restore-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = handoff.get()
+            if item is _END:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _replay_all(

@@ -381,27 +381,14 @@ class RocksDBStore:
         if self._dirty:
             raise StateError(f"cannot restore {self.store_id}: it has uncheckpointed changes")
         self._clean = {}
-        chunk: dict[bytes, bytes | None] = {}
-        for raw_key, raw_value in changes:
-            if not isinstance(raw_key, bytes) or raw_key[:1] in (b"", _KEYSPACE_START):
-                raise StateError(f"restore of {self.store_id}: invalid changelog key {raw_key!r}")
-            if raw_value is not None and not isinstance(raw_value, bytes):
-                raise StateError(
-                    f"restore of {self.store_id}: changelog value of {raw_key!r} is not bytes"
-                )
+        listed = changes if isinstance(changes, list) else list(changes)
+        for start in range(0, len(listed), _RESTORE_CHUNK):
+            part = listed[start : start + _RESTORE_CHUNK]
             try:
-                # Entries are decoded lazily later: check them now, so that bytes this
-                # version cannot read fail the restore, not some later read.
-                decode_key(raw_key)
-                if raw_value is not None:
-                    decode_value(raw_value)
-            except StateError as exc:
-                raise StateFormatError(f"restore of {self.store_id}: {exc}") from exc
-            chunk[raw_key] = raw_value
-            if len(chunk) >= _RESTORE_CHUNK:
-                self._restore_chunk(chunk)
-                chunk = {}
-        if chunk:
+                chunk: dict[bytes, bytes | None] = dict(part)  # the last change of a key wins
+            except (TypeError, ValueError) as exc:
+                raise StateError(f"restore of {self.store_id}: invalid changelog entry") from exc
+            self._check_changes(chunk)
             self._restore_chunk(chunk)
         try:
             self._db.flush(wait=True)
@@ -526,6 +513,25 @@ class RocksDBStore:
         for key, raw_value in zip(unknown, found, strict=True):
             base[key] = raw_value is not None
         return dict(zip(unknown, raw_keys, strict=True))
+
+    def _check_changes(self, chunk: dict[bytes, bytes | None]) -> None:
+        """Entries are decoded lazily later: check a chunk's now, so that bytes this
+        version cannot read fail the restore, not some later read (a change that a
+        later one of the same key replaces is never read, and not checked)."""
+        reserved = _KEYSPACE_START[0]
+        for raw_key, raw_value in chunk.items():
+            if type(raw_key) is not bytes or not raw_key or raw_key[0] == reserved:
+                raise StateError(f"restore of {self.store_id}: invalid changelog key {raw_key!r}")
+            if raw_value is not None and type(raw_value) is not bytes:
+                raise StateError(
+                    f"restore of {self.store_id}: changelog value of {raw_key!r} is not bytes"
+                )
+            try:
+                decode_key(raw_key)
+                if raw_value is not None:
+                    decode_value(raw_value)
+            except StateError as exc:
+                raise StateFormatError(f"restore of {self.store_id}: {exc}") from exc
 
     def _restore_chunk(self, chunk: dict[bytes, bytes | None]) -> None:
         """Write one chunk of a changelog as it is, without reading what is there: the

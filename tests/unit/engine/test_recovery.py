@@ -1,15 +1,17 @@
-"""Restore checks: an undecodable changelog record or local entry fails with where it is."""
+"""Restore checks: an undecodable changelog record or local entry fails with where it is;
+changelog chunks fetched ahead on a thread come in order, with their errors."""
 
 from __future__ import annotations
 
 import pickle  # only to write the old format that must be refused
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime.api.errors import StateError, StateFormatError
-from runtime.engine.recovery import apply_changes, check_local_state
+from runtime.engine.recovery import apply_changes, check_local_state, prefetched
 from runtime.state import Change, MemoryBackend, RocksDBBackend, StateBackend
 from runtime.state.serde import encode_key, encode_value
 
@@ -81,3 +83,36 @@ def test_reused_local_state_in_the_old_format_fails_with_the_store_named(tmp_pat
     assert "job 'job' step 'counts' partition 0" in message and "old format" in message
     assert "local state folder" in message and "\n" not in message
     backend.close()
+
+
+def test_prefetched_items_come_in_order_and_errors_where_they_happened() -> None:
+    assert list(prefetched(iter(range(100)), 3)) == list(range(100))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise StateError("the broker went away")
+
+    got: list[int] = []
+    with pytest.raises(StateError, match="went away"):
+        for item in prefetched(failing(), 1):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_a_reader_that_stops_early_closes_the_prefetched_source() -> None:
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.set()
+
+    items = prefetched(endless(), 2)
+    assert [next(items) for _ in range(5)] == [1, 2, 3, 4, 5]
+    items.close()  # what an exception in the reader's loop does
+    assert closed.is_set()
