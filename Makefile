@@ -11,15 +11,28 @@ DEMO_SECONDS ?= 0
 # e.g. make demo DEMO_ARGS=--chaos (kill workers on the way, a verdict at the end)
 DEMO_ARGS ?=
 
-.PHONY: venv venv-test system-deps system-deps-demo demo test check unit integration bench lint typecheck image image-flink clean
+.PHONY: venv native venv-test system-deps system-deps-demo demo test check unit integration bench lint typecheck image image-flink clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@$(MAKE) --no-print-directory native
 	@touch $@
+
+# The native Avro decoder (native/, Rust with PyO3, built by maturin from crates.io):
+# optional at run time (without it fastavro decodes everything, with the same results).
+# A machine without a recent Rust (1.74+) gets a warning and the fastavro path.
+native:
+	@if ! command -v cargo >/dev/null; then \
+	  echo "warning: no cargo (Rust, https://rustup.rs): the native Avro decoder is not built; fastavro decodes everything"; \
+	else \
+	  echo "building the native Avro decoder (native/, cargo; about a minute the first time) ..."; \
+	  $(BIN)/python -m pip install -q --force-reinstall --no-deps ./native || \
+	    echo "warning: the native Avro decoder did not build (see above); fastavro decodes everything"; \
+	fi
 
 # The tests also run the jobs on Apache Flink: the (large) flink extra is installed here.
 venv-test: $(VENV)/.installed-test

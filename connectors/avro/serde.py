@@ -6,10 +6,12 @@ validation, and decoding with writer-to-reader resolution, cached per header.
 Subclasses say how to write their header and how a header maps to a writer
 schema (:mod:`connectors.avro.single_object`, :mod:`connectors.avro.confluent`).
 
-``decode_batch`` is the platform's hot path; it does per record one slice, one
-comparison with the previous header, one ``BytesIO`` and one call into
-fastavro, plus a reshape when an older writer version needs one (see
-:mod:`connectors.avro.projection`). Everything else (schema parsing,
+``decode_batch`` is the platform's hot path. With the native decoder
+(:mod:`connectors.avro.native`) a batch whose records share the first one's header
+is read in one call, and only the records it hands back go the other way: per
+record one slice, one comparison with the previous header, one ``BytesIO`` and one
+call into fastavro. Either way a reshape follows when an older writer version needs
+one (see :mod:`connectors.avro.projection`). Everything else (schema parsing,
 resolution pairs, origins of failed records) happens once per writer schema or
 only on failure.
 """
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from connectors.avro import _fastavro
+from connectors.avro.native import decoder_for
 from connectors.avro.projection import Projector, compile_projection, identity
 from connectors.avro.repository import SchemaEntry
 from connectors.avro.schema_tree import describe, kind, normalize, same_name
@@ -72,12 +75,14 @@ class Serde(Protocol):
 
 
 class _Decoder(NamedTuple):
-    """How to read bodies behind one header: a fastavro plan and a projection."""
+    """How to read bodies behind one header: a fastavro plan, a projection, and the
+    native decoder of the writer schema when there is one (:mod:`.native`)."""
 
     writer: Any
     named: dict[str, dict[str, Any]]
     reader: Any | None
     project: Projector | None
+    native: Any | None = None
 
 
 class FrameError(Exception):
@@ -230,6 +235,51 @@ class FramedSerde:
             ConnectorError: a schema registry needed to find a writer failed
                 (the batch cannot be judged; nothing is returned).
         """
+        if datas:
+            first = datas[0]
+            if type(first) is bytes:
+                header = first[: self._header_size]
+                try:
+                    plan = self._plans.get(header) or self._plan(header)
+                except ConnectorError:
+                    raise
+                except Exception:  # the record-by-record path says what is wrong
+                    plan = None
+                if plan is not None and plan.native is not None:
+                    return self._decode_native(plan, header, datas, origins)
+        return self._decode_each(datas, range(len(datas)), origins)
+
+    def _decode_native(
+        self, plan: _Decoder, header: bytes, datas: Sequence[bytes], origins: Origins
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, DecodeError]]]:
+        """Decode natively; what the native decoder hands back goes through fastavro."""
+        listed = datas if type(datas) is list else list(datas)
+        native: Any = plan.native
+        decoded, failed = native.decode_many(listed, header)
+        project = plan.project
+        if project is not None:
+            for index, value in enumerate(decoded):
+                if value is not None:
+                    try:
+                        decoded[index] = project(value)
+                    except Exception:
+                        decoded[index] = None
+                        failed.append(index)
+            failed.sort()
+        if not failed:
+            return decoded, []
+        retried, failures = self._decode_each(listed, failed, origins)
+        bad = {index for index, _ in failures}
+        good = iter(retried)
+        for index in failed:
+            if index not in bad:
+                decoded[index] = next(good)
+        return [value for value in decoded if value is not None], failures
+
+    def _decode_each(
+        self, datas: Sequence[bytes], indices: Iterable[int], origins: Origins
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, DecodeError]]]:
+        """Decode the records at ``indices`` one by one with fastavro."""
         size = self._header_size
         plans = self._plans
         read = _fastavro.RAW_READ
@@ -243,12 +293,13 @@ class FramedSerde:
         named: Any = None
         reader: Any = None
         project: Projector | None = None
-        for index, data in enumerate(datas):
+        for index in indices:
+            data = datas[index]
             try:
                 header = data[:size]
                 if header != last:
                     plan = plans.get(header) or self._plan(header)
-                    writer, named, reader, project = plan
+                    writer, named, reader, project, _ = plan
                     last = header
                 stream = bytes_io(data)
                 stream.seek(size)
@@ -282,7 +333,10 @@ class FramedSerde:
                 plan = _fastavro.read_plan(writer)
         except ConfigError as exc:
             raise FrameError(f"the writer schema is unusable: {exc}") from exc
-        decoder = _Decoder(*plan, None if project is identity else project)
+        native = None
+        if plan.reader is None:  # read as written: the native decoder can do that
+            native = decoder_for(plan.writer, plan.named["writer"])
+        decoder = _Decoder(*plan, None if project is identity else project, native)
         self._plans[header] = decoder
         return decoder
 
