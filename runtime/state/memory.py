@@ -39,7 +39,9 @@ class MemoryStore:
         self._pending_meta: dict[str, bytes] = {}
         # Tuple keys by their first element, so a prefix read touches only the keys
         # it returns (queryable state asks for ``(key, ...)`` of one key at a time).
-        self._heads: dict[Hashable, dict[tuple[Any, ...], None]] = {}
+        # Built by the first prefix read and kept up to date from then on: a job whose
+        # state nobody reads by prefix never pays for it.
+        self._heads: dict[Hashable, dict[tuple[Any, ...], None]] | None = None
         self._closed = False
 
     @property
@@ -62,10 +64,10 @@ class MemoryStore:
         if key not in dirty:
             existed = key in data
             dirty[key] = existed
-            if not existed and type(key) is tuple and key:
+            if not existed and self._heads is not None and type(key) is tuple and key:
                 self._index(key)
-        elif type(key) is tuple and key and key not in data:  # deleted, now put again
-            self._index(key)
+        elif self._heads is not None and type(key) is tuple and key and key not in data:
+            self._index(key)  # deleted, now put again
         data[key] = value
 
     def delete(self, key: Hashable) -> None:
@@ -74,7 +76,12 @@ class MemoryStore:
             self._raise_closed()
         if key not in self._dirty:
             self._dirty[key] = key in self._data
-        if self._data.pop(key, _MISSING) is not _MISSING and type(key) is tuple and key:
+        if (
+            self._data.pop(key, _MISSING) is not _MISSING
+            and self._heads is not None
+            and type(key) is tuple
+            and key
+        ):
             self._unindex(key)
 
     def __contains__(self, key: Hashable) -> bool:
@@ -97,18 +104,26 @@ class MemoryStore:
         data = self._data
         if n == 0:
             return iter([(k, v) for k, v in data.items() if type(k) is tuple])
-        keys = self._heads.get(prefix[0], {})
+        heads = self._heads
+        if heads is None:
+            heads = self._heads = {}
+            for key in data:
+                if type(key) is tuple and key:
+                    self._index(key)
+        keys = heads.get(prefix[0], {})
         return iter([(k, data[k]) for k in list(keys) if len(k) >= n and k[:n] == prefix])
 
     def _index(self, key: tuple[Any, ...]) -> None:
-        self._heads.setdefault(key[0], {})[key] = None
+        if self._heads is not None:
+            self._heads.setdefault(key[0], {})[key] = None
 
     def _unindex(self, key: tuple[Any, ...]) -> None:
-        keys = self._heads.get(key[0])
-        if keys is not None:
+        heads = self._heads
+        keys = heads.get(key[0]) if heads is not None else None
+        if heads is not None and keys is not None:
             keys.pop(key, None)
             if not keys:
-                del self._heads[key[0]]
+                del heads[key[0]]
 
     def __len__(self) -> int:
         """The exact number of entries."""
@@ -185,7 +200,7 @@ class MemoryStore:
             self._raise_closed()
         self._data = {}
         self._dirty = {}
-        self._heads = {}
+        self._heads = None
         self._meta = {}
         self._pending_meta = {}
 
@@ -196,7 +211,7 @@ class MemoryStore:
         self._closed = True
         self._data = {}
         self._dirty = {}
-        self._heads = {}
+        self._heads = None
         self._meta = {}
         self._pending_meta = {}
 
