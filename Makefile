@@ -26,7 +26,8 @@ $(VENV)/.installed: pyproject.toml native/Cargo.toml native/Cargo.lock native/sr
 # optional at run time (without it fastavro decodes everything, with the same results).
 # A machine without a recent Rust (1.74+) gets a warning and the fastavro path.
 native:
-	@if ! command -v cargo >/dev/null; then \
+	@PATH="$$PATH:$$HOME/.cargo/bin"; \
+	if ! command -v cargo >/dev/null; then \
 	  echo "warning: no cargo (Rust, https://rustup.rs): the native Avro decoder is not built; fastavro decodes everything"; \
 	else \
 	  echo "building the native Avro decoder (native/, cargo; about a minute the first time) ..."; \
