@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BOUND_MS, WINDOW_MS, Stopwatch, package_version, parse_args, w1_value
+from connectors.avro import native as native_decoder
 from runtime import Job, Json, ProcessContext, ValueState, WatermarkStrategy, Window, windows
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
@@ -282,6 +283,8 @@ def main() -> None:
         restored_records=worker.restored_records,
         restore_s=round(worker.restore_seconds, 3),
         versions={"shoal": package_version("shoal")},
+        # Which Avro decoder read the input (SHOAL_NATIVE_DECODER=0: fastavro).
+        decoder="native" if native_decoder.enabled() else "fastavro",
         # Where the time went (the worker loop's counters; summed over W5's workers).
         **{f"phase_{name}_s": round(seconds, 4) for name, seconds in phases.items()},
     )

@@ -10,6 +10,7 @@ from runtime.api import (
     Avro,
     ConfigError,
     ErrorPolicy,
+    Expr,
     Job,
     JobDefinitionError,
     JoinedStream,
@@ -32,6 +33,7 @@ from runtime.api import (
     Window,
     WindowedStream,
     aggregates,
+    field,
     windows,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "Avro",
     "ConfigError",
     "ErrorPolicy",
+    "Expr",
     "Job",
     "JobDefinitionError",
     "JoinedStream",
@@ -63,5 +66,6 @@ __all__ = [
     "Window",
     "WindowedStream",
     "aggregates",
+    "field",
     "windows",
 ]

@@ -10,6 +10,7 @@ from runtime.api.errors import (
     UserFunctionError,
 )
 from runtime.api.evolution import StateSchema
+from runtime.api.expressions import Expr, field
 from runtime.api.functions import (
     AggregateFunction,
     KeyedProcessFunction,
@@ -39,6 +40,7 @@ __all__ = [
     "Avro",
     "ConfigError",
     "ErrorPolicy",
+    "Expr",
     "Job",
     "JobDefinitionError",
     "JoinedStream",
@@ -61,5 +63,6 @@ __all__ = [
     "WatermarkStrategy",
     "WindowedStream",
     "aggregates",
+    "field",
     "windows",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from runtime.api.expressions import function_of
 from runtime.engine.context import TaskContext
 
 Rec = tuple[Any, Any, int, Any]
@@ -113,7 +114,7 @@ class MapOperator(Operator):
 
     def __init__(self, name: str, task: TaskContext, fn: Callable[[Any], Any]) -> None:
         super().__init__(name, task)
-        self.fn = fn
+        self.fn = function_of(fn)
 
     def process(self, batch: Batch) -> None:
         """Apply the function to every record."""
@@ -136,7 +137,7 @@ class FilterOperator(Operator):
 
     def __init__(self, name: str, task: TaskContext, fn: Callable[[Any], bool]) -> None:
         super().__init__(name, task)
-        self.fn = fn
+        self.fn = function_of(fn)
 
     def process(self, batch: Batch) -> None:
         """Keep matching records."""
@@ -160,7 +161,7 @@ class FlatMapOperator(Operator):
 
     def __init__(self, name: str, task: TaskContext, fn: Callable[[Any], Iterable[Any]]) -> None:
         super().__init__(name, task)
-        self.fn = fn
+        self.fn = function_of(fn)
 
     def process(self, batch: Batch) -> None:
         """Expand every record."""
@@ -181,7 +182,7 @@ class KeyByOperator(Operator):
 
     def __init__(self, name: str, task: TaskContext, fn: Callable[[Any], Any]) -> None:
         super().__init__(name, task)
-        self.fn = fn
+        self.fn = function_of(fn)
 
     def process(self, batch: Batch) -> None:
         """Compute keys."""
@@ -209,7 +210,7 @@ class SinkOperator(Operator):
 
     def __init__(self, name: str, task: TaskContext, key_fn: Callable[[Any], Any] | None) -> None:
         super().__init__(name, task)
-        self.key_fn = key_fn
+        self.key_fn = function_of(key_fn) if key_fn is not None else None
         self.pending: Batch = []
 
     def process(self, batch: Batch) -> None:

@@ -23,6 +23,7 @@ from runtime.api.errors import (
     TimestampError,
     UserFunctionError,
 )
+from runtime.api.expressions import function_of
 from runtime.api.graph import (
     ErrorPolicy,
     FilterNode,
@@ -462,7 +463,7 @@ class Task:
         # Clamping: a time beyond the bound is processed at the bound (checked below
         # only when it is out of range, so the common case costs nothing more).
         clamp = bounded and strategy.future == "clamp"
-        ts_fn = node.timestamp
+        ts_fn = function_of(node.timestamp) if node.timestamp is not None else None
         batch: list[Rec] = []
         append = batch.append
         max_ts = NO_WATERMARK
