@@ -137,23 +137,21 @@ class Expr:
         return Expr(lambda r: get(r) is not None, f"{self._text}.not_null()", self.fields)
 
     # -- logic --------------------------------------------------------------------
-    def __and__(self, other: Expr) -> Expr:
-        left, right = self._fn, _expr(other, "&")._fn
+    def _combine(self, symbol: str, other: Expr, fn: Callable[[Any], Any]) -> Expr:
         return Expr(
-            lambda r: bool(left(r)) and bool(right(r)),
-            f"{self._grouped()} & {other._grouped()}",
+            fn,
+            f"{self._grouped()} {symbol} {other._grouped()}",
             self.fields | other.fields,
             atomic=False,
         )
 
+    def __and__(self, other: Expr) -> Expr:
+        left, right = self._fn, _expr(other, "&")._fn
+        return self._combine("&", other, lambda r: bool(left(r)) and bool(right(r)))
+
     def __or__(self, other: Expr) -> Expr:
         left, right = self._fn, _expr(other, "|")._fn
-        return Expr(
-            lambda r: bool(left(r)) or bool(right(r)),
-            f"{self._grouped()} | {other._grouped()}",
-            self.fields | other.fields,
-            atomic=False,
-        )
+        return self._combine("|", other, lambda r: bool(left(r)) or bool(right(r)))
 
     def __invert__(self) -> Expr:
         inner = self._fn
