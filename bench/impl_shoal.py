@@ -32,7 +32,16 @@ from typing import Any
 
 from bench.common import BOUND_MS, WINDOW_MS, Stopwatch, package_version, parse_args, w1_value
 from connectors.avro import native as native_decoder
-from runtime import Job, Json, ProcessContext, ValueState, WatermarkStrategy, Window, windows
+from runtime import (
+    Job,
+    Json,
+    ProcessContext,
+    ValueState,
+    WatermarkStrategy,
+    Window,
+    field,
+    windows,
+)
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
 from runtime.api.choices import Guarantee, StateBackendName
@@ -58,11 +67,11 @@ def build_w1(name: str) -> Job:
     plays = job.source(
         "playback",
         schema="PlaybackEvent",
-        timestamp=lambda e: e["event_time_ms"],
+        timestamp=field("event_time_ms"),
         watermarks=WatermarkStrategy.bounded(timedelta(milliseconds=BOUND_MS)),
     )
     (
-        plays.key_by("by_user", lambda e: e["user_id"], repartition=False)
+        plays.key_by("by_user", field("user_id"), repartition=False)
         .window("per_user_10s", windows.tumbling(timedelta(milliseconds=WINDOW_MS)))
         .aggregate(Count(), output=per_user)
         .sink("counts", Json())

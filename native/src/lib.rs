@@ -1,4 +1,4 @@
-//! Shoal's native Avro decoder.
+//! Shoal's native Avro decoder (and, in `fold`, the columnar window fold).
 //!
 //! A `Decoder` is built once per writer schema from a small program that Python
 //! compiles from the parsed schema (`connectors/avro/native.py`), then decodes whole
@@ -7,6 +7,8 @@
 //! not built for, a non-bytes item) is reported by index and never guessed at; the
 //! caller decodes those with fastavro, which gives the value or the error message.
 //! Nothing in the data is executed; every read is bounds-checked.
+
+mod fold;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -301,5 +303,6 @@ impl Decoder {
 #[pymodule]
 fn shoal_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoder>()?;
+    m.add_class::<fold::WindowFold>()?;
     Ok(())
 }

@@ -29,7 +29,7 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
-__all__ = ["Expr", "field", "function_of"]
+__all__ = ["Expr", "field", "function_of", "path_of"]
 
 _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     "==": operator.eq,
@@ -46,16 +46,24 @@ class Expr:
 
     Attributes:
         fields: the record's top-level fields it reads.
+        path: for a plain field (``field("a.b")``), its path (``("a", "b")``); else
+            ``None``.
     """
 
-    __slots__ = ("_atomic", "_fn", "_text", "fields")
+    __slots__ = ("_atomic", "_fn", "_text", "fields", "path")
 
     def __init__(
-        self, fn: Callable[[Any], Any], text: str, fields: frozenset[str], atomic: bool = True
+        self,
+        fn: Callable[[Any], Any],
+        text: str,
+        fields: frozenset[str],
+        atomic: bool = True,
+        path: tuple[str, ...] | None = None,
     ) -> None:
         self._fn = fn
         self._text = text
         self.fields = fields
+        self.path = path
         # Shown without parentheses inside a larger expression (a field, a method call).
         self._atomic = atomic
 
@@ -174,7 +182,9 @@ def field(name: str) -> Expr:
         raise TypeError(f"field() takes a field name like 'user_id' or 'device.os', got {name!r}")
     path = name.split(".")
     if len(path) == 1:
-        return Expr(operator.itemgetter(name), f"field({name!r})", frozenset(path[:1]))
+        return Expr(
+            operator.itemgetter(name), f"field({name!r})", frozenset(path[:1]), path=tuple(path)
+        )
     getters = [operator.itemgetter(part) for part in path]
 
     def nested(record: Any) -> Any:
@@ -182,7 +192,13 @@ def field(name: str) -> Expr:
             record = get(record)
         return record
 
-    return Expr(nested, f"field({name!r})", frozenset(path[:1]))
+    return Expr(nested, f"field({name!r})", frozenset(path[:1]), path=tuple(path))
+
+
+def path_of(fn: Any) -> tuple[str, ...] | None:
+    """The field path of a plain field expression, else ``None`` (a lambda, a
+    comparison, anything else)."""
+    return fn.path if isinstance(fn, Expr) else None
 
 
 def function_of(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -45,6 +45,8 @@ from runtime.api.graph import (
 )
 from runtime.api.io import CodecFactory, RawRecord
 from runtime.api.job import Job
+from runtime.engine import columnar
+from runtime.engine.columnar import ColumnarWindow
 from runtime.engine.joins import SIDES, JoinOperator
 from runtime.engine.operators import (
     FilterOperator,
@@ -182,6 +184,13 @@ class Task:
                 else:
                     parent_op.children.append(op)
         self.order = list(self.ops.values())
+        #: Sources whose key_by and window steps take the columnar path (see
+        #: runtime.engine.columnar), by source name.
+        self.columnar: dict[str, ColumnarWindow] = {}
+        for name, (node, op) in self.sources.items():
+            fused = columnar.plan(op, node, job)
+            if fused is not None:
+                self.columnar[name] = fused
         self.by_stage: list[list[Operator]] = [[] for _ in self.trackers]
         for op in self.order:
             self.by_stage[op.stage].append(op)
@@ -456,6 +465,13 @@ class Task:
         origins: Sequence[Any],
     ) -> None:
         now = self.now_ms()
+        fused = self.columnar.get(node.name)
+        if (
+            fused is not None
+            and stamps is None
+            and fused.run(node, self.tracker, partition, values, origins, now)
+        ):
+            return
         strategy = node.watermarks
         lo = strategy.min_valid_ms
         bounded = strategy.max_future_ms is not None
