@@ -9,6 +9,7 @@
 //! Nothing in the data is executed; every read is bounds-checked.
 
 mod fold;
+mod keys;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -304,5 +305,6 @@ impl Decoder {
 fn shoal_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoder>()?;
     m.add_class::<fold::WindowFold>()?;
+    m.add_class::<keys::KeyEncoder>()?;
     Ok(())
 }

@@ -35,13 +35,14 @@ equals ``1`` but NaN equals nothing, which would make keys ambiguous.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import os
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from runtime.api.errors import StateError
 from runtime.state.codec import decode_value, encode_value
 
-__all__ = ["decode_key", "decode_value", "encode_key", "encode_value"]
+__all__ = ["decode_key", "decode_value", "encode_key", "encode_key_python", "encode_value"]
 
 _NONE = 0x01
 _BYTES = 0x02
@@ -62,8 +63,9 @@ _TERMINATOR = b"\x00"
 _ESCAPED_NUL = b"\x00\xff"
 
 
-def encode_key(key: Hashable) -> bytes:
-    """Encode a state key into deterministic bytes.
+def encode_key_python(key: Hashable) -> bytes:
+    """Encode a state key into deterministic bytes (what :func:`encode_key` gives; the
+    native encoder, when built, calls this for what it does not encode itself).
 
     Args:
         key: a ``str``, ``int``, ``bytes``, ``None`` or a tuple of those (nested
@@ -100,6 +102,19 @@ def encode_key(key: Hashable) -> bytes:
     out = bytearray()
     _encode_into(key, out)
     return bytes(out)
+
+
+encode_key: Callable[[Hashable], bytes] = encode_key_python
+
+try:  # the native encoder (native/, built by `make`) gives the same bytes, faster
+    from shoal_native import KeyEncoder as _KeyEncoder
+except ImportError:  # pragma: no cover - depends on the machine
+    _KeyEncoder = None
+
+if _KeyEncoder is not None and os.environ.get("SHOAL_NATIVE_KEYS", "1") != "0":
+    # Keys it does not encode itself (ints beyond 64 bits, unsupported types) go to the
+    # Python encoder above, which also raises the errors.
+    encode_key = _KeyEncoder(encode_key_python)
 
 
 def decode_key(data: bytes) -> Any:

@@ -93,6 +93,34 @@ scalar_keys = st.one_of(
 keys = st.recursive(scalar_keys, lambda inner: st.tuples(inner, inner) | st.lists(inner).map(tuple))
 
 
+edge_ints = st.sampled_from(
+    [0, 1, -1, 255, 256, -256, -257, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 2**64, True, False]
+)
+native_keys = st.recursive(
+    st.one_of(scalar_keys, edge_ints, st.integers(-(2**64), 2**64)),
+    lambda inner: st.tuples(inner, inner) | st.lists(inner).map(tuple),
+)
+
+
+@given(native_keys)
+def test_the_native_key_encoder_gives_the_python_encoders_bytes(key: Hashable) -> None:
+    from runtime.state import serde
+
+    assert type(serde.encode_key).__name__ == "KeyEncoder", "the native encoder is not built"
+    assert serde.encode_key(key) == serde.encode_key_python(key)
+
+
+@pytest.mark.parametrize("bad", [1.5, ("a", 1.0), ["a"], ("a", ("b", frozenset()))])
+def test_the_native_key_encoder_refuses_what_the_python_one_refuses(bad: Any) -> None:
+    from runtime.state import serde
+
+    with pytest.raises(StateError) as native:
+        serde.encode_key(bad)
+    with pytest.raises(StateError) as python:
+        serde.encode_key_python(bad)
+    assert str(native.value) == str(python.value)
+
+
 @given(keys)
 def test_key_encoding_round_trips(key: Hashable) -> None:
     decoded = decode_key(encode_key(key))
