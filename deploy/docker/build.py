@@ -80,6 +80,16 @@ INPUTS_LABEL = "io.shoal.inputs"
 # What goes into Shoal's wheel (pyproject's packages, its readme) and so into the image.
 SOURCES = ("pyproject.toml", "README.md", "runtime", "connectors", "jobs", "schemas")
 _NOT_SOURCES = ("__pycache__", "*.pyc")
+#: The native extension's sources (built into a wheel of its own, on this machine).
+NATIVE = ROOT / "native"
+
+
+def native_sources() -> list[Path]:
+    """The files the native wheel is made of (not its build folder)."""
+    return sorted(
+        [NATIVE / "Cargo.toml", NATIVE / "Cargo.lock", NATIVE / "pyproject.toml"]
+        + list((NATIVE / "src").rglob("*.rs"))
+    )
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 
@@ -197,6 +207,8 @@ def inputs_hash(image: Image) -> str:
     add("recipe", base_recipe(image).encode())
     for path in (Path(__file__).resolve(), DOCKERFILE, image.lock, *image.files):
         add(path.name, path.read_bytes())
+    for f in native_sources():
+        add(str(f.relative_to(ROOT)), f.read_bytes())
     for top in SOURCES:
         path = ROOT / top
         files = [path] if path.is_file() else sorted(path.rglob("*"))
@@ -220,7 +232,8 @@ def build(image: Image) -> str:
     base = base_image(image)
     with tempfile.TemporaryDirectory(prefix="shoal-image-") as tmp:
         context = Path(tmp)
-        wheels(image, base, context / "wheels")
+        python = wheels(image, base, context / "wheels")
+        native_wheel(python, context / "native")
         shutil.copy(image.lock, context / "requirements.lock")
         if FLINK_POM in image.files:
             flink = context / "flink"
@@ -321,11 +334,12 @@ def base_image(image: Image) -> str:
     return name
 
 
-def wheels(image: Image, base: str, into: Path) -> None:
-    """Shoal's wheel and its dependencies' at the locked versions, made in the base."""
+def wheels(image: Image, base: str, into: Path) -> str:
+    """Shoal's wheel and its dependencies' at the locked versions, made in the base;
+    returns the base's Python version."""
     step(f"wheels: pip wheel of {image.requirement} in {base} at the versions of {image.lock.name}")
     t = time.monotonic()
-    pip_wheel(image, base, into, constrained=True)
+    python = pip_wheel(image, base, into, constrained=True)
     made = wheel_pins(into)
     locked = read_lock(image.lock)
     if made != locked:
@@ -337,6 +351,40 @@ def wheels(image: Image, base: str, into: Path) -> None:
             "run python deploy/docker/build.py --relock"
         )
     step(f"wheels: {len(made) + 1} made in {time.monotonic() - t:.0f}s")
+    return python
+
+
+def native_wheel(python: str, into: Path) -> None:
+    """The native extension's wheel (``native/``: the Avro decoder, the columnar window
+    fold, the state key encoder), built here with cargo, into ``into``.
+
+    The base has no Rust, so the wheel is built by this machine's Python, which must be
+    the base's Python version (the extension is built for one); the base is this
+    machine's Debian release, so its C library fits. Without cargo, or with another
+    Python, the image goes without it and says so: Shoal then runs its Python paths,
+    with the same results, slower.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    cargo_bin = Path.home() / ".cargo" / "bin"
+    path = os.pathsep.join([os.environ.get("PATH", ""), str(cargo_bin)])
+    if shutil.which("cargo", path=path) is None:
+        step("native: no cargo on this machine: the image goes without the native extension")
+        return
+    if not python.startswith(here + "."):
+        step(f"native: this machine's Python is {here}, the image's {python}: going without it")
+        return
+    step("native: pip wheel of native/ (cargo, crates.io)")
+    t = time.monotonic()
+    run(
+        sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+        "--disable-pip-version-check", "--wheel-dir", str(into), str(NATIVE),
+        env={**os.environ, "PATH": path},
+    )  # fmt: skip
+    made = sorted(p.name for p in into.glob("*.whl"))
+    if len(made) != 1:
+        raise BuildError(f"pip wheel of native/ made {made or 'no wheel'}")
+    step(f"native: {made[0]} in {time.monotonic() - t:.0f}s")
 
 
 def relock(image: Image) -> None:

@@ -102,6 +102,13 @@ def test_image_config_and_cli(image: str) -> None:
     pip = podman("run", "--rm", *RUN_FLAGS, "--entrypoint", "python3", image,
                  "-c", "import importlib.util as u; print(u.find_spec('pip') is None)").stdout
     assert pip.strip() == "True"
+    # the native extension (built on the host with cargo): decoder, fold and key encoder on
+    native = podman("run", "--rm", *RUN_FLAGS, "--entrypoint", "python3", image, "-c",
+                    "from connectors.avro import native; from runtime.engine import columnar; "
+                    "from runtime.state import serde; "
+                    "print(native.enabled(), columnar.enabled(), type(serde.encode_key).__name__)"
+                    ).stdout
+    assert native.split() == ["True", "True", "KeyEncoder"], native
 
 
 @pytest.fixture
