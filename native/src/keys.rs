@@ -1,13 +1,16 @@
-//! State keys into bytes, as `runtime/state/serde.py` encodes them.
+//! State keys to bytes and back, as `runtime/state/serde.py` encodes and decodes them.
 //!
 //! `KeyEncoder` encodes the keys it can (None, str, int within 64 bits, bool, bytes,
 //! tuples of those) and calls the Python encoder it was built with for the rest, which
-//! encodes wide ints and raises the errors. The format is serde.py's: one tag byte per
+//! encodes wide ints and raises the errors. `KeyDecoder` decodes what it can read
+//! exactly and calls the Python decoder for the rest (ints wider than 8 bytes, strs
+//! with encoded surrogates, deep nesting) and for bytes that are no key, which raises
+//! the error. The format is serde.py's: one tag byte per
 //! element, strs and bytes escaped (`00` -> `00 FF`) and terminated by `00`, ints
 //! ordered by value.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyString, PyTuple};
 
 const NONE: u8 = 0x01;
 const BYTES: u8 = 0x02;
@@ -101,5 +104,109 @@ impl KeyEncoder {
             return Ok(PyBytes::new(py, &out).into_any());
         }
         self.fallback.bind(py).call1((key,))
+    }
+}
+
+/// Too deep, or not a key this decoder reads: the Python decoder decides.
+struct Unread;
+
+/// Content up to its terminator, unescaped; the position after the terminator.
+fn unescape(data: &[u8], mut pos: usize) -> Result<(Vec<u8>, usize), Unread> {
+    let mut out = Vec::new();
+    loop {
+        let b = *data.get(pos).ok_or(Unread)?;
+        if b == END {
+            if data.get(pos + 1) == Some(&0xff) {
+                out.push(0);
+                pos += 2;
+                continue;
+            }
+            return Ok((out, pos + 1));
+        }
+        out.push(b);
+        pos += 1;
+    }
+}
+
+fn decode_at<'py>(py: Python<'py>, data: &[u8], pos: usize, depth: u32) -> Result<(Bound<'py, PyAny>, usize), Unread> {
+    if depth > 64 {
+        return Err(Unread);
+    }
+    let tag = *data.get(pos).ok_or(Unread)?;
+    let pos = pos + 1;
+    match tag {
+        STR => {
+            let (raw, next) = unescape(data, pos)?;
+            let text = std::str::from_utf8(&raw).map_err(|_| Unread)?;
+            Ok((PyString::new(py, text).into_any(), next))
+        }
+        BYTES => {
+            let (raw, next) = unescape(data, pos)?;
+            Ok((PyBytes::new(py, &raw).into_any(), next))
+        }
+        NONE => Ok((py.None().into_bound(py), pos)),
+        TUPLE => {
+            let items = PyList::empty(py);
+            let mut at = pos;
+            while *data.get(at).ok_or(Unread)? != END {
+                let (item, next) = decode_at(py, data, at, depth + 1)?;
+                items.append(item).map_err(|_| Unread)?;
+                at = next;
+            }
+            Ok((PyTuple::new(py, items).map_err(|_| Unread)?.into_any(), at + 1))
+        }
+        ZERO => Ok((PyInt::new(py, 0i64).into_any(), pos)),
+        t if (ZERO - 8..=ZERO + 8).contains(&t) => {
+            let size = usize::from(t.abs_diff(ZERO));
+            let body = data.get(pos..pos + size).ok_or(Unread)?;
+            let mut be = [0u8; 8];
+            be[8 - size..].copy_from_slice(body);
+            let number = u64::from_be_bytes(be);
+            let value: i128 = if t > ZERO {
+                i128::from(number)
+            } else {
+                let full: i128 = (1i128 << (8 * size)) - 1;
+                -(full - i128::from(number))
+            };
+            let obj = match i64::try_from(value) {
+                Ok(v) => PyInt::new(py, v).into_any(),
+                Err(_) => PyInt::new(py, u64::try_from(value).map_err(|_| Unread)?).into_any(),
+            };
+            Ok((obj, pos + size))
+        }
+        _ => Err(Unread),
+    }
+}
+
+#[pyclass(frozen, module = "shoal_native")]
+pub struct KeyDecoder {
+    fallback: PyObject,
+}
+
+#[pymethods]
+impl KeyDecoder {
+    /// A decoder that calls `fallback(data)` for what it does not decode itself.
+    #[new]
+    fn new(fallback: PyObject) -> Self {
+        KeyDecoder { fallback }
+    }
+
+    /// Pickled as the decoder of the same fallback (which pickles by reference).
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (PyObject,))> {
+        let py = slf.py();
+        Ok((slf.get_type().into_any(), (slf.get().fallback.clone_ref(py),)))
+    }
+
+    /// The key encoded in `data`.
+    fn __call__<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(b) = data.downcast_exact::<PyBytes>() {
+            let raw = b.as_bytes();
+            if let Ok((key, end)) = decode_at(py, raw, 0, 0) {
+                if end == raw.len() {
+                    return Ok(key);
+                }
+            }
+        }
+        self.fallback.bind(py).call1((data,))
     }
 }

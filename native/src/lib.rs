@@ -306,5 +306,6 @@ fn shoal_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Decoder>()?;
     m.add_class::<fold::WindowFold>()?;
     m.add_class::<keys::KeyEncoder>()?;
+    m.add_class::<keys::KeyDecoder>()?;
     Ok(())
 }

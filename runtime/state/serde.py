@@ -42,7 +42,14 @@ from typing import Any
 from runtime.api.errors import StateError
 from runtime.state.codec import decode_value, encode_value
 
-__all__ = ["decode_key", "decode_value", "encode_key", "encode_key_python", "encode_value"]
+__all__ = [
+    "decode_key",
+    "decode_key_python",
+    "decode_value",
+    "encode_key",
+    "encode_key_python",
+    "encode_value",
+]
 
 _NONE = 0x01
 _BYTES = 0x02
@@ -104,21 +111,10 @@ def encode_key_python(key: Hashable) -> bytes:
     return bytes(out)
 
 
-encode_key: Callable[[Hashable], bytes] = encode_key_python
-
-try:  # the native encoder (native/, built by `make`) gives the same bytes, faster
-    from shoal_native import KeyEncoder as _KeyEncoder
-except ImportError:  # pragma: no cover - depends on the machine
-    _KeyEncoder = None
-
-if _KeyEncoder is not None and os.environ.get("SHOAL_NATIVE_KEYS", "1") != "0":
-    # Keys it does not encode itself (ints beyond 64 bits, unsupported types) go to the
-    # Python encoder above, which also raises the errors.
-    encode_key = _KeyEncoder(encode_key_python)
-
-
-def decode_key(data: bytes) -> Any:
-    """Decode bytes made by :func:`encode_key` back into an equal key.
+def decode_key_python(data: bytes) -> Any:
+    """Decode bytes made by :func:`encode_key` back into an equal key (what
+    :func:`decode_key` gives; the native decoder, when built, calls this for what it
+    does not decode itself, and for what is no key).
 
     Args:
         data: one encoded key.
@@ -253,3 +249,19 @@ def _read_escaped(data: bytes, pos: int) -> tuple[bytes, int]:
             pos = end + 2
             continue
         return data[start:end].replace(_ESCAPED_NUL, _TERMINATOR), end + 1
+
+
+encode_key: Callable[[Hashable], bytes] = encode_key_python
+decode_key: Callable[[bytes], Any] = decode_key_python
+
+try:  # the native encoder and decoder (native/, built by `make`): the same bytes, faster
+    from shoal_native import KeyDecoder as _KeyDecoder
+    from shoal_native import KeyEncoder as _KeyEncoder
+except ImportError:  # pragma: no cover - depends on the machine
+    _KeyEncoder = _KeyDecoder = None
+
+if _KeyEncoder is not None and os.environ.get("SHOAL_NATIVE_KEYS", "1") != "0":
+    # What they do not handle themselves (ints beyond 64 bits, unsupported types, bytes
+    # that are no key) goes to the Python functions above, which also raise the errors.
+    encode_key = _KeyEncoder(encode_key_python)
+    decode_key = _KeyDecoder(decode_key_python)

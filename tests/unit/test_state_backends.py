@@ -110,6 +110,34 @@ def test_the_native_key_encoder_gives_the_python_encoders_bytes(key: Hashable) -
     assert serde.encode_key(key) == serde.encode_key_python(key)
 
 
+def _decoded(decode: Any, data: bytes) -> tuple[str, Any]:
+    try:
+        key = decode(data)
+    except StateError as exc:
+        return "error", str(exc)
+    return "key", (type(key), key)
+
+
+@given(native_keys, st.data())
+def test_the_native_key_decoder_reads_what_the_python_decoder_reads(
+    key: Hashable, data: st.DataObject
+) -> None:
+    from runtime.state import serde
+
+    assert type(serde.decode_key).__name__ == "KeyDecoder", "the native decoder is not built"
+    raw = serde.encode_key_python(key)
+    assert _decoded(serde.decode_key, raw) == _decoded(serde.decode_key_python, raw)
+    # the same on damaged bytes: a byte changed, cut short, or junk after the key
+    i = data.draw(st.integers(0, len(raw) - 1))
+    for damaged in (
+        raw[:i] + bytes([data.draw(st.integers(0, 255))]) + raw[i + 1 :],
+        raw[:i],
+        raw + data.draw(st.binary(min_size=1, max_size=3)),
+        data.draw(st.binary(max_size=12)),
+    ):
+        assert _decoded(serde.decode_key, damaged) == _decoded(serde.decode_key_python, damaged)
+
+
 @pytest.mark.parametrize("bad", [1.5, ("a", 1.0), ["a"], ("a", ("b", frozenset()))])
 def test_the_native_key_encoder_refuses_what_the_python_one_refuses(bad: Any) -> None:
     from runtime.state import serde
