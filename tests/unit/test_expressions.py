@@ -184,3 +184,14 @@ def test_a_job_with_expressions_equals_the_same_job_with_lambdas_and_the_referen
             total[at] += e["buffer_ms"]
     assert {(o["cdn"], o["start"]): o["n"] for o in counts} == dict(n)
     assert {(o["cdn"], o["start"]): o["total"] for o in buffers} == dict(total)
+
+
+def test_plain_fields_say_their_path_and_nothing_else_does() -> None:
+    from runtime.api.expressions import path_of
+
+    assert path_of(field("user_id")) == ("user_id",)
+    assert path_of(field("device.os")) == ("device", "os")
+    assert path_of(field("a") == 1) is None
+    assert path_of(field("a").is_null()) is None
+    assert path_of(~(field("a") == 1)) is None
+    assert path_of(lambda r: r["a"]) is None

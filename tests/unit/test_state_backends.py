@@ -724,3 +724,15 @@ def test_rocksdb_stores_share_one_cache_budget(tmp_path: Path) -> None:
         assert first.get(("k", i)) == i  # read back from disk into the larger cache
     assert 2_000 < first.cached_entries <= 16_000
     backend.close()
+
+
+def test_the_native_key_functions_pickle_and_keep_working() -> None:
+    """Flink ships functions that may hold them: they pickle as the same functions."""
+    import pickle
+
+    from runtime.state import serde
+
+    for fn, arg in ((serde.encode_key, ("u", 7)), (serde.decode_key, serde.encode_key(("u", 7)))):
+        again = pickle.loads(pickle.dumps(fn))
+        assert type(again) is type(fn)
+        assert again(arg) == fn(arg)
