@@ -159,7 +159,7 @@ class PostgresServer:
             )
 
     def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until it answers commands (its data loaded)."""
         self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60")
         _wait_port(self.port, 30, "PostgreSQL")
         self.running = True
@@ -236,7 +236,7 @@ class RedisServer:
         return f"{self.url}?{query}" if query else self.url
 
     def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until it answers commands (its data loaded)."""
         cmd = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.home), "--daemonize", "no", "--save", "",
@@ -248,9 +248,25 @@ class RedisServer:
         )
         try:
             _wait_port(self.port, 30, "Redis")
+            self._wait_loaded(30)
         except RuntimeError:
             self.stop()
             raise
+
+    def _wait_loaded(self, timeout_s: float) -> None:
+        """Wait until PING answers PONG: a listening server may still be loading its AOF."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis on 127.0.0.1:{self.port} did not finish loading")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM: it finishes its append-only file first)."""
