@@ -258,6 +258,7 @@ def _recover(impl: Impl, ctx: Context) -> Outcome:
         outputs=first.outputs,
         settings={"stop": "ends"},
         state_dir=state_dir,
+        profile=Path(os.environ["BENCH_W7_PROFILE"]) if os.environ.get("BENCH_W7_PROFILE") else None,
     )
     codes, cpu, peak_kb, timed_out = wait_all([second.proc], ctx.timeout_s)
     out.cpu_s, out.max_rss_mb = cpu, (peak_kb or 0) / 1024
@@ -278,6 +279,12 @@ def _recover(impl: Impl, ctx: Context) -> Outcome:
         first_record_after_kill_s=(
             round(rep["first_record_wall"] - killed, 3) if rep.get("first_record_wall") else None
         ),
+        # Where the time to recover went: the new process's imports, its worker's
+        # start (consumer, producer, transactions) and the rest to its first batch.
+        imports_after_kill_s=round(rep["main_wall"] - killed, 3) if rep.get("main_wall") else None,
+        worker_started_after_kill_s=(
+            round(rep["runner_wall"] - killed, 3) if rep.get("runner_wall") else None
+        ),
     )
     check_output(impl, ctx, first.outputs, out)
     return out
@@ -295,7 +302,10 @@ def recovery(impls: list[Impl], ctx: Context, rounds: int) -> list[Outcome]:
             _log(
                 f"  processing again {o.recovery_s or 0:.2f}s after the kill "
                 f"(restored {o.extra.get('restored_records')} changelog records in "
-                f"{o.extra.get('restore_s')}s); {o.check}"
+                f"{o.extra.get('restore_s')}s; imports done at "
+                f"{o.extra.get('imports_after_kill_s')}s, worker started at "
+                f"{o.extra.get('worker_started_after_kill_s')}s, first record at "
+                f"{o.extra.get('first_record_after_kill_s')}s); {o.check}"
             )
         outcomes.append(o)
     return outcomes

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -97,11 +98,37 @@ class KafkaTransport(KafkaSink):
         #: Records written with a clamped timestamp, and records refused, so far.
         self.clamped = 0
         self.refused = 0
+        # Starting the transactions fences a predecessor with the same id, which waits
+        # for the broker to abort its open transaction: on a thread of its own, so that
+        # the group join and a state restore go on meanwhile (a restore reads committed
+        # data only, so the abort changes nothing it reads). The first transaction
+        # waits for it and raises its error.
+        self._start_error: BaseException | None = None
+        self._starting: threading.Thread | None = None
         if exactly_once:
-            try:
-                self._producer.init_transactions(60)
-            except KafkaException as exc:
-                raise ConnectorError(f"cannot start the worker's transactions: {exc}") from exc
+            self._starting = threading.Thread(
+                target=self._init_transactions, name="shoal-init-transactions", daemon=True
+            )
+            self._starting.start()
+
+    def _init_transactions(self) -> None:
+        try:
+            self._producer.init_transactions(60)
+        except BaseException as exc:  # raised by the first transaction (_started)
+            self._start_error = exc
+
+    def _started(self) -> None:
+        """Wait until the transactions started.
+
+        Raises:
+            ConnectorError: they could not start.
+        """
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        exc = self._start_error
+        if exc is not None:
+            raise ConnectorError(f"cannot start the worker's transactions: {exc}") from exc
 
     # -- what topics accept ------------------------------------------------------------
     def load_limits(self, topics: list[str]) -> None:
@@ -248,6 +275,7 @@ class KafkaTransport(KafkaSink):
         self._refused.append(RefusedWrite(topic, key, value, ts, reason))
 
     def _begin(self) -> None:
+        self._started()
         try:
             self._producer.begin_transaction()
         except KafkaException as exc:
@@ -337,11 +365,13 @@ class KafkaTransport(KafkaSink):
         super()._on_delivery(err, msg)
 
     def _abort_quietly(self) -> None:
+        # A fenced producer fails both (a fatal error): nothing of it is kept anyway.
         with contextlib.suppress(KafkaException):
             self._producer.abort_transaction(10)
         # Serve the aborted records' delivery reports now and forget them, so that
         # they are not taken for failures of the next (committed) transaction.
-        self._producer.poll(0)
+        with contextlib.suppress(KafkaException):
+            self._producer.poll(0)
         self._errors.clear()
         self._broker_refusals = 0
 
@@ -353,6 +383,11 @@ class KafkaTransport(KafkaSink):
 
     def close(self) -> None:
         """Abort what is open and flush the rest."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._start_error is not None:
+            return  # no transaction began: nothing to abort or flush
         self.abort()
         self._producer.flush(10)
 

@@ -157,25 +157,72 @@ fn decode_at<'py>(py: Python<'py>, data: &[u8], pos: usize, depth: u32) -> Resul
         }
         ZERO => Ok((PyInt::new(py, 0i64).into_any(), pos)),
         t if (ZERO - 8..=ZERO + 8).contains(&t) => {
-            let size = usize::from(t.abs_diff(ZERO));
-            let body = data.get(pos..pos + size).ok_or(Unread)?;
-            let mut be = [0u8; 8];
-            be[8 - size..].copy_from_slice(body);
-            let number = u64::from_be_bytes(be);
-            let value: i128 = if t > ZERO {
-                i128::from(number)
-            } else {
-                let full: i128 = (1i128 << (8 * size)) - 1;
-                -(full - i128::from(number))
+            let (value, next) = read_int(data, pos, t)?;
+            let obj = match value {
+                Int::Signed(v) => PyInt::new(py, v).into_any(),
+                Int::Unsigned(v) => PyInt::new(py, v).into_any(),
             };
-            let obj = match i64::try_from(value) {
-                Ok(v) => PyInt::new(py, v).into_any(),
-                Err(_) => PyInt::new(py, u64::try_from(value).map_err(|_| Unread)?).into_any(),
-            };
-            Ok((obj, pos + size))
+            Ok((obj, next))
         }
         _ => Err(Unread),
     }
+}
+
+enum Int {
+    Signed(i64),
+    Unsigned(u64),
+}
+
+/// The int of tag `t` (not `ZERO`) whose body starts at `pos`, and the position after it.
+fn read_int(data: &[u8], pos: usize, t: u8) -> Result<(Int, usize), Unread> {
+    let size = usize::from(t.abs_diff(ZERO));
+    let body = data.get(pos..pos + size).ok_or(Unread)?;
+    let mut be = [0u8; 8];
+    be[8 - size..].copy_from_slice(body);
+    let number = u64::from_be_bytes(be);
+    let value: i128 = if t > ZERO {
+        i128::from(number)
+    } else {
+        let full: i128 = (1i128 << (8 * size)) - 1;
+        -(full - i128::from(number))
+    };
+    let int = match i64::try_from(value) {
+        Ok(v) => Int::Signed(v),
+        Err(_) => Int::Unsigned(u64::try_from(value).map_err(|_| Unread)?),
+    };
+    Ok((int, pos + size))
+}
+
+/// Where the key element at `pos` ends, if `decode_at` would read it (builds nothing).
+fn element_end(data: &[u8], pos: usize, depth: u32) -> Result<usize, Unread> {
+    if depth > 64 {
+        return Err(Unread);
+    }
+    let tag = *data.get(pos).ok_or(Unread)?;
+    let pos = pos + 1;
+    match tag {
+        STR => {
+            let (raw, next) = unescape(data, pos)?;
+            std::str::from_utf8(&raw).map_err(|_| Unread)?;
+            Ok(next)
+        }
+        BYTES => Ok(unescape(data, pos)?.1),
+        NONE | ZERO => Ok(pos),
+        TUPLE => {
+            let mut at = pos;
+            while *data.get(at).ok_or(Unread)? != END {
+                at = element_end(data, at, depth + 1)?;
+            }
+            Ok(at + 1)
+        }
+        t if (ZERO - 8..=ZERO + 8).contains(&t) => Ok(read_int(data, pos, t)?.1),
+        _ => Err(Unread),
+    }
+}
+
+/// Whether `data` is a whole key the native decoder reads (so the Python one does too).
+pub(crate) fn is_key(data: &[u8]) -> bool {
+    matches!(element_end(data, 0, 0), Ok(end) if end == data.len())
 }
 
 #[pyclass(frozen, module = "shoal_native")]

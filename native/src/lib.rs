@@ -1,4 +1,5 @@
-//! Shoal's native Avro decoder (and, in `fold`, the columnar window fold).
+//! Shoal's native Avro decoder (and, in `fold`, the columnar window fold; in `keys`, the
+//! state key encoder and decoder; in `check`, the restore check of changelog entries).
 //!
 //! A `Decoder` is built once per writer schema from a small program that Python
 //! compiles from the parsed schema (`connectors/avro/native.py`), then decodes whole
@@ -8,6 +9,7 @@
 //! caller decodes those with fastavro, which gives the value or the error message.
 //! Nothing in the data is executed; every read is bounds-checked.
 
+mod check;
 mod fold;
 mod keys;
 
@@ -307,5 +309,6 @@ fn shoal_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fold::WindowFold>()?;
     m.add_class::<keys::KeyEncoder>()?;
     m.add_class::<keys::KeyDecoder>()?;
+    m.add_function(wrap_pyfunction!(check::unvouched, m)?)?;
     Ok(())
 }

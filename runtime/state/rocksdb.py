@@ -60,7 +60,14 @@ from rocksdict import (
 from runtime.api.errors import ConfigError, StateError, StateFormatError
 from runtime.api.files import private_dir
 from runtime.state.base import Change, StoreId
-from runtime.state.serde import decode_key, decode_value, encode_key, encode_value
+from runtime.state.serde import (
+    FORMAT,
+    decode_key,
+    decode_value,
+    encode_key,
+    encode_value,
+    unvouched,
+)
 
 __all__ = ["RocksDBBackend", "RocksDBStore"]
 
@@ -517,9 +524,11 @@ class RocksDBStore:
     def _check_changes(self, chunk: dict[bytes, bytes | None]) -> None:
         """Entries are decoded lazily later: check a chunk's now, so that bytes this
         version cannot read fail the restore, not some later read (a change that a
-        later one of the same key replaces is never read, and not checked)."""
+        later one of the same key replaces is never read, and not checked). The native
+        walk vouches for plain entries; the rest are decoded here, in the chunk's order."""
         reserved = _KEYSPACE_START[0]
-        for raw_key, raw_value in chunk.items():
+        for raw_key in unvouched(chunk, reserved, FORMAT):
+            raw_value = chunk[raw_key]
             if type(raw_key) is not bytes or not raw_key or raw_key[0] == reserved:
                 raise StateError(f"restore of {self.store_id}: invalid changelog key {raw_key!r}")
             if raw_value is not None and type(raw_value) is not bytes:

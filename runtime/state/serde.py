@@ -40,7 +40,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from runtime.api.errors import StateError
-from runtime.state.codec import decode_value, encode_value
+from runtime.state.codec import FORMAT, decode_value, encode_value
 
 __all__ = [
     "decode_key",
@@ -49,6 +49,9 @@ __all__ = [
     "encode_key",
     "encode_key_python",
     "encode_value",
+    "FORMAT",
+    "unvouched",
+    "unvouched_python",
 ]
 
 _NONE = 0x01
@@ -251,17 +254,27 @@ def _read_escaped(data: bytes, pos: int) -> tuple[bytes, int]:
         return data[start:end].replace(_ESCAPED_NUL, _TERMINATOR), end + 1
 
 
+def unvouched_python(chunk: dict[bytes, bytes | None], reserved: int, fmt: int) -> list[Any]:
+    """Every key of ``chunk``: without the native walk, each entry is checked in Python."""
+    return list(chunk)
+
+
 encode_key: Callable[[Hashable], bytes] = encode_key_python
 decode_key: Callable[[bytes], Any] = decode_key_python
+#: The keys of a restore chunk whose entry must be checked by decoding it in Python
+#: (the native walk vouches for plain keys and values without decoding them).
+unvouched: Callable[[dict[bytes, bytes | None], int, int], list[Any]] = unvouched_python
 
 try:  # the native encoder and decoder (native/, built by `make`): the same bytes, faster
     from shoal_native import KeyDecoder as _KeyDecoder
     from shoal_native import KeyEncoder as _KeyEncoder
+    from shoal_native import unvouched as _unvouched
 except ImportError:  # pragma: no cover - depends on the machine
-    _KeyEncoder = _KeyDecoder = None
+    _KeyEncoder = _KeyDecoder = _unvouched = None
 
 if _KeyEncoder is not None and os.environ.get("SHOAL_NATIVE_KEYS", "1") != "0":
     # What they do not handle themselves (ints beyond 64 bits, unsupported types, bytes
     # that are no key) goes to the Python functions above, which also raise the errors.
     encode_key = _KeyEncoder(encode_key_python)
     decode_key = _KeyDecoder(decode_key_python)
+    unvouched = _unvouched

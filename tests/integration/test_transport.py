@@ -3,9 +3,12 @@ changelogs read back committed records only."""
 
 from __future__ import annotations
 
+import pytest
+
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from connectors.kafka.source import KafkaSource
 from connectors.kafka.transport import ChangelogReader, KafkaTransport
+from runtime.api.errors import ConnectorError
 from tests.integration.helpers import read_all, unique
 
 
@@ -72,3 +75,58 @@ def test_changelog_partitions_are_read_together_committed_only_and_in_order(kafk
         assert offsets[(log, partition)] == sorted(offsets[(log, partition)])
     # One partition alone reads the same records.
     assert [(k, v) for k, v, _ in ChangelogReader(kafka).read(log, 1)] == expected[1]
+
+
+def test_a_restore_during_the_fencing_of_a_predecessor_reads_committed_records_only(
+    kafka: str,
+) -> None:
+    """A restarted worker's transport starts its transactions (fencing the killed
+    one's open transaction) while its state restores: the restore reads what the
+    predecessor committed, never what its open transaction holds, and the new
+    transport commits once the fencing is done."""
+    inp, log = unique("fence-in"), unique("fence-cl")
+    KafkaAdmin(kafka).ensure_topics([TopicSpec(inp, 1), TopicSpec(log, 2)])
+    tid = unique("fence-tx")
+    old_source = KafkaSource(kafka, unique("fence-group"), [inp])
+    old = KafkaTransport(kafka, old_source, exactly_once=True, transactional_id=tid)
+    for i in range(200):
+        old.write(log, b"k%d" % (i % 7), b"committed-%d" % i, partition=i % 2)
+    old.commit({})
+    for i in range(300):
+        old.write(log, b"k%d" % (i % 7), b"open", partition=i % 2)
+    old.flush()  # on the broker, in a transaction that never commits
+    source = KafkaSource(kafka, unique("fence-group"), [inp])
+    new = KafkaTransport(kafka, source, exactly_once=True, transactional_id=tid)
+    try:
+        restored = [
+            v
+            for _, chunk in ChangelogReader(kafka).read_many([(log, 0), (log, 1)])
+            for _, v, _ in chunk
+        ]
+        assert sorted(restored) == sorted(b"committed-%d" % i for i in range(200))
+        new.write(log, b"k0", b"after", partition=0)
+        new.commit({})
+    finally:
+        new.close()
+        source.close()
+        old.close()  # fenced: its abort fails quietly
+        old_source.close()
+    values = [m.value() for m in read_all(kafka, log)]
+    assert b"open" not in values and values.count(b"after") == 1 and len(values) == 201
+
+
+def test_transactions_that_cannot_start_fail_the_first_write(kafka: str) -> None:
+    """The transactions start on a thread; a refusal (here a transaction timeout the
+    broker does not allow) is raised, as one clear error, by the first write."""
+    inp, out = unique("refused-in"), unique("refused-out")
+    KafkaAdmin(kafka).ensure_topics([TopicSpec(inp, 1), TopicSpec(out, 1)])
+    source = KafkaSource(kafka, unique("refused-group"), [inp])
+    transport = KafkaTransport(
+        kafka, source, exactly_once=True, transaction_timeout_ms=24 * 3_600_000
+    )
+    try:
+        with pytest.raises(ConnectorError, match="cannot start the worker's transactions"):
+            transport.write(out, b"k", b"v")
+    finally:
+        transport.close()
+        source.close()

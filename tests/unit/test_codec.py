@@ -293,3 +293,96 @@ def test_window_state_reads_the_older_list_form() -> None:
     assert WindowState.from_legacy([0, 10, 5, 2]) == WindowState(0, 10, 5, True, True)
     with pytest.raises(ValueError, match="status"):
         WindowState.from_legacy([0, 10, 5, 3])
+
+
+# --- the native restore check ------------------------------------------------------------
+
+simple = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**200), max_value=2**200),
+        st.floats(allow_nan=True),
+        st.text(),
+        st.binary(),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(inner, max_size=4).map(tuple),
+        st.dictionaries(st.text(max_size=3) | st.integers(-5, 5), inner, max_size=4),
+        st.frozensets(st.integers() | st.text(max_size=3), max_size=4),
+    ),
+    max_leaves=20,
+)
+simple_keys = st.recursive(
+    st.one_of(st.none(), st.text(max_size=4), st.integers(-(2**63), 2**64 - 1), st.binary()),
+    lambda inner: st.lists(inner, max_size=3).map(tuple),
+    max_leaves=6,
+)
+
+
+def _reads(raw_key: Any, raw_value: Any) -> bool:
+    """Whether the restore's Python check passes the entry."""
+    from runtime.state.serde import decode_key
+
+    if type(raw_key) is not bytes or not raw_key or raw_key[0] == 0:
+        return False
+    if raw_value is not None and type(raw_value) is not bytes:
+        return False
+    try:
+        decode_key(raw_key)
+        if raw_value is not None:
+            decode_value(raw_value)
+    except StateError:
+        return False
+    return True
+
+
+def _damaged(raw: bytes, data: st.DataObject) -> bytes:
+    how = data.draw(st.sampled_from(["none", "byte", "cut", "tail", "junk"]))
+    i = data.draw(st.integers(0, max(len(raw) - 1, 0)))
+    if how == "byte" and raw:
+        return raw[:i] + bytes([data.draw(st.integers(0, 255))]) + raw[i + 1 :]
+    if how == "cut":
+        return raw[:i]
+    if how == "tail":
+        return raw + data.draw(st.binary(min_size=1, max_size=3))
+    if how == "junk":
+        return b"\x01" + data.draw(st.binary(max_size=12))
+    return raw
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(simple_keys, plain | simple | st.none()), max_size=8), st.data())
+def test_the_native_restore_check_vouches_only_for_entries_python_reads(
+    entries: list[tuple[Any, Any]], data: st.DataObject
+) -> None:
+    from runtime.state import serde
+
+    assert serde.unvouched is not serde.unvouched_python, "the native check is not built"
+    chunk: dict[Any, Any] = {}
+    for key, value in entries:
+        raw_value = None if value is None else _damaged(encode_value(value), data)
+        chunk[_damaged(serde.encode_key(key), data)] = raw_value
+    if data.draw(st.booleans()):  # what no restore should meet: not bytes, reserved, registered
+        chunk[data.draw(st.sampled_from(["text", 7, b"", b"\x00\x03a\x00"]))] = b"\x01\xc0"
+        chunk[serde.encode_key("sketch")] = encode_value(Quantiles(0.01).create())
+    left = serde.unvouched(chunk, 0, 0x01)
+    order = list(chunk)
+    assert [order.index(k) for k in left] == sorted(order.index(k) for k in left)
+    for raw_key, raw_value in chunk.items():
+        if raw_key not in left:
+            assert _reads(raw_key, raw_value), (raw_key, raw_value)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(simple_keys, simple | st.none()), max_size=8))
+def test_the_native_restore_check_vouches_for_plain_entries(entries: list[Any]) -> None:
+    from runtime.state import serde
+
+    chunk = {serde.encode_key(k): None if v is None else encode_value(v) for k, v in entries}
+    assert serde.unvouched(chunk, 0, 0x01) == []
+    # a registered object or a value of another format is left to the Python check
+    sketch = {serde.encode_key("s"): encode_value(Quantiles(0.01).create())}
+    old = {serde.encode_key("o"): b"\x80" + encode_value(1)[1:]}
+    assert serde.unvouched({**chunk, **sketch, **old}, 0, 0x01) == [*sketch, *old]
