@@ -258,7 +258,7 @@ def _recover(impl: Impl, ctx: Context) -> Outcome:
         outputs=first.outputs,
         settings={"stop": "ends"},
         state_dir=state_dir,
-        profile=Path(os.environ["BENCH_W7_PROFILE"]) if os.environ.get("BENCH_W7_PROFILE") else None,
+        profile=Path(profile) if (profile := os.environ.get("BENCH_W7_PROFILE")) else None,
     )
     codes, cpu, peak_kb, timed_out = wait_all([second.proc], ctx.timeout_s)
     out.cpu_s, out.max_rss_mb = cpu, (peak_kb or 0) / 1024
