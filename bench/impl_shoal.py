@@ -133,7 +133,7 @@ def build_w4(name: str, seed: int, users: int) -> Job:
 
 def build_job(workload: str, name: str, settings: dict[str, Any] | None = None) -> Job:
     """The Shoal job of a workload (``settings``: the parent's, for W4's seed and users)."""
-    if workload in ("W1", "W5"):
+    if workload in ("W1", "W1F", "W5"):
         return build_w1(name)
     if workload == "W2":
         from jobs.sessionization import build

@@ -32,6 +32,8 @@ def extra_columns(outcomes: list[Outcome]) -> list[str]:
         cols.append("speed-up")
     if any(o.recovery_s is not None for o in outcomes):
         cols += ["recovery s", "restore s"]
+    if any("steady_events_per_s" in o.extra for o in outcomes):
+        cols += ["steady events/s", "startup s"]
     return cols
 
 
@@ -43,6 +45,8 @@ def extra_cells(o: Outcome, cols: list[str]) -> tuple[str, ...]:
         "speed-up": _fmt(o.speedup, ".2f"),
         "recovery s": _fmt(o.recovery_s, ".2f"),
         "restore s": _fmt(o.extra.get("restore_s"), ".2f"),
+        "steady events/s": _fmt(o.extra.get("steady_events_per_s"), ",.0f"),
+        "startup s": _fmt(o.extra.get("startup_s"), ".1f"),
     }
     return tuple(values[c] for c in cols)
 
@@ -348,6 +352,9 @@ def _bars(ax: Any, title: str, outcomes: list[Outcome], subtitle: str) -> None:
             label += f"  {o.speedup:.2f}x one worker"
         if o.recovery_s is not None:
             label += f"  recovery {o.recovery_s:.1f} s"
+        if "steady_events_per_s" in o.extra:
+            steady, startup = o.extra["steady_events_per_s"], o.extra.get("startup_s", 0)
+            label += f"  steady {steady:,.0f}/s, startup {startup:.0f} s"
         if o.max_rss_mb is not None and "RocksDB state" in title:
             label += f"  RSS {o.max_rss_mb:,.0f} MB"
         if o.correct is False:

@@ -71,11 +71,13 @@ W1_IMPLS: tuple[Impl, ...] = (
         output="faust-changelog",
         about="Faust, RocksDB table; results read from the table's changelog",
     ),
-    Impl(
-        "shoal-flink",
-        "bench.impl_flink",
-        about="Shoal's Flink engine (PyFlink local mini cluster, exactly-once, RocksDB)",
-    ),
+)
+
+#: W1's job on Shoal's Flink engine (W1F: its own, smaller input; see bench.workloads).
+FLINK_IMPL = Impl(
+    "shoal-flink",
+    "bench.impl_flink",
+    about="Shoal's Flink engine (PyFlink local mini cluster, exactly-once, RocksDB)",
 )
 
 

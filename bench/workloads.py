@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.checks import (
@@ -29,7 +29,7 @@ from bench.checks import (
 )
 from bench.common import BOUND_MS
 from bench.inputs import clean_config, produce_generated, produce_keyed
-from bench.runner import W1_IMPLS, Impl
+from bench.runner import FLINK_IMPL, W1_IMPLS, Impl
 from bench.topics import create_topics
 from bench.w1 import PARSERS, Verdict, produce_input, verify
 
@@ -112,6 +112,13 @@ def prepare_w1(setup: Setup, workload: str = "W1") -> Prepared:
         ends={topic: list(ref.partition_counts)},
         summary=f"{ref.events:,} PlaybackEvents, {len(ref.closed()):,} closed (user, window)",
     )
+
+
+def prepare_w1f(setup: Setup) -> Prepared:
+    """W1F: W1's input, ``BENCH_FLINK_EVENTS`` records (default 200,000; at most
+    ``--events``): the Flink engine runs at a few thousand events/s."""
+    events = min(setup.events, env_int("BENCH_FLINK_EVENTS", 200_000))
+    return prepare_w1(replace(setup, events=events), "W1F")
 
 
 def check_w1(ref: Any, output: str, read: dict[str, Any]) -> Verdict:
@@ -258,6 +265,14 @@ WORKLOADS: dict[str, Workload] = {
             prepare_w1,
             check_w1,
             target="Shoal >= 0.7x raw, >= 5x Quix Streams",
+        ),
+        Workload(
+            "W1F",
+            "W1 on Shoal's Flink engine: steady state apart from startup",
+            tuple(i for i in W1_IMPLS if i.name in ("raw", "shoal-eos")) + (FLINK_IMPL,),
+            prepare_w1f,
+            check_w1,
+            target="Shoal on Flink, steady state >= 20,000 events/s on one slot",
         ),
         Workload(
             "W2",

@@ -7,6 +7,7 @@ Importing this module needs the ``flink`` extra (``pip install shoal[flink]``);
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from pyflink.common import (
     ByteArraySchema,
@@ -88,7 +89,30 @@ __all__ = [
     "ValueStateDescriptor",
     "WatermarkStrategy",
     "remote_environment",
+    "stamp_with_event_time",
 ]
+
+
+def stamp_with_event_time(stream: DataStream, strategy: WatermarkStrategy, value_type: Any) -> Any:
+    """``stream`` of ``(value, event time)`` tuples -> ``value``s with that time and
+    ``strategy``'s watermarks, in two JVM steps at ``stream``'s parallelism.
+
+    What ``DataStream.assign_timestamps_and_watermarks`` does with a Python timestamp
+    assigner, without its Python step, and with every step at the parallelism of its
+    input: PyFlink's own runs its timestamp extraction and watermark generator at the
+    environment's default parallelism, so with fewer subtasks than source readers
+    they would see partitions interleaved and make watermarks no partition allows.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    functions = jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    parallelism = stream._j_data_stream.getParallelism()
+    stamped = stream._j_data_stream.assignTimestampsAndWatermarks(
+        strategy._j_watermark_strategy.withTimestampAssigner(functions.CustomTimestampAssigner())
+    ).setParallelism(parallelism)
+    values = stamped.map(functions.RemoveTimestampMapFunction(), value_type.get_java_type_info())
+    return DataStream(values.setParallelism(parallelism))
 
 
 def remote_environment(conf: Configuration) -> StreamExecutionEnvironment:

@@ -104,8 +104,11 @@ def late_tag(step: str, side: str = "") -> Any:
 
 # -- sources ---------------------------------------------------------------------------
 class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
-    """Raw Kafka bytes -> ``(None, value)``; undecodable records and absurd event times
-    are dead-lettered like the native engine does (``WatermarkStrategy`` bounds)."""
+    """Raw Kafka bytes -> ``(None, value)``, or ``((None, value), event time)`` when the
+    source has a timestamp function (``pf.stamp_with_event_time`` takes it from there);
+    undecodable records and absurd event times are dead-lettered like the native engine
+    does (``WatermarkStrategy`` bounds). With ``future="clamp"``, a time further ahead
+    of the wall clock than the bound is lowered to it."""
 
     def __init__(
         self,
@@ -120,7 +123,6 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
         self.timestamp = timestamp
         self.min_valid_ms = strategy.min_valid_ms
         self.max_future_ms = strategy.max_future_ms
-        # With "clamp", times ahead of the bound pass here; EventTime lowers them.
         self.clamp = strategy.future == "clamp"
         self.failures = failures
         self.codec: Any = None
@@ -128,11 +130,9 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
     def open(self, runtime_context: Any) -> None:
         self.codec = self.codecs()(self.schema)
 
-    def check_time(self, value: Any) -> None:
-        """Raise ``TimestampError`` for a missing or absurd event time."""
-        if self.timestamp is None:
-            return
-        t = self.timestamp(value)
+    def event_time(self, value: Any) -> int:
+        """The value's event time (clamped); ``TimestampError`` for a missing or absurd one."""
+        t = self.timestamp(value)  # type: ignore[misc]
         lo = self.min_valid_ms
         hi = (
             2**62
@@ -140,11 +140,12 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
             else time.time_ns() // 1_000_000 + self.max_future_ms
         )
         if type(t) is int and t > hi and self.clamp:
-            return
+            return hi
         if type(t) is not int or not lo <= t <= hi:
             raise TimestampError(
                 f"absurd or missing event time {t!r} (valid: {lo}..{hi})", step=self.failures.step
             )
+        return t
 
     def process_element(self, raw: Any, ctx: Any) -> Iterator[Any]:
         data = bytes(raw) if raw is not None else None
@@ -153,30 +154,15 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
             yield from self.failures.reject(failed[0][1], data, DEAD_LETTERS)
             return
         value = values[0]
+        if self.timestamp is None:
+            yield (None, value)
+            return
         try:
-            self.check_time(value)
+            t = self.event_time(value)
         except Exception as exc:
             yield from self.failures.reject(exc, data, DEAD_LETTERS)
             return
-        yield (None, value)
-
-
-class EventTime(pf.TimestampAssigner):  # type: ignore[misc]
-    """The job's timestamp function on the value of a ``(key, value)`` pair.
-
-    With ``clamp_ahead_ms``, a time further than that ahead of the wall clock is
-    lowered to the bound (``WatermarkStrategy(future="clamp")``).
-    """
-
-    def __init__(self, timestamp: Callable[[Any], int], clamp_ahead_ms: int | None = None) -> None:
-        self.timestamp = timestamp
-        self.clamp_ahead_ms = clamp_ahead_ms
-
-    def extract_timestamp(self, value: Pair, record_timestamp: int) -> int:
-        t = self.timestamp(value[1])
-        if self.clamp_ahead_ms is not None:
-            t = min(t, time.time_ns() // 1_000_000 + self.clamp_ahead_ms)
-        return t
+        yield ((None, value), t)
 
 
 # -- stateless steps -------------------------------------------------------------------
@@ -279,7 +265,6 @@ __all__ = [
     "DEAD_LETTERS",
     "DecodeStep",
     "EncodeStep",
-    "EventTime",
     "FilterStep",
     "FlatMapStep",
     "KeyStep",

@@ -101,7 +101,6 @@ from runtime.flink.functions import (
     DEAD_LETTERS,
     DecodeStep,
     EncodeStep,
-    EventTime,
     FilterStep,
     FlatMapStep,
     KeyStep,
@@ -272,7 +271,9 @@ def _source(
     raw = raw.uid(f"{node.name}.kafka").set_parallelism(partitions)
     failures = _failures(job, node, topic)
     decode = DecodeStep(node.schema, node.timestamp, node.watermarks, failures, kafka.codecs)
-    decoded = raw.process(decode).name(f"{node.name}.decode").uid(f"{node.name}.decode")
+    stamped_type = pf.Types.TUPLE([pf.Types.PICKLED_BYTE_ARRAY(), pf.Types.LONG()])
+    decoded = raw.process(decode, output_type=None if node.timestamp is None else stamped_type)
+    decoded = decoded.name(f"{node.name}.decode").uid(f"{node.name}.decode")
     decoded = _with_dead(decoded.set_parallelism(partitions), out)
     strategy = node.watermarks
     watermarks = pf.WatermarkStrategy.for_bounded_out_of_orderness(
@@ -281,9 +282,11 @@ def _source(
     if strategy.idle_timeout_ms is not None:
         watermarks = watermarks.with_idleness(pf.Duration.of_millis(strategy.idle_timeout_ms))
     if node.timestamp is not None:
-        clamp = strategy.max_future_ms if strategy.future == "clamp" else None
-        watermarks = watermarks.with_timestamp_assigner(EventTime(node.timestamp, clamp))
-    stamped = decoded.assign_timestamps_and_watermarks(watermarks)
+        # The event times DecodeStep put beside the values, in JVM steps kept at the
+        # readers' parallelism, so watermarks stay per partition whatever the job's is.
+        stamped = pf.stamp_with_event_time(decoded, watermarks, pf.Types.PICKLED_BYTE_ARRAY())
+    else:
+        stamped = decoded.assign_timestamps_and_watermarks(watermarks)
     return (
         stamped.name(f"{node.name}.watermarks")
         .uid(f"{node.name}.watermarks")

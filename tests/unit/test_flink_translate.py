@@ -5,6 +5,7 @@ not executed)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -101,7 +102,8 @@ def test_decode_dead_letters_bad_bytes_and_absurd_times() -> None:
     step.open(None)
     encode = codec_factory()("PlaybackEvent").encode
     good = playback_event(NOW_MS)
-    assert list(step.process_element(encode(good), None)) == [(None, good)]
+    # The event time goes beside the pair, for the JVM's timestamp and watermark steps.
+    assert list(step.process_element(encode(good), None)) == [((None, good), NOW_MS)]
     out = list(step.process_element(b"\x00garbage", None))
     out += list(step.process_element(encode(playback_event(5)), None))
     letters = dead(out)
@@ -109,6 +111,25 @@ def test_decode_dead_letters_bad_bytes_and_absurd_times() -> None:
     assert letters[0]["original_value"] == b"\x00garbage"
     assert letters[0]["source_topic"] == "topic-a" and letters[0]["step"] == "step"
     codec_factory()("DeadLetter").encode(letters[1])  # a valid DeadLetter record
+
+
+def test_decode_clamps_far_future_times_when_asked() -> None:
+    def decode_at(event_time_ms: int, future: str) -> list[Any]:
+        strategy = WatermarkStrategy(max_future_ms=60_000, future=future)  # type: ignore[arg-type]
+        step = DecodeStep(
+            "PlaybackEvent", lambda e: e["event_time_ms"], strategy, failures(), codec_factory
+        )
+        step.open(None)
+        encode = codec_factory()("PlaybackEvent").encode
+        return list(step.process_element(encode(playback_event(event_time_ms)), None))
+
+    ahead = time.time_ns() // 1_000_000 + 3_600_000
+    before = time.time_ns() // 1_000_000
+    [(_pair, stamped)] = decode_at(ahead, "clamp")
+    assert before + 60_000 <= stamped <= time.time_ns() // 1_000_000 + 60_000
+    assert [d["error_class"] for d in dead(decode_at(ahead, "dead_letter"))] == ["TimestampError"]
+    # A time within the bound is kept as it is.
+    assert decode_at(before + 1_000, "clamp")[0][1] == before + 1_000
 
 
 def boom(v: Any) -> Any:

@@ -18,6 +18,7 @@ from bench.checks import (
     final_sessions,
     same_session,
 )
+from bench.impl_flink import steady_figures
 from bench.inputs import keyed_events
 from bench.runner import Outcome, merge_reports
 from bench.scenarios import match_latencies, percentiles
@@ -36,6 +37,24 @@ def test_every_workload_has_implementations_with_distinct_names() -> None:
         names = [i.name for i in w.impls]
         assert names and len(names) == len(set(names)), w.name
     assert "shoal-flink" in all_impl_names() and "shoal-2-workers" in all_impl_names()
+    # The Flink engine has its own, smaller input: not in W1's million-event run.
+    assert "shoal-flink" in [i.name for i in WORKLOADS["W1F"].impls]
+    assert "shoal-flink" not in [i.name for i in WORKLOADS["W1"].impls]
+
+
+def test_flink_steady_rate_counts_from_the_first_commit_to_the_last_before_the_end() -> None:
+    # Samples four times a second; commits of 1,000 records a second from t=10 s, the
+    # last (to the end of 5,000 records) after a slow final checkpoint at t=20 s.
+    samples = [(t / 4, 0) for t in range(40)]
+    for i, t in enumerate(range(40, 80)):
+        samples.append((t / 4, 1_000 * (1 + i // 4)))
+    samples += [(20.0, 5_000), (20.25, 5_000)]
+    samples = [(t, min(n, 4_000) if t < 20 else n) for t, n in samples]
+    figures = steady_figures(samples, 5_000)
+    assert figures == {"startup_s": 10.0, "steady_events_per_s": 1_000}
+    assert steady_figures([(0.25, 0), (0.5, 0)], 5_000) == {}
+    # One commit only: a startup time, no rate.
+    assert steady_figures([(3.0, 5_000), (3.25, 5_000)], 5_000) == {"startup_s": 3.0}
 
 
 def test_percentiles_are_nearest_rank() -> None:
