@@ -99,6 +99,54 @@ def fast_read(parsed: Any, body: bytes) -> Any:
 _BAD = object()
 
 
+def _zero_size(node: Any, named: dict[str, Any]) -> bool:
+    """Whether values of ``node`` can take no bytes at all (null, empty fixed, records
+    of such fields)."""
+    if isinstance(node, str):
+        return node == "null" or (node in named and _zero_size(named[node], named))
+    if isinstance(node, list):
+        return False  # a union's branch index takes a byte
+    if node["type"] == "fixed":
+        return bool(node["size"] == 0)
+    if node["type"] == "record":
+        named[node["name"]] = node
+        return all(_zero_size(f["type"], named) for f in node["fields"])
+    return False
+
+
+def has_zero_size_items(node: Any, named: dict[str, Any] | None = None) -> bool:
+    """Whether an array or map somewhere in ``node`` holds items that take no bytes: a
+    changed block count then asks fastavro (the reference here, and the serde's fallback)
+    for billions of items, which it builds until memory runs out."""
+    named = {} if named is None else named
+    if isinstance(node, list):
+        return any(has_zero_size_items(b, named) for b in node)
+    if not isinstance(node, dict):
+        return False
+    if node["type"] == "array":
+        return _zero_size(node["items"], named) or has_zero_size_items(node["items"], named)
+    if node["type"] == "map":
+        return _zero_size(node["values"], named) or has_zero_size_items(node["values"], named)
+    if node["type"] == "record":
+        named[node["name"]] = node
+        return any(has_zero_size_items(f["type"], named) for f in node["fields"])
+    return False
+
+
+def test_zero_size_items_are_found() -> None:
+    nulls = {"type": "array", "items": "null"}
+    empty = {"type": "record", "name": "Empty0", "fields": []}
+    assert has_zero_size_items(
+        {"type": "record", "name": "A0", "fields": [{"name": "a", "type": nulls}]}
+    )
+    assert has_zero_size_items({"type": "map", "values": empty})
+    assert has_zero_size_items(
+        {"type": "array", "items": {"type": "fixed", "name": "F0", "size": 0}}
+    )
+    assert not has_zero_size_items({"type": "array", "items": ["null", "int"]})
+    assert not has_zero_size_items({"type": "map", "values": "string"})
+
+
 def decoder(schema: dict[str, Any]) -> tuple[Any, Any]:
     named: dict[str, Any] = {}
     parsed = fastavro.parse_schema(schema, named)
@@ -146,7 +194,9 @@ def test_random_schemas_and_values_decode_as_fastavro_reads_them(data: st.DataOb
 def test_mutated_bytes_decode_as_fastavro_reads_them_or_are_handed_back(
     data: st.DataObject,
 ) -> None:
-    schema = data.draw(records())
+    # Not schemas with items of no bytes: fastavro, the reference, would build billions
+    # of them from a changed count (the native decoder hands such records back at once).
+    schema = data.draw(records().filter(lambda s: not has_zero_size_items(s)))
     parsed, made = decoder(schema)
     out = io.BytesIO()
     fastavro.schemaless_writer(out, parsed, data.draw(values(schema)))
