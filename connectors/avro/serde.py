@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from connectors.avro import _fastavro
+from connectors.avro.limits import TooManyItems, item_check
 from connectors.avro.native import decoder_for
 from connectors.avro.projection import Projector, compile_projection, identity
 from connectors.avro.repository import SchemaEntry
@@ -83,6 +84,8 @@ class _Decoder(NamedTuple):
     reader: Any | None
     project: Projector | None
     native: Any | None = None
+    #: Refuses bodies asking for too many array items of no bytes (:mod:`.limits`).
+    items: Callable[[bytes, int], None] | None = None
 
 
 class FrameError(Exception):
@@ -293,14 +296,17 @@ class FramedSerde:
         named: Any = None
         reader: Any = None
         project: Projector | None = None
+        items: Callable[[bytes, int], None] | None = None
         for index in indices:
             data = datas[index]
             try:
                 header = data[:size]
                 if header != last:
                     plan = plans.get(header) or self._plan(header)
-                    writer, named, reader, project, _ = plan
+                    writer, named, reader, project, _, items = plan
                     last = header
+                if items is not None:
+                    items(data, size)
                 stream = bytes_io(data)
                 stream.seek(size)
                 value = read(stream, writer, named, reader, options)
@@ -336,13 +342,14 @@ class FramedSerde:
         native = None
         if plan.reader is None:  # read as written: the native decoder can do that
             native = decoder_for(plan.writer, plan.named["writer"])
-        decoder = _Decoder(*plan, None if project is identity else project, native)
+        items = item_check(plan.writer, plan.named["writer"])
+        decoder = _Decoder(*plan, None if project is identity else project, native, items)
         self._plans[header] = decoder
         return decoder
 
     def _decode_error(self, exc: Exception, data: Any, origin: RecordOrigin) -> DecodeError:
         what = f"cannot decode {self._entry.name}"
-        if isinstance(exc, FrameError | _TrailingBytes):
+        if isinstance(exc, FrameError | _TrailingBytes | TooManyItems):
             message = f"{what}: {exc}"
         elif not isinstance(data, bytes | bytearray | memoryview):
             message = f"{what}: expected bytes, got {type(data).__name__}"

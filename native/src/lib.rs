@@ -42,9 +42,17 @@ struct Bad;
 
 type R<T> = Result<T, Bad>;
 
+/// How many array and map items one body may hold beyond one per byte of the body.
+/// Items that take bytes can never exceed one per byte; items of no bytes (null, a
+/// fixed of size 0, a record of such) can: a crafted block count would otherwise build
+/// billions of them. The Python side (`connectors/avro/limits.py`) keeps the same rule.
+const ITEM_ALLOWANCE: u64 = 65_536;
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Array and map items this body may still hold.
+    items_left: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -238,13 +246,18 @@ impl Decoder {
 
     /// The item count of the next array or map block (a negative count is followed
     /// by the block's size in bytes, which is not needed).
+    /// Every block's count is charged to the body's item allowance before any item is
+    /// built.
     fn block(&self, r: &mut Reader<'_>) -> R<u64> {
         let count = r.long()?;
-        if count < 0 {
+        let count = if count < 0 {
             r.long()?;
-            return Ok(count.unsigned_abs());
-        }
-        Ok(count as u64)
+            count.unsigned_abs()
+        } else {
+            count as u64
+        };
+        r.items_left = r.items_left.checked_sub(count).ok_or(Bad)?;
+        Ok(count)
     }
 }
 
@@ -280,7 +293,12 @@ impl Decoder {
                 Ok(b) => {
                     let data = b.as_bytes();
                     if data.len() >= header.len() && &data[..header.len()] == header {
-                        let mut r = Reader { buf: data, pos: header.len() };
+                        let body = (data.len() - header.len()) as u64;
+                        let mut r = Reader {
+                            buf: data,
+                            pos: header.len(),
+                            items_left: body.saturating_add(ITEM_ALLOWANCE),
+                        };
                         match self.read(py, &self.root, &mut r) {
                             Ok(v) if r.pos == data.len() => Some(v),
                             _ => None,
