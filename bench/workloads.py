@@ -264,7 +264,7 @@ WORKLOADS: dict[str, Workload] = {
             W1_IMPLS,
             prepare_w1,
             check_w1,
-            target="Shoal >= 0.7x raw, >= 5x Quix Streams",
+            target="Shoal exactly-once >= 1.0x raw (stretch 2x), >= 5x Quix Streams",
         ),
         Workload(
             "W1F",
@@ -290,7 +290,7 @@ WORKLOADS: dict[str, Workload] = {
             prepare_w2,
             check_sessions,
             sinks=("sessions", "session-retractions", "sessions-late-events"),
-            target="Shoal exactly-once >= 0.5x raw",
+            target="Shoal exactly-once >= 0.7x raw",
         ),
         Workload(
             "W3",
@@ -303,6 +303,7 @@ WORKLOADS: dict[str, Workload] = {
             prepare_w3,
             check_qoe,
             sinks=("qoe-metrics", "qoe-excluded-events"),
+            target="Shoal exactly-once >= 0.6x raw",
         ),
         Workload(
             "W4",
@@ -322,6 +323,7 @@ WORKLOADS: dict[str, Workload] = {
             sinks=("personalization-scores",),
             scenario="latency",
             output_config={"message.timestamp.type": "LogAppendTime"},
+            target="Shoal exactly-once >= 0.9x raw; p99 at half the peak <= interval + 50 ms",
         ),
         Workload(
             "W5",

@@ -126,6 +126,19 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
+def settled_scrape(sj: ServedJob) -> tuple[dict[Any, float], dict[str, dict[str, int]]]:
+    """/metrics and the worker's own step counters, taken while the counters stood still
+    (the worker may fire a window between the two reads)."""
+    deadline = time.monotonic() + 30
+    while True:
+        before = sj.on_worker(lambda w: w.counters())
+        samples = scrape(sj.url)
+        after = sj.on_worker(lambda w: w.counters())
+        if before == after or time.monotonic() > deadline:
+            return samples, after
+        time.sleep(0.2)
+
+
 def step_values(samples: dict[Any, float], name: str, job: str) -> dict[str, float]:
     """Per-step values of one metric."""
     return {
@@ -206,8 +219,7 @@ def test_metrics_follow_the_worker_counters(served: tuple[ServedJob, str], kafka
     start = recent_start_ms()
     sent = len(produce_generated(kafka, {"playback": playback}, traffic(1, start), 3000))
     sj.wait_read(sent)
-    first = scrape(sj.url)
-    counters = sj.on_worker(lambda w: w.counters())
+    first, counters = settled_scrape(sj)
     got_in = step_values(first, "shoal_step_records_in_total", "user_counts")
     assert got_in == {step: c["in"] for step, c in counters.items()}
     for metric, key in (
@@ -242,8 +254,7 @@ def test_metrics_follow_the_worker_counters(served: tuple[ServedJob, str], kafka
     while sj.on_worker(lambda w: w.checkpoints) <= checkpoints_before:
         assert time.monotonic() < deadline, "no checkpoint after new records"
         time.sleep(0.2)
-    second = scrape(sj.url)
-    counters = sj.on_worker(lambda w: w.counters())
+    second, counters = settled_scrape(sj)
     got_in = step_values(second, "shoal_step_records_in_total", "user_counts")
     assert got_in == {step: c["in"] for step, c in counters.items()}
     assert got_in["playback"] == sent + more
