@@ -101,8 +101,12 @@ class ColumnarWindow:
         if grouped is None:
             return False
         max_ts, late_at, groups = grouped
-        get = logic.store.get
-        found = [get(sk, MISSING) for sk in groups]
+        store = logic.store
+        get_many = getattr(store, "get_many", None)  # a StateStore reads them in one go
+        if get_many is not None:
+            found = get_many(groups, MISSING)
+        else:
+            found = [store.get(sk, MISSING) for sk in groups]
         create = logic.agg.create
         accs = self.fold.fold([create() if a is MISSING else a for a in found])
         if accs is None:

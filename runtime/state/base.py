@@ -42,6 +42,10 @@ class StateStore(Protocol):
         """Return the value stored under ``key``, or ``default``."""
         ...
 
+    def get_many(self, keys: list[Hashable], default: Any = None) -> list[Any]:
+        """``[get(key, default) for key in keys]``, in fewer reads where the store can."""
+        ...
+
     def put(self, key: Hashable, value: Any) -> None:
         """Store ``value`` under ``key`` (durable at the next checkpoint)."""
         ...

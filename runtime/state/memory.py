@@ -55,6 +55,13 @@ class MemoryStore:
             self._raise_closed()
         return self._data.get(key, default)
 
+    def get_many(self, keys: list[Hashable], default: Any = None) -> list[Any]:
+        """:meth:`get` of every key in ``keys``."""
+        if self._closed:
+            self._raise_closed()
+        get = self._data.get
+        return [get(key, default) for key in keys]
+
     def put(self, key: Hashable, value: Any) -> None:
         """Store ``value`` under ``key``."""
         if self._closed:

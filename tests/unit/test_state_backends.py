@@ -257,6 +257,7 @@ operations = st.lists(
         st.tuples(st.just("put"), model_keys, model_values),
         st.tuples(st.just("delete"), model_keys),
         st.tuples(st.just("get"), model_keys),
+        st.tuples(st.just("get_many"), st.lists(model_keys, max_size=6)),
         st.tuples(st.just("contains"), model_keys),
         st.tuples(st.just("checkpoint")),
         st.tuples(st.just("len")),
@@ -307,6 +308,9 @@ def test_store_matches_a_dict_model(kind: str, ops: list[tuple[Any, ...]]) -> No
                 model.pop(args[0], None)
             elif op == "get":
                 assert store.get(args[0], missing) == model.get(args[0], missing)
+            elif op == "get_many":
+                got = store.get_many(args[0], missing)
+                assert got == [model.get(key, missing) for key in args[0]]
             elif op == "contains":
                 assert (args[0] in store) == (args[0] in model)
             elif op == "len":
@@ -336,6 +340,9 @@ def test_store_matches_a_dict_model(kind: str, ops: list[tuple[Any, ...]]) -> No
             assert_same_state(reopened, {})
             assert reopened.get_meta("offsets") is None
         else:
+            # Read in one go, before anything else brings the keys into memory.
+            asked = [*committed, "never", ("u", 9)]
+            assert reopened.get_many(asked, missing) == [committed.get(k, missing) for k in asked]
             assert_same_state(reopened, committed)
             for name in ("offsets", "checkpoint"):
                 assert reopened.get_meta(name) == committed_meta.get(name)
