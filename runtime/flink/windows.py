@@ -59,6 +59,14 @@ class KeyWindows:
         if self.entries.pop(key, MISSING) is not MISSING:
             self.changed = True
 
+    def pop(self, key: Any, default: Any = None) -> Any:
+        """Remove a state value of the key and return it, else ``default``."""
+        value = self.entries.pop(key, MISSING)
+        if value is MISSING:
+            return default
+        self.changed = True
+        return value
+
     def items(self) -> list[tuple[Any, Any]]:
         """The key's state values."""
         return list(self.entries.items())

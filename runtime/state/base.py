@@ -54,6 +54,10 @@ class StateStore(Protocol):
         """Remove ``key``; deleting a missing key is not an error."""
         ...
 
+    def pop(self, key: Hashable, default: Any = None) -> Any:
+        """Remove ``key`` and return its value, or ``default`` when it had none."""
+        ...
+
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key`` has a value."""
         ...

@@ -91,6 +91,14 @@ class MemoryStore:
         ):
             self._unindex(key)
 
+    def pop(self, key: Hashable, default: Any = None) -> Any:
+        """Remove ``key`` and return its value, or ``default`` when it had none."""
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        self.delete(key)
+        return value
+
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key`` has a value."""
         if self._closed:

@@ -273,6 +273,24 @@ class RocksDBStore:
         """Remove ``key``; the delete reaches the disk at the next checkpoint."""
         self.put(key, _ABSENT)
 
+    def pop(self, key: Hashable, default: Any = None) -> Any:
+        """Remove ``key`` and return its value, or ``default`` when it had none (a
+        window step's firing: one call where a get and a delete would be two)."""
+        dirty = self._dirty
+        value = dirty.get(key, _MISSING)
+        if value is _MISSING:
+            value = self.get(key, _MISSING)
+            if value is _MISSING:
+                return default
+            self.put(key, _ABSENT)
+            return value
+        if value is _ABSENT:
+            return default
+        if self._closed:
+            self._raise_closed()
+        dirty[key] = _ABSENT  # its origin on disk is known already
+        return value
+
     def __contains__(self, key: Hashable) -> bool:
         """Whether ``key`` has a value."""
         return self.get(key, _MISSING) is not _MISSING

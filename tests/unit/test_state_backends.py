@@ -258,6 +258,7 @@ operations = st.lists(
         st.tuples(st.just("delete"), model_keys),
         st.tuples(st.just("get"), model_keys),
         st.tuples(st.just("get_many"), st.lists(model_keys, max_size=6)),
+        st.tuples(st.just("pop"), model_keys),
         st.tuples(st.just("contains"), model_keys),
         st.tuples(st.just("checkpoint")),
         st.tuples(st.just("len")),
@@ -311,6 +312,8 @@ def test_store_matches_a_dict_model(kind: str, ops: list[tuple[Any, ...]]) -> No
             elif op == "get_many":
                 got = store.get_many(args[0], missing)
                 assert got == [model.get(key, missing) for key in args[0]]
+            elif op == "pop":
+                assert store.pop(args[0], missing) == model.pop(args[0], missing)
             elif op == "contains":
                 assert (args[0] in store) == (args[0] in model)
             elif op == "len":

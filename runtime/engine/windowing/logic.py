@@ -84,6 +84,10 @@ class WindowStore(Protocol):
         """Remove ``key``."""
         ...
 
+    def pop(self, key: Any, default: Any = None) -> Any:
+        """Remove ``key`` and return its value, else ``default``."""
+        ...
+
     def items(self) -> Iterable[tuple[Any, Any]]:
         """Every ``(key, value)``."""
         ...
@@ -289,18 +293,17 @@ class WindowLogic:
         append = out.append
         get, delete = self.store.get, self.store.delete
         retain = self.assigner.retain_ms
+        take = get if retain else self.store.pop  # kept for lateness, else removed
         touched = self.touched
         for at, items in due:
             for sk in items:
                 end = sk[2]
                 if at == end:
-                    acc = get(sk, MISSING)
+                    acc = take(sk, MISSING)
                     if acc is not MISSING:
                         append((sk[0], sk[1], end, acc))
                     if touched:
                         touched.discard(sk)
-                    if not retain:
-                        delete(sk)
                 elif at >= end + retain:
                     delete(sk)
         return out
