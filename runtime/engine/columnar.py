@@ -101,12 +101,24 @@ class ColumnarWindow:
         if grouped is None:
             return False
         max_ts, late_at, groups = grouped
-        store = logic.store
-        get_many = getattr(store, "get_many", None)  # a StateStore reads them in one go
-        if get_many is not None:
-            found = get_many(groups, MISSING)
-        else:
-            found = [store.get(sk, MISSING) for sk in groups]
+        # A window that has not ended has state only if it is scheduled to fire at its
+        # end (every stored window is, from its creation or the restore's reschedule):
+        # the others are new, and neither read nor looked up again at the checkpoint.
+        pending = win.index.by_time
+        nothing: frozenset[Any] = frozenset()
+        stored = [
+            i for i, sk in enumerate(groups) if sk[2] <= wm or sk in pending.get(sk[2], nothing)
+        ]
+        found: list[Any] = [MISSING] * len(groups)
+        fresh = [True] * len(groups)
+        if stored:
+            store = logic.store
+            keys = [groups[i] for i in stored]
+            get_many = getattr(store, "get_many", None)  # a StateStore reads them in one go
+            loaded = get_many(keys, MISSING) if get_many else [store.get(k, MISSING) for k in keys]
+            for i, value in zip(stored, loaded, strict=True):
+                found[i] = value
+                fresh[i] = False
         create = logic.agg.create
         accs = self.fold.fold([create() if a is MISSING else a for a in found])
         if accs is None:
@@ -123,16 +135,20 @@ class ColumnarWindow:
         self.keyer.counters.records_out += n
         win.counters.records_in += n
         schedule, touched, put = logic.schedule, logic.touched, logic.store.put
+        put_new = getattr(logic.store, "put_new", put)
         retain = logic.assigner.retain_ms
         complete = []
-        for sk, acc, was in zip(groups, accs, found, strict=True):
+        for sk, acc, was, new in zip(groups, accs, found, fresh, strict=True):
             end = sk[2]
             if was is MISSING:
                 if end > wm:
                     schedule(end, sk)
                 if retain:
                     schedule(end + retain, sk)
-            put(sk, acc)
+            if new:
+                put_new(sk, acc)
+            else:
+                put(sk, acc)
             if end <= wm:
                 complete.append((sk, acc))
             elif touched is not None:

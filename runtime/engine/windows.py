@@ -46,6 +46,11 @@ class _TimeIndex:
         else:
             items.add(item)
 
+    @property
+    def by_time(self) -> dict[int, set[Any]]:
+        """The items due at each time (read only)."""
+        return self._items
+
     def pop_due(self, watermark_ms: int) -> list[tuple[int, set[Any]]]:
         due = []
         heap = self._heap

@@ -50,6 +50,11 @@ class StateStore(Protocol):
         """Store ``value`` under ``key`` (durable at the next checkpoint)."""
         ...
 
+    def put_new(self, key: Hashable, value: Any) -> None:
+        """:meth:`put` of a key the caller knows has no value, in memory or durable
+        (the store may skip finding out)."""
+        ...
+
     def delete(self, key: Hashable) -> None:
         """Remove ``key``; deleting a missing key is not an error."""
         ...

@@ -77,6 +77,10 @@ class MemoryStore:
             self._index(key)  # deleted, now put again
         data[key] = value
 
+    def put_new(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` under a key the caller knows has none (here: :meth:`put`)."""
+        self.put(key, value)
+
     def delete(self, key: Hashable) -> None:
         """Remove ``key`` if present."""
         if self._closed:

@@ -269,6 +269,21 @@ class RocksDBStore:
                 self._base[key] = cached is not _ABSENT
         dirty[key] = value
 
+    def put_new(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` under a key the caller knows has no value, in memory or on
+        disk (a window its step never scheduled): the checkpoint then needs no lookup
+        of whether the key was on disk. A key found in memory takes :meth:`put`."""
+        if key in self._dirty or key in self._clean:
+            self.put(key, value)
+            return
+        if self._closed:
+            self._raise_closed()
+        self._base[key] = False
+        dirty = self._dirty
+        dirty[key] = value
+        if self._clean and len(dirty) + len(self._clean) >= self._limit:
+            self._evict()
+
     def delete(self, key: Hashable) -> None:
         """Remove ``key``; the delete reaches the disk at the next checkpoint."""
         self.put(key, _ABSENT)

@@ -259,6 +259,7 @@ operations = st.lists(
         st.tuples(st.just("get"), model_keys),
         st.tuples(st.just("get_many"), st.lists(model_keys, max_size=6)),
         st.tuples(st.just("pop"), model_keys),
+        st.tuples(st.just("put_new"), model_keys, model_values),
         st.tuples(st.just("contains"), model_keys),
         st.tuples(st.just("checkpoint")),
         st.tuples(st.just("len")),
@@ -314,6 +315,10 @@ def test_store_matches_a_dict_model(kind: str, ops: list[tuple[Any, ...]]) -> No
                 assert got == [model.get(key, missing) for key in args[0]]
             elif op == "pop":
                 assert store.pop(args[0], missing) == model.pop(args[0], missing)
+            elif op == "put_new":  # only for a key with no value, as its callers know
+                if args[0] not in model:
+                    store.put_new(args[0], args[1])
+                    model[args[0]] = args[1]
             elif op == "contains":
                 assert (args[0] in store) == (args[0] in model)
             elif op == "len":
