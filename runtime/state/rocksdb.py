@@ -216,43 +216,24 @@ class RocksDBStore:
         return default if value is _ABSENT else value
 
     def get_many(self, keys: list[Hashable], default: Any = None) -> list[Any]:
-        """:meth:`get` of every key in ``keys`` (a window step's batch of windows, most
-        of them new): one call instead of one per key. What is not in memory is read
-        key by key (rocksdict's multi-get measured slower here than single reads).
+        """:meth:`get` of every key in ``keys`` (a window step's batch of windows): one
+        call instead of one per key; what is not in memory is read key by key
+        (rocksdict's multi-get measured slower here than single reads).
 
         Raises:
             StateError: a key cannot be encoded, or the disk read failed.
         """
-        dirty, clean = self._dirty, self._clean
+        dirty, clean, load = self._dirty, self._clean, self._load
         out: list[Any] = []
-        misses: list[int] = []
+        append = out.append
         for key in keys:
             value = dirty.get(key, _MISSING)
             if value is _MISSING:
                 value = clean.get(key, _MISSING)
                 if value is _MISSING:
-                    misses.append(len(out))
-            out.append(value)
-        if misses:
-            if self._closed:
-                self._raise_closed()
-            missing = [keys[i] for i in misses]
-            try:
-                read = self._db.get
-                raw_values = [read(encode_key(key)) for key in missing]
-                values = [_ABSENT if raw is None else decode_value(raw) for raw in raw_values]
-            except StateFormatError as exc:
-                raise StateFormatError(f"{self.store_id} at {self.path}: {exc}") from exc
-            except StateError as exc:
-                raise StateError(f"reading keys of {self.store_id} failed: {exc}") from exc
-            except Exception as exc:
-                self._fail("reading keys", exc)
-            for i, key, value in zip(misses, missing, values, strict=True):
-                clean[key] = value
-                out[i] = value
-            if len(clean) + len(dirty) > self._limit:
-                self._evict()
-        return [default if value is _ABSENT else value for value in out]
+                    value = load(key)
+            append(default if value is _ABSENT else value)
+        return out
 
     def put(self, key: Hashable, value: Any) -> None:
         """Store ``value`` under ``key``; it reaches the disk at the next checkpoint."""
