@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from connectors.avro import SINGLE_OBJECT_MAGIC, AvroSerde, SchemaRepository, Serde
+from connectors.avro.limits import item_check
 from runtime.api.errors import ConfigError, DecodeError, RecordError, RecordOrigin
 
 
@@ -117,6 +118,22 @@ class CodecFactory:
         except ConfigError:
             return False
         return True
+
+    def single_object_schemas(self, schema: str) -> tuple[str, tuple[str, ...]] | None:
+        """What a decoder outside Python needs to read a source of ``schema`` as this
+        factory does: the reader schema and the writer versions (JSON texts) that it can
+        read without the item walk of ``connectors.avro.limits`` (records of any other
+        version are left to this factory's codec); ``None`` for JSON or an unknown name.
+        """
+        if not schema or not self.knows(schema):
+            return None
+        current = self.repository.current(schema)
+        writers = tuple(
+            e.to_json()
+            for e in self.repository.versions(current.name)
+            if item_check(e.parsed, {}) is None
+        )
+        return current.to_json(), writers
 
     def any_decoder(self, schema: str | None) -> Callable[[bytes | None], Any]:
         """A forgiving decoder: the named schema, else Avro by fingerprint, JSON, or hex."""

@@ -219,3 +219,14 @@ class SchemaRepository:
             The entry, or ``None``.
         """
         return self._by_fingerprint.get(fingerprint)
+
+    def versions(self, name: str) -> list[SchemaEntry]:
+        """Every known version of the record with this full name (current and older).
+
+        Args:
+            name: the record's full name.
+
+        Returns:
+            The entries, in the order they became known.
+        """
+        return [e for e in self._by_fingerprint.values() if e.name == name]

@@ -55,6 +55,8 @@ LOCK = HERE / "requirements.lock"
 FLINK_LOCK = HERE / "requirements-flink.lock"
 FLINK_ENTRYPOINT = HERE / "flink-entrypoint.sh"
 FLINK_POM = ROOT / "deploy" / "flink" / "pom.xml"
+#: Shoal's JVM steps for Flink (``runtime.flink.jvm``): a Maven project of their own.
+FLINK_STEPS = ROOT / "deploy" / "flink" / "jvm"
 CACHE = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal") / "image"
 
 SUITE = "bookworm"  # the Debian release of the base; keep it the CI machines' release
@@ -136,7 +138,12 @@ IMAGES = {
             (*BASE_PACKAGES, *FLINK_PACKAGES),
             FLINK_LOCK,
             extra="flink",
-            files=(FLINK_ENTRYPOINT, FLINK_POM),
+            files=(
+                FLINK_ENTRYPOINT,
+                FLINK_POM,
+                FLINK_STEPS / "pom.xml",
+                *sorted((FLINK_STEPS / "src").rglob("*.java")),
+            ),
             # The JRE's postinst links its man pages with update-alternatives, which fails
             # when their folder is missing (DPKG_OPTS leaves out /usr/share/man).
             hooks=('mkdir -p "$1/usr/share/man/man1"',),
@@ -238,7 +245,7 @@ def build(image: Image) -> str:
         if FLINK_POM in image.files:
             flink = context / "flink"
             (flink / "usrlib").mkdir(parents=True)
-            for jar in flink_connector_jars():
+            for jar in [*flink_connector_jars(), flink_steps_jar()]:
                 shutil.copy(jar, flink / "usrlib" / jar.name)
             shutil.copy(FLINK_ENTRYPOINT, flink / "docker-entrypoint.sh")
         step(f"podman build of stage {image.stage} (no network)")
@@ -294,6 +301,18 @@ def flink_connector_jars() -> list[Path]:
     partial.rename(libs)
     step(f"flink jars: {len(jars)} fetched in {time.monotonic() - t:.0f}s")
     return sorted(libs.glob("*.jar"))
+
+
+def flink_steps_jar() -> Path:
+    """Shoal's JVM steps jar, built with Maven from ``deploy/flink/jvm`` the first time
+    and kept under the image cache, as ``shoal run --engine flink`` builds it."""
+    sys.path.insert(0, str(ROOT))
+    from runtime.flink.jars import steps_jar
+
+    t = time.monotonic()
+    jar = steps_jar(CACHE / "flink-steps")
+    step(f"flink steps jar: {jar.name} ({time.monotonic() - t:.0f}s)")
+    return jar
 
 
 def base_image(image: Image) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from pyflink.common import (
     ByteArraySchema,
     Configuration,
+    DeserializationSchema,
     Duration,
     Row,
     Types,
@@ -60,6 +61,7 @@ __all__ = [
     "Configuration",
     "DataStream",
     "DataTypes",
+    "DeserializationSchema",
     "Duration",
     "EventTimeTrigger",
     "JobClient",
@@ -88,7 +90,10 @@ __all__ = [
     "Types",
     "ValueStateDescriptor",
     "WatermarkStrategy",
+    "java_strings",
     "remote_environment",
+    "shoal_steps",
+    "shoal_steps_loaded",
     "stamp_with_event_time",
 ]
 
@@ -129,3 +134,28 @@ def remote_environment(conf: Configuration) -> StreamExecutionEnvironment:
         conf._j_configuration
     )
     return StreamExecutionEnvironment(j_env)
+
+
+def shoal_steps() -> Any:
+    """The package of Shoal's JVM steps (``dev.shoal.flink``) in the gateway's JVM."""
+    from pyflink.java_gateway import get_gateway
+
+    return get_gateway().jvm.dev.shoal.flink
+
+
+def shoal_steps_loaded() -> bool:
+    """Whether Shoal's JVM steps jar is on the gateway's class path."""
+    from py4j.java_gateway import JavaClass
+
+    return isinstance(shoal_steps().Steps, JavaClass)
+
+
+def java_strings(items: list[str]) -> Any:
+    """A Java ``String[]`` of ``items``."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    array = gateway.new_array(gateway.jvm.java.lang.String, len(items))
+    for i, item in enumerate(items):
+        array[i] = item
+    return array

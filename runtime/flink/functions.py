@@ -148,6 +148,8 @@ class DecodeStep(pf.ProcessFunction):  # type: ignore[misc]
         return t
 
     def process_element(self, raw: Any, ctx: Any) -> Iterator[Any]:
+        if isinstance(raw, pf.Row):  # ``Row(raw)`` of the steps jar's ``RawValues``
+            raw = raw[0]
         data = bytes(raw) if raw is not None else None
         values, failed = self.codec.decode_batch([data])
         if failed:

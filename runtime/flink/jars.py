@@ -1,6 +1,8 @@
 """The Kafka connector jar: fetched once from Maven Central through ``deploy/flink/pom.xml``,
 or found in a folder that holds it already (``SHOAL_FLINK_JARS``; the ``shoal-flink``
-image has no Maven and carries the jar in ``/opt/flink/usrlib``).
+image has no Maven and carries the jar in ``/opt/flink/usrlib``). Shoal's JVM steps
+(``deploy/flink/jvm``, see ``runtime.flink.jvm``): built once with Maven from their
+sources (``steps_jar``), or found in that folder beside the connector.
 
 The connector is versioned per Flink minor release (``5.0.0-2.2`` is for Flink 2.2);
 the pom's ``flink.version`` must be the installed apache-flink's ``MAJOR.MINOR``, and so
@@ -10,6 +12,7 @@ installed distribution's ``flink-python`` jar along (``python_jar``).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -20,6 +23,8 @@ from runtime.api.errors import ConfigError
 from runtime.settings import REPO_ROOT
 
 POM = REPO_ROOT / "deploy" / "flink" / "pom.xml"
+STEPS = REPO_ROOT / "deploy" / "flink" / "jvm"
+STEPS_JAR = "shoal-flink-steps.jar"
 _FLINK_VERSION = re.compile(r"<flink\.version>([^<]+)</flink\.version>")
 # flink-sql-connector-kafka-5.0.0-2.2.jar: the connector's release, then Flink's MAJOR.MINOR
 _CONNECTOR_JAR = re.compile(r"^flink-(?:sql-)?connector-kafka-[^-]+-(?P<flink>\d+\.\d+)\.jar$")
@@ -90,6 +95,42 @@ def connector_jars(cache: Path, pom: Path = POM, *, flink_version: str | None = 
         raise ConfigError("Maven could not fetch Flink's Kafka connector:\n" + "\n".join(tail))
     marker.write_text(pom_text)
     return sorted(libs.glob("*.jar"))
+
+
+def steps_sources(root: Path = STEPS) -> list[Path]:
+    """The files the JVM steps jar is built from: its pom and Java sources."""
+    return [root / "pom.xml", *sorted((root / "src").rglob("*.java"))]
+
+
+def steps_jar(cache: Path, root: Path = STEPS) -> Path:
+    """Shoal's JVM steps jar, built with Maven the first time (cached per source text).
+
+    Raises:
+        ConfigError: Maven is missing or the build failed.
+    """
+    digest = hashlib.sha256()
+    for path in steps_sources(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    built = cache / f"steps-{digest.hexdigest()[:12]}" / STEPS_JAR
+    if built.exists():
+        return built
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ConfigError("Maven (mvn) is needed to build Shoal's JVM steps for Flink")
+    work = built.parent.with_name(built.parent.name + ".build")
+    shutil.rmtree(work, ignore_errors=True)
+    cmd = [mvn, "-q", "-B", "-f", str(root / "pom.xml"), "package", f"-DbuildDir={work}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    jar = work / "shoal-flink-steps-1.jar"
+    if proc.returncode != 0 or not jar.exists():
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        raise ConfigError("Maven could not build Shoal's JVM steps:\n" + "\n".join(tail))
+    built.parent.mkdir(parents=True, exist_ok=True)
+    partial = built.with_suffix(".partial")
+    shutil.copy(jar, partial)
+    partial.rename(built)
+    shutil.rmtree(work, ignore_errors=True)
+    return built
 
 
 def bundled_jars(folder: Path, *, flink_version: str | None = None) -> list[Path]:

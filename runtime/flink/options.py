@@ -104,6 +104,11 @@ class FlinkOptions:
             only the job's graph comes from here.
         kafka_properties: the user's Kafka client settings (TLS, SASL ...), as given to
             ``shoal run`` (see ``connectors.kafka.config``); never shown in a repr.
+        jvm_steps: run a source, its key and a built-in count window on Shoal's JVM
+            steps where the job allows it (``runtime.flink.jvm``); ``False``: Python
+            steps everywhere. Without the steps jar on the cluster (``from_cluster``,
+            ``jar_dir``) the Python steps run, and records without a value are not
+            dead-lettered but skipped by Flink's Kafka source.
     """
 
     bootstrap: str
@@ -123,6 +128,7 @@ class FlinkOptions:
     transaction_timeout_ms: int = 600_000
     from_cluster: bool = False
     kafka_properties: Mapping[str, str] = field(default_factory=dict, repr=False)
+    jvm_steps: bool = True
 
     def __post_init__(self) -> None:
         if self.execution_mode not in EXECUTION_MODES:

@@ -26,7 +26,7 @@ from runtime.api.admin import TopicSpec
 from runtime.api.bindings import Bindings
 from runtime.api.errors import ConfigError, ShoalError
 from runtime.api.job import Job
-from runtime.flink.jars import bundled_jars, connector_jars, python_jar
+from runtime.flink.jars import bundled_jars, connector_jars, python_jar, steps_jar
 from runtime.flink.options import FlinkConnectors, FlinkOptions, parse_jobmanager, require_pyflink
 from runtime.settings import REPO_ROOT
 
@@ -43,6 +43,8 @@ class FlinkRun:
     seconds: float
     sinks: dict[str, str] = field(default_factory=dict)
     restored_from: str | None = None
+    #: The window steps that ran on the JVM steps (``runtime.flink.jvm``).
+    jvm_windows: tuple[str, ...] = ()
 
 
 def python_path(extra: tuple[Path, ...] = ()) -> str:
@@ -134,7 +136,7 @@ def build_environment(
     elif options.jar_dir is not None:
         jars = bundled_jars(options.jar_dir)
     else:
-        jars = connector_jars(options.jar_cache)
+        jars = [*connector_jars(options.jar_cache), steps_jar(options.jar_cache)]
     pythonpath = python_path((Path.cwd(),))
     # Read when the gateway's JVM starts (thread mode: its embedded Python; process mode:
     # the Python workers it launches).
@@ -174,6 +176,8 @@ def build_environment(
         tables=None
         if connectors.tables is None
         else partial(connectors.tables, options.bootstrap, dict(options.kafka_properties)),
+        steps_jar=pf.shoal_steps_loaded(),
+        jvm_steps=options.jvm_steps,
     )
     return env, translate(env, job, bindings, kafka), restored
 
@@ -205,7 +209,14 @@ def run_on_flink(
         status = _wait(client, should_stop, poll_s)
     except Exception as exc:  # py4j wraps every Java exception
         raise ShoalError(f"Flink job {job.name!r} failed: {_root_cause(exc)}") from exc
-    return FlinkRun(job.name, status, time.monotonic() - t0, dict(translation.sinks), restored)
+    return FlinkRun(
+        job.name,
+        status,
+        time.monotonic() - t0,
+        dict(translation.sinks),
+        restored,
+        tuple(translation.jvm),
+    )
 
 
 def _wait(client: Any, should_stop: Callable[[], bool] | None, poll_s: float) -> str:

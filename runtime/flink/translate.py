@@ -3,8 +3,10 @@
 ==================  ================================================================
 Shoal step          Flink
 ==================  ================================================================
-source              ``KafkaSource`` of raw bytes (group = the job's group, earliest
-                    offsets when the group has none), one reader per partition; a
+source              ``KafkaSource`` of raw values (group = the job's group, earliest
+                    offsets when the group has none), one reader per partition (the
+                    steps jar's ``RawValues``, so a record without a value is
+                    dead-lettered too; without the jar Flink skips it); a
                     ``DecodeStep`` (Shoal's codec, event-time checks, dead letters);
                     the source's bounded-disorder watermarks with idleness, assigned
                     per reader, so per partition as on the native engine
@@ -32,6 +34,10 @@ join_table          ``TableJoinStep``, a ``ProcessFunction`` that reads the tabl
                     when it opens and follows it (``tables``), and looks each record up
                     in the table as it stands then (a join of processing time)
 dead letters        every step's dead-letter side output, unioned into one sink
+source, key_by and  on the JVM steps (``jvm``) when the event time and the key are
+count window        plain fields and the window a tumbling or hopping ``Count``: Avro
+                    decoded in the Kafka source, Flink's window operator, Python once
+                    per window result (in batches when a sink takes them)
 ==================  ================================================================
 
 Where Flink differs from the native engine (the same results otherwise):
@@ -96,6 +102,7 @@ from runtime.api.io import CodecFactory
 from runtime.api.job import Job
 from runtime.engine.ports import TableFeed
 from runtime.flink import _pyflink as pf
+from runtime.flink import jvm
 from runtime.flink.failures import Failures
 from runtime.flink.functions import (
     DEAD_LETTERS,
@@ -110,6 +117,7 @@ from runtime.flink.functions import (
     pair_key,
 )
 from runtime.flink.joins import SIDES, JoinBounds, JoinStep
+from runtime.flink.jvm import Plan as JvmPlan
 from runtime.flink.process import ProcessStep
 from runtime.flink.tables import TableJoinStep, TableSpec
 from runtime.flink.windows import WindowStep
@@ -146,13 +154,18 @@ class KafkaSettings:
     properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     codecs: Callable[[], CodecFactory] = field(kw_only=True)
     tables: Callable[[], TableFeed] | None = field(default=None, kw_only=True)
+    steps_jar: bool = field(default=False, kw_only=True)
+    jvm_steps: bool = field(default=False, kw_only=True)
 
 
 @dataclass
 class Translation:
-    """The translated job: Flink streams per step, and what went where."""
+    """The translated job: Flink streams per step, and what went where; ``jvm``: the
+    chains that run on the JVM steps (by window step), and the steps in them."""
 
     streams: dict[str, Any] = field(default_factory=dict)
+    jvm: dict[str, JvmPlan] = field(default_factory=dict)
+    jvm_steps: dict[str, JvmPlan] = field(default_factory=dict)
     late: dict[str, Any] = field(default_factory=dict)
     dead: list[Any] = field(default_factory=list)
     sinks: dict[str, str] = field(default_factory=dict)
@@ -170,6 +183,12 @@ def translate(env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings) -> T
     if job.tables and kafka.tables is None:
         raise ConfigError(f"job {job.name!r} has tables and the Flink engine no table reader")
     out = Translation()
+    if kafka.steps_jar and kafka.jvm_steps:
+        out.jvm = jvm.plans(job, kafka.codecs())
+        for p in out.jvm.values():
+            out.jvm_steps.update({p.source.name: p, p.key.name: p, p.window.name: p})
+            if p.sink is not None:
+                out.jvm_steps[p.sink.name] = p
     for node in job.nodes:
         out.streams[node.name] = _translate(env, job, bindings, kafka, node, out)
     if out.dead:
@@ -192,6 +211,9 @@ def _parent(out: Translation, node: Node) -> Any:
 def _translate(
     env: Any, job: Job, bindings: Bindings, kafka: KafkaSettings, node: Node, out: Translation
 ) -> Any:
+    on_jvm = out.jvm_steps.get(node.name)
+    if on_jvm is not None:
+        return _on_jvm(env, job, bindings, kafka, node, out, on_jvm)
     if isinstance(node, SourceNode):
         return _source(env, job, bindings, kafka, node, out)
     if isinstance(node, MergeNode):
@@ -217,12 +239,7 @@ def _translate(
         result = keyed.process(ProcessStep(node.fn, _failures(job, node)))
         return _with_dead(result.name(node.name).uid(node.name), out)
     if isinstance(node, SinkNode):
-        topic = bindings.sinks[node.name]
-        if "://" in topic:
-            raise JobDefinitionError(
-                f"sink {node.name!r} is bound to {topic!r}: the Flink engine writes Kafka "
-                "topics only"
-            )
+        topic = _sink_topic(bindings, node)
         encoded = _parent(out, node).process(
             EncodeStep(node.schema, _failures(job, node), kafka.codecs, node.key),
             output_type=KEYED_BYTES,
@@ -239,6 +256,120 @@ def _with_dead(stream: Any, out: Translation) -> Any:
     return stream
 
 
+def _on_jvm(
+    env: Any,
+    job: Job,
+    bindings: Bindings,
+    kafka: KafkaSettings,
+    node: Node,
+    out: Translation,
+    plan: JvmPlan,
+) -> Any:
+    """A step of a chain on the JVM steps: the source decodes and splits off what it
+    refused, the key step is the window's key selector, the window counts."""
+    if node is plan.source:
+        return _jvm_source(env, job, bindings, kafka, plan.source, plan, out)
+    if node is plan.key:
+        return _parent(out, node)
+    if node is plan.sink:
+        return out.streams[f"{node.name}.encoded"]
+    window = plan.window
+    counts = jvm.count_windows(_parent(out, window), plan)
+    if plan.sink is not None:
+        return _batched_sink(job, bindings, kafka, window, plan.sink, counts, out)
+    step = jvm.OutputStep(window.output, _failures(job, window))  # type: ignore[arg-type]
+    result = counts.process(step).name(f"{window.name}.output").uid(f"{window.name}.output")
+    return _with_dead(result, out)
+
+
+def _jvm_source(
+    env: Any,
+    job: Job,
+    bindings: Bindings,
+    kafka: KafkaSettings,
+    node: SourceNode,
+    plan: JvmPlan,
+    out: Translation,
+) -> Any:
+    """A source on the JVM steps: ``Row(key, event time)`` of the records decoded in
+    the JVM; the rest through the source's Python decoder to the dead letters."""
+    topic = bindings.sources[node.name]
+    partitions = _partitions(kafka, node, topic)
+    builder = _kafka_source(kafka, node, topic).set_value_only_deserializer(jvm.decoder(plan))
+    raw = env.from_source(builder.build(), jvm.watermarks(plan), node.name)
+    raw = raw.uid(f"{node.name}.kafka").set_parallelism(partitions)
+    decoded, refused = jvm.split(raw, node.name)
+    failures = _failures(job, node, topic)
+    python = jvm.RefusedStep(node.schema, node.timestamp, node.watermarks, failures, kafka.codecs)
+    rejected = refused.process(python).name(f"{node.name}.refused").uid(f"{node.name}.refused")
+    _with_dead(rejected.set_parallelism(partitions), out)
+    return decoded
+
+
+def _batched_sink(
+    job: Job,
+    bindings: Bindings,
+    kafka: KafkaSettings,
+    window: WindowNode,
+    sink: SinkNode,
+    counts: Any,
+    out: Translation,
+) -> Any:
+    """A count window whose one consumer is a sink: results output and encoded in
+    batches, one Python call each."""
+    topic = _sink_topic(bindings, sink)
+    step = jvm.BatchOutputStep(
+        window.output,  # type: ignore[arg-type]
+        _failures(job, window),
+        sink.schema,
+        _failures(job, sink),
+        kafka.codecs,
+        sink.key,
+    )
+    encoded, records = jvm.batched_records(counts, out.jvm[window.name], step)
+    _with_dead(encoded, out)
+    out.streams[f"{sink.name}.encoded"] = records
+    out.outputs.append((sink.name, topic, records))
+    out.sinks[sink.name] = topic
+    return encoded
+
+
+def _sink_topic(bindings: Bindings, node: SinkNode) -> str:
+    topic = bindings.sinks[node.name]
+    if "://" in topic:
+        raise JobDefinitionError(
+            f"sink {node.name!r} is bound to {topic!r}: the Flink engine writes Kafka topics only"
+        )
+    return topic
+
+
+def _partitions(kafka: KafkaSettings, node: SourceNode, topic: str) -> int:
+    partitions = kafka.partitions.get(topic)
+    if not partitions:
+        raise ConfigError(f"source {node.name!r}: topic {topic!r} does not exist")
+    return partitions
+
+
+def _kafka_source(kafka: KafkaSettings, node: SourceNode, topic: str) -> Any:
+    """The builder of a source's Kafka reader (its deserializer still to set)."""
+    builder = (
+        pf.KafkaSource.builder()
+        .set_bootstrap_servers(kafka.bootstrap)
+        .set_topics(topic)
+        .set_group_id(kafka.group)
+        .set_starting_offsets(
+            pf.KafkaOffsetsInitializer.committed_offsets(pf.KafkaOffsetResetStrategy.EARLIEST)
+        )
+        .set_property("isolation.level", "read_committed")
+        .set_property("client.id.prefix", f"{kafka.group}-{node.name}")
+    )
+    for key, value in kafka.properties.items():
+        builder = builder.set_property(key, value)
+    if kafka.bounded:
+        builder = builder.set_bounded(pf.KafkaOffsetsInitializer.latest())
+    return builder
+
+
 def _source(
     env: Any,
     job: Job,
@@ -248,25 +379,9 @@ def _source(
     out: Translation,
 ) -> Any:
     topic = bindings.sources[node.name]
-    partitions = kafka.partitions.get(topic)
-    if not partitions:
-        raise ConfigError(f"source {node.name!r}: topic {topic!r} does not exist")
-    builder = (
-        pf.KafkaSource.builder()
-        .set_bootstrap_servers(kafka.bootstrap)
-        .set_topics(topic)
-        .set_group_id(kafka.group)
-        .set_starting_offsets(
-            pf.KafkaOffsetsInitializer.committed_offsets(pf.KafkaOffsetResetStrategy.EARLIEST)
-        )
-        .set_value_only_deserializer(pf.ByteArraySchema())
-        .set_property("isolation.level", "read_committed")
-        .set_property("client.id.prefix", f"{kafka.group}-{node.name}")
-    )
-    for key, value in kafka.properties.items():
-        builder = builder.set_property(key, value)
-    if kafka.bounded:
-        builder = builder.set_bounded(pf.KafkaOffsetsInitializer.latest())
+    partitions = _partitions(kafka, node, topic)
+    values = jvm.raw_values() if kafka.steps_jar else pf.ByteArraySchema()
+    builder = _kafka_source(kafka, node, topic).set_value_only_deserializer(values)
     raw = env.from_source(builder.build(), pf.WatermarkStrategy.no_watermarks(), node.name)
     raw = raw.uid(f"{node.name}.kafka").set_parallelism(partitions)
     failures = _failures(job, node, topic)

@@ -125,6 +125,7 @@ def test_flink_image_is_what_the_manifests_assume(flink_image: str) -> None:
     # The paths the FlinkDeployment names exist, and its Python has Shoal and PyFlink.
     found = in_image(flink_image, (
         f"test -f {IMAGE['flink_python_jar']} && test -f {IMAGE['kafka_connector_jar']} "
+        f"&& test -f {IMAGE['steps_jar']} "
         f"&& {IMAGE['python']} -c 'import pyflink.datastream, runtime.flink.main, "
         "pyflink.version as v; print(v.__version__)'"
     ))

@@ -616,7 +616,9 @@ def test_flink_deployment_runs_the_launcher_on_the_shoal_flink_image(
     image = IMAGES["shoal-flink"]
     conf = flink["flinkConfiguration"]
     assert conf["python.executable"] == conf["python.client.executable"] == image["python"]
-    assert conf["pipeline.jars"] == f"file://{image['kafka_connector_jar']}"
+    assert conf["pipeline.jars"] == (
+        f"file://{image['kafka_connector_jar']};file://{image['steps_jar']}"
+    )
     assert flink["job"]["jarURI"] == f"local://{image['flink_python_jar']}"
     pom = ET.parse(DEPLOY / "flink" / "pom.xml").getroot()
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -635,6 +637,7 @@ def test_flink_deployment_runs_the_launcher_on_the_shoal_flink_image(
     assert Path(image["flink_python_jar"]).name == f"flink-python-{installed}.jar"
     assert image["flink_python_jar"].startswith(image["flink_home"] + "/")
     assert image["kafka_connector_jar"].startswith(image["flink_home"] + "/usrlib/")
+    assert image["steps_jar"] == image["flink_home"] + "/usrlib/shoal-flink-steps.jar"
     pod = flink["podTemplate"]["spec"]
     assert pod["securityContext"]["fsGroup"] == image["gid"]
 
