@@ -18,8 +18,8 @@ first commit to the last one before the end divided by the time between them;
 ``startup_s`` is the time from submission to the first commit (deployment, the
 Python workers' start and the first checkpoint interval of processing).
 
-``BENCH_FLINK_PARALLELISM`` sets the keyed steps' parallelism (default: one per
-partition, as ``shoal run --engine flink``).
+``BENCH_FLINK_PARALLELISM`` sets the keyed steps' parallelism (default 1: the issue's
+target is a rate on one slot; 0: one per partition, as ``shoal run --engine flink``).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> None:
         checkpoint_interval_ms=1000,
         checkpoint_dir=args.state_dir / "checkpoints",
         output_partitions=args.partitions,
-        parallelism=env_int("BENCH_FLINK_PARALLELISM", 0) or None,
+        parallelism=env_int("BENCH_FLINK_PARALLELISM", 1) or None,
     )
     partitions = topic_partitions(options, job, bindings, FLINK_CONNECTORS)
     env, _translation, _restored = build_environment(

@@ -115,9 +115,9 @@ def prepare_w1(setup: Setup, workload: str = "W1") -> Prepared:
 
 
 def prepare_w1f(setup: Setup) -> Prepared:
-    """W1F: W1's input, ``BENCH_FLINK_EVENTS`` records (default 200,000; at most
-    ``--events``): the Flink engine runs at a few thousand events/s."""
-    events = min(setup.events, env_int("BENCH_FLINK_EVENTS", 200_000))
+    """W1F: W1's input, ``BENCH_FLINK_EVENTS`` records (default 1,000,000, as W1; at most
+    ``--events``): fewer make the Flink job's startup most of its run."""
+    events = min(setup.events, env_int("BENCH_FLINK_EVENTS", 1_000_000))
     return prepare_w1(replace(setup, events=events), "W1F")
 
 
