@@ -23,12 +23,13 @@ from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from runtime import Job, Json, WatermarkStrategy, Window, field, windows
 from runtime.aggregates import Count
 from runtime.api.bindings import Bindings
+from runtime.api.windows import WindowSpec
 from runtime.composition import FLINK_CONNECTORS
 from runtime.flink import run_on_flink
 from runtime.generator import Generator, GeneratorConfig, corrupt_bytes
 from tests.integration.helpers import decoded, read_all, unique
 from tests.integration.test_flink_equality import FLINK_MARKS, PARTITIONS, options, recent_start_ms
-from tests.reference.counts import window_counts
+from tests.reference.windows import RefHopping, RefTumbling, fixed_windows
 
 pytestmark = FLINK_MARKS
 
@@ -36,12 +37,19 @@ SIZE_MS = 10_000
 
 
 def _row(user: str, window: Window, count: int) -> dict[str, Any]:
-    return {"user_id": user, "window_start_ms": window.start_ms, "count": count}
+    return {
+        "user_id": user,
+        "window_start_ms": window.start_ms,
+        "window_end_ms": window.end_ms,
+        "count": count,
+    }
 
 
-def field_counts() -> Job:
+def field_counts(
+    spec: WindowSpec | None = None, output: Any = _row, on_error: str = "dead_letter"
+) -> Job:
     """Per-user counts in 10-second windows, made of field expressions only."""
-    job = Job("jvm_counts")
+    job = Job("jvm_counts", on_error=on_error)  # type: ignore[arg-type]
     (
         job.source(
             "playback",
@@ -50,8 +58,8 @@ def field_counts() -> Job:
             watermarks=WatermarkStrategy.bounded(timedelta(seconds=5), idle_timeout=None),
         )
         .key_by("by_user", field("user_id"), repartition=False)
-        .window("counts", windows.tumbling(timedelta(milliseconds=SIZE_MS)))
-        .aggregate(Count(), output=_row)
+        .window("counts", spec or windows.tumbling(timedelta(milliseconds=SIZE_MS)))
+        .aggregate(Count(), output=output)
         .sink("out", Json())
     )
     return job
@@ -76,16 +84,18 @@ def crafted(good: dict[str, Any]) -> list[bytes | None]:
     ]
 
 
-def run(kafka: str, tmp_path: Path, topic: str, jvm_steps: bool) -> tuple[Any, Any, Any]:
+def run(
+    kafka: str, tmp_path: Path, topic: str, jvm_steps: bool, job: Job | None = None
+) -> tuple[Any, Any, Any]:
     out, dead = unique("jvm-counts"), unique("jvm-dead")
-    job = field_counts()
+    job = job or field_counts()
     bindings = Bindings.for_job(job, [f"playback={topic}", f"out={out}", f"dead-letters={dead}"])
     settings = options(kafka, tmp_path / str(jvm_steps), jvm_steps=jvm_steps)
     done = run_on_flink(job, bindings, settings, connectors=FLINK_CONNECTORS)
     assert done.status == "FINISHED"
     assert done.jvm_windows == (("counts",) if jvm_steps else ())
     rows = decoded(read_all(kafka, out), "")
-    counts = {(r["user_id"], r["window_start_ms"]): r["count"] for r in rows}
+    counts = {(r["user_id"], r["window_start_ms"], r["window_end_ms"]): r["count"] for r in rows}
     assert len(counts) == len(rows), "a window was emitted twice"
     letters = decoded(read_all(kafka, dead, first_wait_s=5), "DeadLetter")
     return (
@@ -95,18 +105,21 @@ def run(kafka: str, tmp_path: Path, topic: str, jvm_steps: bool) -> tuple[Any, A
     )
 
 
-def produce(kafka: str, n: int) -> tuple[str, list[bytes | None]]:
+def produce(
+    kafka: str, n: int, *, bad_rate: float = 0.01, crafted_too: bool = True
+) -> tuple[str, list[bytes | None]]:
     """Generated playback events, some corrupt or with absurd event times, then the
     crafted records; every value as produced."""
     topic = unique("jvm-playback")
     KafkaAdmin(kafka).ensure_topics([TopicSpec(topic, PARTITIONS)])
     config = GeneratorConfig(
-        start_ms=recent_start_ms(),
+        # Hours back, so that no generated time is beyond the bound ahead of the clock.
+        start_ms=recent_start_ms() - 12 * 3_600_000,
         seed=11,
         users=200,
         late_rate=0.0,
-        malformed_rate=0.01,
-        bad_timestamp_rate=0.01,
+        malformed_rate=bad_rate,
+        bad_timestamp_rate=bad_rate,
         interaction_ratio=0.0,
     )
     codec = codec_factory()("PlaybackEvent")
@@ -120,15 +133,23 @@ def produce(kafka: str, n: int) -> tuple[str, list[bytes | None]]:
             data = corrupt_bytes(data, rec.corrupt, rng)
         producer.produce(topic, value=data, key=rec.key)
         sent.append(data)
-    for i, data in enumerate(crafted(records[0].value)):
+        if len(sent) % 20_000 == 0:
+            producer.flush(30)
+    for i, data in enumerate(crafted(records[0].value) if crafted_too else []):
         producer.produce(topic, value=data, key=b"crafted", partition=i % PARTITIONS)
         sent.append(data)
     producer.flush(10)
     return topic, sent
 
 
-def reference(sent: list[bytes | None]) -> dict[tuple[Any, int], int]:
-    """Brute force: the records the Python decoder reads with an event time in bounds."""
+TUMBLING = RefTumbling(SIZE_MS)
+
+
+def reference(
+    sent: list[bytes | None], spec: RefTumbling | RefHopping = TUMBLING
+) -> dict[tuple[Any, int, int], int]:
+    """Brute force: the records the Python decoder reads with an event time in bounds,
+    counted in every window of ``spec`` they fall in."""
     codec = codec_factory()("PlaybackEvent")
     bounds = WatermarkStrategy.bounded(timedelta(seconds=5))
     hi = time.time_ns() // 1_000_000 + (bounds.max_future_ms or 0)
@@ -137,7 +158,11 @@ def reference(sent: list[bytes | None]) -> dict[tuple[Any, int], int]:
         values, failed = codec.decode_batch([data])
         if not failed and bounds.min_valid_ms <= values[0]["event_time_ms"] <= hi:
             valid.append(values[0])
-    return window_counts(valid, SIZE_MS)
+    counts: Counter[tuple[Any, int, int]] = Counter()
+    for v in valid:
+        for start, end in fixed_windows(spec, v["event_time_ms"]):
+            counts[(v["user_id"], start, end)] += 1
+    return dict(counts)
 
 
 def test_jvm_steps_equal_python_steps_and_reference(kafka: str, tmp_path: Path) -> None:
@@ -153,3 +178,41 @@ def test_jvm_steps_equal_python_steps_and_reference(kafka: str, tmp_path: Path) 
         ("playback", "DecodeError"),
         ("playback", "TimestampError"),
     }
+
+
+class FailOnce:
+    """The window's output function, raising once (``fail`` policy: the task fails)
+    after ``after`` results and a completed checkpoint; the flag file makes only the
+    first attempt fail."""
+
+    def __init__(self, flag: Path, checkpoints: Path, after: int) -> None:
+        self.flag, self.checkpoints, self.after = flag, checkpoints, after
+        self.seen = 0
+
+    def __call__(self, user: str, window: Window, count: int) -> dict[str, Any]:
+        self.seen += 1
+        if (
+            self.seen >= self.after
+            and not self.flag.exists()
+            and any(self.checkpoints.glob("**/chk-*/_metadata"))
+        ):
+            self.flag.write_text("failed once")
+            raise RuntimeError("injected task failure")
+        return _row(user, window, count)
+
+
+def test_hopping_counts_on_the_jvm_steps_survive_a_task_failure_exactly_once(
+    kafka: str, tmp_path: Path
+) -> None:
+    """Flink restarts from the last checkpoint (the JVM window operator's state in
+    RocksDB, the source's offsets) and aborts the failed attempt's transactions."""
+    # Enough input that the job is still running when its first checkpoint completes.
+    topic, sent = produce(kafka, 120_000, bad_rate=0.0, crafted_too=False)
+    flag = tmp_path / "failed-once"
+    spec = windows.hopping(timedelta(seconds=10), timedelta(seconds=5))
+    output = FailOnce(flag, tmp_path / "True", after=2_000)
+    job = field_counts(spec, output, on_error="fail")
+    counts, letters, _ = run(kafka, tmp_path, topic, True, job)
+    assert flag.exists(), "the injected failure never happened"
+    assert counts == reference(sent, RefHopping(10_000, 5_000))
+    assert not letters
