@@ -92,12 +92,19 @@ def native_sources() -> list[Path]:
         [NATIVE / "Cargo.toml", NATIVE / "Cargo.lock", NATIVE / "pyproject.toml"]
         + list((NATIVE / "src").rglob("*.rs"))
     )
+
+
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 
 
 class BuildError(Exception):
     """A step failed; the message says which and why (one line)."""
+
+
+def flink_steps_files() -> list[Path]:
+    """What the JVM steps jar is built from: its pom and Java sources."""
+    return [FLINK_STEPS / "pom.xml", *sorted((FLINK_STEPS / "src").rglob("*.java"))]
 
 
 @dataclass(frozen=True)
@@ -138,12 +145,7 @@ IMAGES = {
             (*BASE_PACKAGES, *FLINK_PACKAGES),
             FLINK_LOCK,
             extra="flink",
-            files=(
-                FLINK_ENTRYPOINT,
-                FLINK_POM,
-                FLINK_STEPS / "pom.xml",
-                *sorted((FLINK_STEPS / "src").rglob("*.java")),
-            ),
+            files=(FLINK_ENTRYPOINT, FLINK_POM, *flink_steps_files()),
             # The JRE's postinst links its man pages with update-alternatives, which fails
             # when their folder is missing (DPKG_OPTS leaves out /usr/share/man).
             hooks=('mkdir -p "$1/usr/share/man/man1"',),
@@ -304,14 +306,28 @@ def flink_connector_jars() -> list[Path]:
 
 
 def flink_steps_jar() -> Path:
-    """Shoal's JVM steps jar, built with Maven from ``deploy/flink/jvm`` the first time
-    and kept under the image cache, as ``shoal run --engine flink`` builds it."""
-    sys.path.insert(0, str(ROOT))
-    from runtime.flink.jars import steps_jar
-
+    """Shoal's JVM steps jar (``runtime.flink.jvm``), built by ``mvn package`` from
+    ``deploy/flink/jvm`` the first time and kept under the image cache, one folder per
+    source text."""
+    h = hashlib.sha256()
+    for f in flink_steps_files():
+        h.update(f"{f.relative_to(FLINK_STEPS)}\0".encode() + f.read_bytes())
+    jar = CACHE / f"flink-steps-{h.hexdigest()[:12]}" / "shoal-flink-steps.jar"
+    if jar.exists():
+        step(f"flink steps jar: {jar.name} (cached)")
+        return jar
+    step(f"flink steps jar: mvn package of {FLINK_STEPS.relative_to(ROOT)}")
     t = time.monotonic()
-    jar = steps_jar(CACHE / "flink-steps")
-    step(f"flink steps jar: {jar.name} ({time.monotonic() - t:.0f}s)")
+    work = jar.parent.with_name(jar.parent.name + ".build")
+    shutil.rmtree(work, ignore_errors=True)
+    run("mvn", "-q", "-B", "-f", str(FLINK_STEPS / "pom.xml"), "package", f"-DbuildDir={work}")
+    built = work / "shoal-flink-steps-1.jar"
+    if not built.exists():
+        raise BuildError(f"mvn built no jar for {FLINK_STEPS.relative_to(ROOT)}")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(built, jar)
+    shutil.rmtree(work, ignore_errors=True)
+    step(f"flink steps jar: built in {time.monotonic() - t:.0f}s")
     return jar
 
 

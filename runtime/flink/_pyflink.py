@@ -94,6 +94,7 @@ __all__ = [
     "remote_environment",
     "shoal_steps",
     "shoal_steps_loaded",
+    "shoal_steps_row",
     "stamp_with_event_time",
 ]
 
@@ -141,6 +142,17 @@ def shoal_steps() -> Any:
     from pyflink.java_gateway import get_gateway
 
     return get_gateway().jvm.dev.shoal.flink
+
+
+def shoal_steps_row(*fields: Any) -> Any:
+    """A Java ``Row`` of ``fields`` (for calling the JVM steps' functions directly)."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    values = gateway.new_array(gateway.jvm.java.lang.Object, len(fields))
+    for i, value in enumerate(fields):
+        values[i] = value
+    return gateway.jvm.org.apache.flink.types.Row.of(values)
 
 
 def shoal_steps_loaded() -> bool:

@@ -1,14 +1,18 @@
-"""JVM steps: a source, its key and a count window that Flink runs without Python.
+"""JVM steps: a source, its key and a window of a built-in aggregate that Flink runs
+without Python.
 
 When a job reads a source whose event time and key are plain field expressions
 (``timestamp=field("event_time_ms")``, ``key_by(..., field("user_id"))``) into a
-tumbling or hopping window with the built-in ``Count``, nothing in between needs
+tumbling or hopping window with the built-in ``Count``, or ``Sum``, ``Mean``, ``Min``
+or ``Max`` of a numeric field (``Sum(field("bitrate_kbps"))``), nothing in between needs
 Python per record: Shoal's JVM steps (``deploy/flink/jvm``, a jar built with Maven,
 ``jars.steps_jar``) decode the Avro single-object records in the Kafka source, assign
-event times and bounded-disorder watermarks per partition there, and count on Flink's
-own window operator, whose rules for tumbling and hopping windows are Shoal's (fired
+event times and bounded-disorder watermarks per partition there, and aggregate on
+Flink's own window operator (with the results Shoal's aggregates give, see
+``Aggregates.java``), whose rules for tumbling and hopping windows are Shoal's (fired
 at the watermark that reaches a window's end, late when every window of the record
-ended ``allowed_lateness`` or more before it, results stamped ``end - 1``). Python
+ended ``allowed_lateness`` or more before it, results stamped ``end - 1``; late
+records are dropped and counted by Flink, ``numLateRecordsDropped``). Python
 runs once per window result, for the job's output function, and on for the steps
 after the window.
 
@@ -20,8 +24,9 @@ record the JVM one refused, it is dead-lettered with the JVM decoder's reason
 (:class:`RefusedStep`).
 
 What it takes (:func:`plan`): the source's codec is single-object Avro from the
-schema repository (no schema registry), the key field a plain ``string`` and the
-time field a plain ``long`` or ``int`` at the top level of the record, an event-time
+schema repository (no schema registry), the key field a plain ``string``, the time
+field a plain ``long`` or ``int`` and an aggregated field a plain ``int``, ``long``,
+``float`` or ``double``, all at the top level of the record, an event-time
 floor at or above 0, the key step and the window each the only consumer of their
 input, no late step on the window and no early updates. Any other job runs on the
 Python steps of ``translate`` unchanged.
@@ -34,7 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.api.aggregates import Count
+from runtime.api.aggregates import Count, Max, Mean, Min, Sum
 from runtime.api.errors import RecordError
 from runtime.api.expressions import path_of
 from runtime.api.functions import Window
@@ -48,6 +53,10 @@ from runtime.flink.failures import Failures
 from runtime.flink.functions import DEAD_LETTERS, DecodeStep
 
 TIME_TYPES = ("long", "int")
+#: Avro types an aggregate may read in the JVM, and whether Java reads them as doubles.
+NUMBERS = {"int": False, "long": False, "float": True, "double": True}
+#: The built-in aggregates the JVM steps run, by the name ``Aggregates.java`` knows.
+AGGREGATES: dict[type, str] = {Count: "count", Sum: "sum", Mean: "mean", Min: "min", Max: "max"}
 
 
 class JvmRefusedError(RecordError):
@@ -66,6 +75,9 @@ class Plan:
         time_field: the record field the source's event time is.
         reader: the reader schema (JSON text).
         writers: every known writer version of it (JSON texts).
+        aggregate: the aggregate's name in ``Aggregates.java``.
+        value_field: the field the aggregate reads (``None`` for ``Count``).
+        floating: whether that field is a ``float`` or ``double``.
         sink: the window's one consumer when it is a sink: the window's results are
             then output and encoded for the sink in batches (``BatchOutputStep``).
     """
@@ -77,7 +89,15 @@ class Plan:
     time_field: str
     reader: str
     writers: tuple[str, ...]
+    aggregate: str = "count"
+    value_field: str | None = None
+    floating: bool = False
     sink: SinkNode | None = None
+
+    @property
+    def floating_result(self) -> bool:
+        """Whether the aggregate's results are doubles (``Aggregates.floatingResult``)."""
+        return self.aggregate in ("sum", "mean") or (self.floating and self.aggregate != "count")
 
 
 def _consumers(job: Job, node: Node) -> list[Node]:
@@ -107,7 +127,8 @@ def plans(job: Job, codecs: CodecFactory) -> dict[str, Plan]:
 def plan(job: Job, window: WindowNode, codecs: Any) -> Plan | None:
     """The JVM plan of a window step, or ``None`` when it needs the Python steps."""
     spec, agg = window.spec, window.aggregate
-    if type(agg) is not Count or type(spec) not in (Tumbling, Hopping):
+    kind = AGGREGATES.get(type(agg))
+    if kind is None or type(spec) not in (Tumbling, Hopping):
         return None
     if spec.early_every_ms is not None or window.output is None:  # type: ignore[union-attr]
         return None
@@ -134,8 +155,29 @@ def plan(job: Job, window: WindowNode, codecs: Any) -> Plan | None:
         return None
     if _field_type(fields, time_path[0]) not in TIME_TYPES:
         return None
+    value_field, floating = None, False
+    if kind != "count":
+        value_path = path_of(getattr(agg, "of", None))
+        if value_path is None or len(value_path) != 1:
+            return None
+        value_type = _field_type(fields, value_path[0])
+        if not isinstance(value_type, str) or value_type not in NUMBERS:
+            return None
+        value_field, floating = value_path[0], NUMBERS[value_type]
     sink = after[0] if len(after) == 1 and isinstance(after[0], SinkNode) else None
-    return Plan(source, key, window, key_path[0], time_path[0], reader, writers, sink)
+    return Plan(
+        source,
+        key,
+        window,
+        key_path[0],
+        time_path[0],
+        reader,
+        writers,
+        kind,
+        value_field,
+        floating,
+        sink,
+    )
 
 
 def decoder(p: Plan) -> Any:
@@ -147,6 +189,8 @@ def decoder(p: Plan) -> Any:
         pf.java_strings(list(p.writers)),
         p.key_field,
         p.time_field,
+        p.value_field,
+        p.floating,
         strategy.min_valid_ms,
         steps.AvroFields.NONE if strategy.max_future_ms is None else strategy.max_future_ms,
         strategy.future == "clamp",
@@ -169,25 +213,27 @@ def watermarks(p: Plan) -> Any:
     return pf.WatermarkStrategy(j)
 
 
-def split(raw: Any, step: str) -> tuple[Any, Any]:
-    """``(decoded Row(key, ts), refused Row(raw, error))`` of the source's records."""
+def split(raw: Any, p: Plan) -> tuple[Any, Any]:
+    """``(decoded Row(key, ts, value), refused Row(raw, error))`` of the source's records."""
     steps = pf.shoal_steps().Steps
-    j = steps.split(raw._j_data_stream, step)
+    step = p.source.name
+    j = steps.split(raw._j_data_stream, step, p.floating)
     return pf.DataStream(j), pf.DataStream(j.getSideOutput(steps.refusedTag(step)))
 
 
-def count_windows(decoded: Any, p: Plan) -> Any:
-    """Counts per key and window: ``Row(key, start, end, count)``."""
+def aggregate_windows(decoded: Any, p: Plan) -> Any:
+    """The aggregate per key and window: ``Row(key, start, end, result)``."""
     spec = p.window.spec
     slide = spec.slide_ms if isinstance(spec, Hopping) else 0
     steps = pf.shoal_steps().Steps
-    j = steps.countWindows(
+    j = steps.aggregateWindows(
         decoded._j_data_stream,
         p.window.name,
         spec.size_ms,  # type: ignore[union-attr]
         slide,
         spec.allowed_lateness_ms,  # type: ignore[union-attr]
-        None,
+        p.aggregate,
+        p.floating,
     )
     return pf.DataStream(j)
 
@@ -212,11 +258,11 @@ class RefusedStep(DecodeStep):
 BATCH = 1000
 
 
-def batched_records(counts: Any, p: Plan, step: Any) -> Any:
-    """Count results -> batches -> ``step`` (Python) -> one ``Row(k, v, t)`` per record."""
+def batched_records(results: Any, p: Plan, step: Any) -> Any:
+    """Window results -> batches -> ``step`` (Python) -> one ``Row(k, v, t)`` per record."""
     steps = pf.shoal_steps().Steps
     name = p.window.name
-    batches = pf.DataStream(steps.batches(counts._j_data_stream, name, BATCH))
+    batches = pf.DataStream(steps.batches(results._j_data_stream, name, BATCH, p.floating_result))
     encoded_type = pf.Types.ROW_NAMED(
         ["keys", "values", "times"],
         [
@@ -231,7 +277,7 @@ def batched_records(counts: Any, p: Plan, step: Any) -> Any:
 
 
 class BatchOutputStep(pf.ProcessFunction):  # type: ignore[misc]
-    """A batch of count results -> the sink's encoded records, as columns: the job's
+    """A batch of window results -> the sink's encoded records, as columns: the job's
     output function and the sink's encoding per result, in one Python call per batch.
     Failures go to the dead letters as on the Python path (the output function's named
     after the window step, the encoding's after the sink)."""
@@ -262,9 +308,9 @@ class BatchOutputStep(pf.ProcessFunction):  # type: ignore[misc]
         values: list[bytes] = []
         times: list[int] = []
         failed: list[Any] = []
-        for key, start, end, count in zip(batch[0], batch[1], batch[2], batch[3], strict=True):
+        for key, start, end, result in zip(batch[0], batch[1], batch[2], batch[3], strict=True):
             try:
-                value = output(key, Window(start, end), count)
+                value = output(key, Window(start, end), result)
             except Exception as exc:
                 info = {"key": key, "window": (start, end)}
                 failed.extend(self.failures.reject(exc, info, DEAD_LETTERS))
@@ -284,7 +330,7 @@ class BatchOutputStep(pf.ProcessFunction):  # type: ignore[misc]
 
 
 class OutputStep(pf.ProcessFunction):  # type: ignore[misc]
-    """``Row(key, start, end, count)`` -> the window step's ``(key, output(...))`` pair;
+    """``Row(key, start, end, result)`` -> the window step's ``(key, output(...))`` pair;
     a failing output function goes to the dead letters as on the Python path."""
 
     def __init__(self, output: Callable[[Any, Window, Any], Any], failures: Failures) -> None:
@@ -292,9 +338,9 @@ class OutputStep(pf.ProcessFunction):  # type: ignore[misc]
         self.failures = failures
 
     def process_element(self, row: Any, ctx: Any) -> Iterator[Any]:
-        key, start, end, count = row[0], row[1], row[2], row[3]
+        key, start, end, result = row[0], row[1], row[2], row[3]
         try:
-            value = self.output(key, Window(start, end), count)
+            value = self.output(key, Window(start, end), result)
         except Exception as exc:
             info = {"key": key, "window": (start, end)}
             yield from self.failures.reject(exc, info, DEAD_LETTERS)

@@ -35,9 +35,11 @@ join_table          ``TableJoinStep``, a ``ProcessFunction`` that reads the tabl
                     in the table as it stands then (a join of processing time)
 dead letters        every step's dead-letter side output, unioned into one sink
 source, key_by and  on the JVM steps (``jvm``) when the event time and the key are
-count window        plain fields and the window a tumbling or hopping ``Count``: Avro
-                    decoded in the Kafka source, Flink's window operator, Python once
-                    per window result (in batches when a sink takes them)
+built-in window     plain fields and the window a tumbling or hopping built-in
+                    aggregate (``Count``, or ``Sum``, ``Mean``, ``Min``, ``Max`` of a
+                    numeric field): Avro decoded in the Kafka source, Flink's window
+                    operator, Python once per window result (in batches when a sink
+                    takes them)
 ==================  ================================================================
 
 Where Flink differs from the native engine (the same results otherwise):
@@ -266,7 +268,7 @@ def _on_jvm(
     plan: JvmPlan,
 ) -> Any:
     """A step of a chain on the JVM steps: the source decodes and splits off what it
-    refused, the key step is the window's key selector, the window counts."""
+    refused, the key step is the window's key selector, the window aggregates."""
     if node is plan.source:
         return _jvm_source(env, job, bindings, kafka, plan.source, plan, out)
     if node is plan.key:
@@ -274,11 +276,11 @@ def _on_jvm(
     if node is plan.sink:
         return out.streams[f"{node.name}.encoded"]
     window = plan.window
-    counts = jvm.count_windows(_parent(out, window), plan)
+    results = jvm.aggregate_windows(_parent(out, window), plan)
     if plan.sink is not None:
-        return _batched_sink(job, bindings, kafka, window, plan.sink, counts, out)
+        return _batched_sink(job, bindings, kafka, window, plan.sink, results, out)
     step = jvm.OutputStep(window.output, _failures(job, window))  # type: ignore[arg-type]
-    result = counts.process(step).name(f"{window.name}.output").uid(f"{window.name}.output")
+    result = results.process(step).name(f"{window.name}.output").uid(f"{window.name}.output")
     return _with_dead(result, out)
 
 
@@ -298,7 +300,7 @@ def _jvm_source(
     builder = _kafka_source(kafka, node, topic).set_value_only_deserializer(jvm.decoder(plan))
     raw = env.from_source(builder.build(), jvm.watermarks(plan), node.name)
     raw = raw.uid(f"{node.name}.kafka").set_parallelism(partitions)
-    decoded, refused = jvm.split(raw, node.name)
+    decoded, refused = jvm.split(raw, plan)
     failures = _failures(job, node, topic)
     python = jvm.RefusedStep(node.schema, node.timestamp, node.watermarks, failures, kafka.codecs)
     rejected = refused.process(python).name(f"{node.name}.refused").uid(f"{node.name}.refused")
@@ -312,11 +314,11 @@ def _batched_sink(
     kafka: KafkaSettings,
     window: WindowNode,
     sink: SinkNode,
-    counts: Any,
+    results: Any,
     out: Translation,
 ) -> Any:
-    """A count window whose one consumer is a sink: results output and encoded in
-    batches, one Python call each."""
+    """A window on the JVM steps whose one consumer is a sink: results output and
+    encoded in batches, one Python call each."""
     topic = _sink_topic(bindings, sink)
     step = jvm.BatchOutputStep(
         window.output,  # type: ignore[arg-type]
@@ -326,7 +328,7 @@ def _batched_sink(
         kafka.codecs,
         sink.key,
     )
-    encoded, records = jvm.batched_records(counts, out.jvm[window.name], step)
+    encoded, records = jvm.batched_records(results, out.jvm[window.name], step)
     _with_dead(encoded, out)
     out.streams[f"{sink.name}.encoded"] = records
     out.outputs.append((sink.name, topic, records))

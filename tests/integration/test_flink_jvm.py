@@ -16,12 +16,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
 
 from connectors.codecs import codec_factory
 from connectors.kafka.admin import KafkaAdmin, TopicSpec
 from runtime import Job, Json, WatermarkStrategy, Window, field, windows
-from runtime.aggregates import Count
+from runtime.aggregates import Count, Max, Mean
 from runtime.api.bindings import Bindings
 from runtime.api.windows import WindowSpec
 from runtime.composition import FLINK_CONNECTORS
@@ -46,9 +47,13 @@ def _row(user: str, window: Window, count: int) -> dict[str, Any]:
 
 
 def field_counts(
-    spec: WindowSpec | None = None, output: Any = _row, on_error: str = "dead_letter"
+    spec: WindowSpec | None = None,
+    output: Any = _row,
+    on_error: str = "dead_letter",
+    aggregate: Any = None,
 ) -> Job:
-    """Per-user counts in 10-second windows, made of field expressions only."""
+    """Per-user counts (or ``aggregate``) in 10-second windows, made of field expressions
+    only."""
     job = Job("jvm_counts", on_error=on_error)  # type: ignore[arg-type]
     (
         job.source(
@@ -59,7 +64,7 @@ def field_counts(
         )
         .key_by("by_user", field("user_id"), repartition=False)
         .window("counts", spec or windows.tumbling(timedelta(milliseconds=SIZE_MS)))
-        .aggregate(Count(), output=output)
+        .aggregate(aggregate or Count(), output=output)
         .sink("out", Json())
     )
     return job
@@ -215,4 +220,42 @@ def test_hopping_counts_on_the_jvm_steps_survive_a_task_failure_exactly_once(
     counts, letters, _ = run(kafka, tmp_path, topic, True, job)
     assert flag.exists(), "the injected failure never happened"
     assert counts == reference(sent, RefHopping(10_000, 5_000))
+    assert not letters
+
+
+def members(sent: list[bytes | None], name: str) -> dict[tuple[Any, int, int], list[Any]]:
+    """Brute force: the field ``name`` of each record, in order, per user and window."""
+    codec = codec_factory()("PlaybackEvent")
+    found: dict[tuple[Any, int, int], list[Any]] = {}
+    for data in sent:
+        [value], _ = codec.decode_batch([data])
+        for start, end in fixed_windows(TUMBLING, value["event_time_ms"]):
+            found.setdefault((value["user_id"], start, end), []).append(value[name])
+    return found
+
+
+def mean(values: list[int]) -> float:
+    total = 0.0
+    for v in values:
+        total += v
+    return total / len(values)
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "name", "brute"),
+    [
+        (Mean(field("buffer_ms")), "buffer_ms", mean),
+        (Max(field("position_ms")), "position_ms", max),
+    ],
+    ids=["mean-of-an-int", "max-of-a-long"],
+)
+def test_built_in_aggregates_on_the_jvm_steps_equal_brute_force(
+    kafka: str, tmp_path: Path, aggregate: Any, name: str, brute: Any
+) -> None:
+    topic, sent = produce(kafka, 5_000, bad_rate=0.0, crafted_too=False)
+    job = field_counts(aggregate=aggregate)
+    got, letters, _ = run(kafka, tmp_path, topic, True, job)
+    want = {k: brute(v) for k, v in members(sent, name).items()}
+    assert got == want
+    assert all(type(v) is type(next(iter(want.values()))) for v in got.values())
     assert not letters

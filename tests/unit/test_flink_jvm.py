@@ -18,7 +18,7 @@ import pytest
 
 from connectors.codecs import codec_factory
 from runtime import Job, Json, WatermarkStrategy, Window, field, windows
-from runtime.aggregates import Count, Sum
+from runtime.aggregates import Count, Max, Mean, Min, Quantiles, Sum
 from runtime.api.graph import ErrorPolicy, WindowNode
 from runtime.api.windows import WindowSpec
 from runtime.flink import _pyflink as pf
@@ -100,7 +100,10 @@ def test_a_chain_of_fields_and_a_count_runs_on_the_jvm() -> None:
         {"key": field("error_code")},  # a union with null
         {"timestamp": field("seek_from_ms")},  # a union with null
         {"key": field("device.os")},  # not at the top level
-        {"aggregate": Sum(field("bitrate_kbps"))},
+        {"aggregate": Sum(lambda e: e["bitrate_kbps"])},
+        {"aggregate": Sum(field("seek_from_ms"))},  # a union with null
+        {"aggregate": Max(field("user_id"))},  # not a number
+        {"aggregate": Quantiles(field("bitrate_kbps"), (0.5,))},
         {"spec": windows.session(timedelta(seconds=10))},
         {"spec": windows.tumbling(timedelta(seconds=10), early_updates=timedelta(seconds=1))},
         {"late": True},
@@ -110,6 +113,26 @@ def test_a_chain_of_fields_and_a_count_runs_on_the_jvm() -> None:
 )
 def test_anything_else_keeps_the_python_steps(kw: dict[str, Any]) -> None:
     assert window_plan(counts_job(**kw)) is None
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "kind", "value_field", "floating_result"),
+    [
+        (Count(), "count", None, False),
+        (Sum(field("bitrate_kbps")), "sum", "bitrate_kbps", True),
+        (Mean(field("buffer_ms")), "mean", "buffer_ms", True),
+        (Min(field("position_ms")), "min", "position_ms", False),
+        (Max(field("event_time_ms")), "max", "event_time_ms", False),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_built_in_aggregates_of_numeric_fields_run_on_the_jvm(
+    aggregate: Any, kind: str, value_field: str | None, floating_result: bool
+) -> None:
+    p = window_plan(counts_job(aggregate=aggregate))
+    assert p is not None
+    assert (p.aggregate, p.value_field, p.floating) == (kind, value_field, False)
+    assert p.floating_result is floating_result
 
 
 def test_codecs_without_single_object_schemas_keep_the_python_steps() -> None:
@@ -141,6 +164,13 @@ def test_translation_puts_the_jvm_steps_in_the_graph(flink_env: Any) -> None:  #
     env, translation, _ = flink_env(counts_job(key=lambda e: e["user_id"]), {"playback": 4})
     assert translation.jvm == {}
     assert "w.batches" not in env.get_execution_plan()
+
+
+@pytest.fixture(scope="module")
+def loaded_steps(flink_env: Any) -> None:  # noqa: F811
+    """The steps jar on the gateway's class path (the environment's ``pipeline.jars``)."""
+    flink_env(counts_job(), {"playback": 1})
+    assert pf.shoal_steps_loaded()
 
 
 def failures(step: str) -> Failures:
@@ -232,3 +262,50 @@ def test_the_sources_of_the_steps_jar_are_its_pom_and_java_files() -> None:
     assert sources[0].name == "pom.xml"
     assert {p.name for p in sources[1:]} >= {"AvroFields.java", "Steps.java", "Batches.java"}
     assert all(isinstance(p, Path) and p.exists() for p in sources)
+
+
+def java_aggregate(kind: str, floating: bool, values: list[Any]) -> Any:
+    """``Aggregates.of(kind, floating)`` of the steps jar over ``values``, in the JVM."""
+    steps_jar(load_settings().cache / "flink")  # built, and on the gateway's class path
+    aggregates = pf.shoal_steps().Aggregates
+    agg = aggregates.of(kind, floating)
+    acc = agg.createAccumulator()
+    for v in values:
+        acc = agg.add(pf.shoal_steps_row(None, 0, float(v) if floating else v), acc)
+    return agg.getResult(acc)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [3.5, -1.25, 7.0, 1e300, 1e300, -0.0, 0.0],
+        [NAN, 2.0, 1.0],
+        [2.0, NAN, 1.0],
+        [0.1] * 10,
+        [-0.0, 0.0],
+        [0.0, -0.0],
+    ],
+)
+def test_jvm_aggregates_of_doubles_give_shoals_results(
+    values: list[float], loaded_steps: None
+) -> None:
+    for agg, kind in ((Sum(), "sum"), (Mean(), "mean"), (Min(), "min"), (Max(), "max")):
+        acc = agg.create()
+        for v in values:
+            acc = agg.add(acc, v)
+        want, got = agg.result(acc), java_aggregate(kind, True, values)
+        assert repr(got) == repr(want), kind  # NaN and the sign of zero too
+
+
+def test_jvm_aggregates_of_longs_give_shoals_results(loaded_steps: None) -> None:
+    values = [2**62, -(2**62), 7, 2**53 + 1, -3]
+    assert java_aggregate("count", False, values) == len(values)
+    assert java_aggregate("min", False, values) == min(values)
+    assert java_aggregate("max", False, values) == max(values)
+    acc = Sum().create()
+    for v in values:
+        acc = Sum().add(acc, v)
+    assert java_aggregate("sum", False, values) == acc  # float(x) added, as Shoal does

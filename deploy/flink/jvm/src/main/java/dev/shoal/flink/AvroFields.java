@@ -24,8 +24,10 @@ import org.apache.flink.types.Row;
 
 /**
  * Kafka values in Avro single-object encoding ({@code C3 01}, the writer schema's
- * CRC-64-AVRO fingerprint little-endian, the body) to {@code Row(key, ts, raw, error)}:
- * the key field and the event-time field of the record read with the reader schema.
+ * CRC-64-AVRO fingerprint little-endian, the body) to {@code Row(key, ts, value, raw,
+ * error)}: the key field, the event-time field and the field an aggregate reads
+ * ({@code value}: a long, or a double when {@code floating}; null without one) of the
+ * record read with the reader schema.
  *
  * <p>A record it cannot read (framing, unknown writer, a body that does not decode in
  * full, a string that is not UTF-8, an event time that is missing or out of bounds)
@@ -42,6 +44,8 @@ public final class AvroFields implements DeserializationSchema<Row> {
     private final String[] writerSchemas;
     private final String keyField;
     private final String timeField;
+    private final String valueField;
+    private final boolean floating;
     private final long minValidMs;
     private final long maxFutureMs;
     private final boolean clamp;
@@ -55,6 +59,8 @@ public final class AvroFields implements DeserializationSchema<Row> {
             String[] writerSchemas,
             String keyField,
             String timeField,
+            String valueField,
+            boolean floating,
             long minValidMs,
             long maxFutureMs,
             boolean clamp) {
@@ -62,6 +68,8 @@ public final class AvroFields implements DeserializationSchema<Row> {
         this.writerSchemas = writerSchemas;
         this.keyField = keyField;
         this.timeField = timeField;
+        this.valueField = valueField;
+        this.floating = floating;
         this.minValidMs = minValidMs;
         this.maxFutureMs = maxFutureMs;
         this.clamp = clamp;
@@ -127,11 +135,19 @@ public final class AvroFields implements DeserializationSchema<Row> {
         if (ts < minValidMs || ts > hi) {
             return failed(message, "event time out of bounds");
         }
-        return Row.of(key, ts, null, null);
+        Object value = null;
+        if (valueField != null) {
+            Object read = record.get(valueField);
+            if (!(read instanceof Number number)) {
+                return failed(message, "the aggregated field is not a number");
+            }
+            value = floating ? (Object) number.doubleValue() : (Object) number.longValue();
+        }
+        return Row.of(key, ts, value, null, null);
     }
 
     private static Row failed(byte[] message, String why) {
-        return Row.of(null, Long.MIN_VALUE, message, why);
+        return Row.of(null, Long.MIN_VALUE, null, message, why);
     }
 
     @Override
@@ -142,9 +158,10 @@ public final class AvroFields implements DeserializationSchema<Row> {
     @Override
     public TypeInformation<Row> getProducedType() {
         return Types.ROW_NAMED(
-                new String[] {"key", "ts", "raw", "error"},
+                new String[] {"key", "ts", "value", "raw", "error"},
                 Types.STRING,
                 Types.LONG,
+                floating ? Types.DOUBLE : Types.LONG,
                 Types.PRIMITIVE_ARRAY(Types.BYTE),
                 Types.STRING);
     }

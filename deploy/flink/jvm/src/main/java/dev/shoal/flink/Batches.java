@@ -17,8 +17,8 @@ import org.apache.flink.util.Collector;
 /**
  * Window results to Python in batches, and what Python made of them back to records.
  *
- * <p>{@link Batcher} gathers {@code Row(key, start, end, count)} results into one
- * columnar {@code Row(keys, starts, ends, counts)} and hands it on when a watermark
+ * <p>{@link Batcher} gathers {@code Row(key, start, end, result)} results into one
+ * columnar {@code Row(keys, starts, ends, results)} and hands it on when a watermark
  * arrives (before the watermark: every result it fired is in the batch), before a
  * checkpoint barrier (the barrier never overtakes a result), at the end of the input
  * and at {@code size} results. So Python is called once per batch, not per window.
@@ -28,14 +28,16 @@ import org.apache.flink.util.Collector;
 public final class Batches {
     private Batches() {}
 
-    /** A batch of count window results, as columns. */
-    public static final TypeInformation<Row> COUNT_BATCH =
-            Types.ROW_NAMED(
-                    new String[] {"keys", "starts", "ends", "counts"},
-                    Types.OBJECT_ARRAY(Types.STRING),
-                    Types.PRIMITIVE_ARRAY(Types.LONG),
-                    Types.PRIMITIVE_ARRAY(Types.LONG),
-                    Types.PRIMITIVE_ARRAY(Types.LONG));
+    /** A batch of window results, as columns; the results longs, or doubles when
+     * {@code floating} (with nulls for no value: a mean of nothing). */
+    public static TypeInformation<Row> batchOf(boolean floating) {
+        return Types.ROW_NAMED(
+                new String[] {"keys", "starts", "ends", "results"},
+                Types.OBJECT_ARRAY(Types.STRING),
+                Types.PRIMITIVE_ARRAY(Types.LONG),
+                Types.PRIMITIVE_ARRAY(Types.LONG),
+                floating ? Types.OBJECT_ARRAY(Types.DOUBLE) : Types.OBJECT_ARRAY(Types.LONG));
+    }
 
     /** One encoded record, as the Kafka sink takes it. */
     public static final TypeInformation<Row> RECORD =
@@ -45,15 +47,17 @@ public final class Batches {
                     Types.PRIMITIVE_ARRAY(Types.BYTE),
                     Types.LONG);
 
-    /** Gathers count window results into batches of at most {@code size}. */
+    /** Gathers window results into batches of at most {@code size}. */
     public static final class Batcher extends AbstractStreamOperator<Row>
             implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
         private static final long serialVersionUID = 1L;
         private final int size;
+        private final boolean floating;
         private transient List<Row> rows;
 
-        public Batcher(int size) {
+        public Batcher(int size, boolean floating) {
             this.size = size;
+            this.floating = floating;
         }
 
         @Override
@@ -101,16 +105,16 @@ public final class Batches {
             String[] keys = new String[n];
             long[] starts = new long[n];
             long[] ends = new long[n];
-            long[] counts = new long[n];
+            Object[] results = floating ? new Double[n] : new Long[n];
             for (int i = 0; i < n; i++) {
                 Row row = rows.get(i);
                 keys[i] = (String) row.getField(0);
                 starts[i] = (Long) row.getField(1);
                 ends[i] = (Long) row.getField(2);
-                counts[i] = (Long) row.getField(3);
+                results[i] = row.getField(3);
             }
             rows.clear();
-            output.collect(new StreamRecord<>(Row.of(keys, starts, ends, counts)));
+            output.collect(new StreamRecord<>(Row.of(keys, starts, ends, results)));
         }
     }
 

@@ -23,7 +23,7 @@ import org.apache.flink.util.OutputTag;
 /**
  * The JVM steps a job of field expressions and built-in aggregates runs on: the
  * decoded records' event-time watermarks, the split of what the decoder refused, and
- * count windows on Flink's own window operator.
+ * windows of built-in aggregates ({@link Aggregates}) on Flink's own window operator.
  *
  * <p>Flink's window rules are Shoal's here: a window fires when Flink's watermark
  * reaches its end - 1 (Shoal's, one higher, its end); a record is late when every
@@ -38,14 +38,25 @@ public final class Steps {
             Types.ROW_NAMED(
                     new String[] {"raw", "error"}, Types.PRIMITIVE_ARRAY(Types.BYTE), Types.STRING);
 
-    /** A window's result: {@code Row(key, start, end, count)}. */
-    public static final TypeInformation<Row> COUNTED =
-            Types.ROW_NAMED(
-                    new String[] {"key", "start", "end", "count"},
-                    Types.STRING,
-                    Types.LONG,
-                    Types.LONG,
-                    Types.LONG);
+    /** A window's result: {@code Row(key, start, end, result)}, the result a long or,
+     * when {@code floating}, a double. */
+    public static TypeInformation<Row> result(boolean floating) {
+        return Types.ROW_NAMED(
+                new String[] {"key", "start", "end", "result"},
+                Types.STRING,
+                Types.LONG,
+                Types.LONG,
+                floating ? Types.DOUBLE : Types.LONG);
+    }
+
+    /** Decoded records: {@code Row(key, ts, value)}. */
+    public static TypeInformation<Row> decoded(boolean floating) {
+        return Types.ROW_NAMED(
+                new String[] {"key", "ts", "value"},
+                Types.STRING,
+                Types.LONG,
+                floating ? Types.DOUBLE : Types.LONG);
+    }
 
     /** Bounded-disorder watermarks on the decoded records' event time ({@code idleMs}
      * below zero: no idleness). Refused records carry no time and move nothing. */
@@ -61,26 +72,30 @@ public final class Steps {
         return new OutputTag<>(step + ".refused", REFUSED);
     }
 
-    /** Decoded records as {@code Row(key, ts)} on the main output, refused ones as
-     * {@code Row(raw, error)} on {@link #refusedTag}, at the input's parallelism. */
-    public static SingleOutputStreamOperator<Row> split(DataStream<Row> decoded, String step) {
+    /** Decoded records as {@code Row(key, ts, value)} on the main output, refused ones
+     * as {@code Row(raw, error)} on {@link #refusedTag}, at the input's parallelism. */
+    public static SingleOutputStreamOperator<Row> split(
+            DataStream<Row> decoded, String step, boolean floating) {
         OutputTag<Row> tag = refusedTag(step);
-        return decoded.process(new Split(tag), Types.ROW_NAMED(
-                        new String[] {"key", "ts"}, Types.STRING, Types.LONG))
+        return decoded.process(new Split(tag), decoded(floating))
                 .name(step + ".split")
                 .uid(step + ".split")
                 .setParallelism(decoded.getParallelism());
     }
 
-    /** Records per key and window ({@code slideMs} 0: tumbling); late records on
-     * {@code lateTag} when it is given. */
-    public static SingleOutputStreamOperator<Row> countWindows(
+    /** The aggregate {@code kind} ({@link Aggregates#of}) per key and window
+     * ({@code slideMs} 0: tumbling) of values that are doubles when {@code floating}.
+     * Late records are dropped and counted by Flink's window operator
+     * ({@code numLateRecordsDropped}). */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    public static SingleOutputStreamOperator<Row> aggregateWindows(
             DataStream<Row> keyed,
             String step,
             long sizeMs,
             long slideMs,
             long allowedLatenessMs,
-            OutputTag<Row> lateTag) {
+            String kind,
+            boolean floating) {
         WindowAssigner<Object, TimeWindow> assigner =
                 slideMs == 0
                         ? TumblingEventTimeWindows.of(Duration.ofMillis(sizeMs))
@@ -90,18 +105,23 @@ public final class Steps {
                 keyed.keyBy(new KeyField())
                         .window(assigner)
                         .allowedLateness(Duration.ofMillis(allowedLatenessMs));
-        if (lateTag != null) {
-            windowed = windowed.sideOutputLateData(lateTag);
-        }
-        return windowed.aggregate(new Count(), new Emit(), Types.LONG, Types.LONG, COUNTED)
+        boolean floatingResult = Aggregates.floatingResult(kind, floating);
+        TypeInformation<Object> out = (TypeInformation) (floatingResult ? Types.DOUBLE : Types.LONG);
+        AggregateFunction aggregate = Aggregates.of(kind, floating);
+        TypeInformation accumulator =
+                TypeInformation.of(aggregate.createAccumulator().getClass());
+        return windowed.aggregate(aggregate, new Emit(), accumulator, out, result(floatingResult))
                 .name(step)
                 .uid(step);
     }
 
-    /** Count window results in batches for Python ({@link Batches.Batcher}). */
+    /** Window results in batches for Python ({@link Batches.Batcher}). */
     public static SingleOutputStreamOperator<Row> batches(
-            DataStream<Row> counted, String step, int size) {
-        return counted.transform(step + ".batches", Batches.COUNT_BATCH, new Batches.Batcher(size))
+            DataStream<Row> results, String step, int size, boolean floating) {
+        return results.transform(
+                        step + ".batches",
+                        Batches.batchOf(floating),
+                        new Batches.Batcher(size, floating))
                 .uid(step + ".batches");
     }
 
@@ -110,12 +130,6 @@ public final class Steps {
         return batches.flatMap(new Batches.Unbatch(), Batches.RECORD)
                 .name(step + ".records")
                 .uid(step + ".records");
-    }
-
-    /** The side output of late records of a count window step. */
-    public static OutputTag<Row> lateTag(String step) {
-        return new OutputTag<>(step + ".late_rows", Types.ROW_NAMED(
-                new String[] {"key", "ts"}, Types.STRING, Types.LONG));
     }
 
     static final class EventTime implements SerializableTimestampAssigner<Row> {
@@ -137,10 +151,10 @@ public final class Steps {
 
         @Override
         public void processElement(Row row, Context ctx, Collector<Row> out) {
-            if (row.getField(3) == null) {
-                out.collect(Row.of(row.getField(0), row.getField(1)));
+            if (row.getField(4) == null) {
+                out.collect(Row.of(row.getField(0), row.getField(1), row.getField(2)));
             } else {
-                ctx.output(refused, Row.of(row.getField(2), row.getField(3)));
+                ctx.output(refused, Row.of(row.getField(3), row.getField(4)));
             }
         }
     }
@@ -154,40 +168,15 @@ public final class Steps {
         }
     }
 
-    static final class Count implements AggregateFunction<Row, Long, Long> {
+    /** The one result of a window's aggregate, with its key and bounds. */
+    static final class Emit extends ProcessWindowFunction<Object, Row, String, TimeWindow> {
         private static final long serialVersionUID = 1L;
 
         @Override
-        public Long createAccumulator() {
-            return 0L;
-        }
-
-        @Override
-        public Long add(Row value, Long acc) {
-            return acc + 1;
-        }
-
-        @Override
-        public Long getResult(Long acc) {
-            return acc;
-        }
-
-        @Override
-        public Long merge(Long a, Long b) {
-            return a + b;
-        }
-    }
-
-    static final class Emit extends ProcessWindowFunction<Long, Row, String, TimeWindow> {
-        private static final long serialVersionUID = 1L;
-
-        @Override
-        public void process(String key, Context ctx, Iterable<Long> counts, Collector<Row> out) {
-            long total = 0;
-            for (Long n : counts) {
-                total += n;
+        public void process(String key, Context ctx, Iterable<Object> results, Collector<Row> out) {
+            for (Object result : results) {
+                out.collect(Row.of(key, ctx.window().getStart(), ctx.window().getEnd(), result));
             }
-            out.collect(Row.of(key, ctx.window().getStart(), ctx.window().getEnd(), total));
         }
     }
 }
