@@ -104,7 +104,7 @@ class FlinkOptions:
             only the job's graph comes from here.
         kafka_properties: the user's Kafka client settings (TLS, SASL ...), as given to
             ``shoal run`` (see ``connectors.kafka.config``); never shown in a repr.
-        jvm_steps: run a source, its key and a built-in count window on Shoal's JVM
+        jvm_steps: run a source, its key and a built-in aggregate's window on Shoal's JVM
             steps where the job allows it (``runtime.flink.jvm``); ``False``: Python
             steps everywhere. Without the steps jar on the cluster (``from_cluster``,
             ``jar_dir``) the Python steps run, and records without a value are not
