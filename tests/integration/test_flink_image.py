@@ -328,7 +328,14 @@ def test_shoal_run_submits_to_a_session_cluster_of_image_containers(
         said = logs(client)
         assert f"on Flink cluster 127.0.0.1:{ports['rest']}" in said, said
         assert "stopped user_counts on Flink: CANCELED" in said, said
-        jobs = rest(ports["rest"], "/jobs/overview")["jobs"]
+        # The overview can still say CANCELLING for a moment after the client saw the
+        # job's status turn CANCELED.
+        deadline = time.monotonic() + 30
+        while True:
+            jobs = rest(ports["rest"], "/jobs/overview")["jobs"]
+            if [j["state"] for j in jobs] != ["CANCELLING"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert [j["state"] for j in jobs] == ["CANCELED"], jobs
     finally:
         for name in (client, taskmanager, jobmanager):
