@@ -51,6 +51,7 @@ from runtime.engine.topics import key_bytes
 from runtime.flink import _pyflink as pf
 from runtime.flink.failures import Failures
 from runtime.flink.functions import DEAD_LETTERS, DecodeStep
+from runtime.flink.windows import output_pair
 
 TIME_TYPES = ("long", "int")
 #: Avro types an aggregate may read in the JVM, and whether Java reads them as doubles.
@@ -309,12 +310,11 @@ class BatchOutputStep(pf.ProcessFunction):  # type: ignore[misc]
         times: list[int] = []
         failed: list[Any] = []
         for key, start, end, result in zip(batch[0], batch[1], batch[2], batch[3], strict=True):
-            try:
-                value = output(key, Window(start, end), result)
-            except Exception as exc:
-                info = {"key": key, "window": (start, end)}
-                failed.extend(self.failures.reject(exc, info, DEAD_LETTERS))
+            [*pairs] = output_pair(output, self.failures, key, start, end, result)
+            if not pairs or pairs[0][0] is DEAD_LETTERS:
+                failed.extend(pairs)
                 continue
+            value = pairs[0][1]
             try:
                 data = encode(value)
                 key_data = key_bytes(key if key_of is None else key_of(value))
@@ -338,11 +338,4 @@ class OutputStep(pf.ProcessFunction):  # type: ignore[misc]
         self.failures = failures
 
     def process_element(self, row: Any, ctx: Any) -> Iterator[Any]:
-        key, start, end, result = row[0], row[1], row[2], row[3]
-        try:
-            value = self.output(key, Window(start, end), result)
-        except Exception as exc:
-            info = {"key": key, "window": (start, end)}
-            yield from self.failures.reject(exc, info, DEAD_LETTERS)
-            return
-        yield (key, value)
+        yield from output_pair(self.output, self.failures, row[0], row[1], row[2], row[3])

@@ -145,12 +145,25 @@ class WindowStep(pf.KeyedProcessFunction):  # type: ignore[misc]
         yield from self._records(fired)
 
     def _records(self, emissions: Iterable[Emission]) -> Iterator[Any]:
-        result, output = self.aggregate.result, self.output
+        result, output, failures = self.aggregate.result, self.output, self.failures
         for key, start, end, acc in emissions:
-            try:
-                value = output(key, Window(start, end), None if acc is MISSING else result(acc))
-            except Exception as exc:
-                info = {"key": key, "window": (start, end)}
-                yield from self.failures.reject(exc, info, DEAD_LETTERS)
-                continue
-            yield (key, value)
+            value = None if acc is MISSING else result(acc)
+            yield from output_pair(output, failures, key, start, end, value)
+
+
+def output_pair(
+    output: Callable[[Any, Window, Any], Any],
+    failures: Failures,
+    key: Any,
+    start: int,
+    end: int,
+    result: Any,
+) -> Iterator[Any]:
+    """A window result as the window step's ``(key, output(key, window, result))`` pair,
+    or, when the output function fails, what the error policy makes of it."""
+    try:
+        value = output(key, Window(start, end), result)
+    except Exception as exc:
+        yield from failures.reject(exc, {"key": key, "window": (start, end)}, DEAD_LETTERS)
+        return
+    yield (key, value)
