@@ -274,7 +274,7 @@ def _on_jvm(
     if node is plan.key:
         return _parent(out, node)
     if node is plan.sink:
-        return out.streams[f"{node.name}.encoded"]
+        return out.streams[node.name]  # set with the window's batched output
     window = plan.window
     results = jvm.aggregate_windows(_parent(out, window), plan)
     if plan.sink is not None:
@@ -293,7 +293,7 @@ def _jvm_source(
     plan: JvmPlan,
     out: Translation,
 ) -> Any:
-    """A source on the JVM steps: ``Row(key, event time)`` of the records decoded in
+    """A source on the JVM steps: ``Row(key, event time, value)`` of the records decoded in
     the JVM; the rest through the source's Python decoder to the dead letters."""
     topic = bindings.sources[node.name]
     partitions = _partitions(kafka, node, topic)
@@ -330,7 +330,7 @@ def _batched_sink(
     )
     encoded, records = jvm.batched_records(results, out.jvm[window.name], step)
     _with_dead(encoded, out)
-    out.streams[f"{sink.name}.encoded"] = records
+    out.streams[sink.name] = records
     out.outputs.append((sink.name, topic, records))
     out.sinks[sink.name] = topic
     return encoded

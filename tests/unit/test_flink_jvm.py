@@ -26,15 +26,15 @@ from runtime.flink import jvm
 from runtime.flink.failures import Failures
 from runtime.flink.jars import STEPS_JAR, steps_jar, steps_sources
 from runtime.settings import load_settings
-from tests.unit.test_flink_translate import dead, flink_env, main, playback_event  # noqa: F401
+from tests.unit.test_flink_translate import (  # noqa: F401
+    dead,
+    flink_env,
+    main,
+    playback_event,
+)
+from tests.unit.test_flink_translate import pytestmark as flink_marks
 
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:.*deprecated since version 2.1.0:DeprecationWarning:pyflink"
-    ),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning:httplib2"),
-    pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning"),
-]
+pytestmark = flink_marks  # PyFlink's import warnings, its gateway's JVM
 
 NOW_MS = 1_700_000_000_000
 
@@ -161,6 +161,7 @@ def test_translation_puts_the_jvm_steps_in_the_graph(flink_env: Any) -> None:  #
     plan = env.get_execution_plan()
     assert "playback.split" in plan and "w.batches" in plan and "w.records" in plan
     assert translation.sinks == {"out": "out"}
+    assert set(translation.streams) == {"playback", "by_user", "w", "out"}
     env, translation, _ = flink_env(counts_job(key=lambda e: e["user_id"]), {"playback": 4})
     assert translation.jvm == {}
     assert "w.batches" not in env.get_execution_plan()
